@@ -1,0 +1,97 @@
+"""The sciz error hierarchy: one base class, each error also a fitting built-in exception.
+
+Users can catch ``sciz.errors.SciZError`` for anything sciz raises, or the built-in they already
+know (``ValueError`` for bad data or arguments, ``OSError`` for unreadable files, ``ImportError``
+for a missing optional dependency).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ArgumentError",
+    "CodecError",
+    "CorruptStreamError",
+    "FloatpredError",
+    "FormatError",
+    "JetrawError",
+    "LercError",
+    "MissingDependencyError",
+    "PcodecError",
+    "SciZError",
+    "SperrError",
+    "Sz3Error",
+    "SzipError",
+    "UnknownFormatError",
+    "ZfpError",
+    "argument_error",
+]
+
+
+class SciZError(Exception):
+    """Base class of every error sciz raises on purpose."""
+
+
+class ArgumentError(SciZError, ValueError):
+    """An argument has a value sciz cannot use; the message names it, its value and what is allowed."""
+
+
+class MissingDependencyError(SciZError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+class FormatError(SciZError, OSError, ValueError):
+    """A file is unreadable, corrupt, truncated, or cannot hold what was asked of it."""
+
+
+class UnknownFormatError(FormatError):
+    """No registered format recognises the file (by magic bytes or extension)."""
+
+
+class CodecError(SciZError, ValueError):
+    """A codec cannot encode the data or decode the stream."""
+
+
+class CorruptStreamError(CodecError):
+    """A stream is truncated, damaged, or not what its header says."""
+
+
+class ZfpError(CodecError):
+    """ZFP codec exception."""
+
+
+class SperrError(CodecError):
+    """SPERR codec exception."""
+
+
+class Sz3Error(CodecError):
+    """SZ3 codec exception."""
+
+
+class FloatpredError(CodecError):
+    """Floating-point predictor exception."""
+
+
+class LercError(CodecError):
+    """LERC codec exception."""
+
+
+class SzipError(CodecError):
+    """SZIP codec exception."""
+
+
+class PcodecError(CodecError):
+    """PCODEC codec exception."""
+
+
+class JetrawError(CodecError):
+    """JETRAW codec exception (the proprietary engine is usually not installed)."""
+
+
+def argument_error(name: str, value: Any, allowed: str, *, cls: type[SciZError] = ArgumentError) -> SciZError:
+    """Build an error that names the argument, shows its value, and says what is allowed."""
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return cls(f"{name}={shown} is not allowed: {allowed}")

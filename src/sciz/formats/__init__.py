@@ -1,0 +1,167 @@
+"""File formats: a registry that finds the right format by magic bytes first, then by extension.
+
+Built-in formats are listed in ``BUILTIN_FORMATS`` as ``module:Class`` strings and imported on first
+use; third-party formats register through the ``sciz.formats`` entry-point group or
+:func:`register_format`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from ..errors import FormatError, UnknownFormatError, argument_error
+from ..model import Dataset
+from ._base import Format, require
+
+__all__ = [
+    "BUILTIN_FORMATS",
+    "Format",
+    "detect_format",
+    "format_for_writing",
+    "get_format",
+    "list_formats",
+    "load",
+    "register_format",
+    "require",
+    "save",
+]
+
+#: Formats shipped with sciz, imported lazily. Later modules append here.
+BUILTIN_FORMATS: list[str] = []
+
+_registry: dict[str, Format] = {}
+_loaded = False
+_lock = threading.Lock()
+
+
+def register_format(plugin: Format | type[Format], *, replace: bool = False) -> Format:
+    """Add a format to the registry (an instance or a class with a no-argument constructor)."""
+    instance = plugin() if isinstance(plugin, type) else plugin
+    if not isinstance(instance, Format):
+        raise argument_error("plugin", plugin, "must be a sciz.formats.Format subclass or instance")
+    if instance.name in _registry and not replace and type(_registry[instance.name]) is not type(instance):
+        raise FormatError(f"a format named {instance.name!r} is already registered")
+    _registry[instance.name] = instance
+    return instance
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    with _lock:
+        if _loaded:
+            return
+        for spec in BUILTIN_FORMATS:
+            module_name, _, class_name = spec.partition(":")
+            module = importlib.import_module(module_name)
+            register_format(getattr(module, class_name), replace=True)
+        for entry in entry_points(group="sciz.formats"):
+            try:
+                register_format(entry.load())
+            except Exception as exc:  # a broken third-party plugin must not break sciz
+                import warnings
+
+                warnings.warn(f"sciz format plugin {entry.name!r} failed to load: {exc}", stacklevel=2)
+        _loaded = True
+
+
+def list_formats() -> list[Format]:
+    """All registered formats, in registration order."""
+    _load_all()
+    return list(_registry.values())
+
+
+def get_format(name: str) -> Format:
+    """The format registered under ``name`` (case-insensitive; ``hdf5`` finds ``h5`` style aliases)."""
+    _load_all()
+    key = name.lower().lstrip(".")
+    if key in _registry:
+        return _registry[key]
+    for plugin in _registry.values():
+        if any(ext.lstrip(".") == key for ext in plugin.extensions):
+            return plugin
+    raise argument_error("format", name, f"known formats are {', '.join(sorted(_registry))}", cls=UnknownFormatError)
+
+
+def _read_head(path: Path, size: int = 512) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(size)
+    except OSError as exc:
+        raise FormatError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def detect_format(path: str | os.PathLike[str]) -> Format:
+    """The format of an existing file or directory: magic bytes first, then the extension."""
+    _load_all()
+    target = Path(os.fspath(path))
+    if not target.exists():
+        raise FileNotFoundError(f"no such file or directory: {target}")
+    is_dir = target.is_dir()
+    head = b"" if is_dir else _read_head(target)
+    candidates = [f for f in _registry.values() if f.can_read and f.directory == is_dir]
+    by_content = [f for f in candidates if (f.magic or is_dir or _has_custom_sniff(f)) and f.sniff(target, head)]
+    if by_content:
+        return max(by_content, key=lambda f: (f.matches_extension(target), f.priority))
+    by_extension = [f for f in candidates if not f.magic and f.matches_extension(target)]
+    if by_extension:
+        return max(by_extension, key=lambda f: (f.matches_extension(target), f.priority))
+    kind = "directory" if is_dir else "file"
+    known = ", ".join(f"{f.name} ({'/'.join(f.extensions)})" for f in _registry.values() if f.can_read)
+    raise UnknownFormatError(f"{target}: not a {kind} format sciz recognises; readable formats: {known}")
+
+
+def _has_custom_sniff(plugin: Format) -> bool:
+    return type(plugin).sniff is not Format.sniff
+
+
+def format_for_writing(path: str | os.PathLike[str], format: str | None = None) -> Format:
+    """The format to write ``path`` in: ``format`` if given, else the longest matching extension."""
+    _load_all()
+    if format is not None:
+        plugin = get_format(format)
+    else:
+        matches = [(f.matches_extension(path), f.priority, f) for f in _registry.values() if f.can_write]
+        best = max(matches, key=lambda m: (m[0], m[1]), default=(0, 0, None))
+        if best[0] == 0 or best[2] is None:
+            known = ", ".join(f"{f.name} ({'/'.join(f.extensions)})" for f in _registry.values() if f.can_write)
+            raise UnknownFormatError(f"{os.fspath(path)}: cannot tell the format from the name; writable: {known}")
+        plugin = best[2]
+    if not plugin.can_write:
+        raise FormatError(f"sciz reads {plugin.name} files but cannot write them")
+    return plugin
+
+
+def load(path: str | os.PathLike[str], *, format: str | None = None, **options: Any) -> Dataset:
+    """Read any registered format into a :class:`~sciz.model.Dataset`.
+
+    Example
+    -------
+    >>> import sciz
+    >>> ds = sciz.load("surface.tmd")  # doctest: +SKIP
+    """
+    plugin = get_format(format) if format else detect_format(path)
+    dataset = plugin.read(Path(os.fspath(path)), **options)
+    if dataset.source is None:
+        dataset.source = os.fspath(path)
+    return dataset
+
+
+def save(dataset: Dataset, path: str | os.PathLike[str], *, format: str | None = None, **options: Any) -> Path:
+    """Write ``dataset`` to ``path`` (format from ``format`` or the extension) atomically.
+
+    Raises :class:`~sciz.errors.FormatError` listing what the format cannot hold.
+    """
+    if not isinstance(dataset, Dataset):
+        raise argument_error("dataset", dataset, "must be a sciz.Dataset")
+    plugin = format_for_writing(path, format)
+    problems = plugin.problems(dataset)
+    if problems:
+        raise FormatError(f"{plugin.name} cannot hold this dataset: " + "; ".join(problems))
+    return plugin.write(dataset, Path(os.fspath(path)), **options)
