@@ -20,7 +20,6 @@ from .model import Axis, Dataset
 __all__ = ["Axis", "Dataset", "__version__", "load", "save"]
 
 
-
 def __getattr__(name: str) -> Any:
     if name in ("load", "save"):
         return getattr(importlib.import_module("sciz.formats"), name)

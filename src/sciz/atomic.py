@@ -66,8 +66,8 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temporary, _default_file_mode())
-        os.replace(temporary, target)
+        temporary.chmod(_default_file_mode())
+        temporary.replace(target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -86,7 +86,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield temporary
         _fsync_tree(temporary)
-        os.chmod(temporary, _default_directory_mode())
+        temporary.chmod(_default_directory_mode())
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -94,12 +94,12 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     if target.exists() or target.is_symlink():
         backup = _temporary_sibling(target, directory=True)
         backup.rmdir()
-        os.replace(target, backup)
+        target.replace(backup)
     try:
-        os.replace(temporary, target)
+        temporary.replace(target)
     except BaseException:
         if backup is not None:
-            os.replace(backup, target)
+            backup.replace(target)
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     fsync_directory(target.parent)

@@ -12,7 +12,6 @@ from typing import Any
 __all__ = [
     "ArgumentError",
     "CodecError",
-    "CorruptStreamError",
     "FloatpredError",
     "FormatError",
     "JetrawError",
@@ -51,10 +50,6 @@ class UnknownFormatError(FormatError):
 
 class CodecError(SciZError, ValueError):
     """A codec cannot encode the data or decode the stream."""
-
-
-class CorruptStreamError(CodecError):
-    """A stream is truncated, damaged, or not what its header says."""
 
 
 class ZfpError(CodecError):

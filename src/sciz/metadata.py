@@ -213,7 +213,9 @@ def from_jsonable(obj: Any, where: str = "metadata") -> Any:
     except FormatError:
         raise
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise FormatError(f"metadata at {where}: malformed {tag!r} entry ({type(exc).__name__}: {exc})") from None
+        raise FormatError(
+            f"metadata at {where}: malformed {tag!r} entry ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _decode_tagged(tag: Any, obj: dict[str, Any], where: str) -> Any:
@@ -271,7 +273,9 @@ def _hashable(value: Any, where: str) -> Any:
     try:
         hash(value)
     except TypeError:
-        raise FormatError(f"metadata at {where}: a {type(value).__name__} cannot be a key or set item") from None
+        raise FormatError(
+            f"metadata at {where}: a {type(value).__name__} cannot be a key or set item"
+        ) from None
     return value
 
 

@@ -24,7 +24,9 @@ __all__ = ["Axis", "Dataset", "StoredArray", "as_array", "is_array"]
 
 def is_array(value: Any) -> bool:
     """True for numpy arrays and lazy array objects (dask) that have ``shape``, ``dtype`` and ``ndim``."""
-    return isinstance(value, np.ndarray) or all(hasattr(value, a) for a in ("shape", "dtype", "ndim", "__array__"))
+    return isinstance(value, np.ndarray) or all(
+        hasattr(value, a) for a in ("shape", "dtype", "ndim", "__array__")
+    )
 
 
 def as_array(value: Any, name: str) -> Any:
@@ -37,7 +39,9 @@ def as_array(value: Any, name: str) -> Any:
         except (TypeError, ValueError) as exc:
             raise argument_error(name, value, f"must be an array or convertible to one ({exc})") from None
     if array.dtype == object:
-        raise argument_error(name, f"<{type(value).__name__} of dtype object>", "object arrays are not supported")
+        raise argument_error(
+            name, f"<{type(value).__name__} of dtype object>", "object arrays are not supported"
+        )
     return array
 
 
@@ -143,12 +147,16 @@ class Dataset:
             raise ArgumentError(f"axes: {len(axes)} axes given for an array of {self.data.ndim} dimensions")
         axes += [Axis(name=f"axis{i}") for i in range(len(axes), self.data.ndim)]
         self.axes = axes
-        self.layers = {self._check_key("layers", k): as_array(v, f"layers[{k!r}]") for k, v in self.layers.items()}
+        self.layers = {
+            self._check_key("layers", k): as_array(v, f"layers[{k!r}]") for k, v in self.layers.items()
+        }
         masks = {}
         for key, value in self.masks.items():
             mask = as_array(value, f"masks[{key!r}]")
             if mask.dtype != np.bool_:
-                raise argument_error(f"masks[{key!r}]", f"<array of {mask.dtype}>", "masks must be boolean arrays")
+                raise argument_error(
+                    f"masks[{key!r}]", f"<array of {mask.dtype}>", "masks must be boolean arrays"
+                )
             masks[self._check_key("masks", key)] = mask
         self.masks = masks
         if not isinstance(self.metadata, dict):
@@ -183,7 +191,7 @@ class Dataset:
 
     def copy(self, **changes: Any) -> Dataset:
         """A shallow copy (arrays shared, containers new), with ``changes`` applied."""
-        fresh = {
+        fresh: dict[str, Any] = {
             "axes": [replace(a) for a in self.axes],
             "layers": dict(self.layers),
             "masks": dict(self.masks),
@@ -194,12 +202,14 @@ class Dataset:
         fresh.update(changes)
         return replace(self, **fresh)
 
-    def add_provenance(self, step: str, parameters: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    def add_provenance(
+        self, step: str, parameters: Mapping[str, Any] | None = None, **extra: Any
+    ) -> dict[str, Any]:
         """Append a provenance entry (step name, parameters, UTC time, versions) and return it."""
         entry: dict[str, Any] = {
             "step": step,
             "parameters": dict(parameters or {}),
-            "time": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "time": dt.datetime.now(dt.UTC).isoformat(),
             "versions": software_versions(),
         }
         entry.update(extra)

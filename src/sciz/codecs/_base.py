@@ -1,0 +1,364 @@
+"""The codec contract and the driver every sciz codec shares.
+
+A codec subclass only says how to encode one chunk with its engine and which bound it promises;
+this module does the rest once for all of them: argument checks, byte order, chunking across
+threads, exact NaN/Inf, the bound guarantee (tightened tolerances, verification, patches,
+lossless fallback), the checked stream, and ``out=`` buffers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from ..errors import CodecError, argument_error
+from . import _stream
+from ._stream import Chunk, StreamHeader
+
+__all__ = ["METHOD_DECODERS", "RAW", "ChunkDecoder", "Codec", "check_numthreads", "run_parallel"]
+
+T = TypeVar("T")
+
+#: Chunk methods (one byte in the stream): how a chunk's payload is decoded.
+RAW, ZFP, SPERR, SZ3, LERC, PCODEC, SZIP = 0, 1, 2, 3, 4, 5, 6
+
+#: ``decoder(payload, target, params)`` fills ``target`` (native byte order, C-contiguous).
+ChunkDecoder = Callable[[memoryview, np.ndarray, dict[str, Any]], None]
+METHOD_DECODERS: dict[int, ChunkDecoder] = {}
+
+#: Above this share of patched elements a chunk is stored losslessly instead.
+MAX_PATCH_SHARE = 0.05
+
+
+def _decode_raw(payload: memoryview, target: np.ndarray, params: dict[str, Any]) -> None:
+    if len(payload) != target.nbytes:
+        raise ValueError(f"raw chunk holds {len(payload)} bytes, expected {target.nbytes}")
+    target.reshape(-1).view(np.uint8)[:] = np.frombuffer(payload, np.uint8)
+
+
+METHOD_DECODERS[RAW] = _decode_raw
+
+
+def check_numthreads(numthreads: Any) -> int:
+    """``None`` means 1; ``0`` means every core; otherwise a positive int."""
+    if numthreads is None:
+        return 1
+    if isinstance(numthreads, bool) or not isinstance(numthreads, int | np.integer) or numthreads < 0:
+        raise argument_error("numthreads", numthreads, "must be None, 0 (all cores) or a positive int")
+    return int(numthreads) or (os.cpu_count() or 1)
+
+
+def run_parallel(function: Callable[[int], T], count: int, numthreads: int) -> list[T]:
+    """``[function(i) for i in range(count)]`` on up to ``numthreads`` threads (engines release the GIL)."""
+    if numthreads <= 1 or count <= 1:
+        return [function(i) for i in range(count)]
+    with ThreadPoolExecutor(max_workers=min(numthreads, count)) as pool:
+        return list(pool.map(function, range(count)))
+
+
+class Codec(ABC):
+    """An array codec with a self-describing, checked stream (numcodecs-style contract).
+
+    ``encode(array) -> bytes`` and ``decode(stream) -> array`` round-trip shape and dtype; the
+    configuration from :meth:`get_config` is JSON-safe and rebuilds an equal codec through
+    :func:`sciz.codecs.from_config`.
+    """
+
+    #: Registry name, e.g. ``"zfp"``.
+    name: ClassVar[str]
+    #: The seed's error class for this codec.
+    error: ClassVar[type[CodecError]]
+    #: dtype strings (without byte order) the engine accepts.
+    dtypes: ClassVar[tuple[str, ...]]
+    #: Chunk rows are a multiple of this where possible.
+    align: ClassVar[int] = 4
+    #: Whether the engine keeps NaN and +-Inf exactly (otherwise they are patched).
+    keeps_nonfinite: ClassVar[bool] = False
+
+    # ----- what each codec supplies -------------------------------------------------------
+    @abstractmethod
+    def params(self) -> dict[str, Any]:
+        """The codec's parameters (JSON-safe), as given to the constructor."""
+
+    @abstractmethod
+    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes, bool]:
+        """Encode one finite-filled chunk; return (method, payload, needs_verification).
+
+        ``low``/``high`` are the chunk's finite minimum and maximum (0 for empty or integer data
+        where unknown). Return ``needs_verification=True`` when the engine cannot be trusted to keep
+        :attr:`tolerance` for this chunk; the driver then checks every element and patches misses.
+        """
+
+    @property
+    def tolerance(self) -> float | None:
+        """The absolute error bound this codec guarantees, ``0.0`` if lossless, ``None`` if it promises none."""
+        return None
+
+    @property
+    def lossless(self) -> bool:
+        return self.tolerance == 0.0
+
+    def stream_params(self) -> dict[str, Any]:
+        """Parameters written into each stream (for ``sciz info`` and for decoding)."""
+        return self.params()
+
+    def hdf5_filter(self, array: Any) -> dict[str, Any] | None:
+        """h5py ``create_dataset`` keywords for this codec's registered HDF5 filter, or None if it has none."""
+        return None
+
+    # ----- the contract ----------------------------------------------------------------------
+    @property
+    def codec_id(self) -> str:
+        return f"sciz_{self.name}"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.name, **self.params()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Codec:
+        values = {k: v for k, v in config.items() if k != "id"}
+        return cls(**values)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Codec) and other.get_config() == self.get_config()
+
+    def __hash__(self) -> int:
+        return hash(repr(sorted(self.get_config().items())))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ----- encoding --------------------------------------------------------------------------
+    def check_array(self, data: Any) -> np.ndarray:
+        """The input as a C-contiguous native-order array of a supported dtype, or a clear error."""
+        if not isinstance(data, np.ndarray):
+            if isinstance(data, bytes | bytearray | memoryview | str) or data is None:
+                raise argument_error("data", data, f"{self.name} encodes numpy arrays", cls=self.error)
+            try:
+                data = np.asarray(data)
+            except (TypeError, ValueError) as exc:
+                raise argument_error("data", data, f"must be a numpy array ({exc})", cls=self.error) from None
+        code = data.dtype.str[1:]
+        if data.dtype.fields is not None or code not in self.dtypes:
+            raise self.error(
+                f"data: dtype {data.dtype} is not supported by {self.name}; supported: {', '.join(self.dtypes)}"
+            )
+        return data
+
+    def encode(self, data: Any, *, out: Any = None, numthreads: int | None = None) -> bytes | memoryview:
+        """Encode ``data`` into a self-describing sciz stream (written into ``out`` if given)."""
+        array = self.check_array(data)
+        threads = check_numthreads(numthreads)
+        big_endian = array.dtype.byteorder == ">"
+        native = array.dtype.newbyteorder("=")
+        work = np.ascontiguousarray(array, dtype=native)
+        header = StreamHeader(
+            codec=self.name,
+            dtype=native,
+            shape=tuple(array.shape),
+            params=self.stream_params(),
+            rows=_stream.plan_rows(array.shape, native.itemsize, align=self.align),
+            big_endian=big_endian,
+        )
+        if work.size:
+            flat: np.ndarray = work.reshape((1,) if work.ndim == 0 else work.shape)
+            count = math.ceil(int(flat.shape[0]) / header.rows)
+            header.chunks = run_parallel(
+                lambda i: self._encode_one(flat[i * header.rows : (i + 1) * header.rows], i), count, threads
+            )
+        stream = _stream.pack_stream(header)
+        return _into_out(stream, out, self.error)
+
+    def _encode_one(self, original: np.ndarray, index: int) -> Chunk:
+        chunk = original
+        patch_index = np.empty(0, np.uint64)
+        low = high = 0.0
+        if chunk.dtype.kind == "f":
+            low, high = float(chunk.min()), float(chunk.max())
+            if not (math.isfinite(low) and math.isfinite(high)) and not self.keeps_nonfinite:
+                chunk, patch_index, low, high = _extract_nonfinite(chunk)
+        try:
+            method, payload, verify = self.encode_chunk(chunk, low, high)
+        except CodecError:
+            raise
+        except Exception as exc:  # engines raise RuntimeError/ValueError subclasses
+            raise self.error(f"{self.name} engine failed on chunk {index}: {exc}") from exc
+        tolerance = self.tolerance
+        if verify and tolerance is not None:
+            misses = self._misses(method, payload, chunk, tolerance)
+            if misses.size > MAX_PATCH_SHARE * chunk.size:
+                method, payload = self.lossless_fallback(chunk)
+            elif misses.size:
+                patch_index = np.union1d(patch_index, misses.astype(np.uint64))
+        values = original.reshape(-1)[patch_index.astype(np.intp)] if patch_index.size else None
+        return Chunk(method, payload, patch_index, values)
+
+    def _misses(self, method: int, payload: bytes, chunk: np.ndarray, tolerance: float) -> np.ndarray:
+        decoded = np.empty_like(chunk)
+        METHOD_DECODERS[method](memoryview(payload), decoded, self.stream_params())
+        error = np.abs(decoded.astype(np.float64) - chunk.astype(np.float64))
+        return np.flatnonzero(~(error <= tolerance))
+
+    def lossless_fallback(self, chunk: np.ndarray) -> tuple[int, bytes]:
+        """Store a chunk exactly (used when a lossy engine cannot keep the bound for it)."""
+        from .pcodec import encode_pcodec_chunk
+
+        if chunk.dtype.str[1:] in ("u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8"):
+            return PCODEC, encode_pcodec_chunk(chunk, 8)
+        return RAW, chunk.tobytes()
+
+    # ----- decoding --------------------------------------------------------------------------
+    def decode(
+        self,
+        data: Any,
+        *,
+        out: Any = None,
+        numthreads: int | None = None,
+        shape: Sequence[int] | None = None,
+        dtype: Any = None,
+    ) -> np.ndarray:
+        """Decode a sciz stream of this codec; shape and dtype come from the stream.
+
+        ``shape`` and ``dtype``, when given, must match what the stream holds (they are checked, not
+        trusted: the engines crash when given wrong ones).
+        """
+        header = _stream.parse_stream(data, self.error, self.name)
+        threads = check_numthreads(numthreads)
+        stored = header.dtype.newbyteorder(">") if header.big_endian else header.dtype
+        _check_expected(header.shape, stored, shape, dtype, self.error)
+        dtype = stored
+        result = _check_out(out, header.shape, dtype, self.error)
+        target = result if result.dtype == header.dtype else np.empty(header.shape, header.dtype)
+        if header.size:
+            flat = target.reshape((1,) if target.ndim == 0 else target.shape)
+            run_parallel(lambda i: self._decode_one(header, flat, i), len(header.chunks), threads)
+        if target is not result:
+            result[...] = target
+        return result
+
+    def _decode_one(self, header: StreamHeader, flat: np.ndarray, index: int) -> None:
+        start, stop = header.chunk_bounds(index)
+        chunk = header.chunks[index]
+        target = flat[start:stop]
+        decoder = METHOD_DECODERS.get(chunk.method)
+        if decoder is None:
+            raise self.error(f"chunk {index} uses method {chunk.method}, unknown to this sciz")
+        try:
+            decoder(memoryview(chunk.payload), target, header.params)
+        except CodecError:
+            raise
+        except Exception as exc:
+            raise self.error(f"chunk {index} cannot be decoded: {type(exc).__name__}: {exc}") from exc
+        if chunk.patch_index.size:
+            target.reshape(-1)[chunk.patch_index.astype(np.intp)] = chunk.patch_values
+
+
+def _check_expected(
+    shape: tuple[int, ...], dtype: np.dtype, want_shape: Any, want_dtype: Any, error: type[CodecError]
+) -> None:
+    if want_shape is not None:
+        try:
+            expected = tuple(
+                int(n) for n in ((want_shape,) if isinstance(want_shape, int | np.integer) else want_shape)
+            )
+        except (TypeError, ValueError):
+            raise argument_error("shape", want_shape, "must be a tuple of ints", cls=error) from None
+        if expected != shape:
+            raise error(f"shape={expected} does not match the stream, which holds an array of shape {shape}")
+    if want_dtype is not None:
+        try:
+            expected_dtype = np.dtype(want_dtype)
+        except TypeError:
+            raise argument_error("dtype", want_dtype, "must be a numpy dtype", cls=error) from None
+        if expected_dtype.newbyteorder("=") != dtype.newbyteorder("="):
+            raise error(f"dtype={expected_dtype} does not match the stream, which holds {dtype}")
+
+
+def _extract_nonfinite(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Replace NaN/Inf by a neutral finite value; return the copy, their flat positions and the finite range."""
+    finite = np.isfinite(chunk)
+    index = np.flatnonzero(~finite).astype(np.uint64)
+    filled = chunk.copy()
+    if finite.any():
+        values = chunk[finite]
+        low, high = float(values.min()), float(values.max())
+        fill = 0.5 * low + 0.5 * high
+    else:
+        low = high = fill = 0.0
+    filled[~finite] = fill
+    return filled, index, low, high
+
+
+def _into_out(stream: bytes, out: Any, error: type[CodecError]) -> bytes | memoryview:
+    if out is None:
+        return stream
+    try:
+        view = memoryview(out).cast("B")
+    except TypeError:
+        raise argument_error(
+            "out", out, "must be a writable bytes-like buffer (bytearray)", cls=error
+        ) from None
+    if view.readonly:
+        raise argument_error("out", out, "must be writable", cls=error)
+    if len(view) < len(stream):
+        raise error(f"out: buffer of {len(view)} bytes is too small; the stream needs {len(stream)} bytes")
+    view[: len(stream)] = stream
+    if len(view) == len(stream):
+        return out
+    return view[: len(stream)]
+
+
+def _check_out(out: Any, shape: Sequence[int], dtype: np.dtype, error: type[CodecError]) -> np.ndarray:
+    if out is None:
+        return np.empty(tuple(shape), dtype)
+    if not isinstance(out, np.ndarray):
+        raise argument_error(
+            "out", out, f"must be a numpy array of shape {tuple(shape)} and dtype {dtype}", cls=error
+        )
+    if out.dtype != dtype or out.size != math.prod(shape):
+        raise error(
+            f"out: array of shape {out.shape} and dtype {out.dtype} cannot hold the decoded {tuple(shape)} {dtype}"
+        )
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise error("out: must be a writable C-contiguous array")
+    return out.reshape(tuple(shape))
+
+
+def tightened_tolerance(
+    tolerance: float, low: float, high: float, dtype: np.dtype, ulps: float = 2.0
+) -> float | None:
+    """The tolerance to ask an engine for so that rounding to ``dtype`` cannot push an error past ``tolerance``.
+
+    Engines bound the error in double precision and then round to the output type, which adds up
+    to half an ulp of the value (measured: sperr and lerc return 1.000047e-3 for 1e-3). Asking for
+    ``tolerance - ulps * ulp(max |x|)`` absorbs that. Returns None when that would leave less than
+    half the tolerance: the data are then too close to the type's precision for the engine's bound.
+    """
+    magnitude = max(abs(low), abs(high)) + tolerance
+    ulp = float(np.spacing(dtype.type(min(magnitude, float(np.finfo(dtype).max)))))
+    engine = tolerance - ulps * ulp
+    return engine if engine >= 0.5 * tolerance else None
+
+
+def check_tolerance(value: Any, error: type[CodecError], name: str = "tolerance") -> float:
+    """A finite, non-negative float, or an error naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise argument_error(name, value, "must be a non-negative finite number", cls=error)
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise argument_error(name, value, "must be a non-negative finite number", cls=error)
+    return number
+
+
+def engine() -> Any:
+    """imagecodecs, typed loosely: its stubs reject the memoryviews and views the engines accept."""
+    import imagecodecs
+
+    return imagecodecs

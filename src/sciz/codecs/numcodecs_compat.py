@@ -1,0 +1,49 @@
+"""numcodecs bridge: any sciz codec as one numcodecs codec (id ``"sciz"``), so zarr can store and rebuild it.
+
+The configuration is ``{"id": "sciz", "codec": <the sciz codec's config>}``; the codec is registered
+with numcodecs on import and through the ``numcodecs.codecs`` entry point, so a zarr reader finds
+it from the stored config alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numcodecs.abc import Codec as NumcodecsCodec
+from numcodecs.registry import register_codec
+
+from ._registry import from_config
+
+__all__ = ["SciZNumcodec"]
+
+
+class SciZNumcodec(NumcodecsCodec):
+    """A numcodecs codec that encodes each chunk as a self-describing sciz stream."""
+
+    codec_id = "sciz"
+
+    def __init__(self, codec: dict[str, Any]):
+        self.codec = dict(codec)
+        self._codec = from_config(self.codec)
+
+    def encode(self, buf: Any) -> bytes:
+        array = buf if isinstance(buf, np.ndarray) else np.asarray(buf)
+        return bytes(self._codec.encode(array))
+
+    def decode(self, buf: Any, out: Any = None) -> Any:
+        decoded = self._codec.decode(np.frombuffer(buf, np.uint8) if not isinstance(buf, bytes) else buf)
+        if out is None:
+            return decoded
+        target = np.frombuffer(out, np.uint8) if not isinstance(out, np.ndarray) else out
+        target.reshape(-1).view(np.uint8)[:] = decoded.reshape(-1).view(np.uint8)
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.codec_id, "codec": self.codec}
+
+    def __repr__(self) -> str:
+        return f"SciZNumcodec({self._codec!r})"
+
+
+register_codec(SciZNumcodec)

@@ -1,0 +1,75 @@
+"""SZ3: prediction-based error-bounded compression of floating-point fields.
+
+Engine: imagecodecs' sz3 3.3.2. Its absolute mode keeps the bound in the data's own precision and
+keeps NaN/Inf, but its stream carries neither shape nor dtype, and decoding with a wrong shape or
+dtype, or decoding damaged bytes, kills the process. The sciz stream records both and checks every
+byte before the engine sees it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import Sz3Error
+from . import _base
+from ._base import SZ3 as SZ3_METHOD
+from ._base import Codec, check_tolerance, engine
+
+__all__ = ["Sz3Codec"]
+
+
+def _engine_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    # The engine takes 1-5 dimensions; length-1 axes only cost it.
+    dims = [n for n in shape if n != 1] or [1]
+    if len(dims) > 5:
+        dims = [int(np.prod(dims[:-4])), *dims[-4:]]
+    return tuple(dims)
+
+
+def _decode_sz3(payload: memoryview, target: np.ndarray, params: dict[str, Any]) -> None:
+    imagecodecs = engine()
+
+    shape = _engine_shape(target.shape)
+    imagecodecs.sz3_decode(payload, shape, target.dtype, out=target.reshape(shape))
+
+
+_base.METHOD_DECODERS[SZ3_METHOD] = _decode_sz3
+
+
+class Sz3Codec(Codec):
+    """SZ3 in absolute-error mode: every element within ``tolerance``; ``tolerance=0`` stores exactly."""
+
+    name = "sz3"
+    error = Sz3Error
+    dtypes = ("f4", "f8")
+    keeps_nonfinite = True
+    align = 1
+
+    def __init__(self, *, tolerance: float | None = None):
+        if tolerance is None:
+            raise Sz3Error("tolerance= (the absolute error bound) is required for sz3")
+        self._tolerance = check_tolerance(tolerance, Sz3Error)
+
+    def params(self) -> dict[str, Any]:
+        return {"tolerance": self._tolerance}
+
+    @property
+    def tolerance(self) -> float:
+        return self._tolerance
+
+    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes, bool]:
+        imagecodecs = engine()
+
+        if self._tolerance == 0 or chunk.size < 8:
+            return (*self.lossless_fallback(chunk), False)
+        shaped = chunk.reshape(_engine_shape(chunk.shape))
+        return SZ3_METHOD, bytes(imagecodecs.sz3_encode(shaped, abs=self._tolerance)), False
+
+    def hdf5_filter(self, array: Any) -> dict[str, Any] | None:
+        import hdf5plugin
+
+        if self._tolerance == 0:
+            raise Sz3Error("tolerance=0 is lossless: use a lossless HDF5 filter (gzip, zstd, blosc2)")
+        return dict(hdf5plugin.SZ3(absolute=self._tolerance))
