@@ -1,0 +1,469 @@
+"""Processing pipelines for AFM image stacks: parse, validate, run, and record playNano-shaped provenance.
+
+A pipeline is a list of ``(step name, parameters)``. It comes from a string
+(``"remove_plane; gaussian_filter:sigma=2; mask_threshold:threshold=1"``), a YAML/JSON file
+(playNano's ``filters:`` list of ``{name: ..., <param>: ...}``) or a list. Every step and parameter
+is checked against :mod:`sciz.processing.steps` before any data is touched.
+
+Running it on an :class:`~sciz.stack.ImageStack` keeps each step's output
+(``processed["step_<i>_<name>"]``, ``masks["step_<i>_<name>"]``), keeps the original as
+``processed["raw"]``, and appends one provenance entry per step to
+``provenance["processing"]["steps"]``. If any step fails the stack is left exactly as it was and a
+:class:`ProcessingError` names the step and frame.
+
+Example
+-------
+>>> import numpy as np
+>>> from sciz.stack import ImageStack
+>>> from sciz.processing import run_pipeline
+>>> stack = ImageStack(np.random.default_rng(0).normal(size=(3, 16, 16)), pixel_size_nm=2.0)
+>>> _ = run_pipeline(stack, "remove_plane; gaussian_filter:sigma=1.5")
+>>> sorted(stack.processed)
+['raw', 'step_1_remove_plane', 'step_2_gaussian_filter']
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import ArgumentError, FormatError, MissingDependencyError, SciZError
+from ._common import ProcessingError
+from .steps import StepSpec, get_step, resolve_params
+
+__all__ = [
+    "Pipeline",
+    "environment_info",
+    "load_processing_file",
+    "parse_processing",
+    "run_pipeline",
+]
+
+#: Packages whose versions go into ``provenance["environment"]`` (as playNano records them).
+_ENV_PACKAGES = ("numpy", "scipy", "h5py", "tifffile", "Pillow", "matplotlib", "afmreader", "pyyaml")
+
+Step = tuple[str, dict[str, Any]]
+ProgressCallback = Callable[[int, int, str], None]
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def environment_info() -> dict[str, Any]:
+    """Time, Python, platform and key package versions, for ``provenance["environment"]``."""
+    info: dict[str, Any] = {
+        "timestamp": _utc_now(),
+        "python_version": sys.version.replace("\n", " "),
+        "platform": f"{platform.system()}-{platform.release()}-{platform.machine()}",
+        "sciz_version": __version__,
+    }
+    for package in _ENV_PACKAGES:
+        try:
+            info[f"{package.lower()}_version"] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return info
+
+
+# -- parsing ------------------------------------------------------------------------------------
+def _split_top_level(text: str, separator: str) -> list[str]:
+    """Split on ``separator`` outside brackets and quotes, so ``keep_indices=[1,2]`` stays whole."""
+    parts: list[str] = []
+    current: list[str] = []
+    depth, quote = 0, ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+        elif char == separator and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _parse_value(text: str) -> Any:
+    """A parameter value from its text: JSON numbers/lists/true/false/null, Python-style
+    True/False/None, ``(1, 2)`` tuples, or else the bare string."""
+    stripped = text.strip()
+    if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "\"'":
+        return stripped[1:-1]
+    lowered = stripped.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    if stripped.startswith("(") and stripped.endswith(")"):
+        stripped = "[" + stripped[1:-1] + "]"
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        return stripped
+
+
+def parse_processing(text: str) -> list[Step]:
+    """Parse ``"step; step:param=value,param=value; ..."`` into ``[(name, params), ...]``.
+
+    Parameters
+    ----------
+    text
+        Steps separated by ``;``; parameters follow a ``:`` as comma-separated ``key=value``
+        pairs. Values are numbers, ``true``/``false``, ``none`` or lists like ``[0, 3]``.
+
+    Returns
+    -------
+    list
+        ``(step name, parameters)`` pairs, each checked against the step catalogue.
+
+    Raises
+    ------
+    sciz.errors.ArgumentError
+        For an unknown step or parameter (listing what exists) or malformed text.
+
+    Example
+    -------
+    >>> parse_processing("remove_plane; gaussian_filter:sigma=2; drop_frames:indices_to_drop=[0,3]")
+    [('remove_plane', {}), ('gaussian_filter', {'sigma': 2}), ('drop_frames', {'indices_to_drop': [0, 3]})]
+    """
+    if not isinstance(text, str):
+        raise ArgumentError(f"processing={text!r} is not allowed: must be a string of steps separated by ';'")
+    steps: list[Step] = []
+    for segment in _split_top_level(text, ";"):
+        segment = segment.strip()
+        if not segment:
+            continue
+        name, _, rest = segment.partition(":")
+        name = name.strip()
+        params: dict[str, Any] = {}
+        for pair in _split_top_level(rest, ",") if rest.strip() else []:
+            if not pair.strip():
+                continue
+            key, equals, value = pair.partition("=")
+            if not equals or not key.strip():
+                raise ArgumentError(
+                    f"processing step {name!r}: parameter {pair.strip()!r} is not key=value "
+                    "(write e.g. gaussian_filter:sigma=2)"
+                )
+            params[key.strip()] = _parse_value(value)
+        steps.append((name, params))
+    _validate(steps)
+    return steps
+
+
+def load_processing_file(path: str | os.PathLike[str]) -> list[Step]:
+    """Read a pipeline from a YAML or JSON file.
+
+    The file holds ``filters:`` (playNano's key; ``steps:`` also works) with a list of entries
+    ``{name: <step>, <param>: <value>, ...}`` (parameters may also sit under ``params:``), or is
+    that list itself.
+
+    Parameters
+    ----------
+    path
+        The ``.yaml``/``.yml``/``.json`` file.
+
+    Returns
+    -------
+    list
+        ``(step name, parameters)`` pairs, each checked against the step catalogue.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    sciz.errors.FormatError
+        If it cannot be parsed or has the wrong shape.
+    sciz.errors.ArgumentError
+        For an unknown step or parameter.
+    """
+    source = Path(os.fspath(path))
+    if not source.is_file():
+        raise FileNotFoundError(f"processing file not found: {source}")
+    text = source.read_text(encoding="utf-8")
+    content: Any
+    if source.suffix.lower() == ".json":
+        try:
+            content = json.loads(text)
+        except ValueError as exc:
+            raise FormatError(f"{source}: not valid JSON ({exc})") from None
+    else:
+        try:
+            import yaml
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"reading a YAML processing file needs pyyaml ({exc}); install it with: "
+                "pip install 'sciz[processing]' (or write the pipeline as .json)"
+            ) from exc
+        try:
+            content = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise FormatError(f"{source}: not valid YAML ({exc})") from None
+    entries = content
+    if isinstance(content, Mapping):
+        keys = [k for k in ("filters", "steps") if k in content]
+        if not keys:
+            raise FormatError(f"{source}: expected a top-level 'filters' (or 'steps') list of steps")
+        entries = content[keys[0]]
+    if not isinstance(entries, list):
+        raise FormatError(f"{source}: the steps must be a list of {{name: ..., <param>: ...}} entries")
+    steps: list[Step] = []
+    for position, entry in enumerate(entries, start=1):
+        if isinstance(entry, str):
+            steps.append((entry, {}))
+            continue
+        if not isinstance(entry, Mapping) or "name" not in entry:
+            raise FormatError(f"{source}: step {position} must be a mapping with a 'name' (got {entry!r})")
+        params = {k: v for k, v in entry.items() if k not in ("name", "params")}
+        nested = entry.get("params")
+        if nested is not None:
+            if not isinstance(nested, Mapping):
+                raise FormatError(f"{source}: step {position} 'params' must be a mapping")
+            params.update(nested)
+        steps.append((entry["name"], params))
+    _validate(steps)
+    return steps
+
+
+def _validate(steps: Sequence[Step]) -> list[tuple[StepSpec, dict[str, Any]]]:
+    resolved = []
+    for position, (name, params) in enumerate(steps, start=1):
+        try:
+            spec = get_step(name)
+            resolved.append((spec, resolve_params(spec, params)))
+        except ArgumentError as exc:
+            raise ArgumentError(f"processing step {position}: {exc}") from None
+    return resolved
+
+
+# -- running ------------------------------------------------------------------------------------
+class Pipeline:
+    """An ordered, validated list of processing steps.
+
+    Parameters
+    ----------
+    steps
+        A processing string, or ``(name, params)`` pairs / ``{"name": ..., ...}`` dicts / names.
+
+    Example
+    -------
+    >>> Pipeline("remove_plane; mask_threshold:threshold=1; row_median_align").names
+    ['remove_plane', 'mask_threshold', 'row_median_align']
+    """
+
+    def __init__(self, steps: str | Iterable[Any]) -> None:
+        if isinstance(steps, str):
+            parsed = parse_processing(steps)
+        else:
+            parsed = []
+            for item in steps:
+                if isinstance(item, str):
+                    parsed.append((item, {}))
+                elif isinstance(item, Mapping):
+                    parsed.append((str(item.get("name")), {k: v for k, v in item.items() if k != "name"}))
+                elif isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[1], Mapping):
+                    parsed.append((item[0], dict(item[1])))
+                else:
+                    raise ArgumentError(f"pipeline step {item!r} is not a name, (name, params) or {{'name': ...}}")
+        self._resolved = _validate(parsed)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Pipeline:
+        """A pipeline read from a YAML/JSON file (see :func:`load_processing_file`)."""
+        return cls(load_processing_file(path))
+
+    @property
+    def names(self) -> list[str]:
+        """The step names in order."""
+        return [spec.name for spec, _ in self._resolved]
+
+    @property
+    def steps(self) -> list[Step]:
+        """``(name, resolved parameters)`` in order."""
+        return [(spec.name, dict(params)) for spec, params in self._resolved]
+
+    def __len__(self) -> int:
+        return len(self._resolved)
+
+    def __repr__(self) -> str:
+        return f"Pipeline({'; '.join(_format_step(n, p) for n, p in self.steps)!r})"
+
+    def run(self, stack: Any, progress: ProgressCallback | None = None) -> Any:
+        """Run every step on ``stack`` (an :class:`~sciz.stack.ImageStack`) and return it.
+
+        On success the stack's ``data`` is the last step's output, ``processed``/``masks`` hold every
+        step's output, frame metadata follows frame edits, and the provenance records each step. On
+        failure nothing in the stack changes and :class:`ProcessingError` names the step and frame.
+
+        Parameters
+        ----------
+        stack
+            The stack to process (modified in place).
+        progress
+            Called as ``progress(done, total, step_name)`` before each step and once at the end.
+        """
+        return _Run(stack, self._resolved, progress).execute()
+
+
+def _format_step(name: str, params: Mapping[str, Any]) -> str:
+    shown = ",".join(f"{k}={json.dumps(v)}" for k, v in params.items() if v is not None)
+    return f"{name}:{shown}" if shown else name
+
+
+def run_pipeline(
+    stack: Any, processing: str | Iterable[Any] | Pipeline, progress: ProgressCallback | None = None
+) -> Any:
+    """Run a processing string, step list or :class:`Pipeline` on ``stack`` and return the stack.
+
+    See :meth:`Pipeline.run`.
+    """
+    pipeline = processing if isinstance(processing, Pipeline) else Pipeline(processing)
+    return pipeline.run(stack, progress)
+
+
+def _summary(array: np.ndarray) -> dict[str, Any]:
+    return {"shape": list(array.shape), "dtype": str(array.dtype)}
+
+
+class _Run:
+    """One execution: works on local copies of the containers and commits them only at the end."""
+
+    def __init__(self, stack: Any, steps: list[tuple[StepSpec, dict[str, Any]]], progress: ProgressCallback | None):
+        self.stack = stack
+        self.steps = steps
+        self.progress = progress
+        self.processed = dict(stack.processed)
+        self.masks = dict(stack.masks)
+        self.frames = [dict(f) for f in stack.frame_metadata]
+        self.backups = dict(stack.state_backups)
+        provenance = stack.provenance if isinstance(stack.provenance, dict) else {}
+        history = provenance.get("processing", {}) if isinstance(provenance.get("processing"), dict) else {}
+        self.records: list[dict[str, Any]] = list(history.get("steps", []) or [])
+
+    def execute(self) -> Any:
+        data = self.stack.data
+        if "raw" not in self.processed:
+            self.processed["raw"] = np.array(data, copy=True)
+        arr = np.asarray(data)
+        mask: np.ndarray | None = None
+        first = len(self.records) + 1
+        total = len(self.steps)
+        for offset, (spec, params) in enumerate(self.steps):
+            index = first + offset
+            if self.progress is not None:
+                self.progress(offset, total, spec.name)
+            try:
+                arr, mask = self._step(index, spec, params, arr, mask)
+            except MissingDependencyError:
+                raise
+            except ProcessingError as exc:
+                frame = f" on frame {exc.frame}" if exc.frame is not None else ""
+                detail = str(exc)
+                if exc.frame is not None and detail.startswith(f"frame {exc.frame}: "):
+                    detail = detail[len(f"frame {exc.frame}: ") :]
+                raise ProcessingError(
+                    f"step {index} '{spec.name}' failed{frame}: {detail}", step=spec.name, index=index, frame=exc.frame
+                ) from exc
+            except (SciZError, ValueError, TypeError, ArithmeticError, MemoryError, np.linalg.LinAlgError) as exc:
+                raise ProcessingError(f"step {index} '{spec.name}' failed: {exc}", step=spec.name, index=index) from exc
+        if self.progress is not None:
+            self.progress(total, total, "done")
+        self._commit(arr)
+        return self.stack
+
+    def _record(self, index: int, spec: StepSpec, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "index": index,
+            "name": spec.name,
+            "params": dict(params),
+            "timestamp": _utc_now(),
+            "step_type": spec.kind,
+            "version": spec.version,
+            "function_module": spec.module,
+            "software": {"sciz": __version__, "numpy": np.__version__},
+        }
+
+    def _step(
+        self, index: int, spec: StepSpec, params: dict[str, Any], arr: np.ndarray, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        record = self._record(index, spec, params)
+        key = f"step_{index}_{spec.name}"
+        if spec.kind == "clear":
+            record["mask_cleared"] = True
+            self.records.append(record)
+            return arr, None
+        assert spec.function is not None
+        call_params = {k: v for k, v in params.items() if not (v is None and spec.param(k) and spec.param(k).optional)}  # type: ignore[union-attr]
+        if spec.kind == "mask":
+            new_mask = np.asarray(spec.function(arr, **call_params), dtype=bool)
+            if mask is not None:
+                # As playNano: a mask while another is active adds to it (logical OR).
+                new_mask = new_mask | mask
+                previous = next((k for k in reversed(self.masks) if k.startswith("step_")), None)
+                tail = "_".join(previous.split("_")[2:]) if previous else "overlay"
+                key = f"step_{index}_{tail}_{spec.name}"
+            self.masks[key] = new_mask
+            record["mask_key"] = key
+            record["mask_summary"] = {**_summary(new_mask), "foreground_fraction": float(new_mask.mean())}
+            self.records.append(record)
+            return arr, new_mask
+        if spec.kind == "filter":
+            extra = {"mask": mask} if spec.uses_mask and mask is not None else {}
+            out = np.asarray(spec.function(arr, **call_params, **extra))
+            record["masked"] = bool(extra)
+        elif spec.kind == "video_filter":
+            out, meta = spec.function(arr, **call_params)
+            record["metadata"] = meta
+            if mask is not None and out.shape != arr.shape:
+                # The frames moved or were cropped: the old mask no longer lines up with them.
+                mask = None
+                record["mask_cleared"] = True
+        else:  # stack_edit
+            out, kept = spec.function(arr, **call_params)
+            self.backups.setdefault("frame_metadata_before_edit", [dict(f) for f in self.frames])
+            self.frames = [self.frames[i] for i in kept]
+            if mask is not None:
+                mask = mask[np.asarray(kept, dtype=np.intp)]
+            record["kept_frames"] = list(kept)
+        self.processed[key] = out
+        record["processed_key"] = key
+        record["output_summary"] = _summary(out)
+        self.records.append(record)
+        return out, mask
+
+    def _commit(self, arr: np.ndarray) -> None:
+        stack = self.stack
+        provenance = stack.provenance if isinstance(stack.provenance, dict) else {}
+        provenance["environment"] = environment_info()
+        keys_by_name: dict[str, list[str]] = {}
+        for record in self.records:
+            key = record.get("processed_key") or record.get("mask_key")
+            if key:
+                keys_by_name.setdefault(str(record.get("name")), []).append(key)
+        provenance["processing"] = {"steps": self.records, "keys_by_name": keys_by_name}
+        provenance.setdefault("analysis", {})
+        stack.data = arr
+        stack.frame_metadata = self.frames
+        stack.processed = self.processed
+        stack.masks = self.masks
+        stack.state_backups = self.backups
+        stack.provenance = provenance
+        if hasattr(stack, "validate"):
+            stack.validate()
