@@ -32,7 +32,11 @@ def _prepare(data: Any, axis: Any, dist: Any, what: str) -> tuple[np.ndarray, in
         )
     if dist not in _DISTANCES or isinstance(dist, bool):
         raise argument_error("dist", dist, "must be 1, 2 or 4", cls=FloatpredError)
-    return data, int(axis) % data.ndim
+    axis = int(axis) % data.ndim
+    if data.shape[axis] % dist:
+        # The engine interleaves `dist` samples per step (TIFF samples per pixel).
+        raise FloatpredError(f"dist={dist}: the length {data.shape[axis]} of axis {axis} must be a multiple of dist")
+    return data, axis
 
 
 def _apply(function_name: str, data: Any, axis: Any, dist: Any, out: Any) -> np.ndarray:

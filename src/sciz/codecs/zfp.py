@@ -38,10 +38,12 @@ _base.METHOD_DECODERS[ZFP_METHOD] = _decode_zfp
 
 
 def _engine_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    # zfp handles 1-4 dimensions; fold leading axes of higher-dimensional chunks.
-    if len(shape) <= 4:
-        return shape
-    return (int(np.prod(shape[:-3])), *shape[-3:])
+    # zfp codes 4^d blocks: a length-1 axis would be padded to 4 (measured: 2x larger on the real
+    # (1, 17, 96, 192) ECHAM5 field), so drop such axes; fold leading axes beyond zfp's four.
+    dims = [n for n in shape if n != 1] or [1]
+    if len(dims) > 4:
+        dims = [int(np.prod(dims[:-3])), *dims[-3:]]
+    return tuple(dims)
 
 
 class ZfpCodec(Codec):

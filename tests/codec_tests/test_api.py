@@ -1,0 +1,215 @@
+"""The seed-003 API: names, keywords, constants, errors, *_check, out= buffers and argument errors."""
+
+from __future__ import annotations
+
+import inspect
+import mmap
+
+import numpy as np
+import pytest
+
+import sciz
+from sciz import codecs, errors
+
+SMOOTH = (np.sin(np.linspace(0, 20, 4096)).reshape(64, 64) * 10).astype(np.float32)
+
+
+def test_seed_signatures() -> None:
+    expected = {
+        "zfp_encode": ["data", "rate", "precision", "tolerance", "out"],
+        "zfp_decode": ["data", "shape", "dtype", "out"],
+        "sperr_encode": ["data", "mode", "quality", "tolerance", "out"],
+        "sperr_decode": ["data", "out"],
+        "sz3_encode": ["data", "tolerance", "out"],
+        "sz3_decode": ["data", "shape", "dtype", "out"],
+        "floatpred_encode": ["data", "axis", "dist", "out"],
+        "floatpred_decode": ["data", "axis", "dist", "out"],
+        "jetraw_encode": ["data", "identifier", "out"],
+        "jetraw_decode": ["data", "out"],
+        "lerc_encode": ["data", "tolerance", "version", "out"],
+        "lerc_decode": ["data", "out"],
+        "szip_encode": ["data", "coding", "pixels_per_block", "bits_per_pixel", "out"],
+        "szip_decode": ["data", "out"],
+        "pcodec_encode": ["data", "level", "out"],
+        "pcodec_decode": ["data", "out"],
+    }
+    for name, params in expected.items():
+        signature = inspect.signature(getattr(codecs, name))
+        names = [p for p in signature.parameters if p != "numthreads"]
+        assert names == params, name
+        assert getattr(sciz, name) is getattr(codecs, name), "seed names are importable from sciz too"
+    for codec in ("zfp", "sperr", "sz3", "floatpred", "jetraw", "lerc", "szip", "pcodec"):
+        assert callable(getattr(codecs, f"{codec}_check"))
+
+
+def test_constants() -> None:
+    assert codecs.ZFP.available is True
+    assert (codecs.ZFP.EXEC.SERIAL, codecs.ZFP.EXEC.OMP, codecs.ZFP.EXEC.CUDA) == (0, 1, 2)
+    assert (codecs.ZFP.MODE.EXPERT, codecs.ZFP.MODE.FIXED_RATE) == (0, 1)
+    assert (codecs.ZFP.MODE.FIXED_PRECISION, codecs.ZFP.MODE.FIXED_ACCURACY) == (2, 3)
+    assert codecs.SPERR.available is True
+    assert (codecs.SPERR.MODE.RATE, codecs.SPERR.MODE.PSNR, codecs.SPERR.MODE.PWE) == ("rate", "psnr", "pwe")
+    for name in ("SZ3", "LERC", "SZIP", "PCODEC", "FLOATPRED"):
+        assert getattr(codecs, name).available is True
+    assert codecs.JETRAW.available is False
+
+
+def test_error_classes() -> None:
+    for name in ("ZfpError", "SperrError", "Sz3Error", "FloatpredError", "LercError", "SzipError", "PcodecError",
+                 "JetrawError"):
+        cls = getattr(codecs, name)
+        assert issubclass(cls, errors.CodecError) and issubclass(cls, ValueError) and issubclass(cls, Exception)
+        assert getattr(errors, name) is cls
+
+
+@pytest.mark.parametrize(
+    ("name", "encode"),
+    [
+        ("zfp", lambda a: codecs.zfp_encode(a, tolerance=1e-3)),
+        ("sperr", lambda a: codecs.sperr_encode(a, mode="pwe", quality=1e-3)),
+        ("sz3", lambda a: codecs.sz3_encode(a, tolerance=1e-3)),
+        ("lerc", lambda a: codecs.lerc_encode(a, tolerance=1e-3)),
+        ("szip", lambda a: codecs.szip_encode(a, coding="ec", pixels_per_block=16, bits_per_pixel=32)),
+        ("pcodec", lambda a: codecs.pcodec_encode(a, level=8)),
+    ],
+)
+def test_check_and_decode_from_stream_alone(name: str, encode) -> None:
+    stream = encode(SMOOTH)
+    checks = {c: getattr(codecs, f"{c}_check") for c in ("zfp", "sperr", "sz3", "lerc", "szip", "pcodec")}
+    for other, check in checks.items():
+        assert check(stream) is (other == name)
+        assert check(b"garbage bytes") is False
+        assert check(stream[:-1]) is False
+    assert codecs.jetraw_check(stream) is False
+    decoded = getattr(codecs, f"{name}_decode")(stream)
+    assert decoded.shape == SMOOTH.shape and decoded.dtype == SMOOTH.dtype
+    with mmap.mmap(-1, len(stream)) as buffer:
+        buffer.write(stream)
+        assert np.array_equal(getattr(codecs, f"{name}_decode")(buffer), decoded), "mmap input"
+    assert np.array_equal(getattr(codecs, f"{name}_decode")(bytearray(stream)), decoded)
+    wrong = "sz3" if name != "sz3" else "zfp"
+    with pytest.raises(errors.CodecError, match=f"sciz {name} stream"):
+        getattr(codecs, f"{wrong}_decode")(stream)
+
+
+def test_floatpred_check_is_none_and_round_trip_any_axis() -> None:
+    assert codecs.floatpred_check(SMOOTH) is None
+    data = np.random.default_rng(0).normal(size=(4, 8, 12)).astype(">f8")
+    for axis in (0, 1, -1):
+        for dist in (1, 2, 4):
+            encoded = codecs.floatpred_encode(data, axis=axis, dist=dist)
+            assert encoded.shape == data.shape and encoded.dtype == data.dtype
+            restored = codecs.floatpred_decode(encoded, axis=axis, dist=dist)
+            assert restored.dtype == data.dtype and restored.tobytes() == data.tobytes()
+    out = np.empty_like(data)
+    assert codecs.floatpred_decode(codecs.floatpred_encode(data), out=out) is out
+    with pytest.raises(codecs.FloatpredError, match="dist"):
+        codecs.floatpred_encode(data, dist=3)
+    with pytest.raises(codecs.FloatpredError, match="axis"):
+        codecs.floatpred_encode(data, axis=3)
+    with pytest.raises(codecs.FloatpredError, match="multiple of dist"):
+        codecs.floatpred_encode(np.zeros((3, 5)), dist=2)
+    with pytest.raises(codecs.FloatpredError, match="int32"):
+        codecs.floatpred_encode(np.zeros(4, np.int32))
+
+
+def test_seed_floatpred_example() -> None:
+    import imagecodecs
+
+    x = np.linspace(0, 10, 1000)
+    X, Y = np.meshgrid(x, x)
+    field = (np.sin(X) * np.cos(Y) + 0.1 * np.random.default_rng(1).random((1000, 1000))).astype(np.float32)
+    predicted = codecs.floatpred_encode(field, axis=1)
+    compressed = imagecodecs.zlib_encode(predicted.tobytes(), level=9)
+    assert len(compressed) < len(imagecodecs.zlib_encode(field.tobytes(), level=9))
+    restored = np.frombuffer(imagecodecs.zlib_decode(compressed), dtype=np.float32).reshape(field.shape)
+    assert np.array_equal(field, codecs.floatpred_decode(restored, axis=1))
+
+
+def test_jetraw_unavailable_is_explained() -> None:
+    with pytest.raises(codecs.JetrawError, match="proprietary"):
+        codecs.jetraw_encode(np.zeros((4, 4), np.uint16), identifier="x")
+    with pytest.raises(codecs.JetrawError, match="proprietary"):
+        codecs.jetraw_decode(b"\0" * 16)
+    with pytest.raises(codecs.JetrawError, match="proprietary"):
+        codecs.get("jetraw")
+
+
+def test_shape_and_dtype_are_checked_not_trusted() -> None:
+    stream = codecs.sz3_encode(SMOOTH, tolerance=1e-3)
+    assert codecs.sz3_decode(stream, SMOOTH.shape, SMOOTH.dtype).shape == SMOOTH.shape
+    with pytest.raises(codecs.Sz3Error, match="shape"):
+        codecs.sz3_decode(stream, (64, 65), np.float32)
+    with pytest.raises(codecs.Sz3Error, match="dtype"):
+        codecs.sz3_decode(stream, SMOOTH.shape, np.float64)
+    zstream = codecs.zfp_encode(SMOOTH, rate=8)
+    with pytest.raises(codecs.ZfpError, match="shape"):
+        codecs.zfp_decode(zstream, shape=(4096,))
+
+
+def test_out_buffers() -> None:
+    stream = codecs.pcodec_encode(SMOOTH)
+    exact = bytearray(len(stream))
+    assert codecs.pcodec_encode(SMOOTH, out=exact) is exact and bytes(exact) == stream
+    larger = bytearray(len(stream) + 100)
+    written = codecs.pcodec_encode(SMOOTH, out=larger)
+    assert bytes(written) == stream
+    with pytest.raises(codecs.PcodecError, match="too small"):
+        codecs.pcodec_encode(SMOOTH, out=bytearray(10))
+    with pytest.raises(codecs.PcodecError, match="writable"):
+        codecs.pcodec_encode(SMOOTH, out=b"\0" * len(stream))
+    target = np.empty_like(SMOOTH)
+    assert codecs.pcodec_decode(stream, out=target) is not None
+    assert np.array_equal(target, SMOOTH)
+    with pytest.raises(codecs.PcodecError, match="cannot hold"):
+        codecs.pcodec_decode(stream, out=np.empty((10,), np.float32))
+    with pytest.raises(codecs.PcodecError, match="cannot hold"):
+        codecs.pcodec_decode(stream, out=np.empty_like(SMOOTH, dtype=np.float64))
+    with pytest.raises(codecs.PcodecError, match="writable C-contiguous"):
+        codecs.pcodec_decode(stream, out=np.empty((64, 128), np.float32)[:, ::2])
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: codecs.zfp_encode(SMOOTH), codecs.ZfpError, "exactly one"),
+        (lambda: codecs.zfp_encode(SMOOTH, rate=8, tolerance=1e-3), codecs.ZfpError, "exactly one"),
+        (lambda: codecs.zfp_encode(SMOOTH, tolerance=-1.0), codecs.ZfpError, "tolerance=-1.0"),
+        (lambda: codecs.zfp_encode(SMOOTH, tolerance=float("nan")), codecs.ZfpError, "tolerance=nan"),
+        (lambda: codecs.zfp_encode(SMOOTH, rate=0), codecs.ZfpError, "rate=0"),
+        (lambda: codecs.zfp_encode(SMOOTH, precision=1.5), codecs.ZfpError, "precision=1.5"),
+        (lambda: codecs.zfp_encode(np.zeros(4, np.int32), tolerance=1e-3), codecs.ZfpError, "float32/float64"),
+        (lambda: codecs.zfp_encode(np.zeros(4, np.uint8), tolerance=0), codecs.ZfpError, "uint8"),
+        (lambda: codecs.sz3_encode(SMOOTH), codecs.Sz3Error, "required"),
+        (lambda: codecs.sz3_encode(np.zeros(4, complex), tolerance=1), codecs.Sz3Error, "complex128"),
+        (lambda: codecs.sz3_encode(np.zeros(4, bool), tolerance=1), codecs.Sz3Error, "bool"),
+        (lambda: codecs.sz3_encode(np.array([object()]), tolerance=1), codecs.Sz3Error, "object"),
+        (lambda: codecs.sz3_encode(b"bytes", tolerance=1), codecs.Sz3Error, "numpy arrays"),
+        (lambda: codecs.sperr_encode(SMOOTH), codecs.SperrError, "tolerance="),
+        (lambda: codecs.sperr_encode(SMOOTH, mode="pwe"), codecs.SperrError, "quality="),
+        (lambda: codecs.sperr_encode(SMOOTH, mode="fast", quality=1), codecs.SperrError, "mode='fast'"),
+        (lambda: codecs.sperr_encode(SMOOTH, mode="psnr", quality=60, tolerance=1), codecs.SperrError, "either"),
+        (lambda: codecs.sperr_encode(SMOOTH, tolerance=0), codecs.SperrError, "lossless"),
+        (lambda: codecs.lerc_encode(SMOOTH, version=5), codecs.LercError, "version=5"),
+        (lambda: codecs.lerc_encode(np.zeros(4, np.int64)), codecs.LercError, "int64"),
+        (lambda: codecs.szip_encode(np.zeros(64, np.uint16), coding="xx"), codecs.SzipError, "coding='xx'"),
+        (lambda: codecs.szip_encode(np.zeros(64, np.uint16), pixels_per_block=7), codecs.SzipError, "even"),
+        (lambda: codecs.szip_encode(np.zeros(64, np.uint16), bits_per_pixel=32), codecs.SzipError, "2-byte"),
+        (lambda: codecs.pcodec_encode(SMOOTH, level=13), codecs.PcodecError, "level=13"),
+        (lambda: codecs.pcodec_encode(SMOOTH, numthreads=-1), errors.ArgumentError, "numthreads=-1"),
+        (lambda: codecs.get("nosuch"), errors.ArgumentError, "known codecs"),
+    ],
+)
+def test_bad_arguments_are_named(call, error, message) -> None:
+    with pytest.raises(error, match=message.replace("(", r"\(").replace("[", r"\[")):
+        call()
+
+
+def test_sperr_modes() -> None:
+    data = np.random.default_rng(3).normal(size=(32, 32, 8)).cumsum(axis=0).astype(np.float32)
+    rate = codecs.sperr_encode(data, mode=codecs.SPERR.MODE.RATE, quality=4.0)
+    assert len(rate) < data.nbytes / 4
+    psnr = codecs.sperr_decode(codecs.sperr_encode(data, mode="psnr", quality=60.0))
+    signal_range = float(data.max() - data.min())
+    mse = float(np.mean((psnr.astype(np.float64) - data) ** 2))
+    assert 10 * np.log10(signal_range**2 / mse) >= 59.0
