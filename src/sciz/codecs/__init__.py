@@ -56,6 +56,7 @@ __all__ = [
     "floatpred_check",
     "floatpred_decode",
     "floatpred_encode",
+    "decode",
     "from_config",
     "get",
     "jetraw_check",
@@ -340,3 +341,23 @@ def numcodecs_codec(codec: Any) -> Any:
     from .numcodecs_compat import SciZNumcodec
 
     return SciZNumcodec(codec=codec.get_config())
+
+
+def decode(
+    data: Any, *, out: Any = None, numthreads: int | None = None, isolated: bool = False, timeout: float = 600.0
+) -> Any:
+    """Decode any sciz codec stream, whichever codec wrote it (read from the stream's header).
+
+    ``isolated=True`` decodes in a forked child process: use it for streams from untrusted sources,
+    so that even a payload crafted to crash an engine only raises the codec's error.
+    """
+    from ..errors import CodecError
+    from . import _stream
+
+    codec_name = _stream.parse_stream(data, CodecError).codec
+    codec = get(codec_name, **_DECODE_PARAMS.get(codec_name, {}))
+    return codec.decode(data, out=out, numthreads=numthreads, isolated=isolated, timeout=timeout)
+
+
+#: Any valid parameters: decoding reads everything it needs from the stream.
+_DECODE_PARAMS: dict[str, dict[str, Any]] = {"zfp": {"tolerance": 0}, "sperr": {"tolerance": 1.0}, "sz3": {"tolerance": 0.0}}

@@ -223,16 +223,29 @@ class Codec(ABC):
         numthreads: int | None = None,
         shape: Sequence[int] | None = None,
         dtype: Any = None,
+        isolated: bool = False,
+        timeout: float = 600.0,
     ) -> np.ndarray:
         """Decode a sciz stream of this codec; shape and dtype come from the stream.
 
         ``shape`` and ``dtype``, when given, must match what the stream holds (they are checked, not
-        trusted: the engines crash when given wrong ones).
+        trusted: the engines crash when given wrong ones). ``isolated=True`` decodes in a forked
+        child so that a stream crafted to crash an engine raises this codec's error instead
+        (``timeout`` seconds bound a hang).
         """
         header = _stream.parse_stream(data, self.error, self.name)
         threads = check_numthreads(numthreads)
         stored = header.dtype.newbyteorder(">") if header.big_endian else header.dtype
         _check_expected(header.shape, stored, shape, dtype, self.error)
+        if isolated:
+            from ._isolate import decode_in_child
+
+            decoded = decode_in_child(self, data, header, timeout)
+            if out is None:
+                return decoded
+            result = _check_out(out, header.shape, stored, self.error)
+            result[...] = decoded
+            return result
         dtype = stored
         result = _check_out(out, header.shape, dtype, self.error)
         target = result if result.dtype == header.dtype else np.empty(header.shape, header.dtype)
