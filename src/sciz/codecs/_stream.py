@@ -105,15 +105,14 @@ class StreamHeader:
         return start, min(extent, start + self.rows)
 
 
-def plan_rows(
-    shape: tuple[int, ...], itemsize: int, *, align: int = 4, chunk_bytes: int = CHUNK_BYTES
-) -> int:
+def plan_rows(shape: tuple[int, ...], itemsize: int, *, align: int = 4, chunk_bytes: int | None = None) -> int:
     """Rows of axis 0 per chunk so that each chunk holds about ``chunk_bytes``.
 
     Rows are a multiple of ``align`` where possible (zfp codes 4^d blocks; a cut elsewhere costs ratio).
     """
     if not shape:
         return 1
+    chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     row_bytes = max(1, math.prod(shape[1:]) * itemsize)
     rows = max(1, chunk_bytes // row_bytes)
     if rows >= align:
