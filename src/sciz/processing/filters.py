@@ -38,8 +38,8 @@ __all__ = [
     "zero_median",
 ]
 
-#: Above this many frames the fit works in blocks, so the float64 temporaries stay small.
-_BLOCK_PIXELS = 1 << 23
+#: Pixels per block of frames in the surface fits (float64 temporaries of ~8 MB).
+_BLOCK_PIXELS = 1 << 20
 
 
 @functools.lru_cache(maxsize=8)
@@ -62,10 +62,84 @@ def _orthonormal_basis(height: int, width: int, order: int) -> np.ndarray:
     return basis
 
 
+@functools.lru_cache(maxsize=8)
+def _basis_products(height: int, width: int, order: int) -> np.ndarray:
+    """Products of every pair (t <= s) of basis columns: the weighted Gram matrices are then one matmul."""
+    basis = _orthonormal_basis(height, width, order)
+    first, second = np.triu_indices(basis.shape[1])
+    products = np.ascontiguousarray(basis[:, first] * basis[:, second])
+    products.setflags(write=False)
+    return products
+
+
 def _check_order(order: Any) -> int:
     if isinstance(order, bool) or not isinstance(order, int | np.integer) or order < 0:
         raise argument_error("order", order, "must be an integer >= 0 (1: plane, 2: quadratic, ...)")
     return int(order)
+
+
+def _fit(data: Any, order: Any, mask: Any, subtract: bool) -> np.ndarray:
+    """Fit each frame's polynomial surface; return it (float64) or, with ``subtract``, data minus it."""
+    stack = as_frames(data)
+    order = _check_order(order)
+    fg = as_mask(mask, stack.shape)
+    n, h, w = stack.shape
+    basis = _orthonormal_basis(h, w, order)
+    flat = stack.reshape(n, h * w)
+    out = np.empty((n, h * w), dtype=result_dtype(stack) if subtract else np.float64)
+    # Blocks of a few frames keep the float64 temporaries in cache instead of streaming 2x the stack.
+    block = max(1, _BLOCK_PIXELS // max(1, h * w))
+    for start in range(0, n, block):
+        values = flat[start : start + block].astype(np.float64)
+        use = np.isfinite(values)
+        if fg is not None:
+            use &= ~fg[start : start + block].reshape(values.shape)
+        coefficients = _coefficients(values, use, (h, w, order), start)
+        surface = coefficients @ basis.T
+        out[start : start + block] = values - surface if subtract else surface
+    return out.reshape(stack.shape)
+
+
+def _coefficients(values: np.ndarray, use: np.ndarray, key: tuple[int, int, int], start: int) -> np.ndarray:
+    """Least-squares coefficients (frames, terms) of ``values`` in the basis of ``key`` = (H, W, order),
+    over the pixels in ``use``; ``start`` is the first frame's index (for error messages)."""
+    basis = _orthonormal_basis(*key)
+    order = key[2]
+    if bool(use.all()):
+        # Every pixel counts: the basis is orthonormal, so the fit is one matrix product.
+        return values @ basis
+    terms = basis.shape[1]
+    counts = use.sum(axis=1)
+    bad = first_bad_frame(counts < terms)
+    if bad is not None:
+        raise ProcessingError(
+            f"frame {start + bad}: {int(counts[bad])} background pixels cannot fit a polynomial of "
+            f"order {order} ({terms} coefficients); loosen the mask",
+            frame=start + bad,
+        )
+    pairs = np.triu_indices(terms)
+    products = _basis_products(*key)
+    gram = np.empty((len(values), terms, terms))
+    moments = use.astype(np.float64) @ products
+    gram[:, pairs[0], pairs[1]] = moments
+    gram[:, pairs[1], pairs[0]] = moments
+    rhs = np.where(use, values, 0.0) @ basis
+    coefficients = np.linalg.solve(gram, rhs[..., np.newaxis])[..., 0]
+    # Eigenvalues of Q^T W Q lie in [0, 1]. Small ones mean the background covers the frame
+    # poorly (e.g. one corner); the normal equations then lose accuracy, so those few frames are
+    # re-solved by SVD on their own, which also detects a truly undetermined surface.
+    smallest = np.linalg.eigvalsh(gram)[:, 0]
+    for frame in np.flatnonzero(smallest < 1e-6):
+        rows = use[frame]
+        solution, _, rank, _ = np.linalg.lstsq(basis[rows], values[frame, rows], rcond=None)
+        if rank < terms:
+            raise ProcessingError(
+                f"frame {start + frame}: the {int(counts[frame])} background pixels do not determine a "
+                f"polynomial of order {order} (they lie on a line or a curve); loosen the mask",
+                frame=int(start + frame),
+            )
+        coefficients[frame] = solution
+    return coefficients
 
 
 def polynomial_surface(data: Any, order: int = 2, mask: Any = None) -> np.ndarray:
@@ -90,58 +164,7 @@ def polynomial_surface(data: Any, order: int = 2, mask: Any = None) -> np.ndarra
     ProcessingError
         If a frame has too few usable pixels, or they do not determine the surface.
     """
-    stack = as_frames(data)
-    order = _check_order(order)
-    fg = as_mask(mask, stack.shape)
-    n, h, w = stack.shape
-    basis = _orthonormal_basis(h, w, order)
-    terms = basis.shape[1]
-    flat = stack.reshape(n, h * w)
-    out = np.empty((n, h * w), dtype=np.float64)
-    block = max(1, _BLOCK_PIXELS // max(1, h * w))
-    pairs = np.triu_indices(terms)
-    products: np.ndarray | None = None
-    for start in range(0, n, block):
-        values = flat[start : start + block].astype(np.float64)
-        finite = np.isfinite(values)
-        use = finite if fg is None else finite & ~fg[start : start + block].reshape(values.shape)
-        if bool(use.all()):
-            # Every pixel counts: the basis is orthonormal, so the fit is two matrix products.
-            out[start : start + block] = (values @ basis) @ basis.T
-            continue
-        counts = use.sum(axis=1)
-        bad = first_bad_frame(counts < terms)
-        if bad is not None:
-            raise ProcessingError(
-                f"frame {start + bad}: {int(counts[bad])} background pixels cannot fit a polynomial of "
-                f"order {order} ({terms} coefficients); loosen the mask",
-                frame=start + bad,
-            )
-        if products is None:
-            products = basis[:, pairs[0]] * basis[:, pairs[1]]
-        weights = use.astype(np.float64)
-        gram = np.empty((len(values), terms, terms))
-        moments = weights @ products
-        gram[:, pairs[0], pairs[1]] = moments
-        gram[:, pairs[1], pairs[0]] = moments
-        rhs = np.where(use, values, 0.0) @ basis
-        coefficients = np.linalg.solve(gram, rhs[..., np.newaxis])[..., 0]
-        # Eigenvalues of Q^T W Q lie in [0, 1]. Small ones mean the background covers the frame
-        # poorly (e.g. one corner); the normal equations then lose accuracy, so those few frames are
-        # re-solved by SVD on their own, which also detects a truly undetermined surface.
-        smallest = np.linalg.eigvalsh(gram)[:, 0]
-        for frame in np.flatnonzero(smallest < 1e-6):
-            rows = use[frame]
-            solution, _, rank, _ = np.linalg.lstsq(basis[rows], values[frame, rows], rcond=None)
-            if rank < terms:
-                raise ProcessingError(
-                    f"frame {start + frame}: the {int(counts[frame])} background pixels do not determine a "
-                    f"polynomial of order {order} (they lie on a line or a curve); loosen the mask",
-                    frame=int(start + frame),
-                )
-            coefficients[frame] = solution
-        out[start : start + block] = coefficients @ basis.T
-    return out.reshape(stack.shape)
+    return _fit(data, order, mask, subtract=False)
 
 
 def polynomial_flatten(data: Any, order: int = 2, mask: Any = None) -> np.ndarray:
@@ -169,9 +192,7 @@ def polynomial_flatten(data: Any, order: int = 2, mask: Any = None) -> np.ndarra
     >>> bool(np.allclose(polynomial_flatten(frame, order=2), 0.0))
     True
     """
-    stack = as_frames(data)
-    surface = polynomial_surface(stack, order, mask)
-    return (stack - surface).astype(result_dtype(stack), copy=False).reshape(np.shape(data))
+    return _fit(data, order, mask, subtract=True).reshape(np.shape(data))
 
 
 def remove_plane(data: Any, mask: Any = None) -> np.ndarray:

@@ -14,6 +14,9 @@ import numpy as np
 from ..errors import argument_error
 from ._common import as_frames
 
+#: Pixels per block of frames for the float64 statistics (~8 MB temporaries).
+_BLOCK_PIXELS = 1 << 20
+
 __all__ = [
     "mask_adaptive",
     "mask_below_threshold",
@@ -94,14 +97,22 @@ def mask_mean_offset(data: Any, factor: float = 1.0) -> np.ndarray:
     """
     stack = as_frames(data)
     factor = _number("factor", factor)
-    finite = np.isfinite(stack)
-    counts = finite.sum(axis=(1, 2), keepdims=True)
-    values = np.where(finite, stack, 0).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = values.sum(axis=(1, 2), keepdims=True) / counts
-        centred = np.where(finite, values - mean, 0.0)
-        std = np.sqrt((centred**2).sum(axis=(1, 2), keepdims=True) / counts)
-        return (finite & (centred > factor * std)).reshape(np.shape(data))
+    out = np.empty(stack.shape, dtype=bool)
+    block = max(1, _BLOCK_PIXELS // max(1, stack.shape[1] * stack.shape[2]))
+    # Blocks of a few frames keep the float64 temporaries small and in cache.
+    for start in range(0, stack.shape[0], block):
+        values = stack[start : start + block].astype(np.float64)
+        finite = np.isfinite(values)
+        counts = finite.sum(axis=(1, 2), keepdims=True)
+        if not bool(finite.all()):
+            values[~finite] = 0.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = values.sum(axis=(1, 2), keepdims=True) / counts
+            values -= mean
+            values[~finite] = 0.0
+            std = np.sqrt(np.einsum("ijk,ijk->i", values, values)[:, None, None] / counts)
+            out[start : start + block] = finite & (values > factor * std)
+    return out.reshape(np.shape(data))
 
 
 def mask_morphological(data: Any, threshold: float = 0.0, structure_size: int = 3) -> np.ndarray:
