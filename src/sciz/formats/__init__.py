@@ -32,7 +32,11 @@ __all__ = [
 ]
 
 #: Formats shipped with sciz, imported lazily. Later modules append here.
-BUILTIN_FORMATS: list[str] = []
+BUILTIN_FORMATS: list[str] = [
+    "sciz.formats.afm_bundles:AfmNpzFormat",
+    "sciz.formats.afm_bundles:AfmH5Format",
+    "sciz.formats.ometiff:OmeTiffFormat",
+]
 
 _registry: dict[str, Format] = {}
 _loaded = False

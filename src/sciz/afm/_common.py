@@ -1,0 +1,176 @@
+"""Helpers shared by the AFM bundle readers and writers: stack coercion, paths, playNano-style JSON."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import math
+import os
+import pathlib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError, argument_error
+from ..model import Dataset
+from ..stack import ImageStack
+
+__all__ = [
+    "as_image_stack",
+    "bundle_provenance",
+    "frames_with_timestamps",
+    "json_text",
+    "parse_json",
+    "sanitize_name",
+    "target_path",
+]
+
+_STACK_FIELDS = ("data", "pixel_size_nm", "channel", "frame_metadata")
+
+
+def as_image_stack(value: Any, name: str = "stack") -> ImageStack:
+    """``value`` as an :class:`ImageStack`: an ImageStack, a Dataset, a 2-D/3-D array, or any object
+    with playNano's ``AFMImageStack`` attributes (data, pixel_size_nm, channel, frame_metadata, ...)."""
+    if isinstance(value, ImageStack):
+        value.validate()
+        return value
+    if isinstance(value, Dataset):
+        return ImageStack.from_dataset(value)
+    if all(hasattr(value, attr) for attr in _STACK_FIELDS):
+        file_path = getattr(value, "file_path", None)
+        return ImageStack(
+            np.asarray(value.data),
+            float(value.pixel_size_nm),
+            str(value.channel),
+            value.frame_metadata,
+            processed={k: np.asarray(v) for k, v in (getattr(value, "processed", None) or {}).items()},
+            masks={k: np.asarray(v) for k, v in (getattr(value, "masks", None) or {}).items()},
+            provenance=getattr(value, "provenance", None),
+            state_backups=getattr(value, "state_backups", None),
+            file_path=os.fspath(file_path) if file_path else None,
+        )
+    if isinstance(value, np.ndarray) or hasattr(value, "__array__"):
+        return ImageStack(np.asarray(value))
+    raise argument_error(
+        name, value, "must be a sciz ImageStack, a Dataset, a (frames, H, W) array or a playNano AFMImageStack"
+    )
+
+
+def target_path(path: Any, suffixes: tuple[str, ...], name: str = "path") -> Path:
+    """``path`` as a Path ending in one of ``suffixes`` (the first is appended when none matches)."""
+    if not isinstance(path, str | os.PathLike):
+        raise argument_error(name, path, "must be a str or os.PathLike path")
+    target = Path(os.fspath(path)).expanduser()
+    if not target.name:
+        raise argument_error(name, path, "must name a file")
+    if not target.name.lower().endswith(suffixes):
+        target = target.with_name(target.name + suffixes[0])
+    return target
+
+
+_UNSAFE = re.compile(r"[^\w.\-]+")
+
+
+def sanitize_name(name: str | None, fallback: str) -> str:
+    """A file stem without directory parts or characters that are unsafe in file names."""
+    text = fallback if name is None or not str(name).strip() else str(name).strip()
+    text = Path(text).name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".npz", ".hdf5", ".h5", ".gif"):
+        if text.lower().endswith(suffix):
+            text = text[: -len(suffix)]
+            break
+    text = _UNSAFE.sub("_", text).strip("._")
+    return text or fallback
+
+
+def _plain(value: Any) -> Any:
+    # playNano reads these blobs with json.loads, so they hold plain JSON: numpy scalars become
+    # numbers, arrays lists, paths and times strings (like playNano's own writer does).
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    if isinstance(value, complex):
+        return [value.real, value.imag]
+    return str(value)
+
+
+def json_text(value: Any) -> str:
+    """Plain JSON text that playNano's ``json.loads`` reads (NaN kept as Python's JSON does)."""
+    return json.dumps(_plain(value), ensure_ascii=False)
+
+
+def parse_json(text: Any, path: Path, key: str) -> Any:
+    """Decode one JSON blob of a bundle; a clear FormatError names the file and the key."""
+    if isinstance(text, np.ndarray):
+        text = text[()]
+    if isinstance(text, bytes | bytearray | np.bytes_):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"{path}: {key!r} is not UTF-8 text ({exc})") from None
+    if not isinstance(text, str):
+        raise FormatError(f"{path}: {key!r} holds a {type(text).__name__}, expected JSON text")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise FormatError(f"{path}: {key!r} is not valid JSON ({exc})") from None
+
+
+def frames_with_timestamps(frames: Any, timestamps: Any, n_frames: int, path: Path) -> list[dict[str, Any]]:
+    """Frame metadata of a bundle, checked against the frame count; missing timestamps are taken
+    from the bundle's ``timestamps`` array when it has them."""
+    if frames is None:
+        frames = [{} for _ in range(n_frames)]
+    if not isinstance(frames, list) or not all(isinstance(f, dict) for f in frames):
+        raise FormatError(f"{path}: frame metadata must be a JSON list of objects")
+    if len(frames) != n_frames:
+        raise FormatError(f"{path}: frame metadata has {len(frames)} entries for {n_frames} frames")
+    if timestamps is not None:
+        times = np.asarray(timestamps, dtype=np.float64).reshape(-1)
+        if times.size == n_frames:
+            for frame, time in zip(frames, times, strict=True):
+                if frame.get("timestamp") is None and math.isfinite(time):
+                    frame["timestamp"] = float(time)
+    return frames
+
+
+def bundle_provenance(provenance: Any, path: Path, bundle_type: str) -> dict[str, Any]:
+    """The stored provenance with ``bundle: {bundle_file, bundle_type}`` added, as playNano's loaders do."""
+    if provenance is None:
+        provenance = {}
+    if not isinstance(provenance, dict):
+        raise FormatError(f"{path}: provenance must be a JSON object, found {type(provenance).__name__}")
+    out = copy.deepcopy(provenance)
+    bundle = out.get("bundle")
+    if not isinstance(bundle, dict):
+        bundle = {}
+    bundle.update(bundle_file=str(path), bundle_type=bundle_type)
+    out["bundle"] = bundle
+    return out
+
+
+def stack_timestamps(frames: list[dict[str, Any]]) -> np.ndarray:
+    """Per-frame timestamps (float64, NaN where unknown) of an export's frame metadata."""
+    values = [f.get("timestamp") for f in frames]
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)

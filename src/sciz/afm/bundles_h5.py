@@ -1,0 +1,336 @@
+"""playNano-compatible HDF5 bundles, chunked and compressed (lossless by default, or a sciz codec).
+
+Layout (what playNano 0.5.0 writes and reads): ``/data`` float32 (N, H, W), ``/processed/<key>``
+float32, ``/masks/<key>`` bool (both groups always present), ``/timestamps`` float64 (NaN when
+unknown), scalar UTF-8 JSON strings ``/frame_metadata_json``, ``/provenance_json`` and, when there
+is something to keep, ``/state_backups_json``; root attributes ``pixel_size_nm`` (float64) and
+``channel`` (str).
+
+The default filter pipeline is HDF5's own shuffle + deflate, which every HDF5 reader (playNano's
+plain h5py included) decodes. sciz fills the chunks itself: several threads shuffle and deflate
+them with libdeflate and h5py writes the finished chunks directly, so the file is written on all
+cores instead of one. With ``codec=`` the float arrays go through that codec's registered HDF5
+filter (hdf5plugin ids, see ``sciz.codecs``), after the codec has checked that it keeps its bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..atomic import atomic_file
+from ..errors import ArgumentError, FormatError, argument_error
+from ..formats._base import require
+from ..stack import ImageStack
+from ._common import (
+    as_image_stack,
+    bundle_provenance,
+    frames_with_timestamps,
+    json_text,
+    parse_json,
+    stack_timestamps,
+    target_path,
+)
+
+__all__ = ["DEFAULT_COMPRESSION_LEVEL", "load_h5_bundle", "save_h5_bundle"]
+
+#: Deflate level of the default shuffle + deflate pipeline: with the shuffle in front, level 1
+#: already compresses better than playNano's unshuffled level 4 and is several times faster.
+DEFAULT_COMPRESSION_LEVEL = 1
+#: Chunks hold whole frames (or bands of rows) of about this many bytes.
+_CHUNK_BYTES = 1 << 20
+
+
+def _chunk_shape(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    n, h, w = shape
+    frame = max(1, h * w * itemsize)
+    if frame <= _CHUNK_BYTES:
+        return (max(1, min(n, _CHUNK_BYTES // frame)), h, w)
+    rows = max(1, min(h, _CHUNK_BYTES // max(1, w * itemsize)))
+    return (1, rows, w)
+
+
+def _chunk_origins(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+    for t in range(0, shape[0], chunks[0]):
+        for y in range(0, shape[1], chunks[1]):
+            for x in range(0, shape[2], chunks[2]):
+                yield (t, y, x)
+
+
+def _shuffle_deflate(array: np.ndarray, origin: tuple[int, ...], chunks: tuple[int, ...], level: int) -> bytes:
+    import imagecodecs
+
+    index = tuple(slice(o, o + c) for o, c in zip(origin, chunks, strict=True))
+    block = array[index]
+    if block.shape != chunks:
+        # HDF5 stores edge chunks at full size; the part outside the dataset is never read.
+        padded = np.zeros(chunks, dtype=array.dtype)
+        padded[tuple(slice(0, s) for s in block.shape)] = block
+        block = padded
+    raw = np.ascontiguousarray(block).reshape(-1).view(np.uint8)
+    itemsize = array.dtype.itemsize
+    if itemsize > 1:
+        # HDF5's shuffle filter: first bytes of all elements, then all second bytes, ...
+        raw = np.ascontiguousarray(raw.reshape(-1, itemsize).T)
+    encode: Any = imagecodecs.deflate_encode  # accepts any buffer; its stubs say bytes only
+    return bytes(encode(raw, level=level))
+
+
+def _threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _write_lossless(
+    group: Any, name: str, array: np.ndarray, level: int, pool: ThreadPoolExecutor, workers: int
+) -> None:
+    chunks = _chunk_shape(array.shape, array.dtype.itemsize)
+    dataset = group.create_dataset(
+        name,
+        shape=array.shape,
+        dtype=array.dtype,
+        chunks=chunks,
+        compression="gzip",
+        compression_opts=level,
+        shuffle=array.dtype.itemsize > 1,
+    )
+    if array.size == 0:
+        return
+    # Bounded look-ahead: a few chunks are compressed ahead of the writer, never the whole array.
+    pending: deque[tuple[tuple[int, ...], Future[bytes]]] = deque()
+    for origin in _chunk_origins(array.shape, chunks):
+        pending.append((origin, pool.submit(_shuffle_deflate, array, origin, chunks, level)))
+        while len(pending) > 2 * workers:
+            start, future = pending.popleft()
+            dataset.id.write_direct_chunk(start, future.result())
+    while pending:
+        start, future = pending.popleft()
+        dataset.id.write_direct_chunk(start, future.result())
+
+
+def _resolve_codec(codec: Any, tolerance: float | None) -> Any:
+    if codec is None:
+        if tolerance is not None:
+            raise argument_error("tolerance", tolerance, "needs a codec (e.g. codec='sz3'); the default is lossless")
+        return None
+    from .. import codecs as sciz_codecs
+
+    if isinstance(codec, str):
+        return sciz_codecs.get(codec) if tolerance is None else sciz_codecs.get(codec, tolerance=tolerance)
+    if tolerance is not None:
+        raise argument_error("tolerance", tolerance, "give it to the codec object, or pass the codec by name")
+    if not hasattr(codec, "hdf5_filter"):
+        raise argument_error("codec", codec, "must be a codec name (e.g. 'sz3', 'zfp') or a sciz codec object")
+    return codec
+
+
+def _write_with_codec(group: Any, name: str, array: np.ndarray, codec: Any) -> None:
+    require("hdf5plugin", "hdf5")
+    options = codec.hdf5_filter(array)
+    if options is None:
+        raise ArgumentError(
+            f"codec={codec.name!r} has no registered HDF5 filter; for HDF5 bundles use one that has "
+            "(zfp, sz3, sperr or szip) or the lossless default (codec=None)"
+        )
+    chunks = _chunk_shape(array.shape, array.dtype.itemsize)
+    dataset = group.create_dataset(name, data=array, chunks=chunks, **dict(options))
+    dataset.attrs["sciz_codec"] = json.dumps(codec.get_config())
+
+
+def _string_dataset(group: Any, name: str, text: str) -> None:
+    import h5py
+
+    encoded = text.encode("utf-8")
+    # Fixed-length UTF-8: playNano decodes these with .decode("utf-8"), as it writes them.
+    dtype = h5py.string_dtype("utf-8", max(1, len(encoded)))
+    group.create_dataset(name, data=np.array(encoded, dtype=dtype))
+
+
+def save_h5_bundle(
+    path: str | os.PathLike[str],
+    stack: Any,
+    raw: bool = False,
+    *,
+    codec: Any = None,
+    tolerance: float | None = None,
+    compression_level: int = DEFAULT_COMPRESSION_LEVEL,
+) -> Path:
+    """Save an AFM stack as a playNano-compatible, chunked and compressed ``.h5`` bundle.
+
+    Parameters
+    ----------
+    path
+        Destination; ``.h5`` is appended unless the name ends with ``.h5`` or ``.hdf5``.
+    stack
+        A :class:`~sciz.stack.ImageStack` (or a Dataset, array or playNano ``AFMImageStack``).
+    raw
+        Write the ``processed['raw']`` snapshot (and the frame metadata from before any frame
+        edit) without layers or masks, instead of the current data with everything.
+    codec
+        ``None`` (default): lossless shuffle + deflate that every HDF5 reader decodes. Otherwise a
+        codec name from :mod:`sciz.codecs` with a registered HDF5 filter (``zfp``, ``sz3``,
+        ``sperr``, ``szip``) or such a codec object; it compresses the float arrays (data and
+        processed layers) and keeps its bound; masks stay lossless. Readers need hdf5plugin.
+    tolerance
+        Absolute error bound for a codec given by name.
+    compression_level
+        Deflate level 1-9 of the lossless default.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    h5py = require("h5py", "hdf5")
+    if isinstance(compression_level, bool) or not isinstance(compression_level, int) or not 1 <= compression_level <= 9:
+        raise argument_error("compression_level", compression_level, "must be an int from 1 to 9")
+    image_stack = as_image_stack(stack)
+    chosen = _resolve_codec(codec, tolerance)
+    target = target_path(path, (".h5", ".hdf5"))
+    data, frames = image_stack.export_view(raw)
+    with_layers = not (raw and "raw" in image_stack.processed)
+    workers = _threads()
+
+    def put(group: Any, name: str, array: Any, dtype: Any, pool: ThreadPoolExecutor) -> None:
+        values = np.ascontiguousarray(np.asarray(array, dtype=dtype))
+        if chosen is not None and values.dtype.kind == "f":
+            _write_with_codec(group, name, values, chosen)
+        else:
+            _write_lossless(group, name, values, compression_level, pool, workers)
+
+    # h5py writes by name into atomic_file's temporary sibling, which is then fsynced and renamed.
+    with (
+        atomic_file(target) as handle,
+        ThreadPoolExecutor(workers, thread_name_prefix="sciz-h5") as pool,
+        h5py.File(handle.name, "w") as f,
+    ):
+        put(f, "data", data, np.float32, pool)
+        processed = f.create_group("processed")
+        masks = f.create_group("masks")
+        if with_layers:
+            for key, layer in image_stack.processed.items():
+                put(processed, key, layer, np.float32, pool)
+            for key, mask in image_stack.masks.items():
+                put(masks, key, mask, np.bool_, pool)
+        f.create_dataset("timestamps", data=stack_timestamps(frames))
+        _string_dataset(f, "frame_metadata_json", json_text(frames))
+        _string_dataset(f, "provenance_json", json_text(image_stack.provenance))
+        if image_stack.state_backups:
+            _string_dataset(f, "state_backups_json", json_text(image_stack.state_backups))
+        f.attrs["pixel_size_nm"] = float(image_stack.pixel_size_nm)
+        f.attrs["channel"] = image_stack.channel
+        f.attrs["creator"] = f"sciz {__version__}"
+    return target
+
+
+# ----- reading --------------------------------------------------------------------------------
+_TEXT_DATASETS = ("frame_metadata_json", "provenance_json", "state_backups_json")
+
+
+def _read_text(f: Any, name: str, path: Path) -> str | None:
+    if name not in f:
+        return None
+    value = f[name][()]
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1)[0] if value.size == 1 else value
+    if isinstance(value, bytes | np.bytes_):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value
+    raise FormatError(f"{path}: {name!r} must be a scalar string dataset, found {type(value).__name__}")
+
+
+def _attr_text(value: Any) -> str:
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(-1)[0]
+    if isinstance(value, bytes | np.bytes_):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def load_h5_bundle(path: str | os.PathLike[str], channel: str = "height_trace") -> ImageStack:
+    """Load a playNano or sciz ``.h5`` bundle into an :class:`~sciz.stack.ImageStack`.
+
+    Parameters
+    ----------
+    path
+        The HDF5 file.
+    channel
+        Used only when the file has no ``channel`` attribute (playNano accepts and ignores it).
+
+    Raises
+    ------
+    FormatError
+        If the file is unreadable or damaged, ``/data`` or ``pixel_size_nm`` is missing, or a JSON
+        blob is invalid.
+    """
+    h5py = require("h5py", "hdf5")
+    # Registers the codec filters (zfp, sz3, blosc2, ...) so bundles written with a codec read too.
+    with contextlib.suppress(ImportError):
+        import hdf5plugin  # noqa: F401
+    if not isinstance(path, str | os.PathLike):
+        raise argument_error("path", path, "must be a str or os.PathLike path")
+    source = Path(os.fspath(path))
+    if not source.exists():
+        raise FileNotFoundError(f"no such file: {source}")
+    try:
+        with h5py.File(source, "r") as f:
+            if "data" not in f or not isinstance(f["data"], h5py.Dataset):
+                raise FormatError(f"{source}: not an AFM stack bundle (no /data dataset)")
+            if "pixel_size_nm" not in f.attrs:
+                raise FormatError(f"{source}: not an AFM stack bundle (no pixel_size_nm attribute)")
+            data = f["data"][()]
+            if data.ndim != 3:
+                raise FormatError(f"{source}: /data must be (frames, H, W), found shape {data.shape}")
+            processed = {k: v[()] for k, v in f["processed"].items()} if "processed" in f else {}
+            masks = {k: v[()].astype(np.bool_, copy=False) for k, v in f["masks"].items()} if "masks" in f else {}
+            timestamps = f["timestamps"][()] if "timestamps" in f else None
+            texts = {
+                name: _read_text(f, name, source)
+                for name in ("frame_metadata_json", "provenance_json", "state_backups_json")
+            }
+            pixel_size = float(np.asarray(f.attrs["pixel_size_nm"]).reshape(-1)[0])
+            name = _attr_text(f.attrs["channel"]) if "channel" in f.attrs else channel
+    except FormatError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise FormatError(f"{source}: unreadable HDF5 bundle ({exc})") from None
+    frames = (
+        None
+        if texts["frame_metadata_json"] is None
+        else parse_json(texts["frame_metadata_json"], source, "frame_metadata_json")
+    )
+    provenance = (
+        None if texts["provenance_json"] is None else parse_json(texts["provenance_json"], source, "provenance_json")
+    )
+    state = (
+        {}
+        if texts["state_backups_json"] is None
+        else parse_json(texts["state_backups_json"], source, "state_backups_json")
+    )
+    frames = frames_with_timestamps(frames, timestamps, data.shape[0], source)
+    try:
+        return ImageStack(
+            data,
+            pixel_size,
+            name,
+            frames,
+            processed=processed,
+            masks=masks,
+            provenance=bundle_provenance(provenance, source, "h5"),
+            state_backups=state if isinstance(state, dict) else {},
+            file_path=source,
+        )
+    except ValueError as exc:
+        raise FormatError(f"{source}: inconsistent bundle ({exc})") from None

@@ -1,0 +1,295 @@
+"""playNano-compatible NPZ bundles: written without pickles, read without executing pickles.
+
+Layout (the keys playNano 0.5.0 writes and reads): ``data`` float32 (N, H, W), ``timestamps``
+float64 (N,), ``pixel_size_nm``, ``channel``, ``frame_metadata_json``, ``provenance_json``,
+``state_backups_json``, ``processed__<key>`` float32 and ``masks__<key>`` bool.
+
+sciz writes every text as a plain 0-d unicode array (playNano's loader reads those too) and
+deflates members on all cores (:mod:`sciz.formats._zipwriter`). Reading decompresses members in
+parallel with libdeflate and takes text out of playNano's 0-d object arrays with the restricted
+reader in :mod:`sciz.afm._safe_npy`; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zipfile
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from ..atomic import atomic_file
+from ..errors import FormatError, argument_error
+from ..stack import ImageStack
+from ._common import (
+    as_image_stack,
+    bundle_provenance,
+    frames_with_timestamps,
+    json_text,
+    parse_json,
+    stack_timestamps,
+    target_path,
+)
+from ._safe_npy import read_object_string
+
+__all__ = ["NPZ_REQUIRED_KEYS", "load_npz_bundle", "read_npz_members", "save_npz_bundle"]
+
+#: Members every bundle has (playNano's loader needs all but ``timestamps``).
+NPZ_REQUIRED_KEYS = ("data", "pixel_size_nm", "channel", "frame_metadata_json", "provenance_json")
+_SAMPLE = 256 * 1024
+
+
+def _npy_header(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    header = np.lib.format.header_data_from_array_1_0(array)
+    try:
+        np.lib.format.write_array_header_1_0(buffer, header)
+    except ValueError:  # header longer than 64 KiB: only version 2.0 can hold it
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_2_0(buffer, header)
+    return buffer.getvalue()
+
+
+def _samples(view: memoryview, count: int = 4) -> list[memoryview]:
+    # A few spread-out pieces tell the deflate plan what the whole member looks like.
+    if len(view) <= count * _SAMPLE:
+        return [view]
+    step = (len(view) - _SAMPLE) // (count - 1)
+    return [view[i * step : i * step + _SAMPLE] for i in range(count)]
+
+
+def _write_array(writer: Any, name: str, array: np.ndarray) -> None:
+    from ..formats import _zipwriter as zw
+
+    # np.ascontiguousarray would turn 0-d arrays into shape (1,).
+    array = np.require(array, requirements="C")
+    header = _npy_header(array)
+    if array.nbytes < _SAMPLE:
+        writer.write_bytes(f"{name}.npy", header + array.tobytes())
+        return
+    view = array.reshape(-1).view(np.uint8).data
+    plan = zw.choose_plan(_samples(view))
+    block = zw.block_size_for(len(view), zw.default_threads())
+
+    def blocks() -> Iterator[Any]:
+        yield header
+        yield from zw.iterate_blocks(view, block)
+
+    writer.write_member(f"{name}.npy", blocks(), len(header) + len(view), plan)
+
+
+def save_npz_bundle(path: str | os.PathLike[str], stack: Any, raw: bool = False) -> Path:
+    """Save an AFM stack as a playNano-compatible ``.npz`` bundle (no pickles inside).
+
+    Parameters
+    ----------
+    path
+        Destination; ``.npz`` is appended when the name does not end with it.
+    stack
+        A :class:`~sciz.stack.ImageStack` (or a Dataset, array or playNano ``AFMImageStack``).
+    raw
+        Write the unprocessed ``processed['raw']`` snapshot (with the frame metadata from before
+        any frame edit) and no layers or masks, instead of the current data with all layers.
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Example
+    -------
+    >>> save_npz_bundle("out/stack_filtered.npz", stack)  # doctest: +SKIP
+    """
+    from ..formats import _zipwriter as zw
+
+    image_stack = as_image_stack(stack)
+    target = target_path(path, (".npz",))
+    data, frames = image_stack.export_view(raw)
+    with_layers = not (raw and "raw" in image_stack.processed)
+    with atomic_file(target) as handle, zw.ZipStreamWriter(handle) as writer:
+        _write_array(writer, "data", np.asarray(data, dtype=np.float32))
+        _write_array(writer, "timestamps", stack_timestamps(frames))
+        # float64 keeps the calibration exact; playNano reads it with float() either way.
+        _write_array(writer, "pixel_size_nm", np.array(image_stack.pixel_size_nm, dtype=np.float64))
+        _write_array(writer, "channel", np.array(image_stack.channel, dtype=np.str_))
+        _write_array(writer, "frame_metadata_json", np.array(json_text(frames), dtype=np.str_))
+        _write_array(writer, "provenance_json", np.array(json_text(image_stack.provenance), dtype=np.str_))
+        _write_array(writer, "state_backups_json", np.array(json_text(image_stack.state_backups), dtype=np.str_))
+        if with_layers:
+            for key, layer in image_stack.processed.items():
+                _write_array(writer, f"processed__{key}", np.asarray(layer, dtype=np.float32))
+            for key, mask in image_stack.masks.items():
+                _write_array(writer, f"masks__{key}", np.asarray(mask, dtype=np.bool_))
+    return target
+
+
+# ----- reading --------------------------------------------------------------------------------
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+
+
+def _member_bytes(handle: BinaryIO, archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.ndarray:
+    """The uncompressed bytes of one member, CRC-checked; deflate runs in libdeflate (no GIL)."""
+    where = f"{path}: member {info.filename!r}"
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        with archive.open(info) as member:
+            return np.frombuffer(bytearray(member.read()), dtype=np.uint8)
+    # os.pread: independent reads from several threads without sharing a file position.
+    fd = handle.fileno()
+    local = os.pread(fd, _LOCAL_HEADER.size, info.header_offset)
+    if len(local) != _LOCAL_HEADER.size or local[:4] != b"PK\x03\x04":
+        raise FormatError(f"{where}: bad local header (the file is damaged)")
+    fields = _LOCAL_HEADER.unpack(local)
+    start = info.header_offset + _LOCAL_HEADER.size + fields[-2] + fields[-1]
+    compressed = os.pread(fd, info.compress_size, start)
+    if len(compressed) != info.compress_size:
+        raise FormatError(f"{where}: truncated ({len(compressed)} of {info.compress_size} bytes)")
+    out = np.empty(info.file_size, dtype=np.uint8)
+    if info.compress_type == zipfile.ZIP_STORED:
+        out[:] = np.frombuffer(compressed, dtype=np.uint8)
+    else:
+        import imagecodecs
+
+        try:
+            imagecodecs.deflate_decode(compressed, out=out.data, raw=True)
+        except Exception as exc:  # imagecodecs raises DeflateError, RuntimeError...
+            raise FormatError(f"{where}: corrupt deflate data ({exc})") from None
+    if zlib.crc32(out.data) != info.CRC:
+        raise FormatError(f"{where}: CRC mismatch (the file is damaged)")
+    return out
+
+
+def _parse_npy(raw: np.ndarray, where: str) -> Any:
+    try:
+        if raw.size < 10 or raw[:6].tobytes() != b"\x93NUMPY":
+            raise ValueError("no .npy magic")
+        major = int(raw[6])
+        if major == 1:
+            end = 10 + int(struct.unpack("<H", raw[8:10].tobytes())[0])
+        elif major in (2, 3):
+            end = 12 + int(struct.unpack("<I", raw[8:12].tobytes())[0])
+        else:
+            raise ValueError(f"unsupported .npy version {major}")
+        if end > raw.size:
+            raise ValueError("header longer than the member")
+        # Only the header is copied; the data stays a view of the decompressed buffer.
+        stream = io.BytesIO(raw[:end].tobytes())
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+    except (ValueError, SyntaxError, struct.error, EOFError) as exc:
+        raise FormatError(f"{where}: not a valid .npy member ({exc})") from None
+    offset = end
+    body = raw[offset:]
+    if dtype.hasobject:
+        return read_object_string(body.tobytes(), where)
+    count = int(np.prod(shape, dtype=np.int64))
+    if body.size != count * dtype.itemsize:
+        raise FormatError(f"{where}: {body.size} data bytes for shape {shape} of {dtype}")
+    if dtype.itemsize == 0:
+        return np.zeros(shape, dtype=dtype)
+    array = body.view(dtype) if offset % dtype.alignment == 0 else body.copy().view(dtype)
+    if fortran:
+        return array.reshape(shape[::-1]).transpose()
+    return array.reshape(shape)
+
+
+def read_npz_members(path: str | os.PathLike[str], names: list[str] | None = None) -> dict[str, Any]:
+    """Every (or the named) member of an ``.npz`` file as arrays or, for object members, the one
+    string they hold; decompressed in parallel and never unpickled."""
+    source = Path(os.fspath(path))
+    try:
+        handle = source.open("rb")
+    except OSError as exc:
+        raise FormatError(f"cannot read {source}: {exc.strerror or exc}") from exc
+    with handle:
+        try:
+            archive = zipfile.ZipFile(handle)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise FormatError(f"{source}: not a readable NPZ/ZIP file ({exc})") from None
+        with archive:
+            infos = {i.filename[:-4]: i for i in archive.infolist() if i.filename.endswith(".npy")}
+            wanted = list(infos) if names is None else [n for n in names if n in infos]
+
+            def load(key: str) -> Any:
+                where = f"{source}: member {key!r}"
+                return _parse_npy(_member_bytes(handle, archive, infos[key], source), where)
+
+            workers = min(len(wanted), os.cpu_count() or 1) or 1
+            with ThreadPoolExecutor(workers) as pool:
+                values = list(pool.map(load, wanted))
+    return dict(zip(wanted, values, strict=True))
+
+
+def _text(value: Any, path: Path, key: str) -> str:
+    if isinstance(value, np.ndarray):
+        if value.shape != () or value.dtype.kind not in "US":
+            raise FormatError(f"{path}: {key!r} must be a 0-d string, found {value.dtype} of shape {value.shape}")
+        value = value[()]
+    if isinstance(value, bytes | np.bytes_):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def load_npz_bundle(path: str | os.PathLike[str], channel: str = "height_trace") -> ImageStack:
+    """Load a playNano or sciz ``.npz`` bundle into an :class:`~sciz.stack.ImageStack`.
+
+    Parameters
+    ----------
+    path
+        The ``.npz`` file.
+    channel
+        Accepted for playNano compatibility; the bundle's own channel name is used.
+
+    Raises
+    ------
+    FormatError
+        If a required member is missing, a JSON blob is invalid, an object member holds anything
+        but a plain string, or the archive is damaged.
+    """
+    if not isinstance(path, str | os.PathLike):
+        raise argument_error("path", path, "must be a str or os.PathLike path")
+    source = Path(os.fspath(path))
+    members = read_npz_members(source)
+    missing = [k for k in NPZ_REQUIRED_KEYS if k not in members]
+    if missing:
+        raise FormatError(f"{source}: not an AFM stack bundle; missing members {', '.join(missing)}")
+    data = members["data"]
+    if not isinstance(data, np.ndarray) or data.ndim != 3:
+        raise FormatError(f"{source}: 'data' must be a (frames, H, W) array")
+    pixel = members["pixel_size_nm"]
+    if not isinstance(pixel, np.ndarray) or pixel.size != 1 or pixel.dtype.kind not in "fiu":
+        raise FormatError(f"{source}: 'pixel_size_nm' must be a number")
+    frames = parse_json(
+        _text(members["frame_metadata_json"], source, "frame_metadata_json"), source, "frame_metadata_json"
+    )
+    provenance = parse_json(_text(members["provenance_json"], source, "provenance_json"), source, "provenance_json")
+    state = {}
+    if "state_backups_json" in members:
+        state = parse_json(
+            _text(members["state_backups_json"], source, "state_backups_json"), source, "state_backups_json"
+        )
+    frames = frames_with_timestamps(frames, members.get("timestamps"), data.shape[0], source)
+    processed = {k[len("processed__") :]: v for k, v in members.items() if k.startswith("processed__")}
+    masks = {k[len("masks__") :]: np.asarray(v, dtype=np.bool_) for k, v in members.items() if k.startswith("masks__")}
+    try:
+        return ImageStack(
+            data,
+            float(pixel.reshape(())),
+            _text(members["channel"], source, "channel"),
+            frames,
+            processed=processed,
+            masks=masks,
+            provenance=bundle_provenance(provenance, source, "npz"),
+            state_backups=state if isinstance(state, dict) else {},
+            file_path=source,
+        )
+    except ValueError as exc:
+        raise FormatError(f"{source}: inconsistent bundle ({exc})") from None

@@ -1,0 +1,259 @@
+"""OME-TIFF export and import of AFM stacks, readable by playNano, tifffile, Bio-Formats and Fiji.
+
+What is written (the layout playNano 0.5.0 reads): float32 frames as a 5-D ``TCZYX`` image (T =
+frames, C = Z = 1), one TIFF page per frame, OME-XML 2016-06 with ``PhysicalSizeX/Y`` in µm,
+``TimeIncrement`` and one ``Plane`` per frame carrying ``DeltaT`` in seconds, the channel name, and
+resolution tags in pixels per inch. Private tags on the first page: 65000 = provenance JSON,
+65001 = JSON list of processed-layer names (both as playNano writes them) and 65002 = the frame
+metadata JSON (a sciz addition that playNano ignores). Masks and extra layers are not stored; use
+the NPZ or HDF5 bundles for those.
+
+Unlike playNano, single-frame stacks round-trip: the reader uses the OME dimension sizes instead of
+tifffile's squeezed shape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_file
+from ..errors import FormatError, argument_error
+from ..formats._base import require
+from ..stack import ImageStack
+from ._common import as_image_stack, bundle_provenance, json_text, target_path
+
+__all__ = [
+    "TAG_FRAME_METADATA",
+    "TAG_PROCESSED_KEYS",
+    "TAG_PROVENANCE",
+    "load_ome_tiff_stack",
+    "save_ome_tiff_stack",
+]
+
+#: Private TIFF tags (the reusable range 65000-65535), as playNano uses them.
+TAG_PROVENANCE = 65000
+TAG_PROCESSED_KEYS = 65001
+#: sciz's addition: the full per-frame metadata, so it survives the round trip.
+TAG_FRAME_METADATA = 65002
+_UNDEFINED = 7  # TIFF data type for opaque bytes
+_NM_PER_INCH = 25_400_000.0
+_OME_NS = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
+_NM_PER_OME_UNIT = {"nm": 1.0, "µm": 1e3, "um": 1e3, "mm": 1e6, "cm": 1e7, "m": 1e9, "pm": 1e-3, "Å": 0.1}
+_S_PER_OME_UNIT = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "min": 60.0, "h": 3600.0}
+
+
+def save_ome_tiff_stack(
+    path: str | os.PathLike[str],
+    afm_stack: Any,
+    raw: bool = False,
+    *,
+    compression: str | None = None,
+) -> Path:
+    """Save an AFM stack as an OME-TIFF (``.ome.tif``) that ImageJ/Fiji, tifffile and playNano open.
+
+    Parameters
+    ----------
+    path
+        Destination; ``.ome.tif`` is appended unless the name ends with ``.tif`` or ``.tiff``.
+    afm_stack
+        A :class:`~sciz.stack.ImageStack` (or a Dataset, array or playNano ``AFMImageStack``).
+    raw
+        Write the ``processed['raw']`` snapshot (with the frame metadata from before any frame
+        edit) instead of the current data.
+    compression
+        ``None`` (uncompressed, as playNano) or a tifffile compression such as ``"zlib"`` or
+        ``"zstd"`` (Fiji reads ``zlib``; ``zstd`` needs a recent Bio-Formats).
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    tifffile = require("tifffile", "tiff")
+    stack = as_image_stack(afm_stack, "afm_stack")
+    target = target_path(path, (".ome.tif", ".ome.tiff", ".tif", ".tiff"))
+    data, frames = stack.export_view(raw)
+    values = np.asarray(data, dtype=np.float32)
+    n_frames, height, width = values.shape
+    times = [f.get("timestamp") for f in frames]
+    known = [t for t in times if t is not None and math.isfinite(t)]
+    pixel_um = stack.pixel_size_nm * 1e-3
+    metadata: dict[str, Any] = {
+        "axes": "TCZYX",
+        "Name": stack.channel,
+        "PhysicalSizeX": pixel_um,
+        "PhysicalSizeXUnit": "µm",
+        "PhysicalSizeY": pixel_um,
+        "PhysicalSizeYUnit": "µm",
+        "Channel": {"Name": stack.channel},
+        # Planes without a known time simply carry no DeltaT (it is optional in the schema).
+        "Plane": [{"DeltaT": float(t), "DeltaTUnit": "s"} if t is not None and math.isfinite(t) else {} for t in times],
+    }
+    if len(known) == n_frames and n_frames > 1:
+        metadata["TimeIncrement"] = float(np.median(np.diff(np.asarray(known, dtype=np.float64))))
+        metadata["TimeIncrementUnit"] = "s"
+    if not any(metadata["Plane"]):
+        del metadata["Plane"]
+    extratags = [
+        _bytes_tag(TAG_PROVENANCE, json_text(stack.provenance)),
+        _bytes_tag(TAG_PROCESSED_KEYS, json.dumps(list(stack.processed))),
+        _bytes_tag(TAG_FRAME_METADATA, json_text(frames)),
+    ]
+    dpi = _NM_PER_INCH / stack.pixel_size_nm
+    with atomic_file(target) as handle:
+        tifffile.imwrite(
+            handle,
+            values.reshape(n_frames, 1, 1, height, width),
+            photometric="minisblack",
+            metadata=metadata,
+            ome=True,
+            resolution=(dpi, dpi),
+            resolutionunit="INCH",
+            extratags=extratags,
+            compression=compression,
+        )
+    return target
+
+
+def _bytes_tag(code: int, text: str) -> tuple[int, int, int, bytes, bool]:
+    encoded = text.encode("utf-8")
+    return (code, _UNDEFINED, len(encoded), encoded, True)
+
+
+def _tag_json(page: Any, code: int, source: Path) -> Any:
+    tag = page.tags.get(code)
+    if tag is None:
+        return None
+    value = tag.value
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", "replace")
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError) as exc:
+        raise FormatError(f"{source}: private tag {code} does not hold valid JSON ({exc})") from None
+
+
+def _float_attr(element: ET.Element | None, name: str) -> float | None:
+    if element is None or name not in element.attrib:
+        return None
+    try:
+        return float(element.attrib[name])
+    except ValueError:
+        return None
+
+
+def _parse_ome(xml: str, source: Path) -> dict[str, Any]:
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise FormatError(f"{source}: invalid OME-XML ({exc})") from None
+    namespace = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else _OME_NS
+    image = root.find(f"{namespace}Image")
+    pixels = image.find(f"{namespace}Pixels") if image is not None else None
+    if pixels is None:
+        raise FormatError(f"{source}: the OME-XML has no Image/Pixels element")
+    info: dict[str, Any] = {
+        "order": pixels.attrib.get("DimensionOrder", "XYCZT"),
+        "sizes": {axis: int(pixels.attrib.get(f"Size{axis}", "1")) for axis in "XYCZT"},
+    }
+    size = _float_attr(pixels, "PhysicalSizeX")
+    unit = pixels.attrib.get("PhysicalSizeXUnit", "µm")
+    info["pixel_size_nm"] = size * _NM_PER_OME_UNIT[unit] if size and unit in _NM_PER_OME_UNIT else None
+    channel = pixels.find(f"{namespace}Channel")
+    info["channel"] = channel.attrib.get("Name") if channel is not None else None
+    times: dict[int, float] = {}
+    for plane in pixels.findall(f"{namespace}Plane"):
+        delta = _float_attr(plane, "DeltaT")
+        if delta is None:
+            continue
+        scale = _S_PER_OME_UNIT.get(plane.attrib.get("DeltaTUnit", "s"), 1.0)
+        times[int(plane.attrib.get("TheT", "0"))] = delta * scale
+    info["times"] = times
+    return info
+
+
+def load_ome_tiff_stack(path: str | os.PathLike[str], channel: str = "height_trace") -> ImageStack:
+    """Load an OME-TIFF (from sciz, playNano or any single-channel T/Z stack) as an ImageStack.
+
+    Parameters
+    ----------
+    path
+        The ``.ome.tif`` file.
+    channel
+        Channel name to use when the OME metadata does not name one.
+
+    Raises
+    ------
+    FormatError
+        If the file is not a readable OME-TIFF, or holds several channels or Z-planes per time
+        point (not an AFM video).
+    """
+    tifffile = require("tifffile", "tiff")
+    if not isinstance(path, str | os.PathLike):
+        raise argument_error("path", path, "must be a str or os.PathLike path")
+    source = Path(os.fspath(path))
+    if not source.exists():
+        raise FileNotFoundError(f"no such file: {source}")
+    try:
+        with tifffile.TiffFile(source) as tif:
+            if not tif.is_ome or not tif.ome_metadata:
+                raise FormatError(f"{source}: not an OME-TIFF (no OME-XML in the first page)")
+            info = _parse_ome(tif.ome_metadata, source)
+            series = tif.series[0]
+            values = series.asarray()
+            axes = series.get_axes(False)
+            shape = series.get_shape(False)
+            page = tif.pages[0]
+            provenance = _tag_json(page, TAG_PROVENANCE, source)
+            stored_frames = _tag_json(page, TAG_FRAME_METADATA, source)
+    except FormatError:
+        raise
+    except (OSError, ValueError, KeyError, IndexError, tifffile.TiffFileError) as exc:
+        raise FormatError(f"{source}: unreadable OME-TIFF ({exc})") from None
+    data = _to_frames(np.asarray(values).reshape(shape), axes, source)
+    n_frames = data.shape[0]
+    frames: list[dict[str, Any]]
+    if isinstance(stored_frames, list) and len(stored_frames) == n_frames:
+        frames = [dict(f) if isinstance(f, dict) else {} for f in stored_frames]
+    else:
+        frames = [{} for _ in range(n_frames)]
+        pixel = info["pixel_size_nm"]
+        for index, frame in enumerate(frames):
+            frame["timestamp"] = info["times"].get(index)
+            if pixel:
+                frame["frame_pixel_size_nm"] = pixel
+    try:
+        return ImageStack(
+            data,
+            info["pixel_size_nm"] or 1.0,
+            info["channel"] or channel,
+            frames,
+            provenance=bundle_provenance(provenance if isinstance(provenance, dict) else {}, source, "ome-tiff"),
+            file_path=source,
+        )
+    except ValueError as exc:
+        raise FormatError(f"{source}: inconsistent OME-TIFF ({exc})") from None
+
+
+def _to_frames(values: np.ndarray, axes: str, source: Path) -> np.ndarray:
+    """Reorder a tifffile series to (frames, Y, X); T (or Z, or a lone extra axis) becomes frames."""
+    if "Y" not in axes or "X" not in axes:
+        raise FormatError(f"{source}: image axes {axes!r} have no Y and X")
+    sizes = dict(zip(axes, values.shape, strict=True))
+    extra = [a for a in axes if a not in "YX" and sizes[a] > 1]
+    if len(extra) > 1:
+        raise FormatError(
+            f"{source}: image has {', '.join(f'{a}={sizes[a]}' for a in extra)}; an AFM stack has only frames"
+        )
+    frame_axis = extra[0] if extra else next((a for a in "TZQ" if a in axes), None)
+    order = ([axes.index(frame_axis)] if frame_axis else []) + [axes.index("Y"), axes.index("X")]
+    rest = [i for i in range(values.ndim) if i not in order]
+    moved = np.transpose(values, order + rest)
+    return moved.reshape(moved.shape[0] if frame_axis else 1, sizes["Y"], sizes["X"])

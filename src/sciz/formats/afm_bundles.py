@@ -1,0 +1,88 @@
+"""Registry formats for playNano-compatible AFM stack bundles (``.npz`` and ``.h5``), read-only.
+
+They claim only files that carry the bundle's own keys (``data``, ``pixel_size_nm``, the JSON
+blobs) and outrank the generic NPZ/HDF5 formats for those. They do not write: ``sciz.save`` to
+``.npz``/``.h5`` keeps the generic formats; AFM bundles are written with :mod:`sciz.afm`.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..model import Dataset
+from ._base import Format
+
+__all__ = ["AfmH5Format", "AfmNpzFormat"]
+
+_NPZ_KEYS = {"data.npy", "pixel_size_nm.npy", "channel.npy", "frame_metadata_json.npy", "provenance_json.npy"}
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _reject_options(name: str, options: dict[str, Any]) -> None:
+    if options:
+        from ..errors import argument_error
+
+        raise argument_error("options", sorted(options), f"the {name} reader takes no options")
+
+
+class AfmNpzFormat(Format):
+    """playNano/sciz AFM stack bundle in an ``.npz`` (read with pickle-free parsing)."""
+
+    name = "afm-npz"
+    description = "AFM video bundle (playNano-compatible .npz: stack, layers, masks, provenance)"
+    extensions = (".npz",)
+    magic = (b"PK\x03\x04",)
+    priority = 10
+    can_write: ClassVar[bool] = False
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        if not head.startswith(b"PK\x03\x04"):
+            return False
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+        except (zipfile.BadZipFile, OSError, EOFError):
+            return False
+        return names >= _NPZ_KEYS
+
+    def read(self, path: Path, **options: Any) -> Dataset:
+        from ..afm import load_npz_bundle
+
+        _reject_options(self.name, options)
+        return load_npz_bundle(path).to_dataset()
+
+
+class AfmH5Format(Format):
+    """playNano/sciz AFM stack bundle in HDF5 (``/data`` plus ``pixel_size_nm`` and JSON metadata)."""
+
+    name = "afm-h5"
+    description = "AFM video bundle (playNano-compatible .h5: stack, layers, masks, provenance)"
+    extensions = (".h5", ".hdf5")
+    magic = (_HDF5_MAGIC,)
+    priority = 10
+    can_write: ClassVar[bool] = False
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        if not head.startswith(_HDF5_MAGIC):
+            return False
+        try:
+            import h5py
+        except ImportError:
+            return False
+        try:
+            with h5py.File(path, "r") as f:
+                return (
+                    isinstance(f.get("data"), h5py.Dataset)
+                    and "pixel_size_nm" in f.attrs
+                    and "frame_metadata_json" in f
+                )
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def read(self, path: Path, **options: Any) -> Dataset:
+        from ..afm import load_h5_bundle
+
+        _reject_options(self.name, options)
+        return load_h5_bundle(path).to_dataset()
