@@ -36,6 +36,10 @@ BUILTIN_FORMATS: list[str] = [
     "sciz.formats.afm_bundles:AfmNpzFormat",
     "sciz.formats.afm_bundles:AfmH5Format",
     "sciz.formats.ometiff:OmeTiffFormat",
+    "sciz.formats.npy:NpyFormat",
+    "sciz.formats.npz:NpzFormat",
+    "sciz.formats.tmd:TmdFormat",
+    "sciz.formats.stl:StlFormat",
 ]
 
 _registry: dict[str, Format] = {}
