@@ -3,6 +3,11 @@
 Frames are turned into palette images directly: heights map to 254 colormap entries and two more
 entries hold the annotation colours (black outline, white text), so there is no colour quantising,
 every frame shares one exact palette, and the whole stack is normalised in one vectorised step.
+
+Pillow merges a frame that is identical to the one before it into that one (adding up their
+delays), which would change the frame count of a still video. Such a frame gets one black pixel
+swapped for a second palette entry of the same black, so it stays a frame of its own and looks
+the same (without annotations or NaN there is no black pixel, and the corner pixel turns black).
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ __all__ = ["DEFAULT_FPS", "MIN_SIZE", "export_gif", "save_gif", "z_range"]
 MIN_SIZE = 512
 #: Frame rate when the stack has no timing metadata and ``fps`` is not given (playNano's default).
 DEFAULT_FPS = 5.0
-_LEVELS = 254  # palette entries for heights; 254 = outline black, 255 = text white
-_BLACK, _WHITE = 254, 255
+_LEVELS = 253  # palette entries for heights; then a second black, outline black and text white
+_TWIN_BLACK, _BLACK, _WHITE = 253, 254, 255
 _GIF_MIN_DELAY_MS = 20  # browsers slow down anything faster than 2 centiseconds
 
 
@@ -91,7 +96,7 @@ def _palette(cmap_name: str) -> list[int]:
         known = ", ".join(sorted(n for n in matplotlib.colormaps if not n.endswith("_r"))[:12])
         raise argument_error("cmap", cmap_name, f"must be a matplotlib colormap name (e.g. {known}, ...)") from None
     colours = (np.asarray(cmap(np.linspace(0.0, 1.0, _LEVELS)))[:, :3] * 255.0).round().astype(np.uint8)
-    return [*colours.reshape(-1).tolist(), 0, 0, 0, 255, 255, 255]
+    return [*colours.reshape(-1).tolist(), 0, 0, 0, 0, 0, 0, 255, 255, 255]
 
 
 def _indices(values: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
@@ -215,6 +220,7 @@ def save_gif(
     thickness = max(2, round(0.012 * size[1] * font_scale))
 
     images = []
+    previous: np.ndarray | None = None
     for index in range(n_frames):
         image = Image.fromarray(indices[index], mode="P")
         image.putpalette(palette)
@@ -241,6 +247,13 @@ def save_gif(
             box = draw.textbbox((0, 0), label, font=font, stroke_width=stroke)
             top = bottom - thickness - max(2, margin // 2) - (box[3] - box[1]) - box[1]
             draw.text((margin, top), label, font=font, fill=_WHITE, stroke_width=stroke, stroke_fill=_BLACK)
+        pixels = np.asarray(image)
+        if previous is not None and np.array_equal(pixels, previous):
+            blacks = np.flatnonzero(pixels == _BLACK)
+            where = int(blacks[0]) if blacks.size else 0
+            image.putpixel((where % size[0], where // size[0]), _TWIN_BLACK)
+            pixels = np.asarray(image)
+        previous = pixels
         images.append(image)
     with atomic_file(target) as handle:
         images[0].save(

@@ -1,0 +1,98 @@
+"""AFM bundles in the format registry: detection by content, sciz.load, and not hijacking generic writes."""
+
+from __future__ import annotations
+
+import contextlib
+
+import h5py
+import numpy as np
+import pytest
+
+import sciz
+from sciz.afm import ImageStack, save_h5_bundle, save_npz_bundle, save_ome_tiff_stack
+from sciz.errors import FormatError, UnknownFormatError
+from sciz.formats import detect_format, format_for_writing, get_format
+from sciz.stack import METADATA_KEY
+
+
+def small_stack() -> ImageStack:
+    data = np.arange(2 * 6 * 7, dtype=np.float32).reshape(2, 6, 7)
+    return ImageStack(
+        data,
+        0.75,
+        "amplitude",
+        [{"timestamp": 0.0}, {"timestamp": 2.0}],
+        processed={"raw": data + 1, "step_1_zero_mean": data - data.mean()},
+        masks={"step_2_mask_threshold": data > 40},
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("playnano/processed.npz", "afm-npz"),
+        ("playnano/processed_raw.npz", "afm-npz"),
+        ("playnano/processed.h5", "afm-h5"),
+        ("playnano/processed_raw.h5", "afm-h5"),
+        ("playnano/processed.ome.tif", "ome-tiff"),
+    ],
+)
+def test_real_playnano_files_are_detected_and_load(copy_shared, name, fmt):
+    path = copy_shared(name)
+    assert detect_format(path).name == fmt
+    dataset = sciz.load(path)
+    assert dataset.shape == (4, 32, 48)
+    assert [a.name for a in dataset.axes] == ["time", "y", "x"]
+    assert (dataset.axes[0].scale, dataset.axes[2].units, dataset.axes[2].scale) == (0.5, "nm", 2.0)
+    assert dataset.metadata[METADATA_KEY]["channel"] == "height_trace"
+    stack = ImageStack.from_dataset(dataset)
+    assert stack.timestamps.tolist() == [0.0, 0.5, 1.0, 1.5]
+
+
+def test_sciz_written_bundles_load_through_the_registry(tmp_path):
+    stack = small_stack()
+    for path, fmt in [
+        (save_npz_bundle(tmp_path / "s.npz", stack), "afm-npz"),
+        (save_h5_bundle(tmp_path / "s.h5", stack), "afm-h5"),
+        (save_ome_tiff_stack(tmp_path / "s.ome.tif", stack), "ome-tiff"),
+    ]:
+        assert detect_format(path).name == fmt
+        dataset = sciz.load(path)
+        np.testing.assert_array_equal(dataset.data, stack.data)
+        assert dataset.metadata[METADATA_KEY]["pixel_size_nm"] == 0.75
+        if fmt != "ome-tiff":
+            assert set(dataset.layers) == {"raw", "step_1_zero_mean"}
+            np.testing.assert_array_equal(dataset.masks["step_2_mask_threshold"], stack.masks["step_2_mask_threshold"])
+
+
+def test_generic_npz_and_hdf5_files_are_not_claimed(tmp_path):
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, data=np.zeros((2, 3, 3)), other=np.ones(3))
+    with contextlib.suppress(UnknownFormatError):
+        assert detect_format(plain).name != "afm-npz"
+    assert not get_format("afm-npz").sniff(plain, plain.read_bytes()[:512])
+    generic = tmp_path / "plain.h5"
+    with h5py.File(generic, "w") as f:
+        f["data"] = np.zeros((2, 3, 3))
+    assert not get_format("afm-h5").sniff(generic, generic.read_bytes()[:512])
+
+
+def test_bundle_formats_do_not_take_over_generic_writes(tmp_path):
+    assert not get_format("afm-npz").can_write and not get_format("afm-h5").can_write
+    for name in ("x.npz", "x.h5"):
+        with contextlib.suppress(UnknownFormatError):
+            assert format_for_writing(tmp_path / name).name not in ("afm-npz", "afm-h5")
+    with pytest.raises(FormatError, match="cannot write"):
+        sciz.save(small_stack().to_dataset(), tmp_path / "x.npz", format="afm-npz")
+
+
+def test_ome_tiff_format_writes_stacks_and_refuses_what_it_cannot_hold(tmp_path):
+    assert format_for_writing(tmp_path / "x.ome.tif").name == "ome-tiff"
+    plain = ImageStack(np.ones((3, 4, 5), np.float32), 2.0, "h", [{"timestamp": t} for t in (0, 1, 2)])
+    path = sciz.save(plain.to_dataset(), tmp_path / "x.ome.tif")
+    back = ImageStack.from_dataset(sciz.load(path))
+    assert back.pixel_size_nm == pytest.approx(2.0) and back.timestamps.tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(FormatError, match="no processed layers or masks"):
+        sciz.save(small_stack().to_dataset(), tmp_path / "y.ome.tif")
+    with pytest.raises(FormatError, match="4-D"):
+        sciz.save(sciz.Dataset(np.zeros((2, 2, 2, 2))), tmp_path / "z.ome.tif")
