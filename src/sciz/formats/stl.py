@@ -375,8 +375,15 @@ def _mesh_dataset(source: Path, vertices: np.ndarray, normals: np.ndarray, heade
         metadata={"stl_header": header, "stl_format": kind, "triangles": len(vertices)},
         name=source.stem,
     )
-    stored = source.stat().st_size
-    dataset.storage = {"data": StoredArray(codec="none" if kind == "binary" else "ascii", stored_bytes=stored)}
+    if kind == "binary":
+        # Each 50-byte record: 12 bytes of normal, 36 of vertices, 2 of attribute (counted with the vertices).
+        count = len(vertices)
+        dataset.storage = {
+            "data": StoredArray(codec="none", stored_bytes=HEADER_BYTES + 4 + 38 * count),
+            "layers/normals": StoredArray(codec="none", stored_bytes=12 * count),
+        }
+    else:
+        dataset.storage = {"data": StoredArray(codec="ascii", stored_bytes=source.stat().st_size)}
     return dataset
 
 

@@ -258,6 +258,9 @@ def read_tmd(path: str | os.PathLike[str], *, nodata_to_nan: bool = False) -> Da
         name=source.stem,
     )
     dataset.storage = {"data": StoredArray(codec="none", stored_bytes=4 * count)}
+    if nodata_to_nan:
+        # The mask is not stored separately: those pixels hold the no-data value in the heights.
+        dataset.storage["masks/nodata"] = StoredArray(codec="in data (-1e10)", stored_bytes=0)
     return dataset
 
 

@@ -1,0 +1,76 @@
+"""``sciz convert IN OUT``: read any registered format and write another, keeping what the target can hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import app
+from .info_cmd import fail, parse_options, read_dataset
+
+__all__ = ["convert_command"]
+
+
+@app.command("convert")
+def convert_command(
+    source: Annotated[Path, typer.Argument(help="The file to read (format detected from its content).")],
+    target: Annotated[Path, typer.Argument(help="The file to write (format from its extension or --to).")],
+    to: Annotated[
+        str | None, typer.Option("--to", "-t", help="Target format name, when the extension does not say.")
+    ] = None,
+    from_format: Annotated[
+        str | None, typer.Option("--from", help="Read SOURCE as this format instead of detecting it.")
+    ] = None,
+    read_option: Annotated[
+        list[str] | None,
+        typer.Option("--read-option", "-r", help="KEY=VALUE for the reader, e.g. -r nodata_to_nan=true."),
+    ] = None,
+    write_option: Annotated[
+        list[str] | None,
+        typer.Option("--write-option", "-w", help="KEY=VALUE for the writer, e.g. -w base_thickness=0.5 for STL."),
+    ] = None,
+    drop_unsupported: Annotated[
+        bool,
+        typer.Option(
+            "--drop-unsupported", help="Write even if the target cannot hold everything; say what is dropped."
+        ),
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace TARGET if it exists.")] = False,
+) -> None:
+    """Convert SOURCE to TARGET, keeping data, axes and metadata; refuse if the target would lose any."""
+    from ..errors import SciZError
+    from ..formats import format_for_writing
+
+    read_options = parse_options(read_option or [], "--read-option")
+    write_options = parse_options(write_option or [], "--write-option")
+    if not source.exists():
+        fail(f"no such file or directory: {source}")
+    if target.exists():
+        if source.resolve() == target.resolve():
+            fail(f"{target} is the source file itself; choose another target")
+        if not force:
+            fail(f"{target} exists; use --force to replace it")
+    try:
+        writer = format_for_writing(target, to)
+    except (SciZError, ValueError) as exc:
+        fail(str(exc))
+    reader, dataset = read_dataset(source, from_format, read_options)
+    problems = writer.problems(dataset)
+    if problems and not drop_unsupported:
+        listing = "".join(f"\n  - {p}" for p in problems)
+        fail(
+            f"{writer.name} cannot hold everything in {source} ({reader.name}):{listing}\n"
+            "Nothing was written. Choose a target format that holds it (e.g. .npz keeps everything), "
+            "or pass --drop-unsupported to write only what fits."
+        )
+    for problem in problems:
+        typer.echo(f"warning: dropped: {problem}", err=True)
+    try:
+        written = writer.write(dataset, target, **write_options)
+    except (SciZError, OSError, ValueError, TypeError) as exc:
+        fail(f"writing {target} as {writer.name} failed: {exc}")
+    size = Path(written).stat().st_size if Path(written).is_file() else None
+    detail = f" ({size} bytes)" if size is not None else ""
+    typer.echo(f"converted {source} ({reader.name}) -> {written} ({writer.name}){detail}")

@@ -1,0 +1,183 @@
+"""``sciz info FILE``: format, arrays (shape, dtype, codec, size on disk, ratio), axes and metadata of any file."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import numpy as np
+import typer
+
+from .app import app
+
+__all__ = ["fail", "info_command", "parse_options", "read_dataset"]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``error: message`` on stderr and leave with ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def parse_options(items: Sequence[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to a dict; values are JSON when they parse (``true``, ``2.5``), else text."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, separator, text = item.partition("=")
+        if not separator or not key.strip():
+            fail(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} nodata_to_nan=true", code=2)
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        options[key.strip()] = value
+    return options
+
+
+def read_dataset(path: Path, format_name: str | None, options: dict[str, Any]) -> tuple[Any, Any]:
+    """Detect (or look up) the format and read ``path``; errors end the command with a clear message."""
+    from ..errors import SciZError
+    from ..formats import detect_format, get_format
+
+    if not path.exists():
+        fail(f"no such file or directory: {path}")
+    try:
+        plugin = get_format(format_name) if format_name else detect_format(path)
+        if not plugin.can_read:
+            fail(f"sciz cannot read {plugin.name} files")
+        dataset = plugin.read(path, **options)
+    except typer.Exit:
+        raise
+    except (SciZError, OSError, ValueError, TypeError) as exc:
+        fail(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
+    return plugin, dataset
+
+
+def _disk_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"  # pragma: no cover - the loop returns first
+
+
+def _array_rows(dataset: Any) -> list[dict[str, Any]]:
+    rows = []
+    for name, array in dataset.arrays().items():
+        stored = dataset.storage.get(name)
+        nbytes = int(np.prod(array.shape, dtype=np.int64)) * np.dtype(array.dtype).itemsize
+        stored_bytes = stored.stored_bytes if stored is not None else None
+        rows.append(
+            {
+                "name": name,
+                "shape": [int(n) for n in array.shape],
+                "dtype": str(np.dtype(array.dtype)),
+                "codec": stored.codec if stored is not None else None,
+                "stored_bytes": stored_bytes,
+                "nbytes": nbytes,
+                "ratio": (nbytes / stored_bytes) if stored_bytes else None,
+            }
+        )
+    return rows
+
+
+def _summarise(value: Any, indent: int, limit: int = 100) -> Iterator[str]:
+    pad = "  " * indent
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, dict | list | tuple) and item and _is_nested(item):
+                yield f"{pad}{key}:"
+                yield from _summarise(item, indent + 1, limit)
+            else:
+                yield f"{pad}{key}: {_short(item, limit)}"
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if isinstance(item, dict | list | tuple) and item and _is_nested(item):
+                yield f"{pad}[{index}]:"
+                yield from _summarise(item, indent + 1, limit)
+            else:
+                yield f"{pad}[{index}] {_short(item, limit)}"
+    else:
+        yield f"{pad}{_short(value, limit)}"
+
+
+def _is_nested(value: Any) -> bool:
+    items = value.values() if isinstance(value, dict) else value
+    return isinstance(value, dict) or any(isinstance(i, dict | list | tuple) for i in items)
+
+
+def _short(value: Any, limit: int) -> str:
+    if isinstance(value, np.ndarray):
+        return f"<array {value.dtype} {tuple(value.shape)}>"
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@app.command("info")
+def info_command(
+    path: Annotated[Path, typer.Argument(help="The file (or directory store) to describe.")],
+    format_name: Annotated[
+        str | None, typer.Option("--format", "-f", help="Read as this format instead of detecting it.")
+    ] = None,
+    read_option: Annotated[
+        list[str] | None,
+        typer.Option("--read-option", "-r", help="KEY=VALUE passed to the reader, e.g. -r nodata_to_nan=true."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")] = False,
+) -> None:
+    """Describe a file: its format, every array with its storage, the axes and the metadata."""
+    from ..metadata import to_jsonable
+
+    plugin, dataset = read_dataset(path, format_name, parse_options(read_option or [], "--read-option"))
+    size = _disk_size(path)
+    rows = _array_rows(dataset)
+    axes = [axis.to_dict() | {"size": n} for axis, n in zip(dataset.axes, dataset.shape, strict=True)]
+    if as_json:
+        report = {
+            "path": os.fspath(path),
+            "format": plugin.name,
+            "description": plugin.description,
+            "size_on_disk": size,
+            "arrays": rows,
+            "axes": axes,
+            "metadata": to_jsonable(dataset.metadata),
+            "provenance_steps": len(dataset.provenance),
+        }
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
+        return
+    typer.echo(f"file:     {path} ({_human(size)} on disk)")
+    typer.echo(f"format:   {plugin.name} - {plugin.description}")
+    if dataset.name:
+        typer.echo(f"name:     {dataset.name}")
+    typer.echo("arrays:")
+    width = max(len(r["name"]) for r in rows)
+    for row in rows:
+        shape = " x ".join(map(str, row["shape"])) or "scalar"
+        stored = _human(row["stored_bytes"]) if row["stored_bytes"] is not None else "?"
+        ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "?"
+        typer.echo(
+            f"  {row['name']:<{width}}  {shape:<18} {row['dtype']:<9} codec {row['codec'] or '?':<8} "
+            f"stored {stored:>10}  ratio {ratio}"
+        )
+    typer.echo("axes:")
+    for index, axis in enumerate(axes):
+        units = f" [{axis['units']}]" if axis["units"] else ""
+        typer.echo(
+            f"  {index}: {axis['name'] or '-'}{units} size {axis['size']}, scale {axis['scale']:.6g}, "
+            f"offset {axis['offset']:.6g}"
+        )
+    typer.echo("metadata:" if dataset.metadata else "metadata: (none)")
+    for line in _summarise(dataset.metadata, 1):
+        typer.echo(line)
+    if dataset.provenance:
+        steps = ", ".join(str(step.get("step", "?")) for step in dataset.provenance)
+        typer.echo(f"provenance: {len(dataset.provenance)} steps ({steps})")
