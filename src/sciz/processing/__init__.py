@@ -26,12 +26,14 @@ from .filters import (
     zero_mean,
     zero_median,
 )
+from .inputs import DEFAULT_CHANNELS, load_stack
 from .masks import mask_adaptive, mask_below_threshold, mask_mean_offset, mask_morphological, mask_threshold
 from .pipeline import Pipeline, environment_info, load_processing_file, parse_processing, run_pipeline
 from .steps import STEPS, get_step, list_steps
 from .video import align_frames, crop_square, intersection_crop, replace_nan
 
 __all__ = [
+    "DEFAULT_CHANNELS",
     "STEPS",
     "Pipeline",
     "ProcessingError",
@@ -46,6 +48,7 @@ __all__ = [
     "intersection_crop",
     "list_steps",
     "load_processing_file",
+    "load_stack",
     "mask_adaptive",
     "mask_below_threshold",
     "mask_mean_offset",
