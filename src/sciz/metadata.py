@@ -125,11 +125,13 @@ def to_jsonable(value: Any, where: str = "metadata") -> Any:
     if isinstance(value, np.ndarray):
         return _array_to_json(value, where)
     if isinstance(value, np.generic):
+        # Through a 0-d array: an empty np.str_ has dtype <U0 but occupies one character.
+        scalar = np.asarray(value)
         try:
-            dtype = _dtype_to_json(value.dtype)
+            dtype = _dtype_to_json(scalar.dtype)
         except TypeError:
             raise ArgumentError(f"{where}: numpy scalar of object dtype cannot be stored exactly") from None
-        return {TAG: "npscalar", "dtype": dtype, "b64": _b64(np.asarray(value).tobytes())}
+        return {TAG: "npscalar", "dtype": dtype, "b64": _b64(scalar.tobytes())}
     if type(value) is bytes:
         return {TAG: "bytes", "b64": _b64(value)}
     if type(value) is bytearray:
@@ -213,9 +215,7 @@ def from_jsonable(obj: Any, where: str = "metadata") -> Any:
     except FormatError:
         raise
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise FormatError(
-            f"metadata at {where}: malformed {tag!r} entry ({type(exc).__name__}: {exc})"
-        ) from None
+        raise FormatError(f"metadata at {where}: malformed {tag!r} entry ({type(exc).__name__}: {exc})") from None
 
 
 def _decode_tagged(tag: Any, obj: dict[str, Any], where: str) -> Any:
@@ -273,9 +273,7 @@ def _hashable(value: Any, where: str) -> Any:
     try:
         hash(value)
     except TypeError:
-        raise FormatError(
-            f"metadata at {where}: a {type(value).__name__} cannot be a key or set item"
-        ) from None
+        raise FormatError(f"metadata at {where}: a {type(value).__name__} cannot be a key or set item") from None
     return value
 
 

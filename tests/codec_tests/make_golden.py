@@ -1,6 +1,6 @@
 """Regenerate the committed golden streams (run only when the stream format changes on purpose).
 
-    python tests/codec_tests/make_golden.py
+python tests/codec_tests/make_golden.py
 """
 
 from __future__ import annotations

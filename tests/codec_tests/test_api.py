@@ -55,8 +55,16 @@ def test_constants() -> None:
 
 
 def test_error_classes() -> None:
-    for name in ("ZfpError", "SperrError", "Sz3Error", "FloatpredError", "LercError", "SzipError", "PcodecError",
-                 "JetrawError"):
+    for name in (
+        "ZfpError",
+        "SperrError",
+        "Sz3Error",
+        "FloatpredError",
+        "LercError",
+        "SzipError",
+        "PcodecError",
+        "JetrawError",
+    ):
         cls = getattr(codecs, name)
         assert issubclass(cls, errors.CodecError) and issubclass(cls, ValueError) and issubclass(cls, Exception)
         assert getattr(errors, name) is cls

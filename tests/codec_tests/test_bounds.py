@@ -72,7 +72,9 @@ def _arrays(dtype: str) -> st.SearchStrategy[np.ndarray]:
             np.dtype(dtype),
             hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=12),
             elements=st.floats(
-                -float(np.dtype(dtype).type(scale)), float(np.dtype(dtype).type(scale)), width=32 if dtype == "f4" else 64
+                -float(np.dtype(dtype).type(scale)),
+                float(np.dtype(dtype).type(scale)),
+                width=32 if dtype == "f4" else 64,
             )
             | st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0]),
         )

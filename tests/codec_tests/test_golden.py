@@ -1,4 +1,7 @@
-"""Committed golden streams must keep decoding to the committed arrays: an engine upgrade that changes decoding fails here."""
+"""Committed golden streams must keep decoding to the committed arrays.
+
+An engine upgrade that changes decoding fails here.
+"""
 
 from __future__ import annotations
 

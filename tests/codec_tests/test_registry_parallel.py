@@ -21,9 +21,11 @@ def test_config_round_trips_through_json(name: str, params: dict) -> None:
     rebuilt = codecs.from_config(json.loads(json.dumps(config)))
     assert rebuilt == codec and hash(rebuilt) == hash(codec)
     assert repr(rebuilt) == repr(codec)
-    data = np.linspace(0, 1, 600, dtype=np.float32).reshape(20, 30) if "f4" in type(codec).dtypes else np.arange(
-        600, dtype=np.int32
-    ).reshape(20, 30)
+    data = (
+        np.linspace(0, 1, 600, dtype=np.float32).reshape(20, 30)
+        if "f4" in type(codec).dtypes
+        else np.arange(600, dtype=np.int32).reshape(20, 30)
+    )
     assert rebuilt.encode(data) == codec.encode(data), "same config, same stream"
 
 

@@ -12,7 +12,9 @@ from sciz import codecs
 from ._cases import SETTINGS, SHAPES, assert_nonfinite_exact, codec_dtypes, field, max_error
 
 CASES = [
-    pytest.param(name, params, dtype, id=f"{name}-{'-'.join(f'{k}{v}' for k, v in params.items()) or 'default'}-{dtype}")
+    pytest.param(
+        name, params, dtype, id=f"{name}-{'-'.join(f'{k}{v}' for k, v in params.items()) or 'default'}-{dtype}"
+    )
     for name, params in SETTINGS
     for dtype in codec_dtypes(name, params)
 ]
@@ -103,8 +105,14 @@ def test_big_endian_and_noncontiguous_and_readonly(name: str, params: dict[str, 
 @pytest.mark.parametrize("ndim", [5, 6])
 def test_more_than_four_dimensions(ndim: int) -> None:
     data = field("smooth", (2, 3, 4, 5, 6, 2)[:ndim], np.dtype("f4"))
-    for name, params in [("zfp", {"tolerance": 1e-3}), ("sz3", {"tolerance": 1e-3}), ("sperr", {"tolerance": 1e-3}),
-                         ("lerc", {"tolerance": 1e-3}), ("pcodec", {}), ("szip", {})]:
+    for name, params in [
+        ("zfp", {"tolerance": 1e-3}),
+        ("sz3", {"tolerance": 1e-3}),
+        ("sperr", {"tolerance": 1e-3}),
+        ("lerc", {"tolerance": 1e-3}),
+        ("pcodec", {}),
+        ("szip", {}),
+    ]:
         codec = codecs.get(name, **params)
         restored = codec.decode(codec.encode(data))
         assert restored.shape == data.shape

@@ -101,7 +101,9 @@ def _campaign(name: str, mode: str, count: int) -> dict:
         text=True,
         timeout=600,
     )
-    assert process.returncode == 0, f"{name} {mode}: the decoding process crashed ({process.returncode}): {process.stderr[-2000:]}"
+    assert process.returncode == 0, (
+        f"{name} {mode}: the decoding process crashed ({process.returncode}): {process.stderr[-2000:]}"
+    )
     return json.loads(process.stdout.strip().splitlines()[-1])
 
 
@@ -131,14 +133,14 @@ def _forge(stream: bytes, shape: tuple[int, ...], rows: int, n_chunks: int | Non
     if n_chunks is not None:
         # Rewrite the chunk count and the header checksum, as a hostile writer could.
         fixed = _stream._FIXED.size + 8 * len(shape) + len(json.dumps(header.params, separators=(",", ":")))
-        raw = raw[:fixed + 8] + struct.pack("<I", n_chunks) + raw[fixed + 12 :]
+        raw = raw[: fixed + 8] + struct.pack("<I", n_chunks) + raw[fixed + 12 :]
     return raw
 
 
 def test_hostile_sizes_are_refused_before_allocating() -> None:
     stream = codecs.sz3_encode(np.ones((8, 8), np.float32), tolerance=0.1)
     huge = _forge(stream, (2**40, 2**20), 2**40)
-    with pytest.raises(codecs.Sz3Error, match="memory|chunk"):
+    with pytest.raises(codecs.Sz3Error, match=r"memory|chunk"):
         codecs.sz3_decode(huge)
     mismatched = _forge(stream, (8000, 8), 8)
     with pytest.raises(codecs.Sz3Error, match="chunk table"):

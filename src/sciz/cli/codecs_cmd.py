@@ -121,7 +121,10 @@ def demo_command(
 ) -> None:
     """Compress a built-in smooth float32 field with each codec and print ratio, speed and error."""
     field = demo_field((frames, 256, 256))
-    console.print(f"Built-in field: {field.shape} float32, {field.nbytes / 1e6:.1f} MB, range {field.min():.3f}..{field.max():.3f}")
+    console.print(
+        f"Built-in field: {field.shape} float32, {field.nbytes / 1e6:.1f} MB, "
+        f"range {field.min():.3f}..{field.max():.3f}"
+    )
     with console.status("compressing with each codec..."):
         rows = run_demo(field, tolerance, numthreads)
     table = Table(title="sciz codecs on the built-in field")

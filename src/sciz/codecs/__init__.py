@@ -53,10 +53,10 @@ __all__ = [
     "Sz3Error",
     "SzipError",
     "ZfpError",
+    "decode",
     "floatpred_check",
     "floatpred_decode",
     "floatpred_encode",
-    "decode",
     "from_config",
     "get",
     "jetraw_check",
@@ -179,9 +179,7 @@ def zfp_encode(
     numthreads: int | None = None,
 ) -> Any:
     """Return ZFP encoded data; exactly one of ``rate``, ``precision`` or ``tolerance`` (0 = lossless)."""
-    return get("zfp", rate=rate, precision=precision, tolerance=tolerance).encode(
-        data, out=out, numthreads=numthreads
-    )
+    return get("zfp", rate=rate, precision=precision, tolerance=tolerance).encode(data, out=out, numthreads=numthreads)
 
 
 def zfp_decode(
@@ -214,9 +212,7 @@ def sperr_encode(
     numthreads: int | None = None,
 ) -> Any:
     """Return SPERR encoded data: ``mode`` ('rate', 'psnr', 'pwe') with ``quality``, or ``tolerance``."""
-    return get("sperr", mode=mode, quality=quality, tolerance=tolerance).encode(
-        data, out=out, numthreads=numthreads
-    )
+    return get("sperr", mode=mode, quality=quality, tolerance=tolerance).encode(data, out=out, numthreads=numthreads)
 
 
 def sperr_decode(data: Any, *, out: Any = None, numthreads: int | None = None) -> Any:
@@ -232,9 +228,7 @@ def sperr_check(data: Any) -> bool:
 
 
 # ----- sz3 --------------------------------------------------------------------------------------
-def sz3_encode(
-    data: Any, *, tolerance: float | None = None, out: Any = None, numthreads: int | None = None
-) -> Any:
+def sz3_encode(data: Any, *, tolerance: float | None = None, out: Any = None, numthreads: int | None = None) -> Any:
     """Return SZ3 encoded data with absolute error bound ``tolerance`` (required)."""
     return get("sz3", tolerance=tolerance).encode(data, out=out, numthreads=numthreads)
 
@@ -317,9 +311,7 @@ def szip_check(data: Any) -> bool:
 
 
 # ----- pcodec -----------------------------------------------------------------------------------
-def pcodec_encode(
-    data: Any, *, level: int | None = None, out: Any = None, numthreads: int | None = None
-) -> Any:
+def pcodec_encode(data: Any, *, level: int | None = None, out: Any = None, numthreads: int | None = None) -> Any:
     """Return PCODEC encoded data; ``level`` 0-12 (default 8); lossless."""
     return get("pcodec", level=level).encode(data, out=out, numthreads=numthreads)
 
@@ -360,4 +352,8 @@ def decode(
 
 
 #: Any valid parameters: decoding reads everything it needs from the stream.
-_DECODE_PARAMS: dict[str, dict[str, Any]] = {"zfp": {"tolerance": 0}, "sperr": {"tolerance": 1.0}, "sz3": {"tolerance": 0.0}}
+_DECODE_PARAMS: dict[str, dict[str, Any]] = {
+    "zfp": {"tolerance": 0},
+    "sperr": {"tolerance": 1.0},
+    "sz3": {"tolerance": 0.0},
+}

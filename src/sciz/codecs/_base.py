@@ -315,9 +315,7 @@ def _into_out(stream: bytes, out: Any, error: type[CodecError]) -> bytes | memor
     try:
         view = memoryview(out).cast("B")
     except TypeError:
-        raise argument_error(
-            "out", out, "must be a writable bytes-like buffer (bytearray)", cls=error
-        ) from None
+        raise argument_error("out", out, "must be a writable bytes-like buffer (bytearray)", cls=error) from None
     if view.readonly:
         raise argument_error("out", out, "must be writable", cls=error)
     if len(view) < len(stream):
@@ -332,9 +330,7 @@ def _check_out(out: Any, shape: Sequence[int], dtype: np.dtype, error: type[Code
     if out is None:
         return np.empty(tuple(shape), dtype)
     if not isinstance(out, np.ndarray):
-        raise argument_error(
-            "out", out, f"must be a numpy array of shape {tuple(shape)} and dtype {dtype}", cls=error
-        )
+        raise argument_error("out", out, f"must be a numpy array of shape {tuple(shape)} and dtype {dtype}", cls=error)
     if out.dtype != dtype or out.size != math.prod(shape):
         raise error(
             f"out: array of shape {out.shape} and dtype {out.dtype} cannot hold the decoded {tuple(shape)} {dtype}"
@@ -344,9 +340,7 @@ def _check_out(out: Any, shape: Sequence[int], dtype: np.dtype, error: type[Code
     return out.reshape(tuple(shape))
 
 
-def tightened_tolerance(
-    tolerance: float, low: float, high: float, dtype: np.dtype, ulps: float = 2.0
-) -> float | None:
+def tightened_tolerance(tolerance: float, low: float, high: float, dtype: np.dtype, ulps: float = 2.0) -> float | None:
     """The tolerance to ask an engine for so that rounding to ``dtype`` cannot push an error past ``tolerance``.
 
     Engines bound the error in double precision and then round to the output type, which adds up

@@ -151,9 +151,7 @@ def pack_stream(header: StreamHeader) -> bytes:
         patches = b""
         if chunk.patch_index.size:
             assert chunk.patch_values is not None
-            patches = (
-                chunk.patch_index.astype("<u8").tobytes() + np.ascontiguousarray(chunk.patch_values).tobytes()
-            )
+            patches = chunk.patch_index.astype("<u8").tobytes() + np.ascontiguousarray(chunk.patch_values).tobytes()
         crc = crc32(chunk.payload)
         if patches:
             crc = crc32(patches, crc)
@@ -217,18 +215,12 @@ def parse_stream(data: Any, error: type[CodecError], expected: str | None = None
         raise fail(f"parameters are not valid JSON ({exc})") from None
     if not isinstance(params, dict):
         raise fail("parameters are not a JSON object")
-    dtype = (
-        np.dtype("<" + DTYPES[dtype_number])
-        if DTYPES[dtype_number][1] != "1"
-        else np.dtype(DTYPES[dtype_number])
-    )
+    dtype = np.dtype("<" + DTYPES[dtype_number]) if DTYPES[dtype_number][1] != "1" else np.dtype(DTYPES[dtype_number])
     header = StreamHeader(codec, dtype, tuple(int(n) for n in shape), params, int(rows), bool(flags & 1))
     nbytes = header.size * dtype.itemsize
     limit = _memory_limit()
     if nbytes > limit:
-        raise fail(
-            f"stream declares {nbytes} decoded bytes, more than this machine's {limit} bytes of memory"
-        )
+        raise fail(f"stream declares {nbytes} decoded bytes, more than this machine's {limit} bytes of memory")
     extent = shape[0] if ndim else 1
     expected_chunks = 0 if header.size == 0 else math.ceil(extent / rows) if rows else -1
     if n_chunks != expected_chunks:
@@ -238,9 +230,7 @@ def parse_stream(data: Any, error: type[CodecError], expected: str | None = None
     position = header_end + 4
     row_size = math.prod(shape[1:]) if ndim else 1
     for index in range(n_chunks):
-        method, _r, crc, engine_bytes, patch_count = _CHUNK.unpack_from(
-            view, table_start + 12 + _CHUNK.size * index
-        )
+        method, _r, crc, engine_bytes, patch_count = _CHUNK.unpack_from(view, table_start + 12 + _CHUNK.size * index)
         start, stop = header.chunk_bounds(index)
         if patch_count > (stop - start) * row_size:
             raise fail(f"chunk {index} lists {patch_count} patches for {(stop - start) * row_size} elements")

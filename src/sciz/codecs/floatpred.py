@@ -27,9 +27,7 @@ def _prepare(data: Any, axis: Any, dist: Any, what: str) -> tuple[np.ndarray, in
     if data.ndim == 0:
         raise FloatpredError("data: a 0-d array has no axis to predict along")
     if isinstance(axis, bool) or not isinstance(axis, int | np.integer) or not -data.ndim <= axis < data.ndim:
-        raise argument_error(
-            "axis", axis, f"must be an int axis of the {data.ndim}-d data", cls=FloatpredError
-        )
+        raise argument_error("axis", axis, f"must be an int axis of the {data.ndim}-d data", cls=FloatpredError)
     if dist not in _DISTANCES or isinstance(dist, bool):
         raise argument_error("dist", dist, "must be 1, 2 or 4", cls=FloatpredError)
     axis = int(axis) % data.ndim

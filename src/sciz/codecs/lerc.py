@@ -53,9 +53,7 @@ class LercCodec(Codec):
     def __init__(self, *, tolerance: float | None = None, version: int | None = None):
         self._tolerance = 0.0 if tolerance is None else check_tolerance(tolerance, LercError)
         if version is not None and (isinstance(version, bool) or version not in (2, 3, 4)):
-            raise argument_error(
-                "version", version, "must be 2, 3 or 4 (LERC2 codec versions)", cls=LercError
-            )
+            raise argument_error("version", version, "must be 2, 3 or 4 (LERC2 codec versions)", cls=LercError)
         self.version = 4 if version is None else int(version)
 
     def params(self) -> dict[str, Any]:

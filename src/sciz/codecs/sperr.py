@@ -42,9 +42,7 @@ def _decode_sperr(payload: memoryview, target: np.ndarray, params: dict[str, Any
     shape = _engine_shape(target.shape)
     result = imagecodecs.sperr_decode(payload, numthreads=1)
     if result.shape != shape or result.dtype != target.dtype:
-        raise ValueError(
-            f"sperr payload holds {result.shape} {result.dtype}, expected {shape} {target.dtype}"
-        )
+        raise ValueError(f"sperr payload holds {result.shape} {result.dtype}, expected {shape} {target.dtype}")
     target.reshape(shape)[...] = result
 
 
@@ -60,9 +58,7 @@ class SperrCodec(Codec):
     dtypes = ("f4", "f8")
     align = 1
 
-    def __init__(
-        self, *, mode: str | None = None, quality: float | None = None, tolerance: float | None = None
-    ):
+    def __init__(self, *, mode: str | None = None, quality: float | None = None, tolerance: float | None = None):
         if tolerance is not None:
             if quality is not None or mode not in (None, "pwe"):
                 raise SperrError(
@@ -76,11 +72,7 @@ class SperrCodec(Codec):
             mode = "rate"
         if mode not in _ENGINE_MODES:
             raise argument_error("mode", mode, "must be 'rate', 'psnr' or 'pwe'", cls=SperrError)
-        if (
-            isinstance(quality, bool)
-            or not isinstance(quality, int | float | np.number)
-            or not math.isfinite(quality)
-        ):
+        if isinstance(quality, bool) or not isinstance(quality, int | float | np.number) or not math.isfinite(quality):
             raise argument_error("quality", quality, "must be a finite number", cls=SperrError)
         quality = float(quality)
         if mode == "rate" and not 0 < quality < 64:
@@ -88,9 +80,7 @@ class SperrCodec(Codec):
                 "quality", quality, "for mode='rate' must be bits per value in (0, 64)", cls=SperrError
             )
         if mode == "psnr" and quality <= 0:
-            raise argument_error(
-                "quality", quality, "for mode='psnr' must be a positive dB value", cls=SperrError
-            )
+            raise argument_error("quality", quality, "for mode='psnr' must be a positive dB value", cls=SperrError)
         if mode == "pwe" and quality <= 0:
             raise argument_error(
                 "quality",

@@ -73,12 +73,7 @@ class SzipCodec(Codec):
                 "coding", coding, "must be 'ec' (entropy coding) or 'nn' (nearest neighbour)", cls=SzipError
             )
         block = 32 if pixels_per_block is None else pixels_per_block
-        if (
-            isinstance(block, bool)
-            or not isinstance(block, int | np.integer)
-            or block % 2
-            or not 2 <= block <= 32
-        ):
+        if isinstance(block, bool) or not isinstance(block, int | np.integer) or block % 2 or not 2 <= block <= 32:
             raise argument_error(
                 "pixels_per_block", pixels_per_block, "must be an even int from 2 to 32", cls=SzipError
             )
@@ -87,9 +82,7 @@ class SzipCodec(Codec):
             or not isinstance(bits_per_pixel, int | np.integer)
             or not 1 <= bits_per_pixel <= 32
         ):
-            raise argument_error(
-                "bits_per_pixel", bits_per_pixel, "must be an int from 1 to 32", cls=SzipError
-            )
+            raise argument_error("bits_per_pixel", bits_per_pixel, "must be an int from 1 to 32", cls=SzipError)
         self.coding = coding
         self.pixels_per_block = int(block)
         self.bits_per_pixel = None if bits_per_pixel is None else int(bits_per_pixel)

@@ -56,31 +56,17 @@ class ZfpCodec(Codec):
     error = ZfpError
     dtypes = ("f4", "f8", "i4", "i8")
 
-    def __init__(
-        self, *, rate: float | None = None, precision: int | None = None, tolerance: float | None = None
-    ):
-        given = [
-            k
-            for k, v in (("rate", rate), ("precision", precision), ("tolerance", tolerance))
-            if v is not None
-        ]
+    def __init__(self, *, rate: float | None = None, precision: int | None = None, tolerance: float | None = None):
+        given = [k for k, v in (("rate", rate), ("precision", precision), ("tolerance", tolerance)) if v is not None]
         if len(given) != 1:
-            raise ZfpError(
-                f"give exactly one of rate, precision or tolerance (got {', '.join(given) or 'none'})"
-            )
+            raise ZfpError(f"give exactly one of rate, precision or tolerance (got {', '.join(given) or 'none'})")
         self._rate = self._precision = self._tolerance = None
         if rate is not None:
             if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < float(rate) <= 64:
-                raise argument_error(
-                    "rate", rate, "must be a number of bits per value in (0, 64]", cls=ZfpError
-                )
+                raise argument_error("rate", rate, "must be a number of bits per value in (0, 64]", cls=ZfpError)
             self._rate = float(rate)
         if precision is not None:
-            if (
-                isinstance(precision, bool)
-                or not isinstance(precision, int | np.integer)
-                or not 1 <= precision <= 64
-            ):
+            if isinstance(precision, bool) or not isinstance(precision, int | np.integer) or not 1 <= precision <= 64:
                 raise argument_error("precision", precision, "must be an int from 1 to 64", cls=ZfpError)
             self._precision = int(precision)
         if tolerance is not None:
