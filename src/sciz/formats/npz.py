@@ -56,6 +56,10 @@ _SAMPLE_MIN, _SAMPLE_MAX, _SAMPLE_WINDOWS = 64 * 1024, 1024 * 1024, 4
 def _check_key(key: Any) -> str:
     if not isinstance(key, str) or not key or "\x00" in key:
         raise argument_error("key", key, "NPZ keys must be non-empty str without NUL characters")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argument_error("key", key, "NPZ keys are file names in the archive and must be valid UTF-8") from None
     if key == MANIFEST_KEY:
         raise argument_error("key", key, f"{MANIFEST_KEY!r} is reserved for sciz's manifest")
     return key
