@@ -33,10 +33,9 @@ def _decode_lerc(payload: memoryview, target: np.ndarray, params: dict[str, Any]
     imagecodecs = engine()
 
     shape = _engine_shape(target.shape)
-    result = imagecodecs.lerc_decode(payload)
+    result = imagecodecs.lerc_decode(payload, out=target.reshape(shape))
     if result.shape != shape or result.dtype != target.dtype:
         raise ValueError(f"lerc payload holds {result.shape} {result.dtype}, expected {shape} {target.dtype}")
-    target.reshape(shape)[...] = result
 
 
 _base.METHOD_DECODERS[LERC_METHOD] = _decode_lerc

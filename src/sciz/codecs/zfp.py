@@ -28,10 +28,10 @@ def _decode_zfp(payload: memoryview, target: np.ndarray, params: dict[str, Any])
     imagecodecs = engine()
 
     shape = _engine_shape(target.shape)
-    result = imagecodecs.zfp_decode(payload, numthreads=1)
+    # Decode straight into the caller's array; the engine checks it against the payload's header.
+    result = imagecodecs.zfp_decode(payload, out=target.reshape(shape))
     if result.shape != shape or result.dtype != target.dtype:
         raise ValueError(f"zfp payload holds {result.shape} {result.dtype}, expected {shape} {target.dtype}")
-    target.reshape(shape)[...] = result
 
 
 _base.METHOD_DECODERS[ZFP_METHOD] = _decode_zfp

@@ -1,0 +1,162 @@
+"""Benchmark: sciz codecs beside the raw imagecodecs engine calls, on the same data in the same run.
+
+For each codec, on the real fields in ../shared/data/fields and on a synthetic 256 MB float32 field,
+prints ratio, encode and decode MB/s and max error for sciz (1 thread and ``numthreads=2``) and for
+the raw engine, and the throughput ratios sciz/raw. Targets: sciz single-thread >= 0.95x the raw
+engine; sciz with 2 threads >= 1.7x the single-thread engine for sz3 and sperr on the 256 MB field.
+
+    python benchmarks/codecs.py [--size-mb 256] [--repeat 2] [--codecs sz3,sperr,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import imagecodecs
+import numpy as np
+
+from sciz import codecs
+
+FIELDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "fields"
+TOLERANCE = 1e-3
+
+
+def synthetic_field(megabytes: int) -> np.ndarray:
+    """Sum of sines + N(0, 1e-4) noise (seed 42), laid out frames x 1024 x 1024 like the engine spec."""
+    frames = max(1, megabytes // 4)
+    z = np.linspace(0, 2 * np.pi, frames, dtype=np.float32)[:, None, None]
+    y = np.linspace(0, 6 * np.pi, 1024, dtype=np.float32)[None, :, None]
+    x = np.linspace(0, 4 * np.pi, 1024, dtype=np.float32)[None, None, :]
+    field = np.empty((frames, 1024, 1024), np.float32)
+    rng = np.random.default_rng(42)
+    for i in range(frames):  # frame by frame: never a float64 copy of the whole field
+        field[i] = np.sin(x[0] + z[i]) * np.cos(y[0]) + 0.5 * np.sin(0.5 * y[0] + x[0]) * np.cos(z[i])
+        field[i] += rng.normal(0.0, 1e-4, (1024, 1024)).astype(np.float32)
+    return field
+
+
+def raw_engines(data: np.ndarray) -> dict[str, tuple[Callable[[], Any], Callable[[Any], np.ndarray]]]:
+    """The engine calls sciz wraps, with the same settings, called directly."""
+    shape, dtype = data.shape, data.dtype
+    words = data.reshape(-1).view(np.uint32)
+    szip_options = (32 | 8, 32, 32, 32 * 128)  # nn + lsb, 32 px per block, 32 bits, 128 blocks per scanline
+    return {
+        "zfp": (lambda: imagecodecs.zfp_encode(data, TOLERANCE, mode="a", numthreads=1), imagecodecs.zfp_decode),
+        "sperr": (
+            lambda: imagecodecs.sperr_encode(data, TOLERANCE, "pwe", numthreads=1),
+            lambda s: imagecodecs.sperr_decode(s, numthreads=1),
+        ),
+        "sz3": (lambda: imagecodecs.sz3_encode(data, abs=TOLERANCE), lambda s: imagecodecs.sz3_decode(s, shape, dtype)),
+        "lerc": (lambda: imagecodecs.lerc_encode(data, TOLERANCE), imagecodecs.lerc_decode),
+        "pcodec": (
+            lambda: imagecodecs.pcodec_encode(data.reshape(-1), 8),
+            lambda s: imagecodecs.pcodec_decode(s, shape=(data.size,), dtype=dtype),
+        ),
+        "szip": (
+            lambda: imagecodecs.szip_encode(words, *szip_options),
+            lambda s: imagecodecs.szip_decode(s, *szip_options, out=np.empty(data.nbytes, np.uint8)),
+        ),
+    }
+
+
+SCIZ_PARAMS = {
+    "zfp": {"tolerance": TOLERANCE},
+    "sperr": {"tolerance": TOLERANCE},
+    "sz3": {"tolerance": TOLERANCE},
+    "lerc": {"tolerance": TOLERANCE},
+    "pcodec": {"level": 8},
+    "szip": {},
+}
+
+
+def best_time(function: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = function()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def max_error(data: np.ndarray, restored: np.ndarray) -> float:
+    restored = np.asarray(restored).reshape(data.shape)
+    if restored.dtype != data.dtype:
+        restored = restored.view(data.dtype) if restored.dtype.itemsize == data.dtype.itemsize else restored
+    finite = np.isfinite(data)
+    worst = 0.0
+    for i in range(0, data.shape[0], max(1, data.shape[0] // 16)):  # in slices: no float64 copy of 256 MB
+        block = slice(i, i + max(1, data.shape[0] // 16))
+        diff = np.abs(restored[block].astype(np.float64) - data[block].astype(np.float64))
+        diff = diff[finite[block]]
+        if diff.size:
+            worst = max(worst, float(diff.max()))
+    return worst
+
+
+def measure(name: str, data: np.ndarray, repeat: int, threads: tuple[int, ...]) -> list[dict[str, Any]]:
+    megabytes = data.nbytes / 1e6
+    rows = []
+    raw_encode, raw_decode = raw_engines(data)[name]
+    seconds, stream = best_time(raw_encode, repeat)
+    dec_seconds, restored = best_time(lambda: raw_decode(stream), repeat)
+    raw = {
+        "who": "raw engine",
+        "ratio": data.nbytes / len(stream),
+        "enc": megabytes / seconds,
+        "dec": megabytes / dec_seconds,
+        "err": max_error(data, restored),
+    }
+    rows.append(raw)
+    del stream, restored
+    codec = codecs.get(name, **SCIZ_PARAMS[name])
+    for count in threads:
+        seconds, stream = best_time(lambda n=count: codec.encode(data, numthreads=n), repeat)
+        dec_seconds, restored = best_time(lambda s=stream, n=count: codec.decode(s, numthreads=n), repeat)
+        rows.append(
+            {
+                "who": f"sciz {count} thread{'s' if count > 1 else ''}",
+                "ratio": data.nbytes / len(stream),
+                "enc": megabytes / seconds,
+                "dec": megabytes / dec_seconds,
+                "err": max_error(data, restored),
+            }
+        )
+        del stream, restored
+    for row in rows[1:]:
+        row["enc_x"] = row["enc"] / raw["enc"]
+        row["dec_x"] = row["dec"] / raw["dec"]
+    return rows
+
+
+def report(title: str, data: np.ndarray, names: list[str], repeat: int, threads: tuple[int, ...]) -> None:
+    print(f"\n== {title}: {data.shape} {data.dtype}, {data.nbytes / 1e6:.1f} MB, tolerance {TOLERANCE:g} ==")
+    print(
+        f"{'codec':7} {'who':15} {'ratio':>8} {'enc MB/s':>9} {'dec MB/s':>9} {'max err':>11} {'enc x raw':>9} {'dec x raw':>9}"
+    )
+    for name in names:
+        for row in measure(name, data, repeat, threads):
+            print(
+                f"{name:7} {row['who']:15} {row['ratio']:8.2f} {row['enc']:9.1f} {row['dec']:9.1f} {row['err']:11.4g}"
+                + (f" {row['enc_x']:9.2f} {row['dec_x']:9.2f}" if "enc_x" in row else "")
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=256, help="size of the synthetic field (MB)")
+    parser.add_argument("--repeat", type=int, default=2, help="best of N runs for the real fields")
+    parser.add_argument("--codecs", default=",".join(SCIZ_PARAMS), help="comma-separated codec names")
+    args = parser.parse_args()
+    names = [n for n in args.codecs.split(",") if n]
+    print(f"imagecodecs {imagecodecs.__version__}; sciz streams vs raw engine calls, same data, same run")
+    for path in sorted(FIELDS.glob("*.npy")):
+        report(path.name, np.load(path, allow_pickle=False), names, args.repeat, (1,))
+    report(f"synthetic {args.size_mb} MB field", synthetic_field(args.size_mb), names, 1, (1, 2))
+
+
+if __name__ == "__main__":
+    main()
