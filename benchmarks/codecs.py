@@ -102,7 +102,7 @@ def measure(name: str, data: np.ndarray, repeat: int, threads: tuple[int, ...]) 
     rows = []
     raw_encode, raw_decode = raw_engines(data)[name]
     seconds, stream = best_time(raw_encode, repeat)
-    dec_seconds, restored = best_time(lambda: raw_decode(stream), repeat)
+    dec_seconds, restored = best_time(lambda s=stream: raw_decode(s), repeat)
     raw = {
         "who": "raw engine",
         "ratio": data.nbytes / len(stream),
@@ -134,9 +134,9 @@ def measure(name: str, data: np.ndarray, repeat: int, threads: tuple[int, ...]) 
 
 def report(title: str, data: np.ndarray, names: list[str], repeat: int, threads: tuple[int, ...]) -> None:
     print(f"\n== {title}: {data.shape} {data.dtype}, {data.nbytes / 1e6:.1f} MB, tolerance {TOLERANCE:g} ==")
-    print(
-        f"{'codec':7} {'who':15} {'ratio':>8} {'enc MB/s':>9} {'dec MB/s':>9} {'max err':>11} {'enc x raw':>9} {'dec x raw':>9}"
-    )
+    columns = ("ratio", "enc MB/s", "dec MB/s", "max err", "enc x raw", "dec x raw")
+    widths = (8, 9, 9, 11, 9, 9)
+    print(f"{'codec':7} {'who':15} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
     for name in names:
         for row in measure(name, data, repeat, threads):
             print(
