@@ -194,19 +194,19 @@ def read_tmd_header(path: str | os.PathLike[str]) -> TmdHeader:
 
 
 def _size_error(source: Path, head: bytes, size: int, version: int, parsed: int) -> FormatError:
+    # Diagnose with the offset the header text implies (the comment's NUL), which is what a reader
+    # of this variant would use.
     fields = _FIELDS_BYTES[version]
-    plausible = [o for o in (parsed, *_KNOWN_OFFSETS[version]) if o + fields <= len(head)]
-    if not plausible:
+    if parsed + fields > len(head):
         return FormatError(
-            f"{source}: truncated TMD v{version} header: the file has {size} bytes, a header needs at least "
-            f"{min(parsed, *_KNOWN_OFFSETS[version]) + fields}"
+            f"{source}: truncated TMD v{version} header: the file has {size} bytes, its header needs "
+            f"{parsed + fields}"
         )
-    offset = plausible[0]
-    width, height = _dimensions(head, offset)
+    width, height = _dimensions(head, parsed)
     if width == 0 or height == 0:
         return FormatError(f"{source}: malformed TMD v{version} header: width={width}, height={height}")
-    expected = offset + fields + 4 * width * height
-    what = f"its header (at byte {offset}) says {width}x{height} float32 heights, so it needs {expected} bytes"
+    expected = parsed + fields + 4 * width * height
+    what = f"its header (at byte {parsed}) says {width}x{height} float32 heights, so it needs {expected} bytes"
     if size < expected:
         return FormatError(f"{source}: truncated TMD file: {what} but has {size} ({expected - size} missing)")
     return FormatError(f"{source}: oversized TMD file: {what} but has {size} ({size - expected} extra)")
