@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import trimesh
 
 import sciz
 from sciz.errors import ArgumentError, FormatError
 from sciz.formats.stl import heightmap_triangle_count, read_stl, write_heightmap_stl
 from sciz.heightmap import export_to_stl, load_tmd
-
-trimesh = pytest.importorskip("trimesh", reason="trimesh is in the test extra")
 
 
 def relief(rows: int, cols: int, seed: int = 0) -> np.ndarray:

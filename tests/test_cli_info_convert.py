@@ -1,0 +1,161 @@
+"""sciz info and sciz convert through the command line (typer's runner and a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import sciz
+from sciz.cli.app import COMMAND_MODULES, _register_commands, app
+from sciz.heightmap import export_to_npz
+
+_register_commands()
+runner = CliRunner()
+
+
+def test_commands_are_registered() -> None:
+    assert {"sciz.cli.info_cmd", "sciz.cli.convert_cmd"} <= set(COMMAND_MODULES)
+
+
+def test_info_on_a_real_tmd(shared_data: Path) -> None:
+    result = runner.invoke(app, ["info", str(shared_data / "tmd" / "v2_Surface.tmd")])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "format:   tmd" in out and "169 x 169" in out and "float32" in out and "codec none" in out
+    assert "0: y [mm] size 169" in out and "x_length: 2.5199999809265137" in out
+    assert "comment: Created by TrueMap v6" in out
+
+
+def test_info_json_with_reader_options(shared_data: Path) -> None:
+    path = shared_data / "tmd" / "Euro_coin.tmd"
+    result = runner.invoke(app, ["info", str(path), "--json", "-r", "nodata_to_nan=true"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["format"] == "tmd" and report["size_on_disk"] == path.stat().st_size
+    arrays = {a["name"]: a for a in report["arrays"]}
+    assert arrays["data"]["shape"] == [648, 642] and arrays["data"]["ratio"] == 1.0
+    assert arrays["masks/nodata"]["dtype"] == "bool"
+    assert report["metadata"]["nodata_count"] == 120_436
+    assert [a["name"] for a in report["axes"]] == ["y", "x"]
+
+
+@pytest.mark.parametrize(
+    ("relative", "expected_format"),
+    [
+        ("fields/sst_tos_O1_2001-2002.npy", "npy"),
+        ("tmd/v1_Surface.tmd", "tmd"),
+        ("playnano/processed.npz", "afm-npz"),
+    ],
+)
+def test_info_is_generic_over_registered_formats(shared_data: Path, relative: str, expected_format: str) -> None:
+    result = runner.invoke(app, ["info", str(shared_data / relative), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["format"] == expected_format and report["arrays"][0]["name"] == "data"
+
+
+def test_info_reports_deflate_ratio_of_npz(tmp_path: Path) -> None:
+    field = np.zeros((200, 300), np.float32)
+    path = export_to_npz({"height_map": field, "x_length": 3.0, "y_length": 2.0}, tmp_path / "z.npz")
+    report = json.loads(runner.invoke(app, ["info", path, "--json"]).stdout)
+    data = report["arrays"][0]
+    assert data["codec"] == "deflate" and data["ratio"] > 100 and report["metadata"]["x_length"] == 3.0
+
+
+def test_info_errors(tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["info", str(tmp_path / "nope.tmd")])
+    assert missing.exit_code == 1 and "error: no such file or directory" in missing.stderr
+    (tmp_path / "mystery.bin").write_bytes(b"\x01\x02\x03 nothing known")
+    unknown = runner.invoke(app, ["info", str(tmp_path / "mystery.bin")])
+    assert unknown.exit_code == 1 and "not a file format sciz recognises" in unknown.stderr
+    (tmp_path / "bad.tmd").write_bytes(b"Binary TrueMap Data File v2.0\r\n\x00c\x00" + b"\x05" * 40)
+    broken = runner.invoke(app, ["info", str(tmp_path / "bad.tmd")])
+    assert broken.exit_code == 1 and "bad.tmd" in broken.stderr and "TMD" in broken.stderr
+    wrong_format = runner.invoke(app, ["info", str(tmp_path / "bad.tmd"), "--format", "nosuch"])
+    assert wrong_format.exit_code == 1 and "known formats are" in wrong_format.stderr
+    bad_option = runner.invoke(app, ["info", str(tmp_path / "bad.tmd"), "-r", "novalue"])
+    assert bad_option.exit_code == 2 and "KEY=VALUE" in bad_option.stderr
+
+
+def test_convert_tmd_to_npz_keeps_everything(shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "tmd" / "Euro_coin.tmd"
+    target = tmp_path / "out" / "coin.npz"
+    result = runner.invoke(app, ["convert", str(source), str(target), "-r", "nodata_to_nan=true"])
+    assert result.exit_code == 0, result.output
+    assert "(tmd) ->" in result.stdout and "(npz)" in result.stdout
+    original, converted = sciz.load(source, nodata_to_nan=True), sciz.load(target)
+    assert np.array_equal(converted.data, original.data, equal_nan=True)
+    assert converted.metadata == original.metadata and converted.axes == original.axes
+    assert np.array_equal(converted.masks["nodata"], original.masks["nodata"])
+    back = tmp_path / "back.tmd"
+    assert runner.invoke(app, ["convert", str(target), str(back)]).exit_code == 0
+    assert back.read_bytes()[56:] == source.read_bytes()[56:]  # same header fields and heights
+
+
+def test_convert_to_stl_with_writer_options(shared_data: Path, tmp_path: Path) -> None:
+    import trimesh
+
+    target = tmp_path / "surface.stl"
+    result = runner.invoke(
+        app, ["convert", str(shared_data / "tmd" / "v2_Surface.tmd"), str(target), "-w", "base_thickness=0.001"]
+    )
+    assert result.exit_code == 0, result.output
+    assert trimesh.load(target, file_type="stl").is_watertight
+
+
+def test_convert_refuses_what_the_target_cannot_hold(shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "tmd" / "StepHeight.tmd"
+    target = tmp_path / "step.npy"
+    refused = runner.invoke(app, ["convert", str(source), str(target)])
+    assert refused.exit_code == 1 and not target.exists()
+    assert "npy cannot hold everything" in refused.stderr and "x_length" in refused.stderr
+    assert "--drop-unsupported" in refused.stderr
+    dropped = runner.invoke(app, ["convert", str(source), str(target), "--drop-unsupported"])
+    assert dropped.exit_code == 0 and "warning: dropped: metadata" in dropped.stderr
+    assert np.array_equal(np.load(target), sciz.load(source).data)
+    stack = tmp_path / "stack.npz"
+    sciz.save(sciz.Dataset(np.zeros((2, 3, 4), np.float32)), stack)
+    impossible = runner.invoke(app, ["convert", str(stack), str(tmp_path / "x.tmd"), "--drop-unsupported"])
+    assert impossible.exit_code == 1 and "2-D" in impossible.stderr and not (tmp_path / "x.tmd").exists()
+
+
+def test_convert_errors(shared_data: Path, tmp_path: Path) -> None:
+    source = str(shared_data / "tmd" / "v2_Surface.tmd")
+    missing = runner.invoke(app, ["convert", str(tmp_path / "none.tmd"), str(tmp_path / "x.npz")])
+    assert missing.exit_code == 1 and "no such file" in missing.stderr
+    unknown = runner.invoke(app, ["convert", source, str(tmp_path / "x.weird")])
+    assert unknown.exit_code == 1 and "cannot tell the format" in unknown.stderr and "npz (.npz)" in unknown.stderr
+    named = runner.invoke(app, ["convert", source, str(tmp_path / "x.weird"), "--to", "bogus"])
+    assert named.exit_code == 1 and "known formats are" in named.stderr
+    (tmp_path / "exists.npz").write_bytes(b"keep me")
+    exists = runner.invoke(app, ["convert", source, str(tmp_path / "exists.npz")])
+    assert exists.exit_code == 1 and "--force" in exists.stderr and (tmp_path / "exists.npz").read_bytes() == b"keep me"
+    forced = runner.invoke(app, ["convert", source, str(tmp_path / "exists.npz"), "--force"])
+    assert forced.exit_code == 0 and sciz.load(tmp_path / "exists.npz").shape == (169, 169)
+    bad_write = runner.invoke(app, ["convert", source, str(tmp_path / "y.npz"), "-w", "colour=red"])
+    assert bad_write.exit_code == 1 and "colour" in bad_write.stderr
+    copy = tmp_path / "copy.tmd"
+    copy.write_bytes(Path(source).read_bytes())
+    itself = runner.invoke(app, ["convert", str(copy), str(copy), "--force"])
+    assert itself.exit_code == 1 and "source file itself" in itself.stderr
+
+
+def test_real_console_entry_point(shared_data: Path, tmp_path: Path) -> None:
+    target = tmp_path / "v.npz"
+    command = [sys.executable, "-c", "from sciz.cli import main; main()"]
+    done = subprocess.run(
+        [*command, "convert", str(shared_data / "tmd" / "v2_Vickers_Indentation.tmd"), str(target)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    info = subprocess.run([*command, "info", str(target)], capture_output=True, text=True)
+    assert info.returncode == 0 and "format:   npz" in info.stdout and "400 x 400" in info.stdout
+    failed = subprocess.run([*command, "info", str(tmp_path / "absent")], capture_output=True, text=True)
+    assert failed.returncode == 1 and failed.stderr.startswith("error: no such file")
