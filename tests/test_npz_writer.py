@@ -12,7 +12,7 @@ import pytest
 
 import sciz
 from sciz.errors import ArgumentError, FormatError
-from sciz.formats import _zipwriter
+from sciz.formats import _deflate, _zipwriter
 from sciz.formats._zipwriter import STORED, DeflatePlan, ZipStreamWriter, choose_plan
 from sciz.formats.npz import read_npz, write_npz
 from sciz.heightmap import export_to_npz
@@ -41,10 +41,19 @@ def test_parallel_blocks_make_one_valid_deflate_stream(tmp_path: Path, threads: 
         assert np.array_equal(loaded["field"], array)
 
 
-def test_blocks_are_primed_so_size_stays_close_to_one_stream(tmp_path: Path) -> None:
+def test_zlib_blocks_are_primed_so_size_stays_close_to_one_stream(tmp_path: Path) -> None:
     array = np.tile(np.arange(5000, dtype=np.int16), 400)  # repeats across block boundaries
-    path = write_npz(tmp_path / "a.npz", {"x": array}, level=6, threads=2)
-    ours = members(path)["x.npy"].compress_size
+    path = write_npz(tmp_path / "a.npz", {"x": array}, threads=2)  # redundant: zlib, primed blocks
+    info = members(path)["x.npy"]
+    raw = io.BytesIO()
+    with ZipStreamWriter(raw, threads=2) as archive:
+        view = memoryview(array).cast("B")
+        blocks = [view[i : i + 100_000] for i in range(0, len(view), 100_000)]
+        archive.write_member("x", blocks, len(view), DeflatePlan(6))
+    with zipfile.ZipFile(raw) as archive:
+        assert archive.read("x") == array.tobytes()
+        explicit = archive.getinfo("x").compress_size
+    ours = max(info.compress_size, explicit)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, x=array)
     with zipfile.ZipFile(buffer) as archive:
@@ -78,7 +87,40 @@ def test_choose_plan_prefers_fast_settings_only_when_they_keep_the_size() -> Non
     sample_size = _zipwriter._deflated_size([noisy_float], plan)
     level6 = _zipwriter._deflated_size([noisy_float], DeflatePlan(6))
     assert not plan.stored and sample_size <= level6 * (1 + _zipwriter.SIZE_TOLERANCE)
-    assert choose_plan([b"tiny"]) == DeflatePlan(6)
+    assert choose_plan([b"tiny"]).level == 6
+    assert choose_plan([np.zeros(100_000, np.uint8)]).engine == "zlib"  # redundant data: primed zlib
+
+
+def test_libdeflate_blocks_join_into_one_stream_close_to_numpys_size(tmp_path: Path, shared_data: Path) -> None:
+    assert _deflate.libdeflate_available()  # imagecodecs is a core dependency and libz is everywhere here
+    field = np.load(shared_data / "fields" / "ccsm_trefht_1890-1999.npy", allow_pickle=False)
+    raw = io.BytesIO()
+    with ZipStreamWriter(raw, threads=2) as archive:
+        view = memoryview(field.tobytes())
+        blocks = [view[i : i + 300_000] for i in range(0, len(view), 300_000)]
+        info = archive.write_member("f", blocks, len(view), DeflatePlan(6, engine="libdeflate"))
+    with zipfile.ZipFile(raw) as archive:
+        assert archive.read("f") == field.tobytes()
+    reference = len(zlib.compress(field.tobytes(), 6))
+    assert info.compressed_size <= reference * 1.02
+
+
+def test_a_failed_join_check_falls_back_to_zlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_zipwriter, "libdeflate_block", lambda block, level: None)
+    array = smooth_noisy((300, 500))
+    path = write_npz(tmp_path / "a.npz", {"a": array}, level=4)
+    assert np.array_equal(read_npz(path).entries["a"], array)
+
+
+def test_open_stream_rejects_streams_that_do_not_decode_to_their_input() -> None:
+    import imagecodecs
+
+    data = smooth_noisy((100, 100)).tobytes()
+    compressed = bytearray(imagecodecs.deflate_encode(data, 6, raw=True))
+    assert _deflate._open_stream(bytearray(compressed), len(data) + 1) is None  # wrong length
+    assert _deflate._open_stream(compressed[: len(compressed) // 2], len(data)) is None  # truncated
+    opened = _deflate._open_stream(bytearray(compressed), len(data))
+    assert opened is not None and zlib.decompress(opened + _deflate.FINAL_BLOCK, -15) == data
 
 
 def test_explicit_levels_and_uncompressed(tmp_path: Path) -> None:

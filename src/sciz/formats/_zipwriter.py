@@ -3,11 +3,12 @@
 ``numpy.savez_compressed`` deflates each member as one zlib stream at level 6 on one core, through
 16 MiB copies of the array. This writer instead
 
-- splits each member into blocks and deflates them on several threads (zlib releases the GIL); each
-  block is primed with the last 32 KiB of the block before it and ends with a sync flush, so the
-  concatenation is one valid deflate stream (the way pigz does it) at nearly the single-stream size;
-- picks the zlib settings per member from a small sample: the fastest of run-length, level 1, 3 and
-  4 that stays within 0.5 % of level 6, or *stored* when deflate cannot shrink the data;
+- splits each member into blocks and deflates them on several threads; the blocks join into one
+  valid deflate stream (:mod:`sciz.formats._deflate`: libdeflate blocks joined exactly, or zlib
+  blocks primed with the previous 32 KiB and sync-flushed, as pigz does);
+- picks the setting per member from a small sample: the fastest of libdeflate 1, 4, 6 (or zlib
+  run-length, 1, 3, 4) that stays within 0.5 % of zlib level 6's size, or *stored* when deflate
+  cannot shrink the data;
 - reads the array through views of its own memory (no whole-array copies) and keeps only a few
   blocks in flight, so memory stays bounded whatever the member size;
 - writes ZIP64 records when sizes or offsets need them, like :mod:`zipfile`.
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from ..errors import argument_error
+from ._deflate import FINAL_BLOCK, libdeflate_available, libdeflate_block, zlib_block
 
 __all__ = [
     "STORED",
@@ -36,6 +38,8 @@ __all__ = [
     "ZipStreamWriter",
     "choose_plan",
     "default_threads",
+    "fast_plans",
+    "plan_for_level",
 ]
 
 #: Sizes and offsets above this get ZIP64 records (the threshold :mod:`zipfile` uses).
@@ -46,6 +50,8 @@ ZIP_FILECOUNT_LIMIT = 0xFFFF
 STORE_RATIO = 0.985
 #: A faster zlib setting is used when it loses at most this fraction against level 6 on the sample.
 SIZE_TOLERANCE = 0.005
+#: Below this deflate ratio on the sample, zlib (primed blocks) is used rather than libdeflate.
+REDUNDANT_RATIO = 0.4
 #: Deflate window: each block is primed with this much of the data before it.
 WINDOW = 32 * 1024
 #: Blocks of one member: large enough that the per-block cost vanishes, small enough to bound memory.
@@ -61,8 +67,6 @@ _VERSION_DEFLATE = 20
 _VERSION_ZIP64 = 45
 _FLAG_UTF8 = 0x800
 _UINT32_MAX = 0xFFFFFFFF
-#: The final empty fixed-Huffman block that closes a stream made of sync-flushed blocks.
-_FINAL_BLOCK = b"\x03\x00"
 
 Buffer = Any  # bytes, bytearray, memoryview or a contiguous numpy array
 
@@ -89,10 +93,15 @@ def _crc32_function() -> Callable[[Buffer, int], int]:
 
 @dataclass(frozen=True)
 class DeflatePlan:
-    """How one member is compressed: ``level`` 0 means stored, else zlib ``level`` and ``strategy``."""
+    """How one member is compressed: ``level`` 0 means stored; else an engine, a level and a strategy.
+
+    ``engine`` is ``"libdeflate"`` (faster, same or smaller size; joined exactly, see
+    :mod:`sciz.formats._deflate`) or ``"zlib"`` (``strategy`` applies to zlib only).
+    """
 
     level: int
     strategy: int = zlib.Z_DEFAULT_STRATEGY
+    engine: str = "zlib"
 
     @property
     def stored(self) -> bool:
@@ -104,45 +113,68 @@ class DeflatePlan:
             return "stored"
         names = {zlib.Z_RLE: "rle", zlib.Z_HUFFMAN_ONLY: "huffman", zlib.Z_FILTERED: "filtered"}
         suffix = f"-{names[self.strategy]}" if self.strategy in names else ""
-        return f"deflate-{self.level}{suffix}"
+        return f"{self.engine}-{self.level}{suffix}"
 
 
 STORED = DeflatePlan(0)
+#: numpy.savez_compressed's setting (zipfile's default): the size to keep.
 _LEVEL6 = DeflatePlan(6)
-#: Faster settings tried in order; the first within SIZE_TOLERANCE of level 6 wins.
-#: (Level 3 can beat level 4 on smooth integers; level 4 is the first lazy-matching level.)
-_FAST_PLANS = (DeflatePlan(1, zlib.Z_RLE), DeflatePlan(1), DeflatePlan(3), DeflatePlan(4))
+#: Faster settings tried in order; the first within SIZE_TOLERANCE of zlib level 6 wins.
+_LIBDEFLATE_PLANS = tuple(DeflatePlan(level, engine="libdeflate") for level in (1, 4, 6))
+#: Without libdeflate: zlib's run-length, level 1 and 3 (3 can beat 4 on smooth integers), 4 (lazy).
+_ZLIB_PLANS = (DeflatePlan(1, zlib.Z_RLE), DeflatePlan(1), DeflatePlan(3), DeflatePlan(4))
+
+
+def fast_plans() -> tuple[DeflatePlan, ...]:
+    """The candidate settings, fastest first, for the engines available here."""
+    return _LIBDEFLATE_PLANS if libdeflate_available() else _ZLIB_PLANS
+
+
+def plan_for_level(level: int) -> DeflatePlan:
+    """An explicit level: 0 stores, 1-9 deflate (libdeflate when available, else zlib)."""
+    if level == 0:
+        return STORED
+    return DeflatePlan(level, engine="libdeflate") if libdeflate_available() else DeflatePlan(level)
 
 
 def _deflated_size(buffers: Iterable[Buffer], plan: DeflatePlan) -> int:
     total = 0
     for buffer in buffers:
+        if plan.engine == "libdeflate":
+            import imagecodecs
+
+            total += len(imagecodecs.deflate_encode(buffer, plan.level, raw=True))
+            continue
         compressor = zlib.compressobj(plan.level, zlib.DEFLATED, -15, 8, plan.strategy)
         total += len(compressor.compress(buffer)) + len(compressor.flush())
     return total
 
 
 def choose_plan(samples: list[Buffer]) -> DeflatePlan:
-    """Pick the fastest deflate setting that keeps the size of level 6 on ``samples`` (or stored)."""
+    """Pick the fastest deflate setting that keeps zlib level 6's size on ``samples`` (or stored)."""
     length = sum(len(memoryview(s).cast("B")) for s in samples)
     if length < 4096:
-        return _LEVEL6
+        return plan_for_level(6)
     reference = _deflated_size(samples, _LEVEL6)
     if reference >= STORE_RATIO * length:
         return STORED
-    for plan in _FAST_PLANS:
+    # Highly compressible data (masks, constant regions, repeats) deflates fast with zlib anyway, and
+    # zlib's blocks are primed with the data before them, which libdeflate's cannot be.
+    candidates = fast_plans() if reference >= REDUNDANT_RATIO * length else _ZLIB_PLANS
+    for plan in candidates:
         if _deflated_size(samples, plan) <= reference * (1.0 + SIZE_TOLERANCE):
             return plan
-    return _LEVEL6
+    return plan_for_level(6) if candidates is not _ZLIB_PLANS else _LEVEL6
 
 
 def _deflate_block(block: Buffer, primer: Buffer | None, plan: DeflatePlan) -> bytes:
-    if primer is not None and len(primer):
-        compressor = zlib.compressobj(plan.level, zlib.DEFLATED, -15, 8, plan.strategy, zdict=primer)
-    else:
-        compressor = zlib.compressobj(plan.level, zlib.DEFLATED, -15, 8, plan.strategy)
-    # A sync flush ends the block on a byte boundary without ending the stream.
-    return compressor.compress(block) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    """One block of a member's stream, left open (byte-aligned, not final)."""
+    if plan.engine == "libdeflate":
+        joined = libdeflate_block(block, plan.level)
+        if joined is not None:
+            return joined
+        plan = _LEVEL6  # the join check failed (never seen): zlib is always right
+    return zlib_block(block, primer, plan.level, plan.strategy)
 
 
 @dataclass
@@ -327,8 +359,8 @@ class ZipStreamWriter:
                 out = pending.popleft().result()
                 handle.write(out)
                 compressed += len(out)
-        handle.write(_FINAL_BLOCK)
-        return crc, written, compressed + len(_FINAL_BLOCK)
+        handle.write(FINAL_BLOCK)
+        return crc, written, compressed + len(FINAL_BLOCK)
 
     def write_bytes(self, name: str, data: bytes, plan: DeflatePlan | None = None) -> MemberInfo:
         """Write a small member from bytes (level 6 unless ``plan`` says otherwise)."""
