@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from .errors import FormatError
 from .formats._base import require
 
 __all__ = [
     "active_client",
+    "iter_blocks",
     "peak_rss",
     "progress_bar",
     "store_dask",
@@ -107,7 +109,7 @@ def store_dask(data: Any, target: Any, *, show_progressbar: bool = True) -> None
     client = active_client()
     if client is not None:
         if not getattr(target.kv, "shareable", False):
-            raise require("sciz.errors", "dask").FormatError(
+            raise FormatError(
                 f"{target.kv.describe()}: a dask.distributed cluster cannot write into this store; "
                 "write to a directory (store_type='local') or a zip file"
             )
@@ -125,6 +127,53 @@ def store_dask(data: Any, target: Any, *, show_progressbar: bool = True) -> None
             da.store(data, target, lock=False)
     else:
         da.store(data, target, lock=False)
+
+
+def iter_blocks(
+    data: Any, chunks: tuple[int, ...], *, show_progressbar: bool = True, in_flight: int | None = None
+) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+    """Compute a dask array block by block on the active scheduler; yield ``(region, block)`` in order.
+
+    For targets only this process can write (an HDF5 file): at most ``in_flight`` blocks are
+    computed at once (default: two per worker thread), so memory stays at a few blocks.
+    """
+    da = require("dask.array", "dask")
+    if data.chunks != da.core.normalize_chunks(chunks, data.shape, dtype=data.dtype):
+        data = data.rechunk(chunks)
+    offsets = [np.concatenate([[0], np.cumsum(c)]).astype(int) for c in data.chunks]
+    indices = list(np.ndindex(*data.numblocks))
+
+    def region(index: tuple[int, ...]) -> tuple[slice, ...]:
+        return tuple(slice(int(offsets[d][i]), int(offsets[d][i + 1])) for d, i in enumerate(index))
+
+    client = active_client()
+    total = int(data.nbytes)
+    with progress_bar(total, "writing", enabled=show_progressbar and len(indices) > 1) as advance:
+        if client is not None:
+            from collections import deque
+
+            window = in_flight or max(2, 2 * sum(client.nthreads().values()))
+            queue: deque[tuple[tuple[int, ...], Any]] = deque()
+            position = 0
+            while position < len(indices) or queue:
+                while position < len(indices) and len(queue) < window:
+                    index = indices[position]
+                    queue.append((index, client.compute(data.blocks[index])))
+                    position += 1
+                index, future = queue.popleft()
+                block = np.asarray(future.result())
+                advance(block.nbytes)
+                yield region(index), block
+            return
+        import dask
+
+        batch = in_flight or max(1, 2 * (os.cpu_count() or 1))
+        for start in range(0, len(indices), batch):
+            chosen = indices[start : start + batch]
+            blocks = dask.compute(*[data.blocks[index] for index in chosen])
+            for index, block in zip(chosen, blocks, strict=True):
+                advance(int(np.asarray(block).nbytes))
+                yield region(index), np.asarray(block)
 
 
 def synthetic_signal(

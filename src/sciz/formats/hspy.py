@@ -1,0 +1,453 @@
+"""HyperSpy's HDF5 format (``.hspy``): RosettaSciIO-compatible ``file_writer`` / ``file_reader`` and the sciz format.
+
+The same tree as zspy (:mod:`sciz.formats.hyperspy_tree`) in an HDF5 file through h5py. Writes are
+atomic (a temporary sibling renamed over the target). The default compression is gzip with shuffle,
+as HyperSpy does; sciz codecs with a registered HDF5 filter (zfp 32013, sz3 32024, sperr...) are
+usable by name, checked by the codec so that the bound holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_file, prepare_target
+from ..errors import CodecError, FormatError, argument_error
+from ..model import Dataset, StoredArray
+from ._base import Format, require
+from .hyperspy_tree import (
+    SIDECAR_ATTR,
+    ArrayNode,
+    GroupNode,
+    LayoutPolicy,
+    dataset_to_signal,
+    is_lazy_array,
+    normalize_signal,
+    read_signals,
+    signal_chunks,
+    signal_to_dataset,
+    write_signal_tree,
+)
+
+__all__ = ["HSPY_CHUNK_BYTES", "HspyFormat", "file_reader", "file_writer", "resolve_compression"]
+
+#: Default chunk size of the signal data (HyperSpy's hspy target).
+HSPY_CHUNK_BYTES = 1e6
+_POLICY = LayoutPolicy("hdf5")
+_WRITE_OPTIONS = ("shuffle", "compression_opts", "tolerance", "level", "rate", "precision", "mode")
+
+
+def _h5py() -> Any:
+    h5py = require("h5py", "hdf5")
+    with contextlib.suppress(ImportError):
+        import hdf5plugin  # noqa: F401  (registers the plugin filters: zfp, sz3, blosc...)
+    return h5py
+
+
+def resolve_compression(compression: Any, array: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    """h5py ``create_dataset`` keywords for a ``compression`` argument.
+
+    ``compression`` may be ``"gzip"`` (default, with shuffle), ``"lzf"``, an int (gzip level), None,
+    an hdf5plugin filter object, a sciz codec object, or a sciz codec name with its parameters in
+    ``params`` (``tolerance=``...). sciz codecs use their registered HDF5 filter after checking that
+    it keeps the bound for this array; a codec without one is refused with the reason.
+    """
+    params = dict(params)
+    shuffle = params.pop("shuffle", None)
+    compression_opts = params.pop("compression_opts", None)
+    if compression is None:
+        return {"shuffle": bool(shuffle)} if shuffle else {}
+    if isinstance(compression, str) and compression.lower() in ("gzip", "lzf", "szip_builtin"):
+        out: dict[str, Any] = {"compression": compression.lower(), "shuffle": True if shuffle is None else bool(shuffle)}
+        if compression_opts is not None:
+            out["compression_opts"] = compression_opts
+        if params:
+            raise argument_error(sorted(params)[0], params[sorted(params)[0]], f"not an option of {compression!r}")
+        return out
+    if isinstance(compression, int) and not isinstance(compression, bool):
+        if not 0 <= compression <= 9:
+            raise argument_error("compression", compression, "an int is a gzip level from 0 to 9")
+        return {"compression": "gzip", "compression_opts": compression, "shuffle": shuffle is not False}
+    if isinstance(compression, Mapping):
+        return dict(compression)
+    codec: Any
+    if isinstance(compression, str):
+        import sciz.codecs
+
+        name = compression.lower()
+        if name not in sciz.codecs.list_codecs():
+            raise argument_error(
+                "compression",
+                compression,
+                f"must be 'gzip', 'lzf', None, an int, an hdf5plugin filter or a sciz codec "
+                f"({', '.join(sciz.codecs.list_codecs())})",
+            )
+        codec = sciz.codecs.get(name, **params)
+    elif hasattr(compression, "hdf5_filter"):
+        if params:
+            raise argument_error("compression", compression, f"a codec object takes no extra options {sorted(params)}")
+        codec = compression
+    else:
+        raise argument_error("compression", compression, "not a compression h5py or sciz understands")
+    kwargs = codec.hdf5_filter(array)
+    if kwargs is None:
+        raise CodecError(
+            f"the {codec.name} codec has no registered HDF5 filter, so other HDF5 readers could not decode it; "
+            "save as .zspy (compressor=...) or pick zfp, sz3, sperr or szip"
+        )
+    return dict(kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+class H5Source:
+    """Picklable array-like over one HDF5 dataset (opens the file per process) for dask."""
+
+    _files: dict[tuple[int, str], Any] = {}
+    _lock = threading.RLock()
+
+    def __init__(self, path: str, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path = path
+        self.name = name
+        self.shape = shape
+        self.dtype = dtype
+        self.ndim = len(shape)
+
+    def __dask_tokenize__(self) -> Any:
+        return ("sciz-h5", self.path, os.path.getmtime(self.path), self.name)
+
+    def _dataset(self) -> Any:
+        key = (os.getpid(), self.path)
+        with H5Source._lock:
+            handle = H5Source._files.get(key)
+            if handle is None or not handle.id.valid:
+                handle = _h5py().File(self.path, "r")
+                H5Source._files[key] = handle
+        return handle[self.name]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        with H5Source._lock:
+            return np.asarray(self._dataset()[key])
+
+    @classmethod
+    def close_all(cls, path: str) -> None:
+        """Close cached handles of ``path`` (before the file is replaced)."""
+        with cls._lock:
+            for key in [k for k in cls._files if k[1] == path]:
+                with contextlib.suppress(Exception):
+                    cls._files.pop(key).close()
+
+
+def _tree_from_h5(node: Any, group: GroupNode, path: str) -> None:
+    h5py = _h5py()
+    group.attrs = {k: node.attrs[k] for k in node.attrs}
+    for name, child in node.items():
+        child_path = f"{group.path}/{name}" if group.path else name
+        if isinstance(child, h5py.Group):
+            sub = GroupNode(path=child_path)
+            group.children[name] = sub
+            _tree_from_h5(child, sub, path)
+        elif isinstance(child, h5py.Dataset):
+            if name == SIDECAR_ATTR and child.shape == ():
+                group.attrs[SIDECAR_ATTR] = child.asstr()[()] if h5py.check_string_dtype(child.dtype) else child[()]
+                continue
+            dtype = child.dtype
+            if h5py.check_vlen_dtype(dtype) is not None or h5py.check_string_dtype(dtype) is not None:
+                dtype = np.dtype(object)
+            group.children[name] = ArrayNode(
+                shape=tuple(child.shape),
+                dtype=np.dtype(dtype),
+                handle=(path, child.name),
+                attrs={k: child.attrs[k] for k in child.attrs},
+                path=child_path,
+            )
+
+
+def _loader(handle: Any) -> Any:
+    h5py = _h5py()
+
+    def load(node: ArrayNode, lazy: bool) -> Any:
+        path, name = node.handle
+        dataset = handle[name]
+        if lazy and node.dtype.kind != "O":
+            import dask.array as da
+
+            source = H5Source(path, name, node.shape, node.dtype)
+            return da.from_array(source, chunks=dataset.chunks or node.shape, asarray=False, fancy=False)
+        if h5py.check_string_dtype(dataset.dtype) is not None:
+            values = dataset.asstr()[()]
+            return np.asarray(values, dtype=object) if not isinstance(values, str) else values
+        data = dataset[()]
+        stored = node.attrs.get("_sciz_dtype")
+        if stored is not None and isinstance(data, np.ndarray):
+            with contextlib.suppress(TypeError, ValueError, UnicodeDecodeError):
+                data = data.astype(str(stored.decode() if isinstance(stored, bytes) else stored))
+        return data
+
+    return load
+
+
+def file_reader(filename: str | os.PathLike[str], lazy: bool = False, **kwds: Any) -> list[dict[str, Any]]:
+    """Read a HyperSpy HDF5 file (``.hspy``) into RosettaSciIO signal dictionaries.
+
+    Parameters
+    ----------
+    filename
+        The file.
+    lazy
+        Return the data as dask arrays read chunk by chunk (in any process) on demand.
+    **kwds
+        ``exact`` (default True: use sciz's exact metadata record when it matches the file).
+
+    Returns
+    -------
+    list of dict
+        One signal dictionary per ``Experiments/<name>`` group.
+    """
+    h5py = _h5py()
+    exact = kwds.pop("exact", True)
+    kwds.pop("mode", None)
+    if kwds:
+        name = sorted(kwds)[0]
+        raise argument_error(name, kwds[name], "file_reader options are exact, mode")
+    path = Path(os.fspath(filename))
+    if not path.exists():
+        raise FileNotFoundError(f"no such hspy file: {path}")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from None
+    try:
+        root = GroupNode(path="")
+        _tree_from_h5(handle, root, os.fspath(path.absolute()))
+        return read_signals(root, _loader(handle), _POLICY, lazy=lazy, exact=bool(exact))
+    except FormatError as exc:
+        raise FormatError(f"{path}: {exc}") from None
+    except (OSError, KeyError, ValueError) as exc:
+        raise FormatError(f"{path}: damaged or not a HyperSpy file ({type(exc).__name__}: {exc})") from None
+    finally:
+        handle.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+def _attr(value: Any) -> Any:
+    return value
+
+
+def _write_node(h5: Any, group: GroupNode, signal_kwargs: dict[str, Any], options: dict[str, Any]) -> Iterator[Any]:
+    """Create groups, attributes and datasets; yields (dataset, node) pairs whose data is still to write."""
+    h5py = _h5py()
+    for key, value in group.attrs.items():
+        if key == SIDECAR_ATTR:
+            h5.create_dataset(SIDECAR_ATTR, data=value, dtype=h5py.string_dtype())
+            continue
+        h5.attrs[key] = value
+    for name, child in group.children.items():
+        if isinstance(child, GroupNode):
+            sub = h5.require_group(name)
+            yield from _write_node(sub, child, signal_kwargs, options)
+            continue
+        data = child.data
+        if child.dtype.kind == "O":
+            flat = np.asarray(data, dtype=object)
+            items = [np.asarray(flat[i]) for i in np.ndindex(flat.shape)]
+            kinds = {item.dtype.kind for item in items}
+            if kinds & set("USO"):
+                raise FormatError(f"{child.path}: ragged string arrays cannot be stored in hspy; use zspy")
+            item_dtype = np.result_type(*[i.dtype for i in items]) if items else np.dtype("f8")
+            dataset = h5.create_dataset(name, shape=child.shape, dtype=h5py.vlen_dtype(item_dtype))
+            for index in np.ndindex(flat.shape):
+                dataset[index] = np.asarray(flat[index], dtype=item_dtype).ravel()
+            continue
+        if child.dtype.kind == "U":
+            values = np.asarray(data)
+            dataset = h5.create_dataset(
+                name, shape=child.shape, dtype=h5py.string_dtype(), data=values.astype(object), **options
+            )
+            dataset.attrs["_sciz_dtype"] = child.dtype.str
+            continue
+        kwargs = signal_kwargs if child.role == "signal" else options
+        chunks = kwargs.get("chunks") if child.role == "signal" else None
+        if child.role != "signal" and not child.shape:
+            h5.create_dataset(name, data=np.asarray(data))
+            continue
+        dataset = h5.create_dataset(
+            name,
+            shape=child.shape,
+            dtype=child.dtype,
+            chunks=chunks if chunks is not None and all(child.shape) else (True if all(child.shape) else None),
+            **{k: v for k, v in kwargs.items() if k != "chunks"} if all(child.shape) else {},
+        )
+        yield dataset, child
+
+
+def _write_dataset(dataset: Any, node: ArrayNode, show_progressbar: bool) -> None:
+    from ..lazy import iter_blocks, progress_bar
+
+    data = node.data
+    if not node.shape or 0 in node.shape:
+        if node.shape:
+            return
+        dataset[()] = np.asarray(data)
+        return
+    chunks = dataset.chunks or node.shape
+    if is_lazy_array(data):
+        for region, block in iter_blocks(data, chunks, show_progressbar=show_progressbar and node.role == "signal"):
+            dataset[region] = block
+        return
+    array = np.asarray(data)
+    # Write in slabs of whole chunk rows: HDF5 compresses each chunk once, memory stays bounded.
+    step = chunks[0]
+    total = array.nbytes
+    with progress_bar(total, f"writing {node.path}", enabled=show_progressbar and node.role == "signal") as advance:
+        for start in range(0, node.shape[0], step):
+            slab = array[start : start + step]
+            dataset[start : start + step] = slab
+            advance(slab.nbytes)
+
+
+def file_writer(
+    filename: str | os.PathLike[str],
+    signal: Mapping[str, Any],
+    chunks: Any = None,
+    compression: Any = "gzip",
+    close_file: bool = True,
+    write_dataset: bool = True,
+    show_progressbar: bool = True,
+    **kwds: Any,
+) -> None:
+    """Write a signal dictionary to HyperSpy's HDF5 format (``.hspy``), atomically.
+
+    Parameters
+    ----------
+    filename
+        The file to write (replaced whole when the write succeeds).
+    signal
+        A RosettaSciIO signal dictionary (see :func:`sciz.zspy.file_writer`).
+    chunks
+        Chunk shape of the data; None chooses chunks of whole signals of about 1 MB.
+    compression
+        ``"gzip"`` (default, with shuffle), ``"lzf"``, an int gzip level, None, an hdf5plugin filter
+        object, or a sciz codec name (with ``tolerance=``...) or object that has an HDF5 filter.
+    close_file
+        Accepted for RosettaSciIO compatibility; the file is always complete and closed.
+    write_dataset
+        False rewrites only the metadata and axes of an existing file, keeping its data.
+    show_progressbar
+        Show a progress bar while writing the data.
+    **kwds
+        ``shuffle``, ``compression_opts``, and a named codec's parameters (``tolerance``...).
+    """
+    h5py = _h5py()
+    if not isinstance(write_dataset, bool):
+        raise argument_error("write_dataset", write_dataset, "must be True or False")
+    unknown = sorted(set(kwds) - set(_WRITE_OPTIONS))
+    if unknown:
+        raise argument_error(unknown[0], kwds[unknown[0]], f"file_writer options are {', '.join(_WRITE_OPTIONS)}")
+    kwds.pop("mode", None)
+    full = normalize_signal(signal)
+    data = full["data"]
+    signal_axes = [i for i, axis in enumerate(full["axes"]) if not axis.get("navigate", False)]
+    if chunks is None or chunks is True:
+        if is_lazy_array(data):
+            chunk_shape = tuple(int(c[0]) if c else 1 for c in data.chunks)
+        else:
+            chunk_shape = signal_chunks(tuple(data.shape), data.dtype.itemsize, signal_axes, HSPY_CHUNK_BYTES)
+    else:
+        if not isinstance(chunks, tuple | list) or len(chunks) != data.ndim:
+            raise argument_error("chunks", chunks, f"must be None or {data.ndim} positive ints")
+        chunk_shape = tuple(int(c) for c in chunks)
+    chunk_shape = tuple(max(1, min(c, n)) for c, n in zip(chunk_shape, data.shape, strict=True))
+    sample = data if not is_lazy_array(data) else data.blocks[(0,) * data.ndim].compute() if data.size else data
+    signal_kwargs = resolve_compression(compression, np.asarray(sample) if data.ndim else sample, kwds)
+    signal_kwargs["chunks"] = chunk_shape
+    meta_options = {"compression": "gzip"}
+    root, experiment = write_signal_tree(full, _POLICY, file_format="HyperSpy")
+    target = prepare_target(filename)
+    H5Source.close_all(os.fspath(target))
+    data_path = experiment.path + "/data"
+    with atomic_file(target) as handle:
+        if not write_dataset:
+            if not target.is_file():
+                raise FormatError(f"{target}: write_dataset=False needs an existing hspy file")
+            shutil.copyfile(target, handle.name)
+            h5 = h5py.File(handle.name, "r+")
+            try:
+                old = h5.get(data_path)
+                if old is None or tuple(old.shape) != tuple(data.shape):
+                    raise FormatError(
+                        f"{target}: write_dataset=False needs the stored array {data_path!r} of shape "
+                        f"{tuple(data.shape)}"
+                    )
+                keep_name = "__sciz_kept_data__"
+                h5.move(data_path, keep_name)
+                for name in list(h5.keys()):
+                    if name != keep_name:
+                        del h5[name]
+                for name in list(h5.attrs.keys()):
+                    del h5.attrs[name]
+                experiment_node = experiment
+                data_node = experiment_node.children.pop("data")
+                pending = list(_write_node(h5, root, signal_kwargs, meta_options))
+                h5.move(keep_name, data_path)
+                experiment_node.children["data"] = data_node
+                for dataset, node in pending:
+                    _write_dataset(dataset, node, False)
+            finally:
+                h5.close()
+            return
+        with h5py.File(handle.name, "w") as h5:
+            for dataset, node in list(_write_node(h5, root, signal_kwargs, meta_options)):
+                _write_dataset(dataset, node, show_progressbar)
+
+
+class HspyFormat(Format):
+    """HyperSpy's HDF5 signal format (``.hspy``).
+
+    Read options: ``lazy``, ``exact``, ``signal`` (index, default 0). Write options: those of
+    :func:`file_writer` (``chunks``, ``compression``, ``write_dataset``, ``show_progressbar``,
+    ``tolerance``...).
+    """
+
+    name = "hspy"
+    description = "HyperSpy hspy: HDF5 tree of signals (read/write by HyperSpy and RosettaSciIO)"
+    extensions = (".hspy",)
+    magic = (b"\x89HDF\r\n\x1a\n",)
+    priority = 1
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        if not head.startswith(self.magic[0]):
+            return False
+        try:
+            h5py = _h5py()
+            with h5py.File(path, "r") as handle:
+                fmt = handle.attrs.get("file_format")
+                if isinstance(fmt, bytes):
+                    fmt = fmt.decode("utf-8", "replace")
+                return fmt == "HyperSpy" or ("Experiments" in handle and self.matches_extension(path) > 0)
+        except (OSError, ImportError):
+            return False
+
+    def read(self, path: Path, **options: Any) -> Dataset:
+        index = options.pop("signal", 0)
+        signals = [s for s in file_reader(path, **options) if "data" in s]
+        if not isinstance(index, int) or not -len(signals) <= index < len(signals):
+            raise argument_error("signal", index, f"the file holds {len(signals)} signal(s)")
+        dataset = signal_to_dataset(signals[index], source=os.fspath(path))
+        dataset.storage["data"] = StoredArray(codec="hdf5")
+        return dataset
+
+    def write(self, dataset: Dataset, path: Path, **options: Any) -> Path:
+        options.setdefault("show_progressbar", False)
+        file_writer(path, dataset_to_signal(dataset), **options)
+        return path
