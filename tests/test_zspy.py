@@ -1,0 +1,483 @@
+"""zspy and hspy in sciz: exact metadata, stores, formats 2 and 3, metadata-only rewrites, errors, real files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import pathlib
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numcodecs
+import numpy as np
+import pytest
+
+import sciz
+from sciz.errors import ArgumentError, FormatError
+from sciz.formats import hspy, zspy
+from sciz.formats.hyperspy_tree import signal_chunks
+
+WRITERS = {"zspy": zspy.file_writer, "hspy": hspy.file_writer}
+READERS = {"zspy": zspy.file_reader, "hspy": hspy.file_reader}
+
+
+def rich_metadata() -> dict[str, Any]:
+    """Everything RosettaSciIO gets wrong, in one tree."""
+    return {
+        "General": {"title": "a/b scan", "date": dt.date(2024, 3, 1), "time": dt.time(12, 30, 5)},
+        "Signal": {"signal_type": "", "quantity": "Intensity (counts)"},
+        "Exact": {
+            "long_list": list(range(25)),
+            "tuple": (1, 2.5, "three"),
+            "nested_tuple": ((1, 2), [3, (4, 5)]),
+            "bytes_nul": b"\x00\xffraw\x00",
+            "bytes_text": b"plain",
+            "non_ascii": "Ångström – µm – 温度",
+            "non_ascii_array": np.array(["α", "βγ", "δ"]),
+            "when": dt.datetime(2024, 3, 1, 12, 30, 5, 123456, tzinfo=dt.timezone.utc),
+            "span": dt.timedelta(seconds=90),
+            "py_int": 7,
+            "py_float": 0.1,
+            "py_bool": False,
+            "np_float32": np.float32(1.25),
+            "np_int16": np.int16(-3),
+            "none": None,
+            "empty_list": [],
+            "empty_tuple": (),
+            "empty_dict": {},
+            "nan": float("nan"),
+            "complex": 1 + 2j,
+            "path": pathlib.PurePosixPath("/data/run1"),
+            "set": {1, 2},
+            "mixed": [1, "two", 3.0],
+            "array": np.arange(12, dtype=np.uint16).reshape(3, 4),
+            "list_of_dicts": [{"a": i} for i in range(12)],
+            "_sig_reference": {
+                "data": np.linspace(0, 1, 5),
+                "axes": [{"name": "e", "units": "eV", "scale": 0.1, "offset": 1.0, "size": 5, "navigate": False}],
+                "metadata": {"General": {"title": "ref"}, "Signal": {"signal_type": "EELS"}},
+                "original_metadata": {},
+            },
+        },
+    }
+
+
+def signal(data: Any = None, **extra: Any) -> dict[str, Any]:
+    data = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4) if data is None else data
+    out = {
+        "data": data,
+        "axes": [
+            {"name": n, "units": "nm", "scale": 0.5, "offset": 1.0, "size": s, "navigate": i == 0}
+            for i, (n, s) in enumerate(zip("tyx", data.shape, strict=False))
+        ],
+        "metadata": {"General": {"title": "scan"}, "Signal": {"signal_type": ""}},
+        "original_metadata": {"vendor": {"key": "value"}},
+    }
+    out.update(extra)
+    return out
+
+
+def computed(value: Any) -> Any:
+    """Lazy (dask) arrays inside a nested structure replaced by their values."""
+    if isinstance(value, dict):
+        return {k: computed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(computed(v) for v in value)
+    if type(value).__module__.startswith("dask"):
+        return value.compute()
+    return value
+
+
+def same(a: Any, b: Any) -> bool:
+    """Deep equality that also compares types, arrays (dtype and values) and NaN."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+    if isinstance(a, float) and np.isnan(a):
+        return bool(np.isnan(b))
+    return bool(a == b)
+
+
+@pytest.mark.parametrize("kind", ["zspy", "hspy"])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_metadata_round_trips_exactly(tmp_path: Path, kind: str, lazy: bool) -> None:
+    path = tmp_path / f"rich.{kind}"
+    metadata = rich_metadata()
+    WRITERS[kind](path, signal(metadata=metadata), show_progressbar=False)
+    (back,) = READERS[kind](path, lazy=lazy)
+    if lazy:
+        assert type(back["metadata"]["Exact"]["array"]).__module__.startswith("dask")
+        back["metadata"] = computed(back["metadata"])
+    reference = back["metadata"]["Exact"].pop("_sig_reference")
+    expected = rich_metadata()
+    expected_reference = expected["Exact"].pop("_sig_reference")
+    assert same(back["metadata"], expected)
+    assert type(back["metadata"]["Exact"]["np_float32"]) is np.float32
+    assert back["metadata"]["Exact"]["long_list"] == list(range(25))
+    np.testing.assert_array_equal(np.asarray(reference["data"]), expected_reference["data"])
+    assert reference["axes"] == expected_reference["axes"]
+    assert reference["metadata"] == expected_reference["metadata"]
+    np.testing.assert_array_equal(np.asarray(back["data"]), signal()["data"])
+    assert back["original_metadata"] == {"vendor": {"key": "value"}}
+    assert back["attributes"]["_lazy"] is lazy
+
+
+@pytest.mark.parametrize("kind", ["zspy", "hspy"])
+def test_layout_alone_is_what_hyperspy_sees(tmp_path: Path, kind: str) -> None:
+    # exact=False reads only HyperSpy's layout: still ordered, Python scalars, but lossy for tuples etc.
+    path = tmp_path / f"rich.{kind}"
+    WRITERS[kind](path, signal(metadata=rich_metadata()), show_progressbar=False)
+    (back,) = READERS[kind](path, exact=False)
+    exact = back["metadata"]["Exact"]
+    assert exact["long_list"] == list(range(25))
+    assert [d["a"] for d in exact["list_of_dicts"]] == list(range(12))
+    assert exact["when"] == "2024-03-01T12:30:05.123456+00:00"
+    assert type(exact["py_int"]) is int and type(exact["np_float32"]) is float
+    assert exact["mixed"] == ["1", "two", "3.0"]  # HyperSpy's homogenised array
+    assert back["metadata"]["General"]["title"] == "a/b scan"
+
+
+@pytest.mark.parametrize("kind", ["zspy", "hspy"])
+def test_stale_record_is_ignored(tmp_path: Path, kind: str) -> None:
+    # Another program edits the metadata in HyperSpy's layout: sciz must not return the old exact record.
+    path = tmp_path / f"edit.{kind}"
+    WRITERS[kind](path, signal(metadata={"General": {"title": "scan"}, "Signal": {}, "Run": {"n": (1, 2)}}),
+                  show_progressbar=False)
+    if kind == "zspy":
+        attrs = path / "Experiments" / "scan" / "metadata" / "Run" / ".zattrs"
+        attrs.write_text(json.dumps({"operator": "someone else"}))
+        for array in (path / "Experiments" / "scan" / "metadata" / "Run").iterdir():
+            if array.is_dir():
+                shutil.rmtree(array)
+    else:
+        import h5py
+
+        with h5py.File(path, "r+") as handle:
+            run = handle["Experiments/scan/metadata/Run"]
+            for key in list(run):
+                del run[key]
+            run.attrs["operator"] = "someone else"
+    (back,) = READERS[kind](path)
+    assert back["metadata"]["Run"] == {"operator": "someone else"}
+
+
+def test_hyperspy_layout_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "layout.zspy"
+    zspy.file_writer(path, signal(metadata={"General": {"title": "x/y"}, "L": {"v": [1, 2], "e": [], "n": None}}),
+                     show_progressbar=False)
+    root = json.loads((path / ".zattrs").read_text())
+    assert root == {"file_format": "ZSpy", "file_format_version": "3.3"}
+    experiment = path / "Experiments" / "x-y"
+    zarray = json.loads((experiment / "data" / ".zarray").read_text())
+    assert zarray["zarr_format"] == 2 and zarray["dimension_separator"] == "/"
+    assert zarray["compressor"] == {"id": "blosc", "cname": "zstd", "clevel": 1, "shuffle": 1, "blocksize": 0}
+    assert (experiment / "data" / "0" / "0" / "0").is_file()
+    axis = json.loads((experiment / "axis-1" / ".zattrs").read_text())
+    assert axis == {"name": "y", "units": "nm", "scale": 0.5, "offset": 1.0, "size": 3, "navigate": False}
+    attrs = json.loads((experiment / "metadata" / "L" / ".zattrs").read_text())
+    assert attrs == {"_list_empty_e": "_None_", "n": "_None_"}
+    assert (experiment / "metadata" / "L" / "_list_v" / ".zarray").is_file()
+    assert "_sciz" in json.loads((experiment / ".zattrs").read_text())
+
+
+@pytest.mark.parametrize("name", ["signal1d_10x10-DirectoryStore.zspy", "signal1d_10x10-NestedDirectoryStore.zspy",
+                                  "signal1d_10x10-ZipStore.zspy"])
+def test_shared_10x10_files(shared_data: Path, name: str) -> None:
+    for lazy in (False, True):
+        (s,) = zspy.file_reader(shared_data / "zspy" / name, lazy=lazy)
+        np.testing.assert_array_equal(np.asarray(s["data"]), np.arange(100).reshape(10, 10))
+        assert [a["navigate"] for a in s["axes"]] == [True, False]
+        assert s["axes"][0]["name"] is None and s["axes"][0]["_type"] == "UniformDataAxis"
+        assert s["metadata"]["General"] == {
+            "title": "",
+            "FileIO": {"0": {"hyperspy_version": "2.4.0.dev36+gc59c9f5a5", "io_plugin": "rsciio.zspy",
+                             "operation": "save", "timestamp": s["metadata"]["General"]["FileIO"]["0"]["timestamp"]}},
+        }
+        assert s["package_info"]["package"] == "hyperspy"
+    dataset = sciz.load(shared_data / "zspy" / name)
+    assert dataset.shape == (10, 10) and dataset.name == ""
+
+
+def test_shared_model_and_ragged_files(shared_data: Path) -> None:
+    (model,) = zspy.file_reader(shared_data / "zspy" / "signal1d_10x100-model.zspy")
+    assert list(model["models"]) == ["a"]
+    components = model["models"]["a"]["_dict"]["components"]
+    parameters = components[0]["parameters"]
+    assert [p["name"] for p in parameters] == ["a", "b"]
+    assert parameters[0]["map"].dtype.names == ("values", "std", "is_set")
+    assert parameters[0]["_bounds"] == (None, None)
+    (points,) = zspy.file_reader(shared_data / "zspy" / "signal2d_20x10x10-ragged_markers.zspy")
+    offsets = points["metadata"]["Markers"]["Points"]["kwargs"]["offsets"]
+    assert offsets.dtype == object and offsets.shape == (20,)
+    np.testing.assert_array_equal(offsets[3], [[1.5, 1.5]] if offsets[3].ndim == 2 else [1.5, 1.5])
+    (texts,) = zspy.file_reader(shared_data / "zspy" / "signal2d_20x10x10-ragged_markers_unicode.zspy", lazy=True)
+    words = texts["metadata"]["Markers"]["Texts"]["kwargs"]["texts"]
+    assert [list(w) for w in words] == [["a" * i, "b"] for i in range(1, 6)]
+
+
+def test_shared_hspy_files(shared_data: Path) -> None:
+    (example,) = hspy.file_reader(shared_data / "hspy" / "example2_v3.1.hspy")
+    assert example["data"].shape == (16, 16) and example["data"].dtype == np.int32
+    assert example["metadata"]["General"]["title"] == "test_diffraction_pattern"
+    assert example["metadata"]["Acquisition_instrument"]["TEM"]["beam_energy"] == 200.0
+    assert example["axes"][0]["units"] == "1/nm" and example["axes"][1]["scale"] == pytest.approx(0.17443285882472992)
+    (lists,) = hspy.file_reader(shared_data / "hspy" / "with_lists_etc.hdf5")
+    test = lists["metadata"]["test"]
+    assert test["tuple"] == (1, 2) and test["list"] == [42]
+    assert test["list_inside_list"] == [42, 137, [0, 1]] and test["tuple_inside_tuple"] == (137, (123, 44))
+    assert test["empty_list"] == [] and test["empty_tuple"] == ()
+    assert test["binary_string"].startswith(b"\x80\x03cdill") and isinstance(test["binary_string"], bytes)
+    variance = lists["metadata"]["Signal"]["Noise_properties"]["_sig_variance"]
+    np.testing.assert_array_equal(variance["data"], np.arange(10))
+    (old,) = hspy.file_reader(shared_data / "hspy" / "none_metadata.hdf5")
+    assert old["metadata"]["should_be_None"] is None
+    assert old["metadata"]["_HyperSpy"]["Folding"]["unfolded"] is False
+    assert old["metadata"]["Signal"]["record_by"] == "spectrum"
+
+
+def test_zip_store_detected_and_overwritten_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "data.zspy"
+    zspy.file_writer(path, signal(), store_type="zip", show_progressbar=False)
+    assert zipfile.is_zipfile(path)
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    assert len(names) == len(set(names))  # each key once (zarr 2's ZipStore appends duplicates)
+    second = signal(np.full((2, 3, 4), 7.0, np.float32))
+    zspy.file_writer(path, second, store_type="zip", show_progressbar=False)
+    np.testing.assert_array_equal(zspy.file_reader(path)[0]["data"], second["data"])
+    assert sciz.load(path).shape == (2, 3, 4)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("disk full")
+
+    original = zspy.file_writer.__globals__["_write_zip"]
+    try:
+        zspy.file_writer.__globals__["_write_zip"] = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full"))
+        with pytest.raises(RuntimeError):
+            zspy.file_writer(path, signal(), store_type="zip", show_progressbar=False)
+    finally:
+        zspy.file_writer.__globals__["_write_zip"] = original
+    np.testing.assert_array_equal(zspy.file_reader(path)[0]["data"], second["data"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.zspy"]
+
+
+def test_failed_write_leaves_old_directory(tmp_path: Path) -> None:
+    path = tmp_path / "keep.zspy"
+    zspy.file_writer(path, signal(), show_progressbar=False)
+    with pytest.raises(ArgumentError):
+        zspy.file_writer(path, signal(metadata={"General": {"title": "scan"}, "bad": object()}),
+                         show_progressbar=False)
+    np.testing.assert_array_equal(zspy.file_reader(path)[0]["data"], signal()["data"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.zspy"]
+
+
+@pytest.mark.parametrize("store_kind", ["dict", "memory", "local", "zip"])
+def test_any_store_object(tmp_path: Path, store_kind: str) -> None:
+    import zarr
+
+    store: Any
+    if store_kind == "dict":
+        store = {}
+    elif store_kind == "memory":
+        store = zarr.storage.MemoryStore()
+    elif store_kind == "local":
+        store = zarr.storage.LocalStore(tmp_path / "local.zspy")
+    else:
+        store = zarr.storage.ZipStore(tmp_path / "store.zspy", mode="w")
+    data = np.random.default_rng(0).random((3, 5, 7))
+    zspy.file_writer(store, signal(data), close_file=store_kind == "zip", show_progressbar=False)
+    if store_kind == "zip":
+        store = zarr.storage.ZipStore(tmp_path / "store.zspy", mode="r")
+    (back,) = zspy.file_reader(store)
+    np.testing.assert_array_equal(back["data"], data)
+    with pytest.raises(ArgumentError, match="store_type"):
+        zspy.file_writer({}, signal(data), store_type="zip", show_progressbar=False)
+
+
+def test_zarr_format_3_is_read_by_zarr_python(tmp_path: Path) -> None:
+    import zarr
+
+    data = np.random.default_rng(2).random((4, 6, 5)).astype(np.float32)
+    path = tmp_path / "v3.zspy"
+    metadata = {"General": {"title": "v3"}, "Signal": {}, "words": ["a", "b"], "t": (1, 2)}
+    zspy.file_writer(path, signal(data, metadata=metadata), zarr_format=3, chunks=(1, 6, 5), show_progressbar=False)
+    group = zarr.open_group(path, mode="r")
+    assert group.metadata.zarr_format == 3 and group.attrs["file_format"] == "ZSpy"
+    np.testing.assert_array_equal(zarr.open_array(path / "Experiments" / "v3" / "data", mode="r")[:], data)
+    (back,) = zspy.file_reader(path)
+    np.testing.assert_array_equal(back["data"], data)
+    assert back["metadata"]["t"] == (1, 2) and back["metadata"]["words"] == ["a", "b"]
+    (lazy,) = zspy.file_reader(path, lazy=True)
+    np.testing.assert_array_equal(lazy["data"].compute(), data)
+
+
+def test_zarr_python_written_v3_array_is_read(tmp_path: Path) -> None:
+    # A zarr 3 feature sciz's engine leaves to zarr-python (sharding) still reads.
+    import zarr
+
+    path = tmp_path / "sharded.zspy"
+    zspy.file_writer(path, signal(), zarr_format=3, show_progressbar=False)
+    data = np.arange(64.0).reshape(8, 8)
+    shutil.rmtree(path / "Experiments" / "scan" / "data")
+    array = zarr.create_array(path / "Experiments" / "scan" / "data", shape=(8, 8), chunks=(2, 2), shards=(4, 4),
+                              dtype="f8", zarr_format=3)
+    array[:] = data
+    (back,) = zspy.file_reader(path, exact=False)
+    np.testing.assert_array_equal(back["data"], data)
+
+
+@pytest.mark.parametrize("kind", ["zspy", "hspy"])
+def test_write_dataset_false_rewrites_only_metadata(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / f"meta.{kind}"
+    data = np.arange(60.0).reshape(3, 4, 5)
+    WRITERS[kind](path, signal(data), show_progressbar=False)
+    if kind == "zspy":
+        chunk = path / "Experiments" / "scan" / "data" / "0" / "0" / "0"
+        before = chunk.stat().st_ino
+    changed = signal(np.zeros_like(data), metadata={"General": {"title": "scan"}, "Signal": {}, "note": (1, "x")})
+    changed["axes"][2]["units"] = "µm"
+    WRITERS[kind](path, changed, write_dataset=False, show_progressbar=False)
+    (back,) = READERS[kind](path)
+    np.testing.assert_array_equal(back["data"], data)
+    assert back["metadata"]["note"] == (1, "x") and back["axes"][2]["units"] == "µm"
+    if kind == "zspy":
+        assert chunk.stat().st_ino == before  # linked, not rewritten
+    with pytest.raises(FormatError, match="shape"):
+        WRITERS[kind](path, signal(np.zeros((2, 2, 2))), write_dataset=False, show_progressbar=False)
+    with pytest.raises(FormatError):
+        WRITERS[kind](tmp_path / f"missing.{kind}", changed, write_dataset=False, show_progressbar=False)
+
+
+def test_write_dataset_false_on_zip(tmp_path: Path) -> None:
+    path = tmp_path / "meta.zspy"
+    data = np.arange(24.0).reshape(2, 3, 4)
+    zspy.file_writer(path, signal(data), store_type="zip", show_progressbar=False)
+    zspy.file_writer(path, signal(np.zeros_like(data), metadata={"General": {"title": "scan"}, "x": 1}),
+                     store_type="zip", write_dataset=False, show_progressbar=False)
+    (back,) = zspy.file_reader(path)
+    np.testing.assert_array_equal(back["data"], data)
+    assert back["metadata"]["x"] == 1
+
+
+def test_compressors(tmp_path: Path) -> None:
+    data = np.random.default_rng(3).integers(0, 50, size=(4, 16, 16)).astype(np.uint16)
+    cases = {
+        "zstd-name": ("zstd", {"level": 3}, "zstd"),
+        "object": (numcodecs.LZ4(), {}, "lz4"),
+        "config": ({"id": "gzip", "level": 2}, {}, "gzip"),
+    }
+    for name, (compressor, params, codec_id) in cases.items():
+        path = tmp_path / f"{name}.zspy"
+        zspy.file_writer(path, signal(data), compressor=compressor, show_progressbar=False, **params)
+        zarray = json.loads((path / "Experiments" / "scan" / "data" / ".zarray").read_text())
+        assert zarray["compressor"]["id"] == codec_id
+        np.testing.assert_array_equal(zspy.file_reader(path)[0]["data"], data)
+        # Metadata arrays always stay lossless with the default compressor.
+    with pytest.raises(ArgumentError, match="compressor"):
+        zspy.file_writer(tmp_path / "bad.zspy", signal(data), compressor="no-such-codec", show_progressbar=False)
+    with pytest.raises(ArgumentError, match="compressor"):
+        zspy.file_writer(tmp_path / "bad.zspy", signal(data), compressor=3.5, show_progressbar=False)
+
+
+def test_hspy_compression_options(tmp_path: Path) -> None:
+    import h5py
+
+    data = np.random.default_rng(4).integers(0, 9, size=(3, 8, 8)).astype(np.int32)
+    for compression, expected in (("gzip", "gzip"), ("lzf", "lzf"), (None, None), (4, "gzip")):
+        path = tmp_path / f"c{expected}.hspy"
+        hspy.file_writer(path, signal(data), compression=compression, show_progressbar=False)
+        with h5py.File(path) as handle:
+            dataset = handle["Experiments/scan/data"]
+            assert dataset.compression == expected
+            assert dataset.shuffle == (expected is not None)
+        np.testing.assert_array_equal(hspy.file_reader(path)[0]["data"], data)
+    with pytest.raises(ArgumentError, match="compression"):
+        hspy.file_writer(tmp_path / "x.hspy", signal(data), compression="nope", show_progressbar=False)
+
+
+def test_signal_chunks_hold_whole_signals() -> None:
+    assert signal_chunks((64, 64, 256, 256), 4, [2, 3], 1e8) == (5, 64, 256, 256)
+    assert signal_chunks((64, 64, 256, 256), 4, [2, 3], 1e6) == (1, 3, 256, 256)
+    assert signal_chunks((10, 10), 8, [1], 1e8) == (10, 10)
+    assert signal_chunks((2000, 4096), 8, [1], 1e6) == (30, 4096)
+    assert signal_chunks((0, 5), 4, [1], 1e6) == (1, 5)
+    for shape in [(7, 9, 11), (100, 3), (1,)]:
+        chunks = signal_chunks(shape, 8, [len(shape) - 1], 1000)
+        assert chunks[-1] == shape[-1] and all(1 <= c <= n for c, n in zip(chunks, shape, strict=True))
+
+
+def test_default_chunks_and_parallel_numpy_write(tmp_path: Path) -> None:
+    data = np.random.default_rng(5).random((40, 20, 30)).astype(np.float32)
+    path = tmp_path / "chunks.zspy"
+    zspy.file_writer(path, signal(data), chunks=(7, 20, 30), show_progressbar=True, threads=2)
+    zarray = json.loads((path / "Experiments" / "scan" / "data" / ".zarray").read_text())
+    assert zarray["chunks"] == [7, 20, 30]
+    assert len(list((path / "Experiments" / "scan" / "data").iterdir())) == 6 + 1  # 6 chunk rows + .zarray
+    np.testing.assert_array_equal(zspy.file_reader(path, threads=2)[0]["data"], data)
+    np.testing.assert_array_equal(zspy.file_reader(path, lazy=True)[0]["data"][3:17, 5, ::3].compute(),
+                                  data[3:17, 5, ::3])
+
+
+@pytest.mark.parametrize("ext", [".zspy", ".hspy"])
+def test_dataset_round_trip_through_save_and_load(tmp_path: Path, ext: str) -> None:
+    dataset = sciz.Dataset(
+        np.random.default_rng(6).random((3, 4, 5)).astype(np.float32),
+        axes=[sciz.Axis("t", "s", 0.5), sciz.Axis("y", "nm", 2.0, 1.0), sciz.Axis("x", "nm", 2.0)],
+        layers={"smooth": np.ones((3, 4, 5))},
+        masks={"bad": np.zeros((3, 4, 5), bool)},
+        metadata={"operator": "ö", "settings": (1, 2), "General": {"notes": b"\x00"}},
+        name="run/1",
+    )
+    dataset.add_provenance("acquire", {"gain": 2})
+    back = sciz.load(sciz.save(dataset, tmp_path / f"d{ext}"))
+    assert back.name == "run/1" and back.axes == dataset.axes
+    assert same(back.metadata, dataset.metadata) and back.provenance == dataset.provenance
+    np.testing.assert_array_equal(back.data, dataset.data)
+    np.testing.assert_array_equal(back.layers["smooth"], dataset.layers["smooth"])
+    np.testing.assert_array_equal(back.masks["bad"], dataset.masks["bad"])
+    lazy = sciz.load(tmp_path / f"d{ext}", lazy=True)
+    assert type(lazy.data).__module__.startswith("dask")
+    zipped = sciz.save(dataset, tmp_path / "z.zspy", store_type="zip")
+    assert sciz.formats.detect_format(zipped).name == "zspy-zip"
+    assert sciz.load(zipped).name == "run/1"
+
+
+def test_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        zspy.file_reader(tmp_path / "missing.zspy")
+    with pytest.raises(FileNotFoundError):
+        hspy.file_reader(tmp_path / "missing.hspy")
+    (tmp_path / "empty.zspy").mkdir()
+    with pytest.raises(FormatError, match="empty.zspy"):
+        zspy.file_reader(tmp_path / "empty.zspy")
+    (tmp_path / "junk.hspy").write_bytes(b"\x89HDF\r\n\x1a\nthis is not hdf5")
+    with pytest.raises(FormatError, match="junk.hspy"):
+        hspy.file_reader(tmp_path / "junk.hspy")
+    (tmp_path / "junk.zip").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(FormatError):
+        zspy.file_reader(tmp_path / "junk.zip")
+    good = tmp_path / "good.zspy"
+    zspy.file_writer(good, signal(), show_progressbar=False)
+    (good / "Experiments" / "scan" / "data" / "0" / "0" / "0").write_bytes(b"garbage")
+    with pytest.raises(FormatError, match="cannot be decoded"):
+        zspy.file_reader(good)
+    (good / "Experiments" / "scan" / "data" / ".zarray").write_text("{not json")
+    with pytest.raises(FormatError, match="JSON"):
+        zspy.file_reader(good)
+    for bad in ({"write_dataset": "yes"}, {"store_type": "s3"}, {"zarr_format": 4}, {"chunks": (1, 2)},
+                {"unknown_option": 1}):
+        with pytest.raises(ArgumentError):
+            zspy.file_writer(tmp_path / "x.zspy", signal(), show_progressbar=False, **bad)
+    with pytest.raises(ArgumentError, match="data"):
+        zspy.file_writer(tmp_path / "x.zspy", {"metadata": {}}, show_progressbar=False)
+    with pytest.raises(ArgumentError, match="axes"):
+        zspy.file_writer(tmp_path / "x.zspy", {"data": np.zeros((2, 2)), "axes": [{}]}, show_progressbar=False)
+    with pytest.raises(ArgumentError, match="lazy"):
+        zspy.file_reader(good, lazy="yes")
