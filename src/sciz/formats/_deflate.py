@@ -66,10 +66,13 @@ class _ZStream(ctypes.Structure):
 
 @functools.cache
 def _libz() -> Any:
-    candidates = ["libz.so.1", "libz.dylib", ctypes.util.find_library("z") or ""]
-    if sys.platform == "win32":
-        candidates = ["zlib1.dll", "zlib.dll"]
-    for name in filter(None, candidates):
+    # The usual names first: find_library runs a subprocess, so it is only the last resort.
+    candidates: list[Any] = ["zlib1.dll", "zlib.dll"] if sys.platform == "win32" else ["libz.so.1", "libz.dylib"]
+    candidates.append(lambda: ctypes.util.find_library("z"))
+    for candidate in candidates:
+        name = candidate() if callable(candidate) else candidate
+        if not name:
+            continue
         try:
             lib = ctypes.CDLL(name)
             lib.zlibVersion.restype = ctypes.c_char_p
@@ -110,7 +113,7 @@ def libdeflate_available() -> bool:
 _scratch = threading.local()
 
 
-def _open_stream(compressed: bytearray, expected: int) -> bytes | None:
+def _open_stream(compressed: bytearray, expected: int) -> bytearray | None:
     """Rewrite a closed raw deflate stream as an open, byte-aligned one, or None if it does not check out."""
     lib = _libz()
     scratch = getattr(_scratch, "buffer", None)
@@ -150,11 +153,11 @@ def _open_stream(compressed: bytearray, expected: int) -> bytes | None:
     if unused:
         compressed[-1] &= (1 << (8 - unused)) - 1  # padding bits must be zero: they become a header
     # The stored block's 3 header bits fit in the padding if at least 3 bits are left; else one more byte.
-    tail = _EMPTY_STORED if unused >= 3 else b"\x00" + _EMPTY_STORED
-    return bytes(compressed) + tail
+    compressed += _EMPTY_STORED if unused >= 3 else b"\x00" + _EMPTY_STORED
+    return compressed
 
 
-def libdeflate_block(block: Any, level: int) -> bytes | None:
+def libdeflate_block(block: Any, level: int) -> bytearray | None:
     """Deflate ``block`` with libdeflate and leave the stream open; None if the join check fails."""
     import imagecodecs
 

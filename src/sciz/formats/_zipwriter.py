@@ -167,7 +167,7 @@ def choose_plan(samples: list[Buffer]) -> DeflatePlan:
     return plan_for_level(6) if candidates is not _ZLIB_PLANS else _LEVEL6
 
 
-def _deflate_block(block: Buffer, primer: Buffer | None, plan: DeflatePlan) -> bytes:
+def _deflate_block(block: Buffer, primer: Buffer | None, plan: DeflatePlan) -> bytes | bytearray:
     """One block of a member's stream, left open (byte-aligned, not final)."""
     if plan.engine == "libdeflate":
         joined = libdeflate_block(block, plan.level)
@@ -343,7 +343,7 @@ class ZipStreamWriter:
         else:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="sciz-deflate")
-            pending: deque[Future[bytes]] = deque()
+            pending: deque[Future[bytes | bytearray]] = deque()
             for block in blocks:
                 view = memoryview(block).cast("B")
                 pending.append(self._pool.submit(_deflate_block, view, primer, plan))
