@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sciz.errors import ArgumentError, FormatError
-from sciz.heightmap import export_to_npy, export_to_npz, load_from_npy, load_from_npz, load_tmd
+from sciz.heightmap import apply_gaussian_filter, export_to_npy, export_to_npz, load_from_npy, load_from_npz, load_tmd
 
 
 def assert_same(got: Any, want: Any, where: str = "value") -> None:
@@ -275,3 +275,28 @@ values = st.recursive(
 def test_any_metadata_round_trips_exactly(tmp_path_factory: pytest.TempPathFactory, entries: dict[str, Any]) -> None:
     path = export_to_npz(entries, tmp_path_factory.mktemp("h") / "p.npz")
     assert_same(load_from_npz(path), entries)
+
+
+def test_gaussian_filter_keeps_nodata_from_spreading(shared_data: Path) -> None:
+    from scipy import ndimage
+
+    coin = load_tmd(shared_data / "tmd" / "Euro_coin.tmd", nodata_to_nan=True)
+    heights, mask = coin["height_map"], coin["nodata_mask"]
+    smoothed = apply_gaussian_filter(heights, sigma=1.0)
+    assert smoothed.dtype == np.float32 and smoothed.shape == heights.shape
+    assert np.isnan(smoothed[mask]).all() and np.isfinite(smoothed[~mask]).all()
+    far = ~ndimage.binary_dilation(mask, iterations=6)  # the kernel (4 sigma) never reaches no-data here
+    plain = ndimage.gaussian_filter(np.where(mask, 0, heights), sigma=1.0)
+    np.testing.assert_allclose(smoothed[far], plain[far], rtol=1e-5, atol=1e-9)
+    with pytest.raises(ArgumentError, match="sigma"):
+        apply_gaussian_filter(heights, sigma=-1)
+
+
+def test_export_to_npz_stores_a_dataset_whole(tmp_path: Path, shared_data: Path) -> None:
+    import sciz
+
+    surface = sciz.load(shared_data / "tmd" / "v2_Surface.tmd")
+    path = export_to_npz(surface, tmp_path / "surface")
+    back = sciz.load(path)
+    assert back.axes == surface.axes and back.metadata == surface.metadata
+    assert np.array_equal(back.data, surface.data)

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from .errors import argument_error
-from .formats._base import require
 from .formats.npy import read_npy, write_npy
-from .formats.npz import read_npz, write_npz
+from .formats.npz import NpzFormat, read_npz, write_npz
+from .model import Dataset
 
 __all__ = [
     "TMDProcessor",
@@ -115,7 +115,8 @@ def export_to_npz(
     ----------
     data
         A dict of arrays and metadata values (nested dicts, lists, tuples, numpy scalars, datetimes,
-        ``None``, NaN...); a bare array is stored as ``height_map``. Simple scalars become 0-d arrays
+        ``None``, NaN...); a bare array is stored as ``height_map``; a :class:`~sciz.model.Dataset`
+        is stored whole (as ``sciz.save`` does). Simple scalars become 0-d arrays
         (``np.load(p)['x_length']``); everything comes back exactly from :func:`load_from_npz`.
     output_path
         Target file; ``.npz`` is appended if missing and parent directories are created.
@@ -132,8 +133,11 @@ def export_to_npz(
     str
         The path written.
     """
-    entries = data if isinstance(data, Mapping) else {"height_map": data}
     path = _with_suffix(output_path, ".npz")
+    if isinstance(data, Dataset):  # keeps axes, layers, masks and provenance too
+        NpzFormat().write(data, Path(path), compress=compress, level=level, threads=threads)
+        return path
+    entries = data if isinstance(data, Mapping) else {"height_map": data}
     write_npz(path, entries, compress=compress, level=level, threads=threads)
     return path
 
@@ -304,23 +308,20 @@ class TMDProcessor:
 
 
 def apply_gaussian_filter(height_map: Any, sigma: float = 1.0) -> np.ndarray:
-    """Smooth a height map with a Gaussian of ``sigma`` pixels (scipy), keeping its float dtype.
+    """Smooth a height map with a Gaussian of ``sigma`` pixels (:func:`sciz.processing.gaussian_filter`).
 
-    NaN (no-data) pixels stay NaN and do not spread into their neighbours.
+    Float maps keep their dtype (integers become float64). NaN (no-data) pixels stay NaN and do not
+    spread into their neighbours: valid values and valid-pixel weights are smoothed and divided.
     """
-    ndimage = require("scipy.ndimage", "processing")
-    if isinstance(sigma, bool) or not isinstance(sigma, int | float | np.integer | np.floating) or sigma < 0:
-        raise argument_error("sigma", sigma, "must be a non-negative number of pixels")
+    from .processing import gaussian_filter
+
     heights = np.asarray(height_map)
-    dtype = heights.dtype if heights.dtype.kind == "f" else np.dtype(np.float64)
-    values = heights.astype(np.float64, copy=False)
-    missing = np.isnan(values)
-    if not missing.any():
-        return np.asarray(ndimage.gaussian_filter(values, sigma=float(sigma)), dtype=dtype)
-    # Normalised convolution: blur the valid values and the valid-pixel weights, then divide.
-    weights = ndimage.gaussian_filter((~missing).astype(np.float64), sigma=float(sigma))
-    blurred = ndimage.gaussian_filter(np.where(missing, 0.0, values), sigma=float(sigma))
+    missing = np.isnan(heights) if heights.dtype.kind == "f" else None
+    if missing is None or not missing.any():
+        return gaussian_filter(heights, sigma)
+    weights = gaussian_filter((~missing).astype(heights.dtype), sigma)
+    blurred = gaussian_filter(np.where(missing, 0, heights), sigma)
     with np.errstate(invalid="ignore", divide="ignore"):
         result = blurred / weights
     result[missing] = np.nan
-    return np.asarray(result, dtype=dtype)
+    return result
