@@ -532,3 +532,88 @@ def test_playnano_like_objects_and_arrays_are_accepted(tmp_path):
         save_npz_bundle(tmp_path / "bad.npz", "not a stack")
     with pytest.raises(ArgumentError, match="path"):
         save_npz_bundle(3, make_stack())
+
+
+# ----- compression planning, sharing and the ZIP layout -------------------------------------------
+def quantised_stack(n: int = 8, size: int = 256) -> ImageStack:
+    """Digitised heights (like 16-bit instrument data), then a float processing of them."""
+    rng = np.random.default_rng(2)
+    y, x = np.mgrid[0:size, 0:size]
+    heights = 0.004 * x + 0.002 * y + 2.0 * np.sin(x / 17.0) + rng.normal(0, 0.05, (n, size, size))
+    raw = (np.round(heights / 0.01) * 0.01).astype(np.float32)
+    # A filter's output takes continuous values (here: the digitised heights plus a little drift).
+    smooth = (raw - raw.mean() + rng.normal(0, 0.003, raw.shape)).astype(np.float32)
+    return ImageStack(smooth, 1.0, processed={"raw": raw, "step_1_scaled": smooth.copy()})
+
+
+def test_npz_is_no_larger_than_numpy_savez_compressed(tmp_path):
+    stack = quantised_stack()
+    ours = save_npz_bundle(tmp_path / "ours.npz", stack)
+    reference = tmp_path / "numpy.npz"
+    np.savez_compressed(reference, data=stack.data, **{f"processed__{k}": v for k, v in stack.processed.items()})
+    assert ours.stat().st_size <= reference.stat().st_size * 1.005  # + our few metadata members
+    loaded = load_npz_bundle(ours)
+    np.testing.assert_array_equal(loaded.processed["raw"], stack.processed["raw"])
+    np.testing.assert_array_equal(loaded.data, stack.data)
+
+
+def test_npz_bytes_are_deterministic_and_levels_selectable(tmp_path):
+    stack = quantised_stack(n=4)
+    first = save_npz_bundle(tmp_path / "a.npz", stack).read_bytes()
+    assert save_npz_bundle(tmp_path / "b.npz", stack).read_bytes() == first
+    fast = save_npz_bundle(tmp_path / "c.npz", stack, compression_level=1)
+    np.testing.assert_array_equal(load_npz_bundle(fast).data, stack.data)
+    with pytest.raises(ArgumentError, match="compression_level"):
+        save_npz_bundle(tmp_path / "d.npz", stack, compression_level=0)
+
+
+def test_zip_writer_zip64_records_read_back(tmp_path):
+    import zlib as _zlib
+
+    from sciz.afm import _zip
+
+    payloads = {f"m{i}.npy": _npy(np.arange(i + 3, dtype=np.int16)) for i in range(3)}
+    members = []
+    with (tmp_path / "z.zip").open("wb") as handle:
+        for name, content in payloads.items():
+            packed = _zlib.compressobj(6, _zlib.DEFLATED, -15)
+            body = packed.compress(content) + packed.flush()
+            member = _zip.ZipMember(name, _zip.DEFLATED, _zlib.crc32(content), len(content), body)
+            _zip.write_member(handle, member, zip64_limit=10)  # force ZIP64 records everywhere
+            members.append(member)
+        _zip.write_directory(handle, members, zip64_limit=10, count_limit=1)
+    with zipfile.ZipFile(tmp_path / "z.zip") as archive:
+        assert archive.testzip() is None
+        assert [i.filename for i in archive.infolist()] == list(payloads)
+    with np.load(tmp_path / "z.zip", allow_pickle=False) as npz:
+        np.testing.assert_array_equal(npz["m2"], np.arange(5, dtype=np.int16))
+
+
+def test_plan_keeps_total_within_reference():
+    from sciz.afm._plan import Estimate, plan
+
+    costs = {1: 1.0, 4: 2.0, 7: 5.0}
+    easy = Estimate(reference=100.0, sizes={1: 90.0, 4: 85.0, 7: 84.0})
+    hard = Estimate(reference=100.0, sizes={1: 112.0, 4: 101.0, 7: 99.0})
+    assert plan([easy, hard, None], costs, 6) == [1, 4, 6]  # 90 + 101 <= 0.99 * 200: the cheapest that fits
+    assert plan([hard], costs, 6) == [7]
+    worse = Estimate(reference=10.0, sizes={1: 12.0, 4: 12.0, 7: 11.0})
+    assert plan([worse], costs, 6) == [7]  # cannot reach the reference: strongest that helps
+
+
+def test_h5_equal_layers_are_stored_once_as_hard_links(tmp_path):
+    stack = quantised_stack(n=4)
+    assert stack.processed["step_1_scaled"] is not stack.data
+    path = save_h5_bundle(tmp_path / "l.h5", stack)
+    with h5py.File(path, "r") as f:
+        assert f["data"].id == f["processed/step_1_scaled"].id  # one dataset, two names
+        assert f["data"].chunks == (4, 128, 128)
+        assert f["processed/raw"].shuffle is False  # digitised heights deflate better unshuffled
+        assert f["data"].shuffle is True  # float processing results deflate better shuffled
+    loaded = load_h5_bundle(path)
+    np.testing.assert_array_equal(loaded.processed["step_1_scaled"], stack.data)
+    reference = tmp_path / "h5py.h5"
+    with h5py.File(reference, "w") as f:  # what playNano writes: gzip (level 4) of each array
+        for name, array in [("data", stack.data), *((f"processed/{k}", v) for k, v in stack.processed.items())]:
+            f.create_dataset(name, data=array, compression="gzip")
+    assert path.stat().st_size <= reference.stat().st_size

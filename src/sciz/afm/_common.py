@@ -22,6 +22,7 @@ from ..stack import ImageStack
 __all__ = [
     "as_image_stack",
     "bundle_provenance",
+    "dedupe",
     "frames_with_timestamps",
     "json_text",
     "parse_json",
@@ -168,6 +169,28 @@ def bundle_provenance(provenance: Any, path: Path, bundle_type: str) -> dict[str
     bundle.update(bundle_file=str(path), bundle_type=bundle_type)
     out["bundle"] = bundle
     return out
+
+
+def dedupe(arrays: list[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
+    """The distinct arrays (by identity or equal shape, dtype and values) and, per input, its index
+    among them: bundles store equal layers once (the final data is usually a copy of the last layer)."""
+    unique: list[np.ndarray] = []
+    which: list[int] = []
+    for array in arrays:
+        found = next((j for j, u in enumerate(unique) if _same(u, array)), None)
+        if found is None:
+            unique.append(array)
+            found = len(unique) - 1
+        which.append(found)
+    return unique, which
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    if a is b:
+        return True
+    if a.shape != b.shape or a.dtype != b.dtype or a.ndim == 0:
+        return False
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
 
 
 def stack_timestamps(frames: list[dict[str, Any]]) -> np.ndarray:
