@@ -250,3 +250,13 @@ def test_deflate_stream_is_standard(tmp_path: Path) -> None:
     content = inflater.decompress(raw[start : start + info.compress_size])
     assert inflater.eof and not inflater.unused_data
     assert content[-array.nbytes :] == array.tobytes()
+
+
+def test_without_libdeflate_zlib_settings_are_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_zipwriter, "libdeflate_available", lambda: False)
+    field = smooth_noisy((400, 500))
+    assert all(plan.engine == "zlib" for plan in _zipwriter.fast_plans())
+    assert _zipwriter.plan_for_level(5) == DeflatePlan(5)
+    assert choose_plan([field.tobytes()]).engine == "zlib"
+    path = write_npz(tmp_path / "z.npz", {"f": field})
+    assert np.array_equal(read_npz(path).entries["f"], field)
