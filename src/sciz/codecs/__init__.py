@@ -32,6 +32,7 @@ from ..errors import (
     SzipError,
     ZfpError,
 )
+from ._base import decode_stream
 from ._registry import from_config, get, list_codecs, register_codec
 from .floatpred import floatpred_decode, floatpred_encode
 from .jetraw import jetraw_check, jetraw_decode, jetraw_encode
@@ -191,9 +192,7 @@ def zfp_decode(
     numthreads: int | None = None,
 ) -> Any:
     """Return the decoded array; ``shape`` and ``dtype`` are optional and checked against the stream."""
-    from .zfp import ZfpCodec
-
-    return ZfpCodec(tolerance=0).decode(data, out=out, numthreads=numthreads, shape=shape, dtype=dtype)
+    return decode_stream(data, "zfp", ZfpError, out=out, numthreads=numthreads, shape=shape, dtype=dtype)
 
 
 def zfp_check(data: Any) -> bool:
@@ -217,9 +216,7 @@ def sperr_encode(
 
 def sperr_decode(data: Any, *, out: Any = None, numthreads: int | None = None) -> Any:
     """Return decoded SPERR data."""
-    from .sperr import SperrCodec
-
-    return SperrCodec(tolerance=1.0).decode(data, out=out, numthreads=numthreads)
+    return decode_stream(data, "sperr", SperrError, out=out, numthreads=numthreads)
 
 
 def sperr_check(data: Any) -> bool:
@@ -242,9 +239,7 @@ def sz3_decode(
     numthreads: int | None = None,
 ) -> Any:
     """Return the decoded array; ``shape`` and ``dtype`` are optional and checked against the stream."""
-    from .sz3 import Sz3Codec
-
-    return Sz3Codec(tolerance=0.0).decode(data, out=out, numthreads=numthreads, shape=shape, dtype=dtype)
+    return decode_stream(data, "sz3", Sz3Error, out=out, numthreads=numthreads, shape=shape, dtype=dtype)
 
 
 def sz3_check(data: Any) -> bool:
@@ -273,9 +268,7 @@ def lerc_encode(
 
 def lerc_decode(data: Any, *, out: Any = None, numthreads: int | None = None) -> Any:
     """Return decoded LERC data."""
-    from .lerc import LercCodec
-
-    return LercCodec().decode(data, out=out, numthreads=numthreads)
+    return decode_stream(data, "lerc", LercError, out=out, numthreads=numthreads)
 
 
 def lerc_check(data: Any) -> bool:
@@ -300,9 +293,7 @@ def szip_encode(
 
 def szip_decode(data: Any, *, out: Any = None, numthreads: int | None = None) -> Any:
     """Return decoded SZIP data."""
-    from .szip import SzipCodec
-
-    return SzipCodec().decode(data, out=out, numthreads=numthreads)
+    return decode_stream(data, "szip", SzipError, out=out, numthreads=numthreads)
 
 
 def szip_check(data: Any) -> bool:
@@ -318,9 +309,7 @@ def pcodec_encode(data: Any, *, level: int | None = None, out: Any = None, numth
 
 def pcodec_decode(data: Any, *, out: Any = None, numthreads: int | None = None) -> Any:
     """Return decoded PCODEC data."""
-    from .pcodec import PcodecCodec
-
-    return PcodecCodec().decode(data, out=out, numthreads=numthreads)
+    return decode_stream(data, "pcodec", PcodecError, out=out, numthreads=numthreads)
 
 
 def pcodec_check(data: Any) -> bool:
@@ -344,16 +333,5 @@ def decode(
     so that even a payload crafted to crash an engine only raises the codec's error.
     """
     from ..errors import CodecError
-    from . import _stream
 
-    codec_name = _stream.parse_stream(data, CodecError).codec
-    codec = get(codec_name, **_DECODE_PARAMS.get(codec_name, {}))
-    return codec.decode(data, out=out, numthreads=numthreads, isolated=isolated, timeout=timeout)
-
-
-#: Any valid parameters: decoding reads everything it needs from the stream.
-_DECODE_PARAMS: dict[str, dict[str, Any]] = {
-    "zfp": {"tolerance": 0},
-    "sperr": {"tolerance": 1.0},
-    "sz3": {"tolerance": 0.0},
-}
+    return decode_stream(data, None, CodecError, out=out, numthreads=numthreads, isolated=isolated, timeout=timeout)

@@ -9,6 +9,8 @@ lossless fallback), the checked stream, and ``out=`` buffers.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -21,12 +23,12 @@ from ..errors import CodecError, argument_error
 from . import _stream
 from ._stream import Chunk, StreamHeader
 
-__all__ = ["METHOD_DECODERS", "RAW", "ChunkDecoder", "Codec", "check_numthreads", "run_parallel"]
+__all__ = ["METHOD_DECODERS", "ChunkDecoder", "Codec", "check_numthreads", "decode_stream", "run_parallel"]
 
 T = TypeVar("T")
 
 #: Chunk methods (one byte in the stream): how a chunk's payload is decoded.
-RAW, ZFP, SPERR, SZ3, LERC, PCODEC, SZIP = 0, 1, 2, 3, 4, 5, 6
+ZFP, SPERR, SZ3, LERC, PCODEC, SZIP = 1, 2, 3, 4, 5, 6
 
 #: ``decoder(payload, target, params)`` fills ``target`` (native byte order, C-contiguous).
 ChunkDecoder = Callable[[memoryview, np.ndarray, dict[str, Any]], None]
@@ -34,15 +36,6 @@ METHOD_DECODERS: dict[int, ChunkDecoder] = {}
 
 #: Above this share of patched elements a chunk is stored losslessly instead.
 MAX_PATCH_SHARE = 0.05
-
-
-def _decode_raw(payload: memoryview, target: np.ndarray, params: dict[str, Any]) -> None:
-    if len(payload) != target.nbytes:
-        raise ValueError(f"raw chunk holds {len(payload)} bytes, expected {target.nbytes}")
-    target.reshape(-1).view(np.uint8)[:] = np.frombuffer(payload, np.uint8)
-
-
-METHOD_DECODERS[RAW] = _decode_raw
 
 
 def check_numthreads(numthreads: Any) -> int:
@@ -156,25 +149,21 @@ class Codec(ABC):
         """Encode ``data`` into a self-describing sciz stream (written into ``out`` if given)."""
         array = self.check_array(data)
         threads = check_numthreads(numthreads)
-        big_endian = array.dtype.byteorder == ">"
         native = array.dtype.newbyteorder("=")
-        work = np.ascontiguousarray(array, dtype=native)
         header = StreamHeader(
             codec=self.name,
             dtype=native,
             shape=tuple(array.shape),
             params=self.stream_params(),
             rows=_stream.plan_rows(array.shape, native.itemsize, align=self.align),
-            big_endian=big_endian,
+            big_endian=array.dtype.byteorder == ">",
         )
-        if work.size:
-            flat: np.ndarray = work.reshape((1,) if work.ndim == 0 else work.shape)
-            count = math.ceil(int(flat.shape[0]) / header.rows)
-            header.chunks = run_parallel(
-                lambda i: self._encode_one(flat[i * header.rows : (i + 1) * header.rows], i), count, threads
-            )
-        stream = _stream.pack_stream(header)
-        return _into_out(stream, out, self.error)
+        if array.size:
+            rows = header.rows
+            view = np.ascontiguousarray(array, dtype=native).reshape(header.chunked_shape)
+            count = math.ceil(view.shape[0] / rows)
+            header.chunks = run_parallel(lambda i: self._encode_one(view[i * rows : (i + 1) * rows], i), count, threads)
+        return _into_out(_stream.pack_stream(header), out, self.error)
 
     def _encode_one(self, original: np.ndarray, index: int) -> Chunk:
         chunk = original
@@ -184,14 +173,17 @@ class Codec(ABC):
             low, high = float(chunk.min()), float(chunk.max())
             if not (math.isfinite(low) and math.isfinite(high)) and not self.keeps_nonfinite:
                 chunk, patch_index, low, high = _extract_nonfinite(chunk)
+        tolerance = self.tolerance
         try:
             method, payload, verify = self.encode_chunk(chunk, low, high)
         except CodecError:
             raise
         except Exception as exc:  # engines raise RuntimeError/ValueError subclasses
-            raise self.error(f"{self.name} engine failed on chunk {index}: {exc}") from exc
-        tolerance = self.tolerance
-        if verify and tolerance is not None:
+            if tolerance == 0.0:
+                raise self.error(f"{self.name} engine failed on chunk {index}: {exc}") from exc
+            # A lossy engine refusing some data (sperr near the float64 maximum) must not fail the user.
+            method, payload, verify = (*self.lossless_fallback(chunk), False)
+        if verify or tolerance is None:
             misses = self._misses(method, payload, chunk, tolerance)
             if misses.size > MAX_PATCH_SHARE * chunk.size:
                 method, payload = self.lossless_fallback(chunk)
@@ -200,19 +192,24 @@ class Codec(ABC):
         values = original.reshape(-1)[patch_index.astype(np.intp)] if patch_index.size else None
         return Chunk(method, payload, patch_index, values)
 
-    def _misses(self, method: int, payload: bytes, chunk: np.ndarray, tolerance: float) -> np.ndarray:
+    def _misses(self, method: int, payload: bytes, chunk: np.ndarray, tolerance: float | None) -> np.ndarray:
+        """Flat positions the decoded chunk gets wrong: beyond ``tolerance``, or (no bound promised) not finite.
+
+        ``chunk`` is finite here (NaN/Inf were already taken out), so a non-finite decoded value is
+        always an engine artefact (zfp rate mode overflows to Inf, sperr psnr to NaN near 1e154).
+        """
         decoded = np.empty_like(chunk)
         METHOD_DECODERS[method](memoryview(payload), decoded, self.stream_params())
+        if tolerance is None:
+            return np.flatnonzero(~np.isfinite(decoded))
         error = np.abs(decoded.astype(np.float64) - chunk.astype(np.float64))
         return np.flatnonzero(~(error <= tolerance))
 
     def lossless_fallback(self, chunk: np.ndarray) -> tuple[int, bytes]:
-        """Store a chunk exactly (used when a lossy engine cannot keep the bound for it)."""
+        """Store a chunk exactly with pcodec (when a lossy engine cannot keep the bound for it)."""
         from .pcodec import encode_pcodec_chunk
 
-        if chunk.dtype.str[1:] in ("u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8"):
-            return PCODEC, encode_pcodec_chunk(chunk, 8)
-        return RAW, chunk.tobytes()
+        return PCODEC, encode_pcodec_chunk(chunk, 8)
 
     # ----- decoding --------------------------------------------------------------------------
     def decode(
@@ -226,51 +223,79 @@ class Codec(ABC):
         isolated: bool = False,
         timeout: float = 600.0,
     ) -> np.ndarray:
-        """Decode a sciz stream of this codec; shape and dtype come from the stream.
+        """Decode a sciz stream of this codec; shape and dtype come from the stream (see :func:`decode_stream`)."""
+        return decode_stream(
+            data,
+            self.name,
+            self.error,
+            out=out,
+            numthreads=numthreads,
+            shape=shape,
+            dtype=dtype,
+            isolated=isolated,
+            timeout=timeout,
+        )
 
-        ``shape`` and ``dtype``, when given, must match what the stream holds (they are checked, not
-        trusted: the engines crash when given wrong ones). ``isolated=True`` decodes in a forked
-        child so that a stream crafted to crash an engine raises this codec's error instead
-        (``timeout`` seconds bound a hang).
-        """
-        header = _stream.parse_stream(data, self.error, self.name)
-        threads = check_numthreads(numthreads)
-        stored = header.dtype.newbyteorder(">") if header.big_endian else header.dtype
-        _check_expected(header.shape, stored, shape, dtype, self.error)
-        if isolated:
-            from ._isolate import decode_in_child
 
-            decoded = decode_in_child(self, data, header, timeout)
-            if out is None:
-                return decoded
-            result = _check_out(out, header.shape, stored, self.error)
-            result[...] = decoded
-            return result
-        dtype = stored
-        result = _check_out(out, header.shape, dtype, self.error)
-        target = result if result.dtype == header.dtype else np.empty(header.shape, header.dtype)
-        if header.size:
-            flat = target.reshape((1,) if target.ndim == 0 else target.shape)
-            run_parallel(lambda i: self._decode_one(header, flat, i), len(header.chunks), threads)
-        if target is not result:
-            result[...] = target
+def decode_stream(
+    data: Any,
+    codec: str | None,
+    error: type[CodecError],
+    *,
+    out: Any = None,
+    numthreads: int | None = None,
+    shape: Sequence[int] | None = None,
+    dtype: Any = None,
+    isolated: bool = False,
+    timeout: float = 600.0,
+) -> np.ndarray:
+    """Decode a sciz stream; ``codec`` (None: any) is the codec the caller expects.
+
+    Decoding needs no codec parameters: everything is in the stream. ``shape`` and ``dtype``, when
+    given, must match what the stream holds (they are checked, not trusted: the engines crash when
+    given wrong ones). ``isolated=True`` decodes in a forked child so that a stream crafted to crash
+    an engine raises ``error`` instead (``timeout`` seconds bound a hang).
+    """
+    header = _stream.parse_stream(data, error, codec)
+    if codec is None:
+        error = _stream.codec_error(header.codec, error)
+    threads = check_numthreads(numthreads)
+    stored = header.dtype.newbyteorder(">") if header.big_endian else header.dtype
+    _check_expected(header.shape, stored, shape, dtype, error)
+    if isolated:
+        from ._isolate import decode_in_child
+
+        decoded = decode_in_child(header, data, error, timeout)
+        if out is None:
+            return decoded
+        result = _check_out(out, header.shape, stored, error)
+        result[...] = decoded
         return result
+    result = _check_out(out, header.shape, stored, error)
+    target = result if result.dtype == header.dtype else np.empty(header.shape, header.dtype)
+    if header.size:
+        view = target.reshape(header.chunked_shape)
+        run_parallel(lambda i: _decode_chunk(header, view, i, error), len(header.chunks), threads)
+    if target is not result:
+        result[...] = target
+    return result
 
-    def _decode_one(self, header: StreamHeader, flat: np.ndarray, index: int) -> None:
-        start, stop = header.chunk_bounds(index)
-        chunk = header.chunks[index]
-        target = flat[start:stop]
-        decoder = METHOD_DECODERS.get(chunk.method)
-        if decoder is None:
-            raise self.error(f"chunk {index} uses method {chunk.method}, unknown to this sciz")
-        try:
-            decoder(memoryview(chunk.payload), target, header.params)
-        except CodecError:
-            raise
-        except Exception as exc:
-            raise self.error(f"chunk {index} cannot be decoded: {type(exc).__name__}: {exc}") from exc
-        if chunk.patch_index.size:
-            target.reshape(-1)[chunk.patch_index.astype(np.intp)] = chunk.patch_values
+
+def _decode_chunk(header: StreamHeader, view: np.ndarray, index: int, error: type[CodecError]) -> None:
+    start, stop = header.chunk_bounds(index)
+    chunk = header.chunks[index]
+    target = view[start:stop]
+    decoder = METHOD_DECODERS.get(chunk.method)
+    if decoder is None:
+        raise error(f"chunk {index} uses method {chunk.method}, unknown to this sciz")
+    try:
+        decoder(memoryview(chunk.payload), target, header.params)
+    except CodecError:
+        raise
+    except Exception as exc:
+        raise error(f"chunk {index} cannot be decoded: {type(exc).__name__}: {exc}") from exc
+    if chunk.patch_index.size:
+        target.reshape(-1)[chunk.patch_index.astype(np.intp)] = chunk.patch_values
 
 
 def _check_expected(
@@ -279,9 +304,9 @@ def _check_expected(
     if want_shape is not None:
         try:
             expected = tuple(
-                int(n) for n in ((want_shape,) if isinstance(want_shape, int | np.integer) else want_shape)
+                operator.index(n) for n in ((want_shape,) if isinstance(want_shape, int | np.integer) else want_shape)
             )
-        except (TypeError, ValueError):
+        except TypeError:
             raise argument_error("shape", want_shape, "must be a tuple of ints", cls=error) from None
         if expected != shape:
             raise error(f"shape={expected} does not match the stream, which holds an array of shape {shape}")
@@ -331,7 +356,7 @@ def _check_out(out: Any, shape: Sequence[int], dtype: np.dtype, error: type[Code
         return np.empty(tuple(shape), dtype)
     if not isinstance(out, np.ndarray):
         raise argument_error("out", out, f"must be a numpy array of shape {tuple(shape)} and dtype {dtype}", cls=error)
-    if out.dtype != dtype or out.size != math.prod(shape):
+    if out.dtype.newbyteorder("=") != dtype.newbyteorder("=") or out.size != math.prod(shape):
         raise error(
             f"out: array of shape {out.shape} and dtype {out.dtype} cannot hold the decoded {tuple(shape)} {dtype}"
         )
@@ -348,20 +373,33 @@ def tightened_tolerance(tolerance: float, low: float, high: float, dtype: np.dty
     ``tolerance - ulps * ulp(max |x|)`` absorbs that. Returns None when that would leave less than
     half the tolerance: the data are then too close to the type's precision for the engine's bound.
     """
+    info = np.finfo(dtype)
     magnitude = max(abs(low), abs(high)) + tolerance
-    ulp = float(np.spacing(dtype.type(min(magnitude, float(np.finfo(dtype).max)))))
+    if magnitude >= float(info.max) / 2:
+        return None  # next to the type's overflow: leave such data to the lossless path
+    ulp = float(np.spacing(dtype.type(magnitude)))
     engine = tolerance - ulps * ulp
     return engine if engine >= 0.5 * tolerance else None
 
 
 def check_tolerance(value: Any, error: type[CodecError], name: str = "tolerance") -> float:
     """A finite, non-negative float, or an error naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+    if not is_real(value):
         raise argument_error(name, value, "must be a non-negative finite number", cls=error)
     number = float(value)
     if not math.isfinite(number) or number < 0:
         raise argument_error(name, value, "must be a non-negative finite number", cls=error)
-    return number
+    return abs(number)  # -0.0 is 0.0
+
+
+def is_real(value: Any) -> bool:
+    """A real number (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def is_int(value: Any) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
 def engine() -> Any:

@@ -23,13 +23,14 @@ from ._stream import StreamHeader
 __all__ = ["decode_in_child"]
 
 
-def decode_in_child(codec: Any, data: Any, header: StreamHeader, timeout: float) -> np.ndarray:
-    """Decode ``data`` (already framing-checked as ``header``) with ``codec`` in a forked child."""
+def decode_in_child(header: StreamHeader, data: Any, error: type[CodecError], timeout: float) -> np.ndarray:
+    """Decode ``data`` (already framing-checked as ``header``) in a forked child; crashes become ``error``."""
+    from ._base import decode_stream
+
     if not hasattr(os, "fork"):
-        raise codec.error("isolated decoding needs os.fork (POSIX); decode trusted streams without isolated=True")
+        raise error("isolated decoding needs os.fork (POSIX); decode trusted streams without isolated=True")
     dtype = header.dtype.newbyteorder(">") if header.big_endian else header.dtype
-    nbytes = header.size * dtype.itemsize
-    shared = mmap.mmap(-1, max(nbytes, 1))
+    shared = mmap.mmap(-1, max(header.size * dtype.itemsize, 1))
     result = np.frombuffer(shared, dtype=dtype, count=header.size).reshape(header.shape)
     read_end, write_end = os.pipe()
     with warnings.catch_warnings():
@@ -40,30 +41,27 @@ def decode_in_child(codec: Any, data: Any, header: StreamHeader, timeout: float)
         status = 0
         try:
             os.close(read_end)
+            # The parent's SIGALRM handler (e.g. a test timeout) must not swallow our hang guard.
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
             signal.alarm(max(1, math.ceil(timeout)))
-            codec.decode(data, out=result)
-            os.write(write_end, b"")
+            decode_stream(data, header.codec, error, out=result)
         except BaseException as exc:
-            os.write(write_end, f"{type(exc).__name__}: {exc}".encode()[:4000])
+            message = str(exc) if isinstance(exc, CodecError) else f"{type(exc).__name__}: {exc}"
+            os.write(write_end, message.encode()[:4000])
             status = 1
         finally:
             os._exit(status)
     os.close(write_end)
-    chunks = []
-    while True:
-        piece = os.read(read_end, 4096)
-        if not piece:
-            break
-        chunks.append(piece)
+    pieces = []
+    while piece := os.read(read_end, 4096):
+        pieces.append(piece)
     os.close(read_end)
     _, wait_status = os.waitpid(pid, 0)
-    message = b"".join(chunks).decode(errors="replace")
     if os.WIFSIGNALED(wait_status):
         number = os.WTERMSIG(wait_status)
         reason = "took longer than the timeout" if number == signal.SIGALRM else f"crashed (signal {number})"
-        raise codec.error(f"the {codec.name} engine {reason} on this stream: it is damaged or hostile")
+        raise error(f"the {header.codec} engine {reason} on this stream: it is damaged or hostile")
     if os.WEXITSTATUS(wait_status) != 0:
-        raise codec.error(message or f"decoding failed in the isolated child (exit {os.WEXITSTATUS(wait_status)})")
-    if not isinstance(result, np.ndarray):  # pragma: no cover - defensive
-        raise CodecError("isolated decode produced no array")
+        message = b"".join(pieces).decode(errors="replace")
+        raise error(message or f"decoding failed in the isolated child (exit {os.WEXITSTATUS(wait_status)})")
     return result

@@ -60,6 +60,7 @@ CODEC_NAMES = {number: name for name, number in CODEC_NUMBERS.items()}
 DTYPES = ("u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8")
 MAX_NDIM = 32
 MAX_PARAMS = 65536
+MAX_EXTENT = 1 << 48
 _FIXED = struct.Struct("<4sBBBBB3sI")
 _CHUNK = struct.Struct("<B3sIQQ")
 #: Aim for chunks of this many bytes; large arrays become several chunks that threads share.
@@ -98,26 +99,45 @@ class StreamHeader:
     def size(self) -> int:
         return math.prod(self.shape)
 
+    @property
+    def chunked_shape(self) -> tuple[int, ...]:
+        return chunked_shape(self.shape)
+
     def chunk_bounds(self, index: int) -> tuple[int, int]:
-        """Rows of axis 0 held by chunk ``index`` (for 0-d data, the single element)."""
-        extent = self.shape[0] if self.shape else 1
+        """Rows of the chunked view's first axis held by chunk ``index``."""
         start = index * self.rows
-        return start, min(extent, start + self.rows)
+        return start, min(self.chunked_shape[0], start + self.rows)
+
+
+def chunked_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The view of an array that chunks split along its first axis: leading length-1 axes dropped
+    (a (1, N) array is cut along N, not left whole), 0-d as one element."""
+    dims = list(shape)
+    while len(dims) > 1 and dims[0] == 1:
+        dims.pop(0)
+    return tuple(dims) or (1,)
 
 
 def plan_rows(shape: tuple[int, ...], itemsize: int, *, align: int = 4, chunk_bytes: int | None = None) -> int:
-    """Rows of axis 0 per chunk so that each chunk holds about ``chunk_bytes``.
+    """Rows of the chunked view's first axis per chunk so that each chunk holds about ``chunk_bytes``.
 
     Rows are a multiple of ``align`` where possible (zfp codes 4^d blocks; a cut elsewhere costs ratio).
     """
-    if not shape:
-        return 1
+    shape = chunked_shape(shape)
     chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     row_bytes = max(1, math.prod(shape[1:]) * itemsize)
     rows = max(1, chunk_bytes // row_bytes)
     if rows >= align:
         rows -= rows % align
     return max(1, min(rows, shape[0]) if shape[0] else 1)
+
+
+def codec_error(name: str, default: type[CodecError]) -> type[CodecError]:
+    """The seed's error class of codec ``name`` (ZfpError for "zfp"...)."""
+    from .. import errors
+
+    found = getattr(errors, f"{name.capitalize()}Error", default)
+    return found if isinstance(found, type) and issubclass(found, CodecError) else default
 
 
 def is_sciz_stream(data: Any) -> bool:
@@ -171,7 +191,7 @@ def _memory_limit() -> int:
 
 
 def parse_stream(data: Any, error: type[CodecError], expected: str | None = None) -> StreamHeader:
-    """Parse and check a sciz stream; every inconsistency raises ``error`` (a CorruptStreamError kind).
+    """Parse and check a sciz stream; every inconsistency raises ``error`` (or the stream codec's error).
 
     The header CRC is checked before any field is trusted, the declared size is checked against the
     chunk table, the buffer length and this machine's memory, and each chunk's CRC is checked here,
@@ -208,27 +228,31 @@ def parse_stream(data: Any, error: type[CodecError], expected: str | None = None
         raise fail(f"unknown codec number {codec_number} or dtype number {dtype_number}")
     if expected is not None and codec != expected:
         raise error(f"this is a sciz {codec} stream, not {expected}: decode it with {codec}_decode")
+    if expected is None:
+        error = codec_error(codec, error)  # from here on, the stream's own codec speaks
     shape = struct.unpack_from(f"<{ndim}Q", view, offset)
     try:
         params = json.loads(bytes(view[offset + 8 * ndim : table_start]).decode())
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise fail(f"parameters are not valid JSON ({exc})") from None
     if not isinstance(params, dict):
         raise fail("parameters are not a JSON object")
+    if any(n > MAX_EXTENT for n in shape):
+        raise fail(f"header declares shape {shape}: an axis longer than {MAX_EXTENT} is impossible")
     dtype = np.dtype("<" + DTYPES[dtype_number]) if DTYPES[dtype_number][1] != "1" else np.dtype(DTYPES[dtype_number])
     header = StreamHeader(codec, dtype, tuple(int(n) for n in shape), params, int(rows), bool(flags & 1))
     nbytes = header.size * dtype.itemsize
     limit = _memory_limit()
     if nbytes > limit:
         raise fail(f"stream declares {nbytes} decoded bytes, more than this machine's {limit} bytes of memory")
-    extent = shape[0] if ndim else 1
-    expected_chunks = 0 if header.size == 0 else math.ceil(extent / rows) if rows else -1
+    view_shape = header.chunked_shape
+    expected_chunks = 0 if header.size == 0 else math.ceil(view_shape[0] / rows) if rows else -1
     if n_chunks != expected_chunks:
         raise fail(
             f"chunk table lists {n_chunks} chunks, shape {header.shape} with {rows} rows needs {expected_chunks}"
         )
     position = header_end + 4
-    row_size = math.prod(shape[1:]) if ndim else 1
+    row_size = math.prod(view_shape[1:])
     for index in range(n_chunks):
         method, _r, crc, engine_bytes, patch_count = _CHUNK.unpack_from(view, table_start + 12 + _CHUNK.size * index)
         start, stop = header.chunk_bounds(index)

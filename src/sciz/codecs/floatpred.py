@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FloatpredError, argument_error
-from ._base import engine
+from ._base import engine, is_int
 
 __all__ = ["FloatpredCodec", "floatpred_decode", "floatpred_encode"]
 
@@ -26,9 +26,9 @@ def _prepare(data: Any, axis: Any, dist: Any, what: str) -> tuple[np.ndarray, in
         raise FloatpredError(f"data: dtype {data.dtype} is not supported; floatpred takes float16/32/64")
     if data.ndim == 0:
         raise FloatpredError("data: a 0-d array has no axis to predict along")
-    if isinstance(axis, bool) or not isinstance(axis, int | np.integer) or not -data.ndim <= axis < data.ndim:
+    if not is_int(axis) or not -data.ndim <= axis < data.ndim:
         raise argument_error("axis", axis, f"must be an int axis of the {data.ndim}-d data", cls=FloatpredError)
-    if dist not in _DISTANCES or isinstance(dist, bool):
+    if not is_int(dist) or dist not in _DISTANCES:
         raise argument_error("dist", dist, "must be 1, 2 or 4", cls=FloatpredError)
     axis = int(axis) % data.ndim
     if data.shape[axis] % dist:
@@ -76,9 +76,9 @@ class FloatpredCodec:
     tolerance = 0.0
 
     def __init__(self, *, axis: int = -1, dist: int = 1):
-        if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+        if not is_int(axis):
             raise argument_error("axis", axis, "must be an int", cls=FloatpredError)
-        if dist not in _DISTANCES or isinstance(dist, bool):
+        if not is_int(dist) or dist not in _DISTANCES:
             raise argument_error("dist", dist, "must be 1, 2 or 4", cls=FloatpredError)
         self.axis, self.dist = int(axis), int(dist)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from numcodecs.abc import Codec as NumcodecsCodec
+from numcodecs.compat import ensure_contiguous_ndarray, ndarray_copy
 from numcodecs.registry import register_codec
 
 from ._registry import from_config
@@ -32,12 +33,10 @@ class SciZNumcodec(NumcodecsCodec):
         return bytes(self._codec.encode(array))
 
     def decode(self, buf: Any, out: Any = None) -> Any:
-        decoded = self._codec.decode(np.frombuffer(buf, np.uint8) if not isinstance(buf, bytes) else buf)
+        decoded = self._codec.decode(ensure_contiguous_ndarray(buf))
         if out is None:
             return decoded
-        target = np.frombuffer(out, np.uint8) if not isinstance(out, np.ndarray) else out
-        target.reshape(-1).view(np.uint8)[:] = decoded.reshape(-1).view(np.uint8)
-        return out
+        return ndarray_copy(decoded, out)
 
     def get_config(self) -> dict[str, Any]:
         return {"id": self.codec_id, "codec": self.codec}

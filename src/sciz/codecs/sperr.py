@@ -108,7 +108,8 @@ class SperrCodec(Codec):
             if low == high:
                 return (*self.lossless_fallback(chunk), False)
             engine_level = tightened_tolerance(self.quality, low, high, chunk.dtype)
-            if engine_level is None:
+            # The engine returns garbage for tolerances near the subnormal range (review: 1e-320 in float64).
+            if engine_level is None or engine_level < float(np.finfo(chunk.dtype).tiny) * 2.0**60:
                 return (*self.lossless_fallback(chunk), False)
             level = engine_level
         shaped = chunk.reshape(_engine_shape(chunk.shape))

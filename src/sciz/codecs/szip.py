@@ -20,7 +20,6 @@ __all__ = ["SzipCodec"]
 
 _CODING = {"ec": 4, "nn": 32}  # libaec option bits: entropy coding, nearest-neighbour preprocessing
 _LSB, _MSB = 8, 16
-_MAX_BLOCKS_PER_SCANLINE = 4096
 
 
 def _words(dtype: np.dtype) -> np.dtype:
