@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError, argument_error
+from ..errors import FormatError, MissingDependencyError, argument_error
 from ..formats import require
 from ..stack import ImageStack
 
@@ -115,6 +115,27 @@ def load_stack(
 
 
 # -- AFMReader formats --------------------------------------------------------------------------
+def _has_signature(head: bytes, suffix: str) -> bool:
+    """Whether the first bytes look like ``suffix``'s format (AFMReader loops forever on some
+    non-Gwyddion input, so files are checked before it sees them)."""
+    if suffix == ".gwy":
+        return head[:4] in (b"GWYP", b"GWYO")
+    if suffix == ".asd":
+        return len(head) >= 4 and int.from_bytes(head[:4], "little") in (0, 1, 2)
+    if suffix == ".h5-jpk":
+        return head.startswith(b"\x89HDF\r\n\x1a\n")
+    if suffix == ".jpk":
+        return head[:4] in (b"II*\x00", b"MM\x00*")
+    if suffix == ".ibw":
+        # Igor binary waves start with their version (1, 2, 3 or 5) as a 16-bit int, either byte order.
+        return len(head) >= 2 and (
+            (head[0] in (1, 2, 3, 5) and head[1] == 0) or (head[0] == 0 and head[1] in (1, 2, 3, 5))
+        )
+    if suffix == ".spm":
+        return head.startswith(b"\\*")  # Bruker headers open with "\\*File list"
+    return True
+
+
 @contextlib.contextmanager
 def _afmreader(source: Path, module: str) -> Iterator[Any]:
     """Import an AFMReader module quietly and turn its errors into FormatError naming the file.
@@ -122,6 +143,14 @@ def _afmreader(source: Path, module: str) -> Iterator[Any]:
     AFMReader logs every header field through loguru and re-enables its logger when each module is
     imported, so the logger is disabled after the import and enabled again afterwards.
     """
+    suffix = _suffix(source)
+    try:
+        with source.open("rb") as handle:
+            head = handle.read(64)
+    except OSError as exc:
+        raise FormatError(f"{source}: cannot read it ({exc.strerror or exc})") from None
+    if not _has_signature(head, suffix):
+        raise FormatError(f"{source}: does not start like a {suffix} file (corrupt, or another format renamed)")
     require("AFMReader", "afm")
     reader = importlib.import_module(module)
     quiet: Any = None
@@ -131,9 +160,9 @@ def _afmreader(source: Path, module: str) -> Iterator[Any]:
         quiet.disable("AFMReader")
     try:
         yield reader
-    except (FileNotFoundError, FormatError):
+    except (FileNotFoundError, FormatError, MissingDependencyError):
         raise
-    except (KeyError, ValueError, OSError, IndexError, TypeError, AttributeError, EOFError) as exc:
+    except Exception as exc:  # AFMReader is third-party code: any failure on a file is "unreadable"
         text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         text = text or type(exc).__name__
         raise FormatError(f"{source}: AFMReader could not read it ({text})") from exc

@@ -1,0 +1,163 @@
+"""load_stack: real vendor videos through AFMReader, bundles, TIFF, NPY/NPZ and folders, end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from sciz.afm import load_h5_bundle, load_npz_bundle, save_h5_bundle, save_npz_bundle, save_ome_tiff_stack
+from sciz.errors import FormatError
+from sciz.processing import load_stack, run_pipeline
+from sciz.stack import ImageStack
+
+
+def test_real_asd_video(copy_shared):
+    path = copy_shared("afm/asd_sample_0.asd")
+    stack = load_stack(path)
+    assert stack.shape == (32, 200, 200) and stack.channel == "TP"
+    assert stack.pixel_size_nm == 0.5  # 100 nm over 200 pixels
+    assert stack.timestamps.tolist() == [float(i) for i in range(32)]  # 1000 ms per frame in the header
+    first = stack.frame_metadata[0]
+    assert first["frame_duration_s"] == 1.0 and first["line_rate"] == 200.0
+    # The header date (2017-11-21 13:12:39 UTC) is when the last frame ended.
+    assert first["start_epoch_ms"] == 1511269959000 - 32_000
+    assert np.isfinite(stack.data).all() and float(np.ptp(stack.data)) > 10.0
+    assert stack.file_path == path
+
+
+def test_real_asd_processes_end_to_end(copy_shared, tmp_path):
+    from sciz.afm import export_bundles
+
+    stack = load_stack(copy_shared("afm/asd_sample_0.asd"))
+    raw = stack.data.copy()
+    run_pipeline(
+        stack,
+        "remove_plane; mask_mean_offset:factor=1; row_median_align; polynomial_flatten:order=2; clear; "
+        "gaussian_filter:sigma=1; align_frames:max_shift=10,mode=crop",
+    )
+    assert stack.n_frames == 32 and np.isfinite(stack.data).all()
+    assert stack.height < 200 and stack.width < 200  # cropped to the area common to all aligned frames
+    # Levelling worked: each frame's background is flat compared with the raw tilt.
+    levelled = stack.processed["step_4_polynomial_flatten"]
+    assert np.abs(np.median(levelled, axis=(1, 2))).max() < np.abs(np.median(raw, axis=(1, 2))).max()
+    written = export_bundles(stack, tmp_path, "asd", ["npz"])
+    for loader, key in ((load_npz_bundle, "npz"),):
+        back = loader(written[key])
+        np.testing.assert_array_equal(back.data, stack.data.astype(np.float32))
+        assert set(back.processed) == set(stack.processed) and set(back.masks) == set(stack.masks)
+        assert [s["name"] for s in back.provenance["processing"]["steps"]][-1] == "align_frames"
+
+
+def test_real_h5_jpk_video_with_the_files_own_frame_times(copy_shared, tmp_path):
+    path = copy_shared("afm/sample_0.h5-jpk")
+    stack = load_stack(path)
+    assert stack.shape == (4, 128, 128) and stack.channel == "height_trace"
+    assert stack.pixel_size_nm == pytest.approx(1.171875)
+    # meta-data/start-times: frames start 3.275 s apart (AFMReader's line-rate estimate says 3.2 s).
+    np.testing.assert_allclose(stack.timestamps, [0.0, 3.275, 6.55, 9.825])
+    assert stack.frame_metadata[1]["start_epoch_ms"] == 1748439721823
+    assert stack.frame_metadata[0]["frame_duration_s"] == pytest.approx(3.262)
+    assert stack.frame_metadata[0]["line_rate"] == 40.0
+    run_pipeline(stack, "remove_plane; row_median_align; gaussian_filter:sigma=1; align_frames:mode=crop")
+    assert np.isfinite(stack.data).all()
+    back = load_h5_bundle(save_h5_bundle(tmp_path / "jpk.h5", stack))
+    np.testing.assert_array_equal(back.data, stack.data.astype(np.float32))
+    assert back.timestamps.tolist() == stack.timestamps.tolist()
+    phase = load_stack(path, channel="phase_retrace")
+    assert phase.channel == "phase_retrace" and not np.array_equal(phase.data, stack.processed["raw"])
+
+
+def test_vendor_channel_errors_name_the_file_and_the_choices(copy_shared):
+    jpk = copy_shared("afm/sample_0.h5-jpk")
+    with pytest.raises(FormatError, match=r"no channel 'height'; the file has error_trace, height_trace"):
+        load_stack(jpk, channel="height")
+    asd = copy_shared("afm/asd_sample_0.asd")
+    with pytest.raises(FormatError, match=r"asd_sample_0\.asd: AFMReader could not read it .*'PH' not found"):
+        load_stack(asd, channel="PH")
+
+
+def test_corrupt_vendor_files_raise_format_errors(tmp_path):
+    for name in ("broken.asd", "broken.gwy", "broken.h5-jpk", "broken.ibw", "broken.spm", "broken.jpk"):
+        path = tmp_path / name
+        path.write_bytes(b"\x00\x01not an afm file" * 3)
+        with pytest.raises(FormatError, match=name.replace(".", r"\.")):
+            load_stack(path)
+
+
+def test_playnano_bundles(shared_data):
+    for name in ("processed.npz", "processed.h5", "processed.ome.tif"):
+        stack = load_stack(shared_data / "playnano" / name)
+        assert stack.shape == (4, 32, 48) and stack.pixel_size_nm == 2.0
+    assert "step_2_mask_threshold" in load_stack(shared_data / "playnano" / "processed.npz").masks
+
+
+def test_sciz_bundles_and_pixel_size_override(tmp_path):
+    stack = ImageStack(np.ones((2, 5, 6), np.float32), 3.0, "h", [{"timestamp": 0.0}, {"timestamp": 2.0}])
+    path = save_npz_bundle(tmp_path / "b.npz", stack)
+    assert load_stack(path).pixel_size_nm == 3.0
+    assert load_stack(path, pixel_size_nm=4.5).pixel_size_nm == 4.5
+    ome = save_ome_tiff_stack(tmp_path / "b.ome.tif", stack)
+    back = load_stack(ome)
+    assert back.timestamps.tolist() == [0.0, 2.0] and back.pixel_size_nm == pytest.approx(3.0)
+
+
+def test_plain_arrays(tmp_path):
+    data = np.arange(3 * 4 * 5, dtype=np.int16).reshape(3, 4, 5)
+    np.save(tmp_path / "s.npy", data)
+    stack = load_stack(tmp_path / "s.npy", pixel_size_nm=0.7)
+    np.testing.assert_array_equal(stack.data, data)
+    assert stack.pixel_size_nm == 0.7 and stack.channel == "height_trace"
+    np.savez(tmp_path / "one.npz", frames=data)
+    assert load_stack(tmp_path / "one.npz").shape == (3, 4, 5)
+    np.savez(tmp_path / "two.npz", a=data, b=data)
+    with pytest.raises(FormatError, match="several arrays .* none is called 'data'"):
+        load_stack(tmp_path / "two.npz")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(FormatError, match="never unpickled"):
+        load_stack(tmp_path / "obj.npy")
+    np.save(tmp_path / "flat.npy", np.zeros(7))
+    with pytest.raises(FormatError, match="1-D float64"):
+        load_stack(tmp_path / "flat.npy")
+
+
+def test_plain_tiff_stack_with_imagej_calibration(tmp_path):
+    data = np.random.default_rng(0).normal(size=(4, 16, 20)).astype(np.float32)
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.25, 1 / 0.25), metadata={"unit": "micron", "axes": "TYX"})
+    stack = load_stack(path)
+    np.testing.assert_array_equal(stack.data, data)
+    assert stack.pixel_size_nm == pytest.approx(250.0)
+    tifffile.imwrite(tmp_path / "bare.tif", data[0])
+    assert load_stack(tmp_path / "bare.tif").shape == (1, 16, 20)
+
+
+def test_folder_of_frames_in_natural_order(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in (10, 2, 1):
+        np.save(folder / f"frame_{i}.npy", np.full((6, 7), float(i)))
+    (folder / ".hidden.npy").write_bytes(b"junk")
+    (folder / "notes.txt").write_text("ignored")
+    stack = load_stack(folder)
+    assert stack.data[:, 0, 0].tolist() == [1.0, 2.0, 10.0]
+    assert [f["source_file"] for f in stack.frame_metadata] == ["frame_1.npy", "frame_2.npy", "frame_10.npy"]
+    np.save(folder / "frame_11.npy", np.zeros((5, 7)))
+    with pytest.raises(FormatError, match="frame_11.npy is 5x7 but frame_1.npy is 6x7"):
+        load_stack(folder)
+    (folder / "frame_11.npy").unlink()
+    tifffile.imwrite(folder / "frame_12.tif", np.zeros((6, 7), np.float32))
+    with pytest.raises(FormatError, match="mixes frame formats"):
+        load_stack(folder)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FormatError, match="no frame files"):
+        load_stack(empty)
+
+
+def test_missing_and_unknown_inputs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        load_stack(tmp_path / "nothing.asd")
+    (tmp_path / "x.csv").write_text("1,2")
+    with pytest.raises(FormatError, match=r"cannot read \.csv as an AFM stack"):
+        load_stack(tmp_path / "x.csv")
