@@ -111,7 +111,7 @@ def test_plain_arrays(tmp_path):
     np.savez(tmp_path / "one.npz", frames=data)
     assert load_stack(tmp_path / "one.npz").shape == (3, 4, 5)
     np.savez(tmp_path / "two.npz", a=data, b=data)
-    with pytest.raises(FormatError, match="several arrays .* none is called 'data'"):
+    with pytest.raises(FormatError, match=r"several arrays .* none is called 'data'"):
         load_stack(tmp_path / "two.npz")
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(FormatError, match="never unpickled"):
@@ -124,7 +124,8 @@ def test_plain_arrays(tmp_path):
 def test_plain_tiff_stack_with_imagej_calibration(tmp_path):
     data = np.random.default_rng(0).normal(size=(4, 16, 20)).astype(np.float32)
     path = tmp_path / "stack.tif"
-    tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.25, 1 / 0.25), metadata={"unit": "micron", "axes": "TYX"})
+    calibration = {"unit": "micron", "axes": "TYX"}
+    tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.25, 1 / 0.25), metadata=calibration)
     stack = load_stack(path)
     np.testing.assert_array_equal(stack.data, data)
     assert stack.pixel_size_nm == pytest.approx(250.0)
@@ -143,7 +144,7 @@ def test_folder_of_frames_in_natural_order(tmp_path):
     assert stack.data[:, 0, 0].tolist() == [1.0, 2.0, 10.0]
     assert [f["source_file"] for f in stack.frame_metadata] == ["frame_1.npy", "frame_2.npy", "frame_10.npy"]
     np.save(folder / "frame_11.npy", np.zeros((5, 7)))
-    with pytest.raises(FormatError, match="frame_11.npy is 5x7 but frame_1.npy is 6x7"):
+    with pytest.raises(FormatError, match=r"frame_11\.npy is 5x7 but frame_1\.npy is 6x7"):
         load_stack(folder)
     (folder / "frame_11.npy").unlink()
     tifffile.imwrite(folder / "frame_12.tif", np.zeros((6, 7), np.float32))
