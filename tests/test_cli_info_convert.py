@@ -159,3 +159,17 @@ def test_real_console_entry_point(shared_data: Path, tmp_path: Path) -> None:
     assert info.returncode == 0 and "format:   npz" in info.stdout and "400 x 400" in info.stdout
     failed = subprocess.run([*command, "info", str(tmp_path / "absent")], capture_output=True, text=True)
     assert failed.returncode == 1 and failed.stderr.startswith("error: no such file")
+
+
+def test_convert_and_info_through_other_registered_formats(shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "tmd" / "v2_Surface.tmd"
+    original = sciz.load(source)
+    steps = [source, tmp_path / "s.zspy", tmp_path / "s.hspy", tmp_path / "s.npz"]
+    for before, after in zip(steps, steps[1:], strict=False):
+        result = runner.invoke(app, ["convert", str(before), str(after)])
+        assert result.exit_code == 0, result.output
+        report = json.loads(runner.invoke(app, ["info", str(after), "--json"]).stdout)
+        assert report["arrays"][0]["shape"] == [169, 169]
+    final = sciz.load(steps[-1])
+    assert np.array_equal(final.data, original.data) and final.metadata == original.metadata
+    assert [(a.name, a.units, a.scale) for a in final.axes] == [(a.name, a.units, a.scale) for a in original.axes]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Annotated
 
@@ -56,7 +57,10 @@ def convert_command(
         writer = format_for_writing(target, to)
     except (SciZError, ValueError) as exc:
         fail(str(exc))
-    reader, dataset = read_dataset(source, from_format, read_options)
+    # Between streaming formats (zspy, hspy: sciz.lazy) the data flows chunk by chunk through dask.
+    streaming = getattr(importlib.import_module("sciz.lazy"), "STREAMING_FORMATS", ())
+    lazy_formats = streaming if writer.name in streaming else ()
+    reader, dataset = read_dataset(source, from_format, read_options, lazy_formats=lazy_formats)
     problems = writer.problems(dataset)
     if problems and not drop_unsupported:
         listing = "".join(f"\n  - {p}" for p in problems)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -37,8 +37,13 @@ def parse_options(items: Sequence[str], flag: str) -> dict[str, Any]:
     return options
 
 
-def read_dataset(path: Path, format_name: str | None, options: dict[str, Any]) -> tuple[Any, Any]:
-    """Detect (or look up) the format and read ``path``; errors end the command with a clear message."""
+def read_dataset(
+    path: Path, format_name: str | None, options: dict[str, Any], *, lazy_formats: Collection[str] = ()
+) -> tuple[Any, Any]:
+    """Detect (or look up) the format and read ``path``; errors end the command with a clear message.
+
+    Formats named in ``lazy_formats`` are read with ``lazy=True`` (unless ``options`` say otherwise).
+    """
     from ..errors import SciZError
     from ..formats import detect_format, get_format
 
@@ -48,6 +53,8 @@ def read_dataset(path: Path, format_name: str | None, options: dict[str, Any]) -
         plugin = get_format(format_name) if format_name else detect_format(path)
         if not plugin.can_read:
             fail(f"sciz cannot read {plugin.name} files")
+        if plugin.name in lazy_formats:
+            options = {"lazy": True, **options}
         dataset = plugin.read(path, **options)
     except typer.Exit:
         raise
