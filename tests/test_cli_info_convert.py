@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -165,7 +166,7 @@ def test_convert_and_info_through_other_registered_formats(shared_data: Path, tm
     source = shared_data / "tmd" / "v2_Surface.tmd"
     original = sciz.load(source)
     steps = [source, tmp_path / "s.zspy", tmp_path / "s.hspy", tmp_path / "s.npz"]
-    for before, after in zip(steps, steps[1:], strict=False):
+    for before, after in itertools.pairwise(steps):
         result = runner.invoke(app, ["convert", str(before), str(after)])
         assert result.exit_code == 0, result.output
         report = json.loads(runner.invoke(app, ["info", str(after), "--json"]).stdout)
