@@ -26,9 +26,7 @@ def make_stack(n: int = 4, h: int = 6, w: int = 5) -> ImageStack:
         provenance={
             "environment": {"python": "3"},
             "processing": {
-                "steps": [
-                    {"index": 1, "name": "remove_plane", "params": {}, "processed_key": "step_1_remove_plane"}
-                ],
+                "steps": [{"index": 1, "name": "remove_plane", "params": {}, "processed_key": "step_1_remove_plane"}],
                 "keys_by_name": {"remove_plane": ["step_1_remove_plane"]},
             },
             "analysis": {},

@@ -1,8 +1,8 @@
 """Choosing deflate settings per array: as small as the peer's setting overall, for the least work.
 
-Each array is sampled (a few spread-out pieces); the sample is compressed with the peer's setting
-(the *reference*: zlib level 6 for NPZ as ``numpy.savez_compressed`` uses, gzip level 4 without
-shuffle for HDF5 as h5py's default) and with each candidate setting of libdeflate. :func:`plan`
+Each array is sampled (a few of its chunks); the samples are compressed with the peer's setting
+(the *reference*, e.g. gzip level 4 without shuffle for HDF5, h5py's default that playNano uses)
+and with each candidate setting (shuffle on/off, libdeflate level). :func:`plan`
 then gives every array the cheapest candidate and, while the estimated total is larger than the
 reference total, upgrades where a setting saves the most bytes per unit of extra work. Costs are
 fixed relative numbers (measured speed ratios), so the same input always gets the same settings
@@ -15,9 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-__all__ = ["MARGIN", "SAMPLE_BYTES", "Estimate", "estimate", "estimate_from", "plan", "raw_deflate"]
+__all__ = ["MARGIN", "SAMPLE_BYTES", "Estimate", "estimate_from", "plan", "raw_deflate"]
 
 #: Bytes per sample piece; four pieces per array.
 SAMPLE_BYTES = 64 * 1024
@@ -41,29 +39,14 @@ class Estimate:
     sizes: dict[Any, float]
 
 
-def estimate(
-    array: np.ndarray,
-    reference: Callable[[Any], int],
-    options: Mapping[Any, Callable[[Any], int]],
-) -> Estimate | None:
-    """Sample ``array`` and estimate its compressed size with ``reference`` and each option; ``None``
-    when the array is too small to be worth planning."""
-    flat = np.require(array, requirements="C").reshape(-1).view(np.uint8)
-    itemsize = max(1, array.dtype.itemsize)
-    if flat.size < 8 * SAMPLE_BYTES:
-        return None
-    step = (flat.size - SAMPLE_BYTES) // 3 // itemsize * itemsize  # whole elements, for shuffling
-    samples = [flat[i * step : i * step + SAMPLE_BYTES].data for i in range(4)]
-    return estimate_from(samples, flat.size, reference, options)
-
-
 def estimate_from(
     samples: Sequence[Any],
     total_bytes: int,
     reference: Callable[[Any], int],
     options: Mapping[Any, Callable[[Any], int]],
 ) -> Estimate:
-    """Like :func:`estimate`, from given sample buffers (e.g. whole chunks) of an array of ``total_bytes``."""
+    """Estimated sizes of an array of ``total_bytes`` from ``samples`` of it (buffers, e.g. chunks):
+    with ``reference`` and with each of ``options`` (key -> compressed size of a sample)."""
     scale = total_bytes / max(1, sum(len(memoryview(s).cast("B")) for s in samples))
     return Estimate(
         scale * sum(reference(s) for s in samples),

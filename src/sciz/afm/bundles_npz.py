@@ -5,9 +5,9 @@ float64 (N,), ``pixel_size_nm``, ``channel``, ``frame_metadata_json``, ``provena
 ``state_backups_json``, ``processed__<key>`` float32 and ``masks__<key>`` bool.
 
 sciz writes every text as a plain 0-d unicode array (playNano's loader reads those too) and
-deflates members with libdeflate, several members at once (:mod:`sciz.afm._zip`). Reading decompresses members in
-parallel with libdeflate and takes text out of playNano's 0-d object arrays with the restricted
-reader in :mod:`sciz.afm._safe_npy`; nothing is ever unpickled.
+deflates members on all cores with sciz's streaming ZIP writer (:mod:`sciz.formats._zipwriter`).
+Reading decompresses members in parallel with libdeflate and takes text out of playNano's 0-d
+object arrays with the restricted reader in :mod:`sciz.afm._safe_npy`; nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import struct
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,27 +27,23 @@ import numpy as np
 from ..atomic import atomic_file
 from ..errors import FormatError, argument_error
 from ..stack import ImageStack
-from . import _plan, _zip
 from ._common import (
     as_image_stack,
     bundle_provenance,
-    dedupe,
     frames_with_timestamps,
     json_text,
     parse_json,
     stack_timestamps,
     target_path,
 )
-from ._plan import raw_deflate
 from ._safe_npy import read_object_string
 
 __all__ = ["NPZ_REQUIRED_KEYS", "load_npz_bundle", "read_npz_members", "save_npz_bundle"]
 
 #: Members every bundle has (playNano's loader needs all but ``timestamps``).
 NPZ_REQUIRED_KEYS = ("data", "pixel_size_nm", "channel", "frame_metadata_json", "provenance_json")
-#: libdeflate levels the planner chooses from, with their relative work per byte (measured speed
-#: ratios on float32 height data); fixed numbers keep the choice, and so the file, deterministic.
-_LEVEL_COST = {1: 1.0, 4: 2.0, 7: 5.0, 9: 6.0}
+#: Windows of this size decide a member's deflate setting; smaller members are written whole.
+_WINDOW = 128 * 1024
 
 
 def _npy_header(array: np.ndarray) -> bytes:
@@ -60,36 +57,28 @@ def _npy_header(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _zlib6_size(sample: Any) -> int:
-    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
-    return len(compressor.compress(sample)) + len(compressor.flush())
+def _windows(flat: np.ndarray) -> list[np.ndarray]:
+    # Four spread-out windows of a member decide its deflate setting.
+    if flat.size <= 4 * _WINDOW:
+        return [flat]
+    step = (flat.size - _WINDOW) // 3
+    return [flat[i * step : i * step + _WINDOW] for i in range(4)]
 
 
-def _estimate(array: np.ndarray) -> _plan.Estimate | None:
-    options = {level: (lambda sample, level=level: len(raw_deflate(sample, level))) for level in _LEVEL_COST}
-    return _plan.estimate(array, _zlib6_size, options)
+def _write_member(writer: Any, name: str, array: np.ndarray, level: int | None, threads: int) -> None:
+    from ..formats import _zipwriter as zw
 
-
-def _encode_member(array: np.ndarray, level: int) -> _zip.ZipMember:
-    """The .npy bytes of ``array``, deflated (or stored when that does not shrink them); unnamed."""
     # np.ascontiguousarray would turn 0-d arrays into shape (1,).
     array = np.require(array, requirements="C")
     header = _npy_header(array)
-    content = bytearray(len(header) + array.nbytes)
-    content[: len(header)] = header
-    content[len(header) :] = array.reshape(-1).view(np.uint8).data
-    crc = zlib.crc32(content)
-    packed = raw_deflate(content, level)
-    if len(packed) >= len(content):  # incompressible: store it
-        return _zip.ZipMember("", _zip.STORED, crc, len(content), content)
-    return _zip.ZipMember("", _zip.DEFLATED, crc, len(content), packed)
-
-
-def _threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    flat = array.reshape(-1).view(np.uint8)
+    if flat.size < _WINDOW:
+        writer.write_bytes(f"{name}.npy", header + flat.tobytes(), None if level is None else zw.plan_for_level(level))
+        return
+    plan = zw.choose_plan(list(_windows(flat))) if level is None else zw.plan_for_level(level)
+    block = zw.block_size_for(flat.size, threads)
+    blocks = chain([header], zw.iterate_blocks(flat, block))
+    writer.write_member(f"{name}.npy", blocks, len(header) + flat.size, plan)
 
 
 def save_npz_bundle(
@@ -97,9 +86,9 @@ def save_npz_bundle(
 ) -> Path:
     """Save an AFM stack as a playNano-compatible ``.npz`` bundle (no pickles inside).
 
-    Members are deflated with libdeflate, several at once. By default each member's level is
-    planned from samples (:mod:`sciz.afm._plan`) so that the bundle is about as small as zlib
-    level 6 would make it (``numpy.savez_compressed``, playNano) for the least work.
+    Members go through sciz's streaming ZIP writer (:mod:`sciz.formats._zipwriter`): deflated in
+    blocks on all cores, each with the fastest setting that keeps zlib level 6's size on samples
+    of it (``numpy.savez_compressed`` and playNano use level 6).
 
     Parameters
     ----------
@@ -111,7 +100,7 @@ def save_npz_bundle(
         Write the unprocessed ``processed['raw']`` snapshot (with the frame metadata from before
         any frame edit) and no layers or masks, instead of the current data with all layers.
     compression_level
-        A fixed libdeflate level 1-12 instead of the per-member choice.
+        A fixed deflate level (0 stores, 1-9) instead of the per-member choice.
 
     Returns
     -------
@@ -122,12 +111,12 @@ def save_npz_bundle(
     -------
     >>> save_npz_bundle("out/stack_filtered.npz", stack)  # doctest: +SKIP
     """
+    from ..formats import _zipwriter as zw
+
     if compression_level is not None and (
-        isinstance(compression_level, bool)
-        or not isinstance(compression_level, int)
-        or not 1 <= compression_level <= 12
+        isinstance(compression_level, bool) or not isinstance(compression_level, int) or not 0 <= compression_level <= 9
     ):
-        raise argument_error("compression_level", compression_level, "must be None (automatic) or an int from 1 to 12")
+        raise argument_error("compression_level", compression_level, "must be None (automatic) or an int from 0 to 9")
     image_stack = as_image_stack(stack)
     target = target_path(path, (".npz",))
     data, frames = image_stack.export_view(raw)
@@ -144,31 +133,10 @@ def save_npz_bundle(
     if not (raw and "raw" in image_stack.processed):
         members += [(f"processed__{k}", np.asarray(v, dtype=np.float32)) for k, v in image_stack.processed.items()]
         members += [(f"masks__{k}", np.asarray(v, dtype=np.bool_)) for k, v in image_stack.masks.items()]
-    # The final data is usually a copy of the last processed layer: compress equal arrays once.
-    unique, which = dedupe([array for _, array in members])
-    # Big arrays first, so the last to finish is a small one.
-    order = sorted(range(len(unique)), key=lambda j: -unique[j].nbytes)
-    written: list[_zip.ZipMember] = []
-    with ThreadPoolExecutor(_threads(), thread_name_prefix="sciz-npz") as pool, atomic_file(target) as handle:
-        if compression_level is None:
-            estimates = list(pool.map(_estimate, [unique[j] for j in order]))
-            planned = _plan.plan(estimates, _LEVEL_COST, 6)
-            levels = {j: int(level) for j, level in zip(order, planned, strict=True)}
-        else:
-            levels = dict.fromkeys(order, compression_level)
-        jobs = {j: pool.submit(_encode_member, unique[j], levels[j]) for j in order}
-        sequence = sorted(range(len(members)), key=lambda m: order.index(which[m]))
-        last_use = {which[m]: step for step, m in enumerate(sequence)}
-        for step, position in enumerate(sequence):
-            encoded = jobs[which[position]].result()
-            name = f"{members[position][0]}.npy"
-            member = _zip.ZipMember(name, encoded.method, encoded.crc, encoded.size, encoded.payload)
-            _zip.write_member(handle, member)
-            member.payload = b""
-            written.append(member)
-            if last_use[which[position]] == step:
-                del jobs[which[position]]  # all its members are on disk: free the compressed bytes
-        _zip.write_directory(handle, written)
+    threads = zw.default_threads()
+    with atomic_file(target) as handle, zw.ZipStreamWriter(handle, threads=threads) as writer:
+        for name, array in members:
+            _write_member(writer, name, array, compression_level, threads)
     return target
 
 
