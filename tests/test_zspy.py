@@ -36,7 +36,7 @@ def rich_metadata() -> dict[str, Any]:
             "bytes_text": b"plain",
             "non_ascii": "Ångström – µm – 温度",
             "non_ascii_array": np.array(["α", "βγ", "δ"]),
-            "when": dt.datetime(2024, 3, 1, 12, 30, 5, 123456, tzinfo=dt.timezone.utc),
+            "when": dt.datetime(2024, 3, 1, 12, 30, 5, 123456, tzinfo=dt.UTC),
             "span": dt.timedelta(seconds=90),
             "py_int": 7,
             "py_float": 0.1,
@@ -297,7 +297,7 @@ def test_any_store_object(tmp_path: Path, store_kind: str) -> None:
         store = zarr.storage.ZipStore(tmp_path / "store.zspy", mode="r")
     (back,) = zspy.file_reader(store)
     np.testing.assert_array_equal(back["data"], data)
-    with pytest.raises(ArgumentError, match="store_type"):
+    with pytest.raises(ArgumentError, match=r"store_type"):
         zspy.file_writer({}, signal(data), store_type="zip", show_progressbar=False)
 
 
@@ -455,10 +455,10 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         hspy.file_reader(tmp_path / "missing.hspy")
     (tmp_path / "empty.zspy").mkdir()
-    with pytest.raises(FormatError, match="empty.zspy"):
+    with pytest.raises(FormatError, match=r"empty\.zspy"):
         zspy.file_reader(tmp_path / "empty.zspy")
     (tmp_path / "junk.hspy").write_bytes(b"\x89HDF\r\n\x1a\nthis is not hdf5")
-    with pytest.raises(FormatError, match="junk.hspy"):
+    with pytest.raises(FormatError, match=r"junk\.hspy"):
         hspy.file_reader(tmp_path / "junk.hspy")
     (tmp_path / "junk.zip").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(FormatError):

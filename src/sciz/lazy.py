@@ -22,7 +22,9 @@ from .errors import FormatError
 from .formats._base import require
 
 __all__ = [
+    "STREAMING_FORMATS",
     "active_client",
+    "convert",
     "iter_blocks",
     "peak_rss",
     "progress_bar",
@@ -78,7 +80,7 @@ def active_client() -> Any:
 def _rich_dask_callback(total: int, description: str) -> Any:
     from dask.callbacks import Callback
 
-    class _RichTasks(Callback):  # type: ignore[misc]
+    class _RichTasks(Callback):
         def __init__(self) -> None:
             super().__init__()
             self._context = progress_bar(total, description)
@@ -167,7 +169,7 @@ def iter_blocks(
             return
         import dask
 
-        batch = in_flight or max(1, 2 * (os.cpu_count() or 1))
+        batch = in_flight or max(1, os.cpu_count() or 1)
         for start in range(0, len(indices), batch):
             chosen = indices[start : start + batch]
             blocks = dask.compute(*[data.blocks[index] for index in chosen])
@@ -185,23 +187,62 @@ def synthetic_signal(
 ) -> Any:
     """A deterministic lazy test signal (smooth pattern + noise), generated chunk by chunk.
 
-    Each block depends only on its position and ``seed``, so any scheduler computes the same values
-    and the array is never materialised whole.
+    Every element depends only on its global index and ``seed`` (a counter-based hash gives the
+    noise), so any chunking and any scheduler give the same values, and the array is never whole
+    in memory.
     """
     da = require("dask.array", "dask")
     dtype = np.dtype(dtype)
+    strides = [int(np.prod(shape[i + 1 :], dtype=np.int64)) for i in range(len(shape))]
+
+    limit = 1 << 18  # elements per slab: bounds the temporaries whatever the chunk size
+
+    def fill(out: np.ndarray, location: list[tuple[int, int]], axes: list[int], base: int, level: float) -> None:
+        index = np.full(out.shape, base % 2**64, dtype=np.uint64)
+        out[...] = level
+        for dim, ((a, b), axis) in enumerate(zip(location, axes, strict=True)):
+            view = [1] * out.ndim
+            view[dim] = b - a
+            coordinate = np.arange(a, b, dtype=np.uint64).reshape(view)
+            index += coordinate * np.uint64(strides[axis])
+            out += np.float32(20.0) * np.sin(coordinate.astype(np.float32) * np.float32(0.05 + 0.01 * axis))
+        # splitmix64 of (index + seed): uniform noise that does not depend on the chunking
+        index += np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+        for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            index ^= index >> np.uint64(shift)
+            index *= np.uint64(factor)
+        index ^= index >> np.uint64(31)
+        index >>= np.uint64(40)
+        noise = index.astype(np.float32)
+        del index
+        noise *= np.float32(2.0**-24)
+        noise -= np.float32(0.5)
+        out += noise
 
     def block(block_info: Any = None) -> np.ndarray:
-        info = block_info[None]
-        location = info["array-location"]
-        block_shape = tuple(b - a for a, b in location)
-        rng = np.random.default_rng([seed, *(a for a, _ in location)])
-        grids = np.meshgrid(*(np.arange(a, b, dtype=np.float32) for a, b in location), indexing="ij", sparse=True)
-        pattern = sum(np.sin(g * (0.05 + 0.01 * i)) for i, g in enumerate(grids))
-        noisy = 100.0 + 20.0 * pattern + rng.standard_normal(block_shape, dtype=np.float32)
-        return np.asarray(noisy, dtype=dtype)
+        location = [tuple(pair) for pair in block_info[None]["array-location"]]
+        out = np.empty(tuple(b - a for a, b in location), dtype=np.float32)
+        if not out.size:
+            return out.astype(dtype, copy=False)
+        ndim = out.ndim
+        split = next((k for k in range(ndim) if int(np.prod(out.shape[k + 1 :])) <= limit), ndim - 1)
+        rows = max(1, limit // max(1, int(np.prod(out.shape[split + 1 :]))))
+        for lead in np.ndindex(*out.shape[:split]):
+            base = sum((location[k][0] + i) * strides[k] for k, i in enumerate(lead))
+            level = 100.0 + sum(
+                20.0 * float(np.sin(np.float32(location[k][0] + i) * np.float32(0.05 + 0.01 * k)))
+                for k, i in enumerate(lead)
+            )
+            a = location[split][0]
+            for start in range(0, out.shape[split], rows):
+                stop = min(out.shape[split], start + rows)
+                piece = out[(*lead, slice(start, stop))]
+                fill(piece, [(a + start, a + stop), *location[split + 1 :]], list(range(split, ndim)), base, level)
+        return out.astype(dtype, copy=False)
 
-    return da.map_blocks(block, chunks=da.core.normalize_chunks(chunks, shape), dtype=dtype, meta=np.empty((0,) * len(shape), dtype))
+    return da.map_blocks(
+        block, chunks=da.core.normalize_chunks(chunks, shape), dtype=dtype, meta=np.empty((0,) * len(shape), dtype)
+    )
 
 
 def peak_rss() -> int:
@@ -215,7 +256,39 @@ def peak_rss() -> int:
 def current_rss() -> int:
     """Current resident memory of this process in bytes."""
     try:
-        with open(f"/proc/{os.getpid()}/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        from pathlib import Path
+
+        return int(Path(f"/proc/{os.getpid()}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         return peak_rss()
+
+
+#: Formats whose readers can return dask arrays (``lazy=True``) and whose writers stream them.
+STREAMING_FORMATS = frozenset({"zspy", "zspy-zip", "hspy"})
+
+
+def convert(source: Any, target: Any, *, format: str | None = None, **options: Any) -> Any:
+    """Convert any readable file to any writable format, streaming chunk by chunk when both sides can.
+
+    The source is opened lazily if its format supports it (zspy, hspy), so the data flows through
+    dask one chunk at a time into a streaming writer (zspy, hspy) without ever being whole in
+    memory; other formats are read and written whole. Returns the written path.
+
+    Example
+    -------
+    >>> from sciz.lazy import convert
+    >>> convert("scan.hspy", "scan.zspy", compressor="zstd")  # doctest: +SKIP
+    """
+    from .formats import detect_format, format_for_writing, save
+
+    reader = detect_format(source)
+    writer = format_for_writing(target, format)
+    lazy = reader.name in STREAMING_FORMATS and writer.name in STREAMING_FORMATS
+    dataset = reader.read(_as_path(source), **({"lazy": True} if lazy else {}))
+    return save(dataset, target, format=writer.name, **options)
+
+
+def _as_path(value: Any) -> Any:
+    from pathlib import Path
+
+    return Path(os.fspath(value))

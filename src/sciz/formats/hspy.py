@@ -14,7 +14,7 @@ import shutil
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -65,7 +65,7 @@ def resolve_compression(compression: Any, array: Any, params: Mapping[str, Any])
     if compression is None:
         return {"shuffle": bool(shuffle)} if shuffle else {}
     if isinstance(compression, str) and compression.lower() in ("gzip", "lzf", "szip_builtin"):
-        out: dict[str, Any] = {"compression": compression.lower(), "shuffle": True if shuffle is None else bool(shuffle)}
+        out: dict[str, Any] = {"compression": compression.lower(), "shuffle": shuffle is None or bool(shuffle)}
         if compression_opts is not None:
             out["compression_opts"] = compression_opts
         if params:
@@ -111,7 +111,7 @@ def resolve_compression(compression: Any, array: Any, params: Mapping[str, Any])
 class H5Source:
     """Picklable array-like over one HDF5 dataset (opens the file per process) for dask."""
 
-    _files: dict[tuple[int, str], Any] = {}
+    _files: ClassVar[dict[tuple[int, str], Any]] = {}
     _lock = threading.RLock()
 
     def __init__(self, path: str, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
@@ -122,7 +122,7 @@ class H5Source:
         self.ndim = len(shape)
 
     def __dask_tokenize__(self) -> Any:
-        return ("sciz-h5", self.path, os.path.getmtime(self.path), self.name)
+        return ("sciz-h5", self.path, Path(self.path).stat().st_mtime, self.name)
 
     def _dataset(self) -> Any:
         key = (os.getpid(), self.path)

@@ -14,6 +14,7 @@ layout (it would not after another program rewrote the metadata); otherwise the 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -67,7 +68,7 @@ class _Placeholder:
     """Stands for an array whose values do not matter (checking the sciz record against the layout)."""
 
     shape: tuple[int, ...]
-    dtype: np.dtype = np.dtype("f8")
+    dtype: np.dtype = field(default_factory=lambda: np.dtype("f8"))
 
     @property
     def ndim(self) -> int:
@@ -339,7 +340,9 @@ def write_signal_tree(
     experiment = GroupNode(path=_join(experiments.path, name))
     experiments.children[name] = experiment
     memo: dict[int, _ArrayRef] = {}
-    wrapped = {key: _replace_arrays(value, memo, "signal" if key == "data" else "meta") for key, value in signal.items()}
+    wrapped = {
+        key: _replace_arrays(value, memo, "signal" if key == "data" else "meta") for key, value in signal.items()
+    }
     _TreeWriter(policy).write_signal(wrapped, experiment, root)
     record = {key: _restore_refs(value) for key, value in wrapped.items()}
     record["__version__"] = _SIDECAR_VERSION
@@ -391,7 +394,7 @@ def _legacy_datetime(key: str, value: Any) -> tuple[str, Any]:
     text = str(value)
     numbers = tuple(int(n) for n in text[text.index("(") + 1 : text.rindex(")")].split(",") if n.strip())
     name = key[len("_datetime_") :]
-    made: dt.date | dt.time = dt.date(*numbers) if name.startswith("date") else dt.time(*numbers)
+    made: dt.date | dt.time = dt.date(*numbers) if name.startswith("date") else dt.time(*numbers)  # type: ignore[arg-type]
     return name, made.isoformat()
 
 
@@ -416,7 +419,7 @@ class _TreeReader:
                 out[key[len("_list_empty_") :]] = []
             elif key.startswith("_tuple_empty_"):
                 out[key[len("_tuple_empty_") :]] = ()
-            elif key.startswith("_datetime_date") or key.startswith("_datetime_time"):
+            elif key.startswith(("_datetime_date", "_datetime_time")):
                 try:
                     name, iso = _legacy_datetime(key, value)
                 except (ValueError, TypeError):
@@ -453,14 +456,12 @@ class _TreeReader:
                 else:
                     data = self.read_array(group, key, child, lazy)
                     if isinstance(data, np.ndarray) and data.dtype.kind == "S":
-                        try:
+                        with contextlib.suppress(UnicodeDecodeError):
                             data = data.astype("U")
-                        except UnicodeDecodeError:
-                            pass
                     out[key] = data
             elif key.startswith("_hspy_AxesManager_"):
                 out[key] = _as_sequence(self.group_to_dict(child, lazy))
-            elif key.startswith("_list_") or key.startswith("_tuple_"):
+            elif key.startswith(("_list_", "_tuple_")):
                 prefix = "_list_" if key.startswith("_list_") else "_tuple_"
                 rest = key[len(prefix) :]
                 count, _, name = rest.partition("_")
@@ -475,7 +476,9 @@ class _TreeReader:
 
     def signal_dict(self, group: GroupNode, lazy: bool) -> dict[str, Any]:
         old = self.version < (1, 2)
-        meta_key, original_key = ("mapped_parameters", "original_parameters") if old else ("metadata", "original_metadata")
+        meta_key, original_key = (
+            ("mapped_parameters", "original_parameters") if old else ("metadata", "original_metadata")
+        )
         signal: dict[str, Any] = {
             "metadata": self._child_dict(group, meta_key, lazy),
             "original_metadata": self._child_dict(group, original_key, lazy),
@@ -631,7 +634,7 @@ def read_signals(
     signals: list[dict[str, Any]] = []
     experiments = root.children.get("Experiments")
     if isinstance(experiments, GroupNode):
-        for name, group in experiments.children.items():
+        for group in experiments.children.values():
             if not isinstance(group, GroupNode) or not isinstance(group.children.get("data"), ArrayNode):
                 continue
             signal = reader.signal_dict(group, lazy)
@@ -714,10 +717,10 @@ def _apply_sidecar(
         layout_root, _ = write_signal_tree(
             _normalize_for_projection(projection_signal), policy, file_format="HyperSpy"
         )
-        projected = _TreeReader(layout_root, _list_loader(_memory_loader), version, lazy).signal_dict(
-            layout_root.children["Experiments"].children[experiment_name(projection_signal)],  # type: ignore[union-attr]
-            lazy,
-        )
+        laid_out = _find(layout_root, f"Experiments/{experiment_name(projection_signal)}")
+        if not isinstance(laid_out, GroupNode):
+            return signal
+        projected = _TreeReader(layout_root, _list_loader(_memory_loader), version, lazy).signal_dict(laid_out, lazy)
         stored = _TreeReader(root, _list_loader(loader), version, lazy).signal_dict(group, lazy)
     except (ArgumentError, FormatError, KeyError, TypeError, ValueError):
         return signal
@@ -814,7 +817,9 @@ def normalize_signal(signal: Mapping[str, Any]) -> dict[str, Any]:
         axis.setdefault("size", int(data.shape[index]))
         if int(axis["size"]) != int(data.shape[index]):
             raise argument_error(
-                f"signal['axes'][{index}]['size']", axis["size"], f"must equal data.shape[{index}] = {data.shape[index]}"
+                f"signal['axes'][{index}]['size']",
+                axis["size"],
+                f"must equal data.shape[{index}] = {data.shape[index]}",
             )
         if not axes:
             axis.update({"name": f"axis{index}", "units": "", "scale": 1.0, "offset": 0.0})

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArgumentError, FormatError, argument_error
+from ..errors import FormatError, argument_error
 from .hyperspy_tree import ArrayNode, GroupNode, is_lazy_array
 
 __all__ = [
@@ -108,7 +108,7 @@ class DirectoryKV(KVStore):
 
     def set(self, key: str, value: bytes) -> None:
         path = self.root / key
-        parent = os.path.dirname(key)
+        parent = key.rpartition("/")[0]
         if parent not in self._made:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(parent)
@@ -117,7 +117,7 @@ class DirectoryKV(KVStore):
 
     def list_dir(self, prefix: str) -> list[str]:
         try:
-            return sorted(os.listdir(self.root / prefix if prefix else self.root))
+            return sorted(p.name for p in (self.root / prefix if prefix else self.root).iterdir())
         except (FileNotFoundError, NotADirectoryError):
             return []
 
@@ -481,7 +481,7 @@ class ArrayMeta:
                         if config.get("endian", "little") != "little" and self.dtype.itemsize > 1:
                             raise _Unsupported("big-endian chunks")
                     elif name == "blosc":
-                        shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}.get(config.get("shuffle"), 1)
+                        shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}.get(str(config.get("shuffle")), 1)
                         chain.append(
                             get_codec(
                                 {
@@ -504,7 +504,7 @@ class ArrayMeta:
                     else:
                         raise _Unsupported(f"codec {name!r}")
                 self._coders = (chain, array_codec, True)
-        return self._coders  # type: ignore[no-any-return]
+        return self._coders
 
     def encode(self, chunk: np.ndarray) -> bytes:
         """Encode one full chunk (already padded to the chunk shape)."""
@@ -550,12 +550,16 @@ class ArrayMeta:
                 items = np.asarray(buffer, dtype=object)
                 if items.size != count:
                     raise ValueError(f"{items.size} items for a chunk of {count}")
-                return items.reshape(self.chunks, order=self.order)  # type: ignore[call-overload,no-any-return]
+                return items.reshape(self.chunks, order=self.order)  # type: ignore[call-overload]
             dtype = self.dtype.newbyteorder("<") if self.zarr_format == 3 else self.dtype
-            array = np.frombuffer(memoryview(buffer).cast("B") if not isinstance(buffer, np.ndarray) else buffer.view(np.uint8).reshape(-1), dtype=dtype)
+            if isinstance(buffer, np.ndarray):
+                raw_bytes: Any = buffer.view(np.uint8).reshape(-1)
+            else:
+                raw_bytes = memoryview(buffer).cast("B")
+            array = np.frombuffer(raw_bytes, dtype=dtype)
             if array.size != count:
                 raise ValueError(f"{array.size} values for a chunk of {count}")
-            return array.reshape(self.chunks, order=self.order)  # type: ignore[call-overload,no-any-return]
+            return array.reshape(self.chunks, order=self.order)  # type: ignore[call-overload]
         except _Unsupported:
             raise
         except Exception as exc:
@@ -813,7 +817,10 @@ class ChunkSource:
         if not isinstance(key, tuple):
             key = (key,)
         key = key + (slice(None),) * (self.ndim - len(key))
-        bounds = [k.indices(n)[:2] if isinstance(k, slice) else (int(k), int(k) + 1) for k, n in zip(key, self.shape, strict=True)]
+        bounds = [
+            k.indices(n)[:2] if isinstance(k, slice) else (int(k), int(k) + 1)
+            for k, n in zip(key, self.shape, strict=True)
+        ]
         out = np.empty(tuple(b - a for a, b in bounds), dtype=self.dtype)
         ranges = [
             range(a // c, max(a // c, (b - 1) // c + 1)) if b > a else range(0)
@@ -958,8 +965,10 @@ def _codec_documents(meta: ArrayMeta, codec: Any) -> None:
 def _object_codec(meta: ArrayMeta) -> dict[str, Any]:
     kind = meta.attrs.pop("_sciz_item_kind", "f8")
     if kind == "str":
-        return {"id": "json2", "encoding": "utf-8", "skipkeys": False, "ensure_ascii": True, "check_circular": True,
-                "allow_nan": True, "sort_keys": True, "indent": None, "separators": [",", ":"], "strict": True}
+        return {
+            "id": "json2", "encoding": "utf-8", "skipkeys": False, "ensure_ascii": True, "check_circular": True,
+            "allow_nan": True, "sort_keys": True, "indent": None, "separators": [",", ":"], "strict": True,
+        }
     return {"id": "vlen-array", "dtype": kind}
 
 
@@ -1030,7 +1039,9 @@ def is_document(key: str) -> bool:
     return name.startswith(".") or name == "zarr.json"
 
 
-def write_tree(kv: KVStore, root: GroupNode, options: WriteOptions, keep: Mapping[str, ArrayMeta] | None = None) -> None:
+def write_tree(
+    kv: KVStore, root: GroupNode, options: WriteOptions, keep: Mapping[str, ArrayMeta] | None = None
+) -> None:
     """Write every node of ``root`` into ``kv`` (documents once each; signal chunks in parallel).
 
     ``keep`` maps array paths whose chunks are already in the store (``write_dataset=False``) to
@@ -1152,7 +1163,8 @@ def pack_zip(directory: Path, handle: Any, extra: Callable[[zipfile.ZipFile], No
                 info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
                 info.compress_type = zipfile.ZIP_STORED
                 source = Path(current) / name
-                with source.open("rb") as src, archive.open(info, "w", force_zip64=source.stat().st_size > 2**31) as dst:
+                large = source.stat().st_size > 2**31
+                with source.open("rb") as src, archive.open(info, "w", force_zip64=large) as dst:
                     while True:
                         block = src.read(16 * 1024 * 1024)
                         if not block:
@@ -1161,7 +1173,3 @@ def pack_zip(directory: Path, handle: Any, extra: Callable[[zipfile.ZipFile], No
         if extra is not None:
             extra(archive)
 
-
-def check_store_argument(name: str, value: Any) -> None:
-    if value is None:
-        raise ArgumentError(f"{name} must not be None")

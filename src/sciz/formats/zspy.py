@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_directory, atomic_file, prepare_target
-from ..errors import ArgumentError, CodecError, FormatError, argument_error
+from ..errors import CodecError, FormatError, argument_error
 from ..model import Dataset, StoredArray
 from ._base import Format, require
 from .hyperspy_tree import (
