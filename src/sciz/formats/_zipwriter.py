@@ -36,9 +36,11 @@ __all__ = [
     "DeflatePlan",
     "MemberInfo",
     "ZipStreamWriter",
+    "block_size_for",
     "choose_plan",
     "default_threads",
     "fast_plans",
+    "iterate_blocks",
     "plan_for_level",
 ]
 
