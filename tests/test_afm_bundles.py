@@ -599,3 +599,43 @@ def test_h5_equal_layers_are_stored_once_as_hard_links(tmp_path):
         for name, array in [("data", stack.data), *((f"processed/{k}", v) for k, v in stack.processed.items())]:
             f.create_dataset(name, data=array, compression="gzip")
     assert path.stat().st_size <= reference.stat().st_size
+
+
+def test_h5_parallel_chunk_reader_matches_h5py_and_falls_back(tmp_path):
+    from sciz.afm.bundles_h5 import _read_fast
+
+    rng = np.random.default_rng(9)
+    data = rng.normal(size=(5, 70, 90)).astype(np.float32)
+    path = tmp_path / "mixed.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("gzip", data=data, chunks=(2, 32, 32), compression="gzip")
+        f.create_dataset("shuffled", data=data, chunks=(3, 64, 50), compression="gzip", shuffle=True)
+        f.create_dataset("lzf", data=data, chunks=(2, 32, 32), compression="lzf")
+        f.create_dataset("sparse", shape=(4, 40, 40), dtype=np.float32, chunks=(1, 20, 20), compression="gzip")
+        f["sparse"][1, :20, :20] = 7.0
+        f.create_dataset("mask", data=data > 0, chunks=(5, 70, 90), compression="gzip")
+    with h5py.File(path, "r") as f:
+        for name in ("gzip", "shuffled", "sparse", "mask"):
+            fast = _read_fast(path, f[name])
+            assert fast is not None and fast.dtype == f[name].dtype
+            np.testing.assert_array_equal(fast, f[name][()])
+        assert _read_fast(path, f["lzf"]) is None  # not shuffle/deflate: h5py reads it
+
+
+def test_h5_corrupt_chunk_is_a_clear_error(tmp_path):
+    path = save_h5_bundle(tmp_path / "c.h5", make_stack())
+    with h5py.File(path, "r") as f:
+        info = f["data"].id.get_chunk_info(0)
+    blob = bytearray(path.read_bytes())
+    blob[info.byte_offset + 10 : info.byte_offset + 30] = b"\xff" * 20
+    path.write_bytes(bytes(blob))
+    with pytest.raises(FormatError, match=r"c\.h5.*/data chunk"):
+        load_h5_bundle(path)
+
+
+def test_h5_hard_linked_layers_load_as_independent_arrays(tmp_path):
+    stack = quantised_stack(n=2, size=64)
+    loaded = load_h5_bundle(save_h5_bundle(tmp_path / "i.h5", stack))
+    assert loaded.processed["step_1_scaled"] is not loaded.data
+    loaded.data[0, 0, 0] += 1
+    assert loaded.processed["step_1_scaled"][0, 0, 0] == stack.data[0, 0, 0]
