@@ -639,3 +639,12 @@ def test_h5_hard_linked_layers_load_as_independent_arrays(tmp_path):
     assert loaded.processed["step_1_scaled"] is not loaded.data
     loaded.data[0, 0, 0] += 1
     assert loaded.processed["step_1_scaled"][0, 0, 0] == stack.data[0, 0, 0]
+
+
+def test_npz_members_in_other_zip_methods_read_too(tmp_path):
+    path = tmp_path / "bz.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_BZIP2) as archive:
+        for key, payload in _bundle_members().items():
+            archive.writestr(f"{key}.npy", payload)
+    stack = load_npz_bundle(path)
+    assert stack.shape == (2, 3, 4) and stack.channel == "height"

@@ -147,9 +147,12 @@ _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 def _member_bytes(handle: BinaryIO, archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.ndarray:
     """The uncompressed bytes of one member, CRC-checked; deflate runs in libdeflate (no GIL)."""
     where = f"{path}: member {info.filename!r}"
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        with archive.open(info) as member:
-            return np.frombuffer(bytearray(member.read()), dtype=np.uint8)
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or not hasattr(os, "pread"):
+        try:
+            with archive.open(info) as member:
+                return np.frombuffer(bytearray(member.read()), dtype=np.uint8)
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
+            raise FormatError(f"{where}: unreadable ({exc})") from None
     # os.pread: independent reads from several threads without sharing a file position.
     fd = handle.fileno()
     local = os.pread(fd, _LOCAL_HEADER.size, info.header_offset)
