@@ -481,3 +481,82 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
         zspy.file_writer(tmp_path / "x.zspy", {"data": np.zeros((2, 2)), "axes": [{}]}, show_progressbar=False)
     with pytest.raises(ArgumentError, match="lazy"):
         zspy.file_reader(good, lazy="yes")
+
+
+def smooth_field() -> np.ndarray:
+    t = np.linspace(0, 6, 24 * 32 * 32, dtype=np.float32).reshape(24, 32, 32)
+    return np.sin(t) + 0.01 * np.cos(7 * t)
+
+
+@pytest.mark.parametrize(
+    ("compressor", "params", "codec_id"),
+    [
+        ("zfp", {"tolerance": 1e-3}, "zfpy"),  # standard numcodecs codec, bound checked per chunk
+        ("zfp", {"tolerance": 1e-3, "standard_codec": False}, "sciz"),
+        ("sz3", {"tolerance": 1e-3}, "sciz"),
+        ("lerc", {"tolerance": 1e-3}, "sciz"),
+        ("pcodec", {}, "pcodec"),
+    ],
+)
+def test_sciz_codecs_keep_their_bound_in_zspy(tmp_path: Path, compressor: str, params: dict, codec_id: str) -> None:
+    field = smooth_field()
+    path = tmp_path / f"{compressor}.zspy"
+    zspy.file_writer(path, signal(field), compressor=compressor, chunks=(8, 32, 32), show_progressbar=False, **params)
+    zarray = json.loads((path / "Experiments" / "scan" / "data" / ".zarray").read_text())
+    assert zarray["compressor"]["id"] == codec_id
+    back = zspy.file_reader(path)[0]["data"]
+    tolerance = params.get("tolerance", 0.0)
+    assert np.abs(back.astype(np.float64) - field).max() <= tolerance
+    lazy = zspy.file_reader(path, lazy=True)[0]["data"].compute()
+    np.testing.assert_array_equal(lazy, back)
+    if tolerance:
+        assert not np.array_equal(back, field)  # really lossy, and smaller than lossless
+        lossless = tmp_path / "lossless.zspy"
+        zspy.file_writer(lossless, signal(field), show_progressbar=False)
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        assert size < sum(f.stat().st_size for f in lossless.rglob("*") if f.is_file())
+
+
+def test_sciz_codec_object_and_nonfinite_values(tmp_path: Path) -> None:
+    field = smooth_field()
+    field[3, 4, 5] = np.nan
+    field[7, 1, 2] = np.inf
+    with pytest.raises(sciz.errors.CodecError, match="standard_codec=False"):
+        zspy.file_writer(tmp_path / "std.zspy", signal(field), compressor="zfp", tolerance=1e-3,
+                         show_progressbar=False)
+    codec = sciz.codecs.get("zfp", tolerance=1e-3)
+    zspy.file_writer(tmp_path / "obj.zspy", signal(field), compressor=codec, standard_codec=False,
+                     show_progressbar=False)
+    back = zspy.file_reader(tmp_path / "obj.zspy")[0]["data"]
+    assert np.isnan(back[3, 4, 5]) and back[7, 1, 2] == np.inf
+    finite = np.isfinite(field)
+    assert np.abs(back[finite] - field[finite]).max() <= 1e-3
+
+
+def test_sciz_codecs_in_hspy(tmp_path: Path) -> None:
+    import h5py
+
+    field = smooth_field()
+    hspy.file_writer(tmp_path / "sz3.hspy", signal(field), compression="sz3", tolerance=1e-3, show_progressbar=False)
+    with h5py.File(tmp_path / "sz3.hspy") as handle:
+        assert "32024" in handle["Experiments/scan/data"]._filters  # the registered SZ3 filter
+    back = hspy.file_reader(tmp_path / "sz3.hspy")[0]["data"]
+    assert np.abs(back.astype(np.float64) - field).max() <= 1e-3
+    with pytest.raises(sciz.errors.CodecError, match="HDF5 filter"):
+        hspy.file_writer(tmp_path / "lerc.hspy", signal(field), compression="lerc", tolerance=1e-3,
+                         show_progressbar=False)
+    assert not (tmp_path / "lerc.hspy").exists()
+
+
+def test_fast_blosc_is_byte_identical_to_numcodecs() -> None:
+    from sciz.formats.hyperspy_zarr import FastBlosc, get_codec
+
+    data = smooth_field()
+    for config in ({"id": "blosc", "cname": "zstd", "clevel": 1, "shuffle": 1, "blocksize": 0},
+                   {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": -1, "blocksize": 0},
+                   {"id": "blosc", "cname": "zlib", "clevel": 3, "shuffle": 2, "blocksize": 8192}):
+        fast = get_codec(config, fast=True)
+        assert isinstance(fast, FastBlosc)
+        reference = numcodecs.get_codec(config)
+        assert bytes(fast.encode(data)) == reference.encode(data)
+        np.testing.assert_array_equal(np.frombuffer(fast.decode(reference.encode(data)), np.float32), data.ravel())

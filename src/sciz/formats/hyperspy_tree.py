@@ -729,6 +729,7 @@ def _apply_sidecar(
             return signal
     if _canon(projected["attributes"]) != _canon(stored["attributes"]):
         return signal
+    record.pop("data", None)  # already read with the signal: never load it twice
     exact = _resolve_refs(record, lambda path: _load_path(root, path, loader, lazy))
     exact["data"] = signal["data"]
     exact.setdefault("attributes", {})

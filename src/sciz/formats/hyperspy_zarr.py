@@ -329,11 +329,57 @@ _V3_NAMES = {np.dtype(v).str: k for k, v in _V3_TYPES.items()}
 _V3_BYTES_CODECS = {"blosc", "zstd", "gzip", "crc32c"}
 
 
-def get_codec(config: dict[str, Any] | None) -> Any:
-    """A numcodecs codec from its config (sciz's own codec registered on demand)."""
+class FastBlosc:
+    """numcodecs' Blosc codec, encoding through imagecodecs' c-blosc build (byte-identical output, faster).
+
+    Decoding, and any configuration imagecodecs cannot express, go to numcodecs itself.
+    """
+
+    codec_id = "blosc"
+
+    def __init__(self, codec: Any) -> None:
+        self.codec = codec
+        config = codec.get_config()
+        self.cname = str(config.get("cname", "lz4"))
+        self.clevel = int(config.get("clevel", 5))
+        self.shuffle = int(config.get("shuffle", 1))
+        self.blocksize = int(config.get("blocksize", 0))
+
+    def encode(self, buf: Any) -> Any:
+        import imagecodecs
+
+        array = np.asarray(buf) if not isinstance(buf, bytes | bytearray | memoryview) else None
+        typesize = array.dtype.itemsize if array is not None else 1
+        shuffle = self.shuffle
+        if shuffle == -1:  # numcodecs' AUTOSHUFFLE: bit shuffle for bytes, byte shuffle otherwise
+            shuffle = 2 if typesize == 1 else 1
+        data = array if array is not None else buf
+        try:
+            return imagecodecs.blosc_encode(
+                data, level=self.clevel, compressor=self.cname, shuffle=shuffle, typesize=typesize,
+                blocksize=self.blocksize, numthreads=1,
+            )
+        except Exception:  # an option this build lacks: numcodecs encodes it the same way
+            return self.codec.encode(buf)
+
+    def decode(self, buf: Any, out: Any = None) -> Any:
+        return self.codec.decode(buf, out=out)
+
+    def get_config(self) -> dict[str, Any]:
+        return dict(self.codec.get_config())
+
+
+def get_codec(config: dict[str, Any] | None, *, fast: bool = False) -> Any:
+    """A numcodecs codec from its config (sciz's own codec registered on demand).
+
+    ``fast`` returns :class:`FastBlosc` for Blosc configs when imagecodecs has c-blosc.
+    """
     if config is None:
         return None
     import numcodecs
+
+    if fast and config.get("id") == "blosc" and _imagecodecs_blosc():
+        return FastBlosc(get_codec(config))
 
     if config.get("id") == "sciz":
         import sciz.codecs.numcodecs_compat  # noqa: F401  (registers the "sciz" codec id)
@@ -341,6 +387,14 @@ def get_codec(config: dict[str, Any] | None) -> Any:
         return numcodecs.get_codec(dict(config))
     except (ValueError, TypeError, KeyError) as exc:
         raise FormatError(f"unknown or unusable codec {config!r} ({exc})") from None
+
+
+def _imagecodecs_blosc() -> bool:
+    try:
+        import imagecodecs
+    except ImportError:
+        return False
+    return bool(getattr(getattr(imagecodecs, "BLOSC", None), "available", False))
 
 
 def _fill_to_json(value: Any, dtype: np.dtype, zarr_format: int) -> Any:
@@ -469,7 +523,7 @@ class ArrayMeta:
         if self._coders is None:
             if self.zarr_format == 2:
                 filters = [get_codec(f) for f in self.filters]
-                compressor = get_codec(self.compressor)
+                compressor = get_codec(self.compressor, fast=True)
                 self._coders = (filters, compressor, True)
             else:
                 chain: list[Any] = []
@@ -490,7 +544,8 @@ class ArrayMeta:
                                     "clevel": config.get("clevel", 5),
                                     "shuffle": shuffle,
                                     "blocksize": config.get("blocksize", 0),
-                                }
+                                },
+                                fast=True,
                             )
                         )
                     elif name in ("zstd", "gzip"):
