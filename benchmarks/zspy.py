@@ -23,8 +23,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +91,8 @@ def make_data(path: Path) -> None:
 
 
 def run_side(python: str, side: str, source: Path, target: Path, action: str) -> dict:
-    result = subprocess.run([python, "-c", SIDE, side, str(source), str(target), action], capture_output=True, text=True)
+    command = [python, "-c", SIDE, side, str(source), str(target), action]
+    result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{side} {action} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -216,6 +215,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    threading.current_thread().name = "benchmark"
-    time.sleep(0)
     main()

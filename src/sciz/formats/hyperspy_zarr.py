@@ -353,7 +353,7 @@ class FastBlosc:
         shuffle = self.shuffle
         if shuffle == -1:  # numcodecs' AUTOSHUFFLE: bit shuffle for bytes, byte shuffle otherwise
             shuffle = 2 if typesize == 1 else 1
-        data = array if array is not None else buf
+        data: Any = array if array is not None else buf
         try:
             return imagecodecs.blosc_encode(
                 data, level=self.clevel, compressor=self.cname, shuffle=shuffle, typesize=typesize,
