@@ -560,3 +560,12 @@ def test_fast_blosc_is_byte_identical_to_numcodecs() -> None:
         reference = numcodecs.get_codec(config)
         assert bytes(fast.encode(data)) == reference.encode(data)
         np.testing.assert_array_equal(np.frombuffer(fast.decode(reference.encode(data)), np.float32), data.ravel())
+
+
+def test_load_reports_storage(tmp_path: Path) -> None:
+    data = np.zeros((8, 64, 64), np.float32)
+    for name, options in (("d.zspy", {}), ("z.zspy", {"store_type": "zip"})):
+        dataset = sciz.load(sciz.save(sciz.Dataset(data, name="s"), tmp_path / name, **options))
+        stored = dataset.storage["data"]
+        assert stored.codec == "blosc" and stored.chunks == (8, 64, 64)
+        assert stored.stored_bytes is not None and 0 < stored.stored_bytes < data.nbytes / 50

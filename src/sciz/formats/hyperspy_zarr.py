@@ -75,6 +75,11 @@ class KVStore:
             else:
                 yield from self.keys_under(key)
 
+    def size(self, key: str) -> int:
+        """Stored size of a key in bytes (0 if missing)."""
+        value = self.get(key)
+        return 0 if value is None else len(value)
+
     def describe(self) -> str:
         return type(self).__name__
 
@@ -130,6 +135,12 @@ class DirectoryKV(KVStore):
             relative = os.path.relpath(directory, self.root)
             for name in files:
                 yield name if relative == "." else f"{relative.replace(os.sep, '/')}/{name}"
+
+    def size(self, key: str) -> int:
+        try:
+            return (self.root / key).stat().st_size
+        except OSError:
+            return 0
 
     def describe(self) -> str:
         return str(self.root)
@@ -198,6 +209,12 @@ class ZipKV(KVStore):
             if name.startswith(start) and not name.endswith("/") and name not in seen:
                 seen.add(name)
                 yield name
+
+    def size(self, key: str) -> int:
+        try:
+            return int(self._zip().getinfo(key).compress_size)
+        except KeyError:
+            return 0
 
     def describe(self) -> str:
         return str(self.path)

@@ -423,7 +423,10 @@ def _storage(signal: dict[str, Any], path: Path) -> dict[str, StoredArray]:
         assert isinstance(data, ArrayNode)
         meta = data.handle.meta
         codec = (meta.compressor or {}).get("id", "none") if meta.zarr_format == 2 else meta.codecs[-1]["name"]
-        return {"data": StoredArray(codec=str(codec), chunks=meta.chunks)}
+        stored = sum(kv.size(key) for key in kv.keys_under(meta.path) if not engine.is_document(key))
+        if isinstance(kv, engine.ZipKV):
+            kv.close()
+        return {"data": StoredArray(codec=str(codec), stored_bytes=stored, chunks=meta.chunks)}
     except (FormatError, KeyError, AssertionError, IndexError):
         return {}
 
