@@ -569,3 +569,26 @@ def test_load_reports_storage(tmp_path: Path) -> None:
         stored = dataset.storage["data"]
         assert stored.codec == "blosc" and stored.chunks == (8, 64, 64)
         assert stored.stored_bytes is not None and 0 < stored.stored_bytes < data.nbytes / 50
+
+
+@pytest.mark.parametrize("kind", ["zspy", "hspy"])
+def test_ragged_signal_and_metadata(tmp_path: Path, kind: str) -> None:
+    ragged = np.empty((4,), dtype=object)
+    for i in range(4):
+        ragged[i] = np.arange(i * 2, dtype=float).reshape(-1, 2)
+    words = np.empty((3,), dtype=object)
+    for i in range(3):
+        words[i] = np.array(["a" * (i + 1), "ü"])
+    metadata = {"General": {"title": "rag"}, "Markers": {"w": words} if kind == "zspy" else {"o": ragged}}
+    value = {"data": ragged, "axes": [{"name": "n", "size": 4, "navigate": True, "scale": 1.0, "offset": 0.0,
+                                       "units": ""}], "metadata": metadata, "attributes": {"ragged": True}}
+    path = tmp_path / f"rag.{kind}"
+    WRITERS[kind](path, value, show_progressbar=False)
+    for exact in (True, False):
+        (back,) = READERS[kind](path, exact=exact)
+        assert back["data"].dtype == object and [b.shape for b in back["data"]] == [(0, 2), (1, 2), (2, 2), (3, 2)]
+        np.testing.assert_array_equal(back["data"][3], ragged[3])
+        if kind == "zspy":
+            assert [list(w) for w in back["metadata"]["Markers"]["w"]] == [["a", "ü"], ["aa", "ü"], ["aaa", "ü"]]
+        else:
+            np.testing.assert_array_equal(back["metadata"]["Markers"]["o"][2], ragged[2])

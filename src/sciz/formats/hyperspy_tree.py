@@ -767,7 +767,13 @@ def _load_path(root: GroupNode, path: str, loader: ArrayLoader, lazy: bool) -> A
     node = _find(root, path)
     if not isinstance(node, ArrayNode):
         raise KeyError(path)
-    data = loader(node, lazy)
+    parent_path, _, key = path.rpartition("/")
+    parent = _find(root, parent_path) if parent_path else root
+    if isinstance(parent, GroupNode):
+        # the layout reader also rebuilds ragged arrays from their stored shapes
+        data = _TreeReader(root, loader, (3, 3), lazy).read_array(parent, key, node, lazy)
+    else:
+        data = loader(node, lazy)
     if isinstance(data, np.ndarray) and data.dtype.kind == "O" and node.attrs.get("_sciz_dtype"):
         data = data.astype(node.attrs["_sciz_dtype"])
     return data
