@@ -26,6 +26,7 @@ from ._common import (
     frame_medians,
     lastaxis_medians,
     result_dtype,
+    serial_blas,
 )
 
 __all__ = [
@@ -42,32 +43,43 @@ __all__ = [
 _BLOCK_PIXELS = 1 << 20
 
 
-@functools.lru_cache(maxsize=8)
-def _orthonormal_basis(height: int, width: int, order: int) -> np.ndarray:
-    """An orthonormal basis (H*W, T) of the 2-D polynomials of total degree <= ``order``.
+@functools.lru_cache(maxsize=16)
+def _axis_basis(size: int, order: int) -> np.ndarray:
+    """Orthonormal polynomials of degree 0..order sampled on ``size`` points (size, degrees).
 
-    The monomials are built on coordinates scaled to [-1, 1] and orthonormalised with one QR, so
-    the fit is well conditioned for any image size; the fitted surface is the same least-squares
-    surface as with raw pixel indices, only computed stably.
+    Built from the monomials of coordinates scaled to [-1, 1] with one QR, so fits stay well
+    conditioned for any image size. A line of n points supports degrees below n only.
     """
-    y = np.linspace(-1.0, 1.0, height) if height > 1 else np.zeros(1)
-    x = np.linspace(-1.0, 1.0, width) if width > 1 else np.zeros(1)
-    yy, xx = np.meshgrid(y, x, indexing="ij")
-    columns = [(xx**i * yy ** (total - i)).ravel() for total in range(order + 1) for i in range(total, -1, -1)]
-    q, r = np.linalg.qr(np.stack(columns, axis=1))
-    # Drop directions a tiny image cannot support (e.g. x^2 on a 2-pixel-wide frame).
-    keep = np.abs(np.diag(r)) > 1e-10 * max(1.0, float(np.abs(np.diag(r)).max()))
-    basis = np.ascontiguousarray(q[:, keep])
+    coordinate = np.linspace(-1.0, 1.0, size) if size > 1 else np.zeros(1)
+    degrees = min(order + 1, size)
+    q, _ = np.linalg.qr(np.vander(coordinate, degrees, increasing=True))
+    basis = np.ascontiguousarray(q)
     basis.setflags(write=False)
     return basis
 
 
 @functools.lru_cache(maxsize=8)
+def _terms(height: int, width: int, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """(y degree, x degree) of every basis term ``Ly_j(y) * Lx_i(x)`` with ``i + j <= order``."""
+    ky, kx = _axis_basis(height, order).shape[1], _axis_basis(width, order).shape[1]
+    pairs = [(j, i) for j in range(ky) for i in range(kx) if i + j <= order]
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
+def _term_columns(height: int, width: int, order: int) -> np.ndarray:
+    """Every 2-D basis term sampled on all pixels, as columns (H*W, terms)."""
+    ly, lx = _axis_basis(height, order), _axis_basis(width, order)
+    ys, xs = _terms(height, width, order)
+    return (ly[:, ys][:, np.newaxis, :] * lx[:, xs][np.newaxis, :, :]).reshape(height * width, len(ys))
+
+
+@functools.lru_cache(maxsize=8)
 def _basis_products(height: int, width: int, order: int) -> np.ndarray:
-    """Products of every pair (t <= s) of basis columns: the weighted Gram matrices are then one matmul."""
-    basis = _orthonormal_basis(height, width, order)
-    first, second = np.triu_indices(basis.shape[1])
-    products = np.ascontiguousarray(basis[:, first] * basis[:, second])
+    """Products of every pair (t <= s) of 2-D basis terms, over all pixels (H*W, pairs): with these
+    the weighted Gram matrices of all frames are one matrix product."""
+    columns = _term_columns(height, width, order)
+    first, second = np.triu_indices(columns.shape[1])
+    products = np.ascontiguousarray(columns[:, first] * columns[:, second])
     products.setflags(write=False)
     return products
 
@@ -79,37 +91,57 @@ def _check_order(order: Any) -> int:
 
 
 def _fit(data: Any, order: Any, mask: Any, subtract: bool) -> np.ndarray:
-    """Fit each frame's polynomial surface; return it (float64) or, with ``subtract``, data minus it."""
+    with serial_blas():
+        return _fit_blocks(data, order, mask, subtract)
+
+
+def _fit_blocks(data: Any, order: Any, mask: Any, subtract: bool) -> np.ndarray:
+    """Fit each frame's polynomial surface; return it (float64) or, with ``subtract``, data minus it.
+
+    The basis is the tensor product of 1-D orthonormal polynomials, ``Ly_j(y) * Lx_i(x)`` with
+    ``i + j <= order``: it spans the 2-D polynomials of that total degree, is orthonormal over the
+    full grid (so an unmasked fit is just the projections ``Ly^T Z Lx``), and surfaces are evaluated
+    as ``Ly C Lx^T`` per frame - small matrix products instead of one pass per term.
+    """
     stack = as_frames(data)
     order = _check_order(order)
     fg = as_mask(mask, stack.shape)
     n, h, w = stack.shape
-    basis = _orthonormal_basis(h, w, order)
-    flat = stack.reshape(n, h * w)
-    out = np.empty((n, h * w), dtype=result_dtype(stack) if subtract else np.float64)
+    ly, lx = _axis_basis(h, order), _axis_basis(w, order)
+    ys, xs = _terms(h, w, order)
+    keep = np.zeros((ly.shape[1], lx.shape[1]), dtype=bool)
+    keep[ys, xs] = True
+    out = np.empty(stack.shape, dtype=result_dtype(stack) if subtract else np.float64)
     # Blocks of a few frames keep the float64 temporaries in cache instead of streaming 2x the stack.
     block = max(1, _BLOCK_PIXELS // max(1, h * w))
     for start in range(0, n, block):
-        values = flat[start : start + block].astype(np.float64)
+        values = stack[start : start + block].astype(np.float64)
         use = np.isfinite(values)
         if fg is not None:
-            use &= ~fg[start : start + block].reshape(values.shape)
-        coefficients = _coefficients(values, use, (h, w, order), start)
-        surface = coefficients @ basis.T
-        out[start : start + block] = values - surface if subtract else surface
-    return out.reshape(stack.shape)
+            use &= ~fg[start : start + block]
+        if bool(use.all()):
+            coefficients = np.matmul(ly.T, values @ lx)
+            coefficients[:, ~keep] = 0.0
+        else:
+            coefficients = np.zeros((len(values), *keep.shape))
+            coefficients[:, ys, xs] = _weighted_coefficients(values, use, (h, w, order), start)
+        surface = np.matmul(ly @ coefficients, lx.T)
+        if subtract:
+            np.subtract(values, surface, out=out[start : start + block], casting="same_kind")
+        else:
+            out[start : start + block] = surface
+    return out
 
 
-def _coefficients(values: np.ndarray, use: np.ndarray, key: tuple[int, int, int], start: int) -> np.ndarray:
-    """Least-squares coefficients (frames, terms) of ``values`` in the basis of ``key`` = (H, W, order),
-    over the pixels in ``use``; ``start`` is the first frame's index (for error messages)."""
-    basis = _orthonormal_basis(*key)
+def _weighted_coefficients(values: np.ndarray, use: np.ndarray, key: tuple[int, int, int], start: int) -> np.ndarray:
+    """Least-squares coefficients (frames, terms) of ``values`` over the pixels in ``use``, in the
+    basis of ``key`` = (H, W, order); ``start`` is the first frame's index (for error messages)."""
     order = key[2]
-    if bool(use.all()):
-        # Every pixel counts: the basis is orthonormal, so the fit is one matrix product.
-        return values @ basis
-    terms = basis.shape[1]
-    counts = use.sum(axis=1)
+    ys, xs = _terms(*key)
+    terms = len(ys)
+    flat_values = values.reshape(len(values), -1)
+    flat_use = use.reshape(flat_values.shape)
+    counts = flat_use.sum(axis=1)
     bad = first_bad_frame(counts < terms)
     if bad is not None:
         raise ProcessingError(
@@ -118,27 +150,29 @@ def _coefficients(values: np.ndarray, use: np.ndarray, key: tuple[int, int, int]
             frame=start + bad,
         )
     pairs = np.triu_indices(terms)
-    products = _basis_products(*key)
     gram = np.empty((len(values), terms, terms))
-    moments = use.astype(np.float64) @ products
+    moments = flat_use.astype(np.float64) @ _basis_products(*key)
     gram[:, pairs[0], pairs[1]] = moments
     gram[:, pairs[1], pairs[0]] = moments
-    rhs = np.where(use, values, 0.0) @ basis
+    ly, lx = _axis_basis(key[0], order), _axis_basis(key[1], order)
+    rhs = np.matmul(ly.T, np.where(use, values, 0.0) @ lx)[:, ys, xs]
     coefficients = np.linalg.solve(gram, rhs[..., np.newaxis])[..., 0]
-    # Eigenvalues of Q^T W Q lie in [0, 1]. Small ones mean the background covers the frame
+    # Eigenvalues of the Gram matrix lie in [0, 1]. Small ones mean the background covers the frame
     # poorly (e.g. one corner); the normal equations then lose accuracy, so those few frames are
     # re-solved by SVD on their own, which also detects a truly undetermined surface.
-    smallest = np.linalg.eigvalsh(gram)[:, 0]
-    for frame in np.flatnonzero(smallest < 1e-6):
-        rows = use[frame]
-        solution, _, rank, _ = np.linalg.lstsq(basis[rows], values[frame, rows], rcond=None)
-        if rank < terms:
-            raise ProcessingError(
-                f"frame {start + frame}: the {int(counts[frame])} background pixels do not determine a "
-                f"polynomial of order {order} (they lie on a line or a curve); loosen the mask",
-                frame=int(start + frame),
-            )
-        coefficients[frame] = solution
+    poor = np.flatnonzero(np.linalg.eigvalsh(gram)[:, 0] < 1e-6)
+    if poor.size:
+        columns = _term_columns(*key)
+        for frame in poor:
+            rows = flat_use[frame]
+            solution, _, rank, _ = np.linalg.lstsq(columns[rows], flat_values[frame, rows], rcond=None)
+            if rank < terms:
+                raise ProcessingError(
+                    f"frame {start + frame}: the {int(counts[frame])} background pixels do not determine a "
+                    f"polynomial of order {order} (they lie on a line or a curve); loosen the mask",
+                    frame=int(start + frame),
+                )
+            coefficients[frame] = solution
     return coefficients
 
 
@@ -164,7 +198,7 @@ def polynomial_surface(data: Any, order: int = 2, mask: Any = None) -> np.ndarra
     ProcessingError
         If a frame has too few usable pixels, or they do not determine the surface.
     """
-    return _fit(data, order, mask, subtract=False)
+    return _fit(data, order, mask, subtract=False).reshape(np.shape(data))
 
 
 def polynomial_flatten(data: Any, order: int = 2, mask: Any = None) -> np.ndarray:
