@@ -291,6 +291,42 @@ def _write_node(h5: Any, group: GroupNode, signal_kwargs: dict[str, Any], option
         yield dataset, child
 
 
+def _gzip_plan(dataset: Any) -> tuple[int, bool] | None:
+    """(level, shuffle) when sciz can encode the chunks itself (gzip, optional shuffle, nothing else)."""
+    filters = dict(dataset._filters)
+    if dataset.compression != "gzip" or dataset.dtype.kind in "OUSV" or set(filters) - {"gzip", "shuffle"}:
+        return None
+    level = dataset.compression_opts
+    return (4 if level is None else int(level)), bool(dataset.shuffle)
+
+
+def _encode_gzip_chunk(block: np.ndarray, chunks: tuple[int, ...], level: int, shuffle: bool) -> bytes:
+    """One chunk as HDF5's shuffle + deflate filters store it (libdeflate when available: same format)."""
+    if block.shape != chunks:
+        padded = np.zeros(chunks, dtype=block.dtype)
+        padded[tuple(slice(0, n) for n in block.shape)] = block
+        block = padded
+    raw = np.ascontiguousarray(block)
+    if shuffle and raw.dtype.itemsize > 1:
+        raw = np.ascontiguousarray(raw.reshape(-1).view(np.uint8).reshape(-1, raw.dtype.itemsize).T)
+    try:
+        import imagecodecs
+
+        return bytes(imagecodecs.deflate_encode(raw, level=max(1, min(level, 12))))  # type: ignore[arg-type]
+    except (ImportError, AttributeError):
+        import zlib
+
+        return zlib.compress(raw.tobytes(), level)
+
+
+def _chunk_regions(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[tuple[slice, ...]]:
+    import itertools
+
+    grid = [range(0, n, c) for n, c in zip(shape, chunks, strict=True)]
+    for start in itertools.product(*grid):
+        yield tuple(slice(a, min(a + c, n)) for a, c, n in zip(start, chunks, shape, strict=True))
+
+
 def _write_dataset(dataset: Any, node: ArrayNode, show_progressbar: bool) -> None:
     from ..lazy import iter_blocks, progress_bar
 
@@ -300,20 +336,44 @@ def _write_dataset(dataset: Any, node: ArrayNode, show_progressbar: bool) -> Non
             return
         dataset[()] = np.asarray(data)
         return
-    chunks = dataset.chunks or node.shape
+    chunks = tuple(dataset.chunks or node.shape)
+    show = show_progressbar and node.role == "signal"
     if is_lazy_array(data):
-        for region, block in iter_blocks(data, chunks, show_progressbar=show_progressbar and node.role == "signal"):
-            dataset[region] = block
-        return
-    array = np.asarray(data)
-    # Write in slabs of whole chunk rows: HDF5 compresses each chunk once, memory stays bounded.
-    step = chunks[0]
-    total = array.nbytes
-    with progress_bar(total, f"writing {node.path}", enabled=show_progressbar and node.role == "signal") as advance:
-        for start in range(0, node.shape[0], step):
-            slab = array[start : start + step]
-            dataset[start : start + step] = slab
-            advance(slab.nbytes)
+        blocks: Iterator[tuple[tuple[slice, ...], np.ndarray]] = iter_blocks(data, chunks, show_progressbar=show)
+    else:
+        array = np.asarray(data)
+        blocks = ((region, array[region]) for region in _chunk_regions(node.shape, chunks))
+    plan = _gzip_plan(dataset)
+    with progress_bar(int(np.prod(node.shape)) * node.dtype.itemsize, f"writing {node.path}",
+                      enabled=show and not is_lazy_array(data)) as advance:
+        if plan is None:
+            for region, block in blocks:
+                dataset[region] = block
+                advance(block.nbytes)
+            return
+        # HDF5 compresses on one thread; encode the chunks on every core and store them as they are.
+        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+        level, shuffle = plan
+        workers = os.cpu_count() or 1
+        pending: dict[Future[bytes], tuple[tuple[int, ...], int]] = {}
+
+        def drain(block_until: int) -> None:
+            while len(pending) > block_until:
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for future in done:
+                    offset, nbytes = pending.pop(future)
+                    dataset.id.write_direct_chunk(offset, future.result())
+                    advance(nbytes)
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for region, block in blocks:
+                drain(2 * workers)
+                offset = tuple(s.start for s in region)
+                pending[pool.submit(_encode_gzip_chunk, np.asarray(block), chunks, level, shuffle)] = (
+                    offset, block.nbytes
+                )
+            drain(0)
 
 
 def file_writer(

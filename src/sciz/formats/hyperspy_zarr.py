@@ -346,10 +346,19 @@ _V3_NAMES = {np.dtype(v).str: k for k, v in _V3_TYPES.items()}
 _V3_BYTES_CODECS = {"blosc", "zstd", "gzip", "crc32c"}
 
 
-class FastBlosc:
-    """numcodecs' Blosc codec, encoding through imagecodecs' c-blosc build (byte-identical output, faster).
+#: Block size sciz picks when a Blosc config leaves it automatic (``blocksize=0``). c-blosc's own
+#: heuristic picks 32 KiB for zstd level 1, where zstd spends much of its time starting blocks;
+#: 1 MiB blocks encode about a quarter faster and a few percent smaller (measured on 2-core x86).
+AUTO_BLOSC_BLOCKSIZE = 1 << 20
 
-    Decoding, and any configuration imagecodecs cannot express, go to numcodecs itself.
+
+class FastBlosc:
+    """numcodecs' Blosc codec, encoding through imagecodecs' c-blosc build.
+
+    The stream is standard Blosc (any Blosc decoder reads it) and the stored config is unchanged.
+    An explicit ``blocksize`` gives output byte-identical to numcodecs; the automatic one
+    (``blocksize=0``) uses :data:`AUTO_BLOSC_BLOCKSIZE`. Decoding, and any configuration
+    imagecodecs cannot express, go to numcodecs itself.
     """
 
     codec_id = "blosc"
@@ -371,10 +380,11 @@ class FastBlosc:
         if shuffle == -1:  # numcodecs' AUTOSHUFFLE: bit shuffle for bytes, byte shuffle otherwise
             shuffle = 2 if typesize == 1 else 1
         data: Any = array if array is not None else buf
+        blocksize = self.blocksize or AUTO_BLOSC_BLOCKSIZE
         try:
             return imagecodecs.blosc_encode(
                 data, level=self.clevel, compressor=self.cname, shuffle=shuffle, typesize=typesize,
-                blocksize=self.blocksize, numthreads=1,
+                blocksize=blocksize, numthreads=1,
             )
         except Exception:  # an option this build lacks: numcodecs encodes it the same way
             return self.codec.encode(buf)
