@@ -577,7 +577,8 @@ def test_plan_keeps_total_within_reference():
     costs = {1: 1.0, 4: 2.0, 7: 5.0}
     easy = Estimate(reference=100.0, sizes={1: 90.0, 4: 85.0, 7: 84.0})
     hard = Estimate(reference=100.0, sizes={1: 112.0, 4: 101.0, 7: 99.0})
-    assert plan([easy, hard, None], costs, 6) == [1, 4, 6]  # 90 + 101 <= 0.99 * 200: the cheapest that fits
+    assert plan([easy, hard, None], costs, 6) == [1, 4, 6]  # 90 + 101 <= 200: the cheapest that fits
+    assert plan([easy, hard], costs, 6, margin=0.05) == [4, 4]  # best bytes per work first: 85 + 101 <= 190
     assert plan([hard], costs, 6) == [7]
     worse = Estimate(reference=10.0, sizes={1: 12.0, 4: 12.0, 7: 11.0})
     assert plan([worse], costs, 6) == [7]  # cannot reach the reference: strongest that helps

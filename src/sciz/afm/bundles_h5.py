@@ -266,7 +266,11 @@ def save_h5_bundle(
     ):
         estimates = list(pool.map(lambda j: _estimate(unique[j], levels), lossless))
         options = dict(
-            zip(lossless, _plan.plan(estimates, costs, (True, levels[-1] if compression_level else 4)), strict=True)
+            zip(
+                lossless,
+                _plan.plan(estimates, costs, (True, levels[-1] if compression_level else 4)),
+                strict=True,
+            )
         )
         f.create_group("processed")
         f.create_group("masks")
