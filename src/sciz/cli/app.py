@@ -20,7 +20,13 @@ console = Console()
 err_console = Console(stderr=True)
 
 #: Modules that add commands to ``app`` when imported.
-COMMAND_MODULES = ["sciz.cli.codecs_cmd", "sciz.cli.info_cmd", "sciz.cli.convert_cmd", "sciz.cli.process_cmd", "sciz.cli.demo_cmd"]
+COMMAND_MODULES = [
+    "sciz.cli.codecs_cmd",
+    "sciz.cli.info_cmd",
+    "sciz.cli.convert_cmd",
+    "sciz.cli.process_cmd",
+    "sciz.cli.demo_cmd",
+]
 
 
 def _version_callback(value: bool) -> None:
