@@ -362,6 +362,11 @@ def test_h5_codec_object_and_argument_errors(tmp_path):
         save_h5_bundle(tmp_path / "t.h5", stack, tolerance=1e-3)
     with pytest.raises(ArgumentError, match="compression_level"):
         save_h5_bundle(tmp_path / "t.h5", stack, compression_level=12)
+    for level in (2, 9):
+        fixed = save_h5_bundle(tmp_path / f"level{level}.h5", stack, compression_level=level)
+        with h5py.File(fixed, "r") as f:
+            assert f["data"].compression_opts == level
+        np.testing.assert_array_equal(load_h5_bundle(fixed).data, stack.data)
     with pytest.raises(ArgumentError, match="codec"):
         save_h5_bundle(tmp_path / "t.h5", stack, codec=3.0)
     assert not list(tmp_path.glob("t.h5*")) and not list(tmp_path.glob("l.h5*"))

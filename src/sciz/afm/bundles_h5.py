@@ -6,11 +6,15 @@ unknown), scalar UTF-8 JSON strings ``/frame_metadata_json``, ``/provenance_json
 is something to keep, ``/state_backups_json``; root attributes ``pixel_size_nm`` (float64) and
 ``channel`` (str).
 
-The default filter pipeline is HDF5's own shuffle + deflate, which every HDF5 reader (playNano's
-plain h5py included) decodes. sciz fills the chunks itself: several threads shuffle and deflate
+The default filter pipeline is HDF5's own (shuffle +) deflate, which every HDF5 reader (playNano's
+plain h5py included) decodes. Chunks are 128 x 128 tiles a few frames deep; per array, shuffle and
+the deflate level are planned from sample chunks (:mod:`sciz.afm._plan`) so the file is no larger
+than h5py's gzip level 4 would make it. sciz fills the chunks itself: several threads compress
 them with libdeflate and h5py writes the finished chunks directly, so the file is written on all
-cores instead of one. With ``codec=`` the float arrays go through that codec's registered HDF5
-filter (hdf5plugin ids, see ``sciz.codecs``), after the codec has checked that it keeps its bound.
+cores instead of one; reading decodes chunks on all cores the same way.
+
+With ``codec=`` the float arrays go through that codec's registered HDF5 filter (hdf5plugin ids,
+see ``sciz.codecs``), after the codec has checked that it keeps its bound.
 """
 
 from __future__ import annotations
@@ -252,7 +256,7 @@ def save_h5_bundle(
     lossless = [j for j, array in enumerate(unique) if chosen is None or array.dtype.kind != "f"]
     levels = (compression_level,) if compression_level is not None else _LEVELS
     costs = {
-        (shuffle, level): _LEVEL_COST[level] + (0.15 if shuffle else 0.0)
+        (shuffle, level): _LEVEL_COST.get(level, float(level)) + (0.15 if shuffle else 0.0)
         for shuffle in (False, True)
         for level in levels
     }
