@@ -46,9 +46,12 @@ __all__ = ["NPZ_REQUIRED_KEYS", "load_npz_bundle", "read_npz_members", "save_npz
 NPZ_REQUIRED_KEYS = ("data", "pixel_size_nm", "channel", "frame_metadata_json", "provenance_json")
 #: Windows of this size decide a member's deflate level; smaller members are written whole.
 _WINDOW = 128 * 1024
-#: libdeflate levels the planner chooses from, with their relative work per byte (measured speed
-#: ratios on float32 height data); fixed numbers keep the choice, and so the file, deterministic.
-_LEVEL_COST = {1: 1.0, 4: 2.0, 6: 3.0, 7: 5.0, 9: 6.0}
+#: What the planner chooses from, with the relative work per byte (measured speed ratios on AFM
+#: data; fixed numbers keep the choice, and so the file, deterministic): libdeflate levels, and
+#: zlib level 6 itself (what numpy writes, in primed parallel blocks) for data where libdeflate
+#: cannot reach its size, such as digitised heights.
+_ZLIB6 = "zlib-6"
+_LEVEL_COST: dict[int | str, float] = {1: 1.0, 4: 2.0, 6: 3.0, 7: 5.0, _ZLIB6: 8.0}
 
 
 def _npy_header(array: np.ndarray) -> bytes:
@@ -79,18 +82,24 @@ def _estimate(array: np.ndarray) -> _plan.Estimate | None:
     flat = np.require(array, requirements="C").reshape(-1).view(np.uint8)
     if flat.size < 8 * _WINDOW:
         return None
-    options = {level: (lambda sample, level=level: len(raw_deflate(sample, level))) for level in _LEVEL_COST}
-    return _plan.estimate_from(_windows(flat), flat.size, _zlib6_size, options)
+    options = {
+        level: (lambda sample, level=level: len(raw_deflate(sample, level)))
+        for level in _LEVEL_COST
+        if isinstance(level, int)
+    }
+    estimate = _plan.estimate_from(_windows(flat), flat.size, _zlib6_size, options)
+    estimate.sizes[_ZLIB6] = estimate.reference  # zlib level 6 is the reference itself
+    return estimate
 
 
-def _write_member(writer: Any, name: str, array: np.ndarray, level: int, threads: int) -> None:
+def _write_member(writer: Any, name: str, array: np.ndarray, level: int | str, threads: int) -> None:
     from ..formats import _zipwriter as zw
 
     # np.ascontiguousarray would turn 0-d arrays into shape (1,).
     array = np.require(array, requirements="C")
     header = _npy_header(array)
     flat = array.reshape(-1).view(np.uint8)
-    plan = zw.plan_for_level(level)
+    plan = zw.DeflatePlan(6) if level == _ZLIB6 else zw.plan_for_level(int(level))
     if flat.size < _WINDOW:
         writer.write_bytes(f"{name}.npy", header + flat.tobytes(), plan)
         return
@@ -156,7 +165,7 @@ def save_npz_bundle(
     if compression_level is None:
         with ThreadPoolExecutor(threads) as pool:
             estimates = list(pool.map(_estimate, [array for _, array in members]))
-        levels = [int(level) for level in _plan.plan(estimates, _LEVEL_COST, 6)]
+        levels: list[int | str] = list(_plan.plan(estimates, _LEVEL_COST, 6))
     else:
         levels = [compression_level] * len(members)
     with atomic_file(target) as handle, zw.ZipStreamWriter(handle, threads=threads) as writer:
