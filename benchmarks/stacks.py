@@ -9,9 +9,9 @@ scan-line offsets, 0.01 nm ADC steps). Two 5-step pipelines run on both sides:
 
 playNano runs in its own interpreter (its dependencies clash with the sciz environment): set
 ``SCIZ_PLAYNANO_PYTHON`` or run ``pytest tests/test_afm_interop.py`` once. Each timing is the best
-of ``--repeat`` runs of the whole pipeline, keeping every layer as both libraries do (sciz runs
-before and after playNano); the largest difference between the two final stacks is printed as a
-check. Afterwards the bundle I/O
+of ``--repeat`` rounds that alternate the two libraries, each running the whole pipeline and keeping
+every layer as both libraries do; the largest difference between the two final stacks is printed
+as a check. Afterwards the bundle I/O
 benchmark (``benchmarks/stacks_io.py``) runs on the same stack, unless ``--skip-io``.
 
 Usage: python benchmarks/stacks.py [--frames 64] [--size 512] [--repeat 2] [--skip-io]
@@ -104,17 +104,21 @@ def main() -> None:
                 for key in [k for k, v in params.items() if v is None]:
                     del params[key]
         (folder / "spec.json").write_text(json.dumps(spec))
-        # sciz runs before and after playNano and keeps its best time, so a burst of load from other
-        # processes on the machine hits both sides alike rather than one of them.
-        before = {name: run_sciz(raw, frames, text, args.repeat) for name, text in PIPELINES.items()}
-        done = subprocess.run(
-            [str(python), "-c", PLAYNANO_SIDE, str(folder), str(args.repeat)], capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            sys.exit(done.stderr[-3000:])
-        theirs = json.loads(done.stdout.strip().splitlines()[-1])
-        after = {name: run_sciz(raw, frames, text, args.repeat) for name, text in PIPELINES.items()}
-        ours = {name: min(before[name], after[name], key=lambda result: result[0]) for name in PIPELINES}
+        # Rounds alternate sciz and playNano (one run of each pipeline per side per round), so a burst
+        # of load from other processes on the machine hits both sides alike; each side keeps its best.
+        ours: dict[str, tuple[float, ImageStack]] = {}
+        theirs: dict[str, dict[str, float]] = {}
+        for _ in range(args.repeat):
+            for name, text in PIPELINES.items():
+                result = run_sciz(raw, frames, text, 1)
+                if name not in ours or result[0] < ours[name][0]:
+                    ours[name] = result
+            done = subprocess.run([str(python), "-c", PLAYNANO_SIDE, str(folder), "1"], capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(done.stderr[-3000:])
+            for name, result in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                if name not in theirs or result["seconds"] < theirs[name]["seconds"]:
+                    theirs[name] = result
         differences = {}
         for name in PIPELINES:
             peer_data = np.load(folder / f"playnano-{name}.npy")
