@@ -105,8 +105,13 @@ MEMORY_SCRIPT = textwrap.dedent(
     from sciz.formats import zspy, hspy
     from sciz.lazy import synthetic_signal, current_rss
     path, kind = sys.argv[1], sys.argv[2]
-    data = synthetic_signal((128, 512, 1024), (2, 512, 1024), seed=0)  # 256 MiB in 4 MiB chunks
+    data = synthetic_signal((128, 256, 1024), (1, 256, 1024), seed=0)  # 128 MiB in 1 MiB chunks
     signal = {"data": data, "metadata": {"General": {"title": "m"}}}
+    # A small round trip first, so that the libraries loaded on first use count in the baseline.
+    small = {"data": synthetic_signal((4, 8, 8), (2, 8, 8)), "metadata": {"General": {"title": "s"}}}
+    writer, reader = (zspy.file_writer, zspy.file_reader) if kind == "zspy" else (hspy.file_writer, hspy.file_reader)
+    writer(path + ".small", small, show_progressbar=False)
+    float(reader(path + ".small", lazy=True)[0]["data"].sum().compute())
     base = current_rss()
     with dask.config.set(scheduler="threads", num_workers=2):
         if kind == "zspy":
@@ -133,7 +138,7 @@ def test_streaming_keeps_memory_bounded(tmp_path: Path, kind: str) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["nbytes"] == 256 * 2**20
+    assert report["nbytes"] == 128 * 2**20
     assert report["total"] > 0
-    # Whole-array processing would need > 256 MiB (plus encoded copies); streaming stays at a few chunks.
-    assert report["peak"] - report["base"] < 128 * 2**20, report
+    # Whole-array processing would need > 128 MiB (plus encoded copies); streaming stays at a few chunks.
+    assert report["peak"] - report["base"] < 48 * 2**20, report  # measured: 16 (zspy) and 28 MiB (hspy)

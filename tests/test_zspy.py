@@ -573,6 +573,8 @@ def test_load_reports_storage(tmp_path: Path) -> None:
         stored = dataset.storage["data"]
         assert stored.codec == "blosc" and stored.chunks == (8, 64, 64)
         assert stored.stored_bytes is not None and 0 < stored.stored_bytes < data.nbytes / 50
+    stored = sciz.load(sciz.save(sciz.Dataset(data, name="s"), tmp_path / "h.hspy")).storage["data"]
+    assert stored.codec == "gzip" and stored.stored_bytes is not None and 0 < stored.stored_bytes < data.nbytes / 50
 
 
 @pytest.mark.parametrize("kind", ["zspy", "hspy"])

@@ -471,6 +471,20 @@ def file_writer(
                 _write_dataset(dataset, node, show_progressbar)
 
 
+def _storage(path: Path, signal: dict[str, Any]) -> dict[str, StoredArray]:
+    from .hyperspy_tree import experiment_name
+
+    try:
+        with _h5py().File(path, "r") as handle:
+            data = handle[f"Experiments/{experiment_name(signal)}/data"]
+            filters = list(data._filters) or ["none"]
+            codec = "+".join(str(f) for f in filters if f != "shuffle") or "none"
+            return {"data": StoredArray(codec=codec, stored_bytes=int(data.id.get_storage_size()),
+                                        chunks=tuple(data.chunks) if data.chunks else None)}
+    except (OSError, KeyError):
+        return {}
+
+
 class HspyFormat(Format):
     """HyperSpy's HDF5 signal format (``.hspy``).
 
@@ -504,7 +518,7 @@ class HspyFormat(Format):
         if not isinstance(index, int) or not -len(signals) <= index < len(signals):
             raise argument_error("signal", index, f"the file holds {len(signals)} signal(s)")
         dataset = signal_to_dataset(signals[index], source=os.fspath(path))
-        dataset.storage["data"] = StoredArray(codec="hdf5")
+        dataset.storage.update(_storage(path, signals[index]))
         return dataset
 
     def write(self, dataset: Dataset, path: Path, **options: Any) -> Path:

@@ -348,8 +348,9 @@ _V3_BYTES_CODECS = {"blosc", "zstd", "gzip", "crc32c"}
 
 #: Block size sciz picks when a Blosc config leaves it automatic (``blocksize=0``). c-blosc's own
 #: heuristic picks 32 KiB for zstd level 1, where zstd spends much of its time starting blocks;
-#: 1 MiB blocks encode about a quarter faster and a few percent smaller (measured on 2-core x86).
-AUTO_BLOSC_BLOCKSIZE = 1 << 20
+#: 4 MiB blocks encode about 1.6x faster and 4 % smaller, decode as fast (84 MB float32 chunk,
+#: one thread; measured here). Chunks are what readers fetch, so larger blocks cost no access.
+AUTO_BLOSC_BLOCKSIZE = 4 << 20
 
 
 class FastBlosc:
