@@ -17,7 +17,6 @@ from scipy import ndimage
 
 from sciz import processing
 from sciz.stack import ImageStack
-from test_afm_interop import playnano_python as playnano_python  # the shared session fixture
 
 FILTERS = ("remove_plane", "row_median_align", "zero_mean", "zero_median")
 PIPELINE = [
