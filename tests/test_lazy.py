@@ -100,10 +100,10 @@ def test_convert_streams_between_formats(tmp_path: Path) -> None:
 
 MEMORY_SCRIPT = textwrap.dedent(
     """
-    import json, sys, resource, dask
+    import json, os, sys, dask
     import numpy as np
     from sciz.formats import zspy, hspy
-    from sciz.lazy import synthetic_signal, current_rss
+    from sciz.lazy import synthetic_signal, current_rss, peak_rss
     path, kind = sys.argv[1], sys.argv[2]
     data = synthetic_signal((128, 256, 1024), (1, 256, 1024), seed=0)  # 128 MiB in 1 MiB chunks
     signal = {"data": data, "metadata": {"General": {"title": "m"}}}
@@ -121,8 +121,9 @@ MEMORY_SCRIPT = textwrap.dedent(
             hspy.file_writer(path, signal, compression="lzf", show_progressbar=False)
             back = hspy.file_reader(path, lazy=True)[0]["data"]
         total = float(back.astype(np.float64).sum().compute())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"base": base, "peak": peak, "total": total, "nbytes": int(data.nbytes)}))
+    peak = peak_rss()
+    print(json.dumps({"base": base, "peak": peak, "total": total, "nbytes": int(data.nbytes),
+                      "modules": len(sys.modules), "cwd": os.getcwd()}))
     """
 )
 
@@ -130,7 +131,9 @@ MEMORY_SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("kind", ["zspy", "hspy"])
 def test_streaming_keeps_memory_bounded(tmp_path: Path, kind: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path / f"m.{kind}"), kind],
+        # -I and a clean working directory: nothing of the test session leaks into the measurement.
+        [sys.executable, "-I", "-c", MEMORY_SCRIPT, str(tmp_path / f"m.{kind}"), kind],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,

@@ -246,7 +246,19 @@ def synthetic_signal(
 
 
 def peak_rss() -> int:
-    """Peak resident memory of this process in bytes (Linux/macOS)."""
+    """Peak resident memory of this process in bytes.
+
+    On Linux this is ``VmHWM`` of the process's own address space: ``ru_maxrss`` would include the
+    peak of the parent that spawned it (the kernel carries it across ``exec``).
+    """
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
