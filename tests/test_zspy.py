@@ -598,3 +598,15 @@ def test_ragged_signal_and_metadata(tmp_path: Path, kind: str) -> None:
             assert [list(w) for w in back["metadata"]["Markers"]["w"]] == [["a", "ü"], ["aa", "ü"], ["aaa", "ü"]]
         else:
             np.testing.assert_array_equal(back["metadata"]["Markers"]["o"][2], ragged[2])
+
+
+def test_lazy_hspy_never_reads_a_replaced_file(tmp_path: Path) -> None:
+    path = tmp_path / "lazy.hspy"
+    hspy.file_writer(path, signal(np.ones((2, 3, 4))), show_progressbar=False)
+    (first,) = hspy.file_reader(path, lazy=True)
+    np.testing.assert_array_equal(first["data"].compute(), np.ones((2, 3, 4)))
+    hspy.file_writer(path, signal(np.full((2, 3, 4), 5.0)), show_progressbar=False)
+    (second,) = hspy.file_reader(path, lazy=True)
+    np.testing.assert_array_equal(second["data"].compute(), np.full((2, 3, 4), 5.0))
+    with pytest.raises(FormatError, match="replaced"):
+        first["data"].compute()

@@ -111,7 +111,7 @@ def resolve_compression(compression: Any, array: Any, params: Mapping[str, Any])
 class H5Source:
     """Picklable array-like over one HDF5 dataset (opens the file per process) for dask."""
 
-    _files: ClassVar[dict[tuple[int, str], Any]] = {}
+    _files: ClassVar[dict[tuple[int, str, int, int], Any]] = {}
     _lock = threading.RLock()
 
     def __init__(self, path: str, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
@@ -120,15 +120,21 @@ class H5Source:
         self.shape = shape
         self.dtype = dtype
         self.ndim = len(shape)
+        status = Path(path).stat()
+        # The file this array was read from: a file replaced since then is not read by mistake.
+        self.identity = (int(status.st_ino), int(status.st_mtime_ns))
 
     def __dask_tokenize__(self) -> Any:
-        return ("sciz-h5", self.path, Path(self.path).stat().st_mtime, self.name)
+        return ("sciz-h5", self.path, self.identity, self.name)
 
     def _dataset(self) -> Any:
-        key = (os.getpid(), self.path)
+        key = (os.getpid(), self.path, *self.identity)
         with H5Source._lock:
             handle = H5Source._files.get(key)
             if handle is None or not handle.id.valid:
+                status = Path(self.path).stat()
+                if (int(status.st_ino), int(status.st_mtime_ns)) != self.identity:
+                    raise FormatError(f"{self.path} was replaced after it was opened lazily; open it again")
                 handle = _h5py().File(self.path, "r")
                 H5Source._files[key] = handle
         return handle[self.name]
