@@ -610,3 +610,13 @@ def test_lazy_hspy_never_reads_a_replaced_file(tmp_path: Path) -> None:
     np.testing.assert_array_equal(second["data"].compute(), np.full((2, 3, 4), 5.0))
     with pytest.raises(FormatError, match="replaced"):
         first["data"].compute()
+
+
+def test_lazy_zspy_never_mixes_a_replaced_directory(tmp_path: Path) -> None:
+    path = tmp_path / "lazy.zspy"
+    zspy.file_writer(path, signal(np.ones((2, 3, 4))), show_progressbar=False)
+    (first,) = zspy.file_reader(path, lazy=True)
+    zspy.file_writer(path, signal(np.full((2, 3, 4), 5.0)), show_progressbar=False)
+    with pytest.raises(FormatError, match="replaced"):
+        first["data"].compute()
+    np.testing.assert_array_equal(zspy.file_reader(path, lazy=True)[0]["data"].compute(), np.full((2, 3, 4), 5.0))

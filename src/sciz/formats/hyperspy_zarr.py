@@ -883,6 +883,15 @@ def _read_chunk(kv: KVStore, meta: ArrayMeta, index: tuple[int, ...]) -> np.ndar
     return meta.decode(raw)
 
 
+def _directory_identity(kv: KVStore) -> int | None:
+    if not isinstance(kv, DirectoryKV):
+        return None
+    try:
+        return int(kv.root.stat().st_ino)
+    except OSError:
+        return None
+
+
 class ChunkSource:
     """Array-like view of a stored array for ``dask.array.from_array`` (reads whole chunks)."""
 
@@ -892,11 +901,16 @@ class ChunkSource:
         self.shape = meta.shape
         self.dtype = meta.dtype
         self.ndim = len(meta.shape)
+        # A directory store replaced after opening (sciz rewrites atomically: a new directory)
+        # must not be read chunk by chunk as if it were the old one.
+        self.identity = _directory_identity(kv)
 
     def __dask_tokenize__(self) -> Any:
-        return ("sciz-zarr", self.kv.describe(), self.meta.path, self.meta.shape, self.meta.chunks, str(self.dtype))
+        return ("sciz-zarr", self.kv.describe(), self.identity, self.meta.path, self.meta.chunks, str(self.dtype))
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        if self.identity is not None and _directory_identity(self.kv) != self.identity:
+            raise FormatError(f"{self.kv.describe()} was replaced after it was opened lazily; open it again")
         if not isinstance(key, tuple):
             key = (key,)
         key = key + (slice(None),) * (self.ndim - len(key))
