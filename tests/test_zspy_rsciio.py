@@ -46,13 +46,17 @@ HELPER = textwrap.dedent(
         if isinstance(v, np.ndarray):
             if v.dtype.kind == "O":
                 return {"objarray": [enc(np.asarray(x)) for x in v.ravel()], "shape": list(v.shape)}
+            if v.dtype.kind not in "biufcU":
+                return {"objarray": [enc(x) for x in v.ravel().tolist()], "shape": list(v.shape)}
             return {"array": v.tolist(), "dtype": v.dtype.str, "shape": list(v.shape)}
         if isinstance(v, bytes):
             return {"bytes": v.hex()}
         if isinstance(v, np.generic):
-            return {"np": type(v).__name__, "value": v.item() if not isinstance(v, np.bytes_) else v.hex()}
+            return {"np": type(v).__name__, "value": enc(v.item()) if not isinstance(v, np.bytes_) else v.hex()}
         if isinstance(v, float) and v != v:
             return {"nan": True}
+        if isinstance(v, complex):
+            return {"complex": [v.real, v.imag]}
         return v
 
     def read(kind, path, lazy):
@@ -132,9 +136,11 @@ def dec(value: Any) -> Any:
         if "bytes" in value:
             return bytes.fromhex(value["bytes"])
         if "np" in value:
-            return value["value"]
+            return dec(value["value"])
         if "nan" in value:
             return float("nan")
+        if "complex" in value:
+            return complex(*value["complex"])
     return value
 
 
@@ -281,3 +287,26 @@ def test_metadata_only_rewrite_is_read_by_rsciio(tmp_path: Path, rsciio_python: 
         read = dec(result[0])
         np.testing.assert_array_equal(read["data"], data)  # the data was kept
         assert read["metadata"]["note"] == "edited" and "when" not in read["metadata"]
+
+
+def test_rsciio_reads_everything_sciz_can_store(tmp_path: Path, rsciio_python: str) -> None:
+    # Types HyperSpy's layout cannot hold exactly are stored so that RosettaSciIO still reads the file.
+    from test_zspy import rich_metadata, signal
+
+    zspy.file_writer(tmp_path / "rich.zspy", signal(metadata=rich_metadata()), show_progressbar=False)
+    hspy.file_writer(tmp_path / "rich.hspy", signal(metadata=rich_metadata()), show_progressbar=False)
+    jobs = [["read", "zspy", str(tmp_path / "rich.zspy"), False], ["read", "hspy", str(tmp_path / "rich.hspy"), False]]
+    for kind, result in zip(("zspy", "hspy"), rsciio(rsciio_python, jobs), strict=True):
+        exact = dec(result[0])["metadata"]["Exact"]
+        assert exact["non_ascii"] == "Ångström – µm – 温度"
+        assert exact["when"] == "2024-03-01T12:30:05.123456+00:00"
+        assert exact["nested_tuple"] == ((1, 2), [3, (4, 5)])
+        assert sorted(exact["long_list"]) == list(range(25))
+        assert exact["empty_dict"] == {} and exact["none"] is None
+        reference = exact["_sig_reference"]
+        np.testing.assert_array_equal(reference["data"], np.linspace(0, 1, 5))
+        assert reference["metadata"]["Signal"]["signal_type"] == "EELS"
+        if kind == "hspy":
+            assert exact["bytes_nul"] == b"\x00\xffraw\x00" and exact["complex"] == 1 + 2j
+        else:
+            assert bytes(exact["bytes_nul"].astype(np.uint8)) == b"\x00\xffraw\x00" and exact["complex"] == "(1+2j)"
