@@ -620,3 +620,15 @@ def test_lazy_zspy_never_mixes_a_replaced_directory(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="replaced"):
         first["data"].compute()
     np.testing.assert_array_equal(zspy.file_reader(path, lazy=True)[0]["data"].compute(), np.full((2, 3, 4), 5.0))
+
+
+@pytest.mark.parametrize("ext", [".zspy", ".hspy"])
+def test_lazy_dataset_saved_over_its_own_file(tmp_path: Path, ext: str) -> None:
+    path = tmp_path / f"same{ext}"
+    sciz.save(sciz.Dataset(np.arange(60.0).reshape(3, 4, 5), name="a"), path)
+    dataset = sciz.load(path, lazy=True)
+    dataset.metadata["edited"] = True
+    sciz.save(dataset, path)  # streams from the old file into a new one, then replaces it
+    back = sciz.load(path)
+    assert back.metadata == {"edited": True}
+    np.testing.assert_array_equal(back.data, np.arange(60.0).reshape(3, 4, 5))
