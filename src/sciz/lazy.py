@@ -77,23 +77,34 @@ def active_client() -> Any:
     return client
 
 
-def _rich_dask_callback(total: int, description: str) -> Any:
+def _rich_dask_callback(description: str) -> Any:
+    """A dask callback showing a rich progress bar over the tasks of the running graph."""
     from dask.callbacks import Callback
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
     class _RichTasks(Callback):
         def __init__(self) -> None:
             super().__init__()
-            self._context = progress_bar(total, description)
-            self._advance: Callable[[int], None] = lambda n: None
+            self._progress = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self._task: Any = None
 
-        def _start(self, dsk: Any) -> None:
-            self._advance = self._context.__enter__()
+        def _start_state(self, dsk: Any, state: Any) -> None:
+            total = sum(len(state[k]) for k in ("ready", "waiting", "finished", "running") if k in state)
+            self._progress.start()
+            self._task = self._progress.add_task(description, total=max(total, len(dsk)))
 
         def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-            self._advance(1)
+            self._progress.update(self._task, advance=1)
 
         def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
-            self._context.__exit__(None, None, None)
+            self._progress.stop()
 
     return _RichTasks()
 
@@ -125,7 +136,7 @@ def store_dask(data: Any, target: Any, *, show_progressbar: bool = True) -> None
         return
     tasks = int(np.prod(data.numblocks)) if data.ndim else 1
     if show_progressbar and tasks > 1:
-        with _rich_dask_callback(tasks * 2, f"writing {target.meta.path}"):
+        with _rich_dask_callback(f"writing {target.meta.path}"):
             da.store(data, target, lock=False)
     else:
         da.store(data, target, lock=False)
