@@ -21,12 +21,14 @@ __all__ = ["LercCodec"]
 
 
 def _engine_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    # LERC codes (rows, columns[, bands]); a 1-D chunk is one row, more axes fold into rows.
-    if len(shape) == 1:
-        return (1, shape[0])
-    if len(shape) == 2:
-        return shape
-    return (math.prod(shape[:-1]), shape[-1])
+    # LERC codes (rows, columns[, values per pixel]) as the raw engine does, and drops a trailing
+    # length-1 axis: leave out length-1 axes, make 1-D one row, fold axes beyond three into rows.
+    dims = [n for n in shape if n != 1] or [1]
+    if len(dims) == 1:
+        return (1, dims[0])
+    if len(dims) <= 3:
+        return tuple(dims)
+    return (math.prod(dims[:-2]), *dims[-2:])
 
 
 def _decode_lerc(payload: memoryview, target: np.ndarray, params: dict[str, Any]) -> None:
