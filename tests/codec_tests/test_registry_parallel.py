@@ -79,8 +79,23 @@ def test_many_chunks_and_threads_give_one_stream(name: str, monkeypatch: pytest.
     header = _stream.parse_stream(single, codec.error)
     assert len(header.chunks) > 4, "small chunk size should give several chunks"
     threaded = codec.encode(data, numthreads=2)
-    assert threaded == single, "the stream does not depend on the thread count"
+    assert threaded == single, "chunks at the size limit: the thread count changes nothing"
     for threads in (1, 2, 0):
         restored = codec.decode(single, numthreads=threads)
         assert np.isnan(restored[10, 3, 3])
         assert max_error(data, restored) <= codec.tolerance
+
+
+def test_threads_share_an_array_in_even_chunks() -> None:
+    data = np.random.default_rng(5).normal(size=(64, 256, 256)).astype(np.float32)  # 16 MiB
+    codec = codecs.get("pcodec")
+    one = codec.encode(data, numthreads=1)
+    two = codec.encode(data, numthreads=2)
+    assert len(_stream.parse_stream(one, codec.error).chunks) == 1, "one thread codes the array whole"
+    header = _stream.parse_stream(two, codec.error)
+    assert len(header.chunks) == 2 and header.rows == 32, "two threads get one even half each"
+    for stream in (one, two):
+        for threads in (1, 2):
+            assert codec.decode(stream, numthreads=threads).tobytes() == data.tobytes()
+    assert _stream.plan_rows((64, 1024, 1024), 4, threads=3) == 24, "rows rounded up to zfp's block of 4"
+    assert _stream.plan_rows((4096, 1024, 1024), 4, threads=1) == 128, "at most CHUNK_BYTES per chunk"

@@ -155,7 +155,7 @@ class Codec(ABC):
             dtype=native,
             shape=tuple(array.shape),
             params=self.stream_params(),
-            rows=_stream.plan_rows(array.shape, native.itemsize, align=self.align),
+            rows=_stream.plan_rows(array.shape, native.itemsize, align=self.align, threads=threads),
             big_endian=array.dtype.byteorder == ">",
         )
         if array.size:

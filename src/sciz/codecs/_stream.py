@@ -63,8 +63,11 @@ MAX_PARAMS = 65536
 MAX_EXTENT = 1 << 48
 _FIXED = struct.Struct("<4sBBBBB3sI")
 _CHUNK = struct.Struct("<B3sIQQ")
-#: Aim for chunks of this many bytes; large arrays become several chunks that threads share.
-CHUNK_BYTES = 32 * 1024 * 1024
+#: The largest chunk: engines allocate work buffers the size of what they code, so peak memory
+#: stays near input + a few chunks whatever the array's size.
+CHUNK_BYTES = 512 * 1024 * 1024
+#: The smallest chunk worth its own engine call when splitting for threads.
+MIN_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 def crc32(data: Any, value: int | None = None) -> int:
@@ -118,18 +121,23 @@ def chunked_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(dims) or (1,)
 
 
-def plan_rows(shape: tuple[int, ...], itemsize: int, *, align: int = 4, chunk_bytes: int | None = None) -> int:
-    """Rows of the chunked view's first axis per chunk so that each chunk holds about ``chunk_bytes``.
+def plan_rows(shape: tuple[int, ...], itemsize: int, *, align: int = 4, threads: int = 1) -> int:
+    """Rows of the chunked view's first axis per chunk: one chunk per thread, within the chunk limits.
 
+    Fewer, larger chunks compress better (each engine call restarts its prediction and tables:
+    measured on a smooth 256 MB field, sz3 gives ratio 109 in 32 MB chunks and 397 whole), so a
+    single thread codes up to ``CHUNK_BYTES`` at once and ``threads`` share the work evenly.
     Rows are a multiple of ``align`` where possible (zfp codes 4^d blocks; a cut elsewhere costs ratio).
     """
     shape = chunked_shape(shape)
-    chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
-    row_bytes = max(1, math.prod(shape[1:]) * itemsize)
-    rows = max(1, chunk_bytes // row_bytes)
-    if rows >= align:
-        rows -= rows % align
-    return max(1, min(rows, shape[0]) if shape[0] else 1)
+    extent = shape[0]
+    total = math.prod(shape) * itemsize
+    chunk_bytes = min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, math.ceil(total / max(1, threads))))
+    count = max(1, math.ceil(total / chunk_bytes))
+    rows = max(1, math.ceil(extent / count))
+    if rows > align and rows % align:
+        rows += align - rows % align
+    return max(1, min(rows, extent))
 
 
 def codec_error(name: str, default: type[CodecError]) -> type[CodecError]:
