@@ -186,14 +186,14 @@ def report(title: str, data: np.ndarray, names: list[str], repeat: int, threads:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=256, help="size of the synthetic field (MB)")
-    parser.add_argument("--repeat", type=int, default=2, help="best of N runs for the real fields")
+    parser.add_argument("--repeat", type=int, default=2, help="best of N runs")
     parser.add_argument("--codecs", default=",".join(SCIZ_PARAMS), help="comma-separated codec names")
     args = parser.parse_args()
     names = [n for n in args.codecs.split(",") if n]
     print(f"imagecodecs {imagecodecs.__version__}; sciz streams vs raw engine calls, same data, same run")
     for path in sorted(FIELDS.glob("*.npy")):
         report(path.name, np.load(path, allow_pickle=False), names, args.repeat, (1,))
-    report(f"synthetic {args.size_mb} MB field", synthetic_field(args.size_mb), names, 1, (1, 2))
+    report(f"synthetic {args.size_mb} MB field", synthetic_field(args.size_mb), names, args.repeat, (1, 2))
 
 
 if __name__ == "__main__":

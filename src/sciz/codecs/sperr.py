@@ -40,10 +40,10 @@ def _decode_sperr(payload: memoryview, target: np.ndarray, params: dict[str, Any
     imagecodecs = engine()
 
     shape = _engine_shape(target.shape)
-    result = imagecodecs.sperr_decode(payload, numthreads=1)
+    # Straight into the caller's array (the engine checks it against the payload's header).
+    result = imagecodecs.sperr_decode(payload, out=target.reshape(shape), numthreads=1)
     if result.shape != shape or result.dtype != target.dtype:
         raise ValueError(f"sperr payload holds {result.shape} {result.dtype}, expected {shape} {target.dtype}")
-    target.reshape(shape)[...] = result
 
 
 _base.METHOD_DECODERS[SPERR_METHOD] = _decode_sperr
