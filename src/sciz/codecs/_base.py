@@ -74,6 +74,11 @@ class Codec(ABC):
     #: Whether the engine keeps NaN and +-Inf exactly (otherwise they are patched).
     keeps_nonfinite: ClassVar[bool] = False
 
+    @property
+    def needs_range(self) -> bool:
+        """Whether encode_chunk needs each chunk's finite minimum and maximum."""
+        return not self.keeps_nonfinite
+
     # ----- what each codec supplies -------------------------------------------------------
     @abstractmethod
     def params(self) -> dict[str, Any]:
@@ -169,7 +174,9 @@ class Codec(ABC):
         chunk = original
         patch_index = np.empty(0, np.uint64)
         low = high = 0.0
-        if chunk.dtype.kind == "f":
+        # The range (one min and one max pass) is needed to find NaN/Inf and to tighten tolerances;
+        # engines that keep NaN/Inf and promise their bound themselves skip it.
+        if chunk.dtype.kind == "f" and self.needs_range:
             low, high = float(chunk.min()), float(chunk.max())
             if not (math.isfinite(low) and math.isfinite(high)) and not self.keeps_nonfinite:
                 chunk, patch_index, low, high = _extract_nonfinite(chunk)
