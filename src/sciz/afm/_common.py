@@ -61,6 +61,16 @@ def as_image_stack(value: Any, name: str = "stack") -> ImageStack:
     )
 
 
+def source_path(path: Any, name: str = "path") -> Path:
+    """``path`` as the Path of an existing file, or an error naming the argument / a FileNotFoundError."""
+    if not isinstance(path, str | os.PathLike):
+        raise argument_error(name, path, "must be a str or os.PathLike path")
+    source = Path(os.fspath(path)).expanduser()
+    if not source.exists():
+        raise FileNotFoundError(f"no such file: {source}")
+    return source
+
+
 def target_path(path: Any, suffixes: tuple[str, ...], name: str = "path") -> Path:
     """``path`` as a Path ending in one of ``suffixes`` (the first is appended when none matches)."""
     if not isinstance(path, str | os.PathLike):

@@ -45,6 +45,7 @@ from ._common import (
     frames_with_timestamps,
     json_text,
     parse_json,
+    source_path,
     stack_timestamps,
     target_path,
 )
@@ -411,11 +412,7 @@ def load_h5_bundle(path: str | os.PathLike[str], channel: str = "height_trace") 
     # Registers the codec filters (zfp, sz3, blosc2, ...) so bundles written with a codec read too.
     with contextlib.suppress(ImportError):
         import hdf5plugin  # noqa: F401
-    if not isinstance(path, str | os.PathLike):
-        raise argument_error("path", path, "must be a str or os.PathLike path")
-    source = Path(os.fspath(path))
-    if not source.exists():
-        raise FileNotFoundError(f"no such file: {source}")
+    source = source_path(path)
     try:
         with h5py.File(source, "r") as f:
             if "data" not in f or not isinstance(f["data"], h5py.Dataset):

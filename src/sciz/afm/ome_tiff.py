@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_file
-from ..errors import FormatError, argument_error
+from ..errors import FormatError
 from ..formats._base import require
 from ..stack import ImageStack
-from ._common import as_image_stack, bundle_provenance, json_text, target_path
+from ._common import as_image_stack, bundle_provenance, json_text, source_path, target_path
 
 __all__ = [
     "TAG_FRAME_METADATA",
@@ -196,11 +196,7 @@ def load_ome_tiff_stack(path: str | os.PathLike[str], channel: str = "height_tra
         point (not an AFM video).
     """
     tifffile = require("tifffile", "tiff")
-    if not isinstance(path, str | os.PathLike):
-        raise argument_error("path", path, "must be a str or os.PathLike path")
-    source = Path(os.fspath(path))
-    if not source.exists():
-        raise FileNotFoundError(f"no such file: {source}")
+    source = source_path(path)
     try:
         with tifffile.TiffFile(source) as tif:
             if not tif.is_ome or not tif.ome_metadata:

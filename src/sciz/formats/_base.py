@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from ..errors import FormatError, MissingDependencyError
 from ..model import Dataset
 
-__all__ = ["Format", "require"]
+__all__ = ["Format", "require", "zip_member_names"]
 
 
 def require(module: str, extra: str) -> Any:
@@ -23,6 +23,17 @@ def require(module: str, extra: str) -> Any:
         raise MissingDependencyError(
             f"{module} is needed for this and is not installed ({exc}); install it with: pip install 'sciz[{extra}]'"
         ) from exc
+
+
+def zip_member_names(path: Path) -> set[str] | None:
+    """The member names of a zip file, or None if ``path`` is not a readable zip (for ``sniff``)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return None
 
 
 class Format(ABC):

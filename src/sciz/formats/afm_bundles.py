@@ -7,12 +7,11 @@ blobs) and outrank the generic NPZ/HDF5 formats for those. They do not write: ``
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..model import Dataset
-from ._base import Format
+from ._base import Format, zip_member_names
 
 __all__ = ["AfmH5Format", "AfmNpzFormat"]
 
@@ -38,14 +37,8 @@ class AfmNpzFormat(Format):
     can_write: ClassVar[bool] = False
 
     def sniff(self, path: Path, head: bytes) -> bool:
-        if not head.startswith(b"PK\x03\x04"):
-            return False
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = set(archive.namelist())
-        except (zipfile.BadZipFile, OSError, EOFError):
-            return False
-        return names >= _NPZ_KEYS
+        names = zip_member_names(path) if head.startswith(b"PK\x03\x04") else None
+        return names is not None and names >= _NPZ_KEYS
 
     def read(self, path: Path, **options: Any) -> Dataset:
         from ..afm import load_npz_bundle

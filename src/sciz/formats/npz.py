@@ -33,7 +33,7 @@ from ..atomic import atomic_file
 from ..errors import ArgumentError, FormatError, argument_error
 from ..metadata import decode, encode
 from ..model import Axis, Dataset, StoredArray, is_array
-from ._base import Format
+from ._base import Format, zip_member_names
 from ._zipwriter import STORED, ZipStreamWriter, block_size_for, choose_plan, default_threads, plan_for_level
 
 __all__ = ["MANIFEST_KEY", "NpzContents", "NpzFormat", "read_npz", "write_npz"]
@@ -424,14 +424,6 @@ def _merge_json_metadata(entries: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------------- format
 
 
-def _sniff_zip_members(path: Path) -> list[str] | None:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
-        return None
-
-
 def _real(value: Any) -> float | None:
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer | np.floating):
         return None
@@ -468,7 +460,7 @@ class NpzFormat(Format):
     def sniff(self, path: Path, head: bytes) -> bool:
         if not super().sniff(path, head):
             return False
-        names = _sniff_zip_members(path)
+        names = zip_member_names(path)
         if names is None:
             return False
         if not names:

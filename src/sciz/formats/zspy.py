@@ -21,7 +21,7 @@ import numpy as np
 from ..atomic import atomic_directory, atomic_file, prepare_target
 from ..errors import CodecError, FormatError, argument_error
 from ..model import Dataset, StoredArray
-from ._base import Format, require
+from ._base import Format, require, zip_member_names
 from .hyperspy_tree import (
     ArrayNode,
     GroupNode,
@@ -35,8 +35,15 @@ from .hyperspy_tree import (
     write_signal_tree,
 )
 
-__all__ = ["ZSPY_CHUNK_BYTES", "ZspyFormat", "ZspyZipFormat", "default_compressor", "file_reader", "file_writer",
-           "resolve_compressor"]
+__all__ = [
+    "ZSPY_CHUNK_BYTES",
+    "ZspyFormat",
+    "ZspyZipFormat",
+    "default_compressor",
+    "file_reader",
+    "file_writer",
+    "resolve_compressor",
+]
 
 #: Default chunk size of the signal data (HyperSpy's zspy target).
 ZSPY_CHUNK_BYTES = 1e8
@@ -54,9 +61,7 @@ def _is_sciz_codec(value: Any) -> bool:
     return hasattr(value, "get_config") and str(getattr(value, "codec_id", "")).startswith("sciz_")
 
 
-def resolve_compressor(
-    compressor: Any, params: Mapping[str, Any], *, standard_codec: bool = True
-) -> tuple[Any, Any]:
+def resolve_compressor(compressor: Any, params: Mapping[str, Any], *, standard_codec: bool = True) -> tuple[Any, Any]:
     """(numcodecs codec, chunk verifier or None) for a ``compressor`` argument.
 
     ``compressor`` may be None (the default), a numcodecs codec, a numcodecs config dict, a sciz
@@ -158,8 +163,10 @@ def _write_options(
     if chunks is not None and chunks is not True:
         if isinstance(chunks, int) and not isinstance(chunks, bool):
             chunks = (chunks,) * data.ndim
-        if not isinstance(chunks, tuple | list) or len(chunks) != data.ndim or not all(
-            isinstance(c, int | np.integer) and not isinstance(c, bool) and c > 0 for c in chunks
+        if (
+            not isinstance(chunks, tuple | list)
+            or len(chunks) != data.ndim
+            or not all(isinstance(c, int | np.integer) and not isinstance(c, bool) and c > 0 for c in chunks)
         ):
             raise argument_error("chunks", chunks, f"must be None or {data.ndim} positive ints")
         chunks = tuple(int(c) for c in chunks)
@@ -482,16 +489,9 @@ class ZspyZipFormat(ZspyFormat):
     priority = 0
 
     def sniff(self, path: Path, head: bytes) -> bool:
-        if not head.startswith(b"PK\x03\x04"):
-            return False
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = set(archive.namelist())
-        except (zipfile.BadZipFile, OSError):
-            return False
+        names = (zip_member_names(path) if head.startswith(b"PK\x03\x04") else None) or set()
         return bool(names & {".zgroup", "zarr.json"}) and any(n.startswith("Experiments/") for n in names)
 
     def write(self, dataset: Dataset, path: Path, **options: Any) -> Path:
         options.setdefault("store_type", "zip")
         return super().write(dataset, path, **options)
-
