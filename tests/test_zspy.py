@@ -148,8 +148,11 @@ def test_layout_alone_is_what_hyperspy_sees(tmp_path: Path, kind: str) -> None:
 def test_stale_record_is_ignored(tmp_path: Path, kind: str) -> None:
     # Another program edits the metadata in HyperSpy's layout: sciz must not return the old exact record.
     path = tmp_path / f"edit.{kind}"
-    WRITERS[kind](path, signal(metadata={"General": {"title": "scan"}, "Signal": {}, "Run": {"n": (1, 2)}}),
-                  show_progressbar=False)
+    WRITERS[kind](
+        path,
+        signal(metadata={"General": {"title": "scan"}, "Signal": {}, "Run": {"n": (1, 2)}}),
+        show_progressbar=False,
+    )
     if kind == "zspy":
         attrs = path / "Experiments" / "scan" / "metadata" / "Run" / ".zattrs"
         attrs.write_text(json.dumps({"operator": "someone else"}))
@@ -170,8 +173,11 @@ def test_stale_record_is_ignored(tmp_path: Path, kind: str) -> None:
 
 def test_hyperspy_layout_on_disk(tmp_path: Path) -> None:
     path = tmp_path / "layout.zspy"
-    zspy.file_writer(path, signal(metadata={"General": {"title": "x/y"}, "L": {"v": [1, 2], "e": [], "n": None}}),
-                     show_progressbar=False)
+    zspy.file_writer(
+        path,
+        signal(metadata={"General": {"title": "x/y"}, "L": {"v": [1, 2], "e": [], "n": None}}),
+        show_progressbar=False,
+    )
     root = json.loads((path / ".zattrs").read_text())
     assert root == {"file_format": "ZSpy", "file_format_version": "3.3"}
     experiment = path / "Experiments" / "x-y"
@@ -187,8 +193,10 @@ def test_hyperspy_layout_on_disk(tmp_path: Path) -> None:
     assert "_sciz" in json.loads((experiment / ".zattrs").read_text())
 
 
-@pytest.mark.parametrize("name", ["signal1d_10x10-DirectoryStore.zspy", "signal1d_10x10-NestedDirectoryStore.zspy",
-                                  "signal1d_10x10-ZipStore.zspy"])
+@pytest.mark.parametrize(
+    "name",
+    ["signal1d_10x10-DirectoryStore.zspy", "signal1d_10x10-NestedDirectoryStore.zspy", "signal1d_10x10-ZipStore.zspy"],
+)
 def test_shared_10x10_files(shared_data: Path, name: str) -> None:
     for lazy in (False, True):
         (s,) = zspy.file_reader(shared_data / "zspy" / name, lazy=lazy)
@@ -197,8 +205,14 @@ def test_shared_10x10_files(shared_data: Path, name: str) -> None:
         assert s["axes"][0]["name"] is None and s["axes"][0]["_type"] == "UniformDataAxis"
         assert s["metadata"]["General"] == {
             "title": "",
-            "FileIO": {"0": {"hyperspy_version": "2.4.0.dev36+gc59c9f5a5", "io_plugin": "rsciio.zspy",
-                             "operation": "save", "timestamp": s["metadata"]["General"]["FileIO"]["0"]["timestamp"]}},
+            "FileIO": {
+                "0": {
+                    "hyperspy_version": "2.4.0.dev36+gc59c9f5a5",
+                    "io_plugin": "rsciio.zspy",
+                    "operation": "save",
+                    "timestamp": s["metadata"]["General"]["FileIO"]["0"]["timestamp"],
+                }
+            },
         }
         assert s["package_info"]["package"] == "hyperspy"
     dataset = sciz.load(shared_data / "zspy" / name)
@@ -272,8 +286,7 @@ def test_failed_write_leaves_old_directory(tmp_path: Path) -> None:
     path = tmp_path / "keep.zspy"
     zspy.file_writer(path, signal(), show_progressbar=False)
     with pytest.raises(ArgumentError):
-        zspy.file_writer(path, signal(metadata={"General": {"title": "scan"}, "bad": object()}),
-                         show_progressbar=False)
+        zspy.file_writer(path, signal(metadata={"General": {"title": "scan"}, "bad": object()}), show_progressbar=False)
     np.testing.assert_array_equal(zspy.file_reader(path)[0]["data"], signal()["data"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.zspy"]
 
@@ -326,8 +339,9 @@ def test_zarr_python_written_v3_array_is_read(tmp_path: Path) -> None:
     zspy.file_writer(path, signal(), zarr_format=3, show_progressbar=False)
     data = np.arange(64.0).reshape(8, 8)
     shutil.rmtree(path / "Experiments" / "scan" / "data")
-    array = zarr.create_array(path / "Experiments" / "scan" / "data", shape=(8, 8), chunks=(2, 2), shards=(4, 4),
-                              dtype="f8", zarr_format=3)
+    array = zarr.create_array(
+        path / "Experiments" / "scan" / "data", shape=(8, 8), chunks=(2, 2), shards=(4, 4), dtype="f8", zarr_format=3
+    )
     array[:] = data
     (back,) = zspy.file_reader(path, exact=False)
     np.testing.assert_array_equal(back["data"], data)
@@ -359,8 +373,13 @@ def test_write_dataset_false_on_zip(tmp_path: Path) -> None:
     path = tmp_path / "meta.zspy"
     data = np.arange(24.0).reshape(2, 3, 4)
     zspy.file_writer(path, signal(data), store_type="zip", show_progressbar=False)
-    zspy.file_writer(path, signal(np.zeros_like(data), metadata={"General": {"title": "scan"}, "x": 1}),
-                     store_type="zip", write_dataset=False, show_progressbar=False)
+    zspy.file_writer(
+        path,
+        signal(np.zeros_like(data), metadata={"General": {"title": "scan"}, "x": 1}),
+        store_type="zip",
+        write_dataset=False,
+        show_progressbar=False,
+    )
     (back,) = zspy.file_reader(path)
     np.testing.assert_array_equal(back["data"], data)
     assert back["metadata"]["x"] == 1
@@ -421,8 +440,9 @@ def test_default_chunks_and_parallel_numpy_write(tmp_path: Path) -> None:
     assert zarray["chunks"] == [7, 20, 30]
     assert len(list((path / "Experiments" / "scan" / "data").iterdir())) == 6 + 1  # 6 chunk rows + .zarray
     np.testing.assert_array_equal(zspy.file_reader(path, threads=2)[0]["data"], data)
-    np.testing.assert_array_equal(zspy.file_reader(path, lazy=True)[0]["data"][3:17, 5, ::3].compute(),
-                                  data[3:17, 5, ::3])
+    np.testing.assert_array_equal(
+        zspy.file_reader(path, lazy=True)[0]["data"][3:17, 5, ::3].compute(), data[3:17, 5, ::3]
+    )
 
 
 @pytest.mark.parametrize("ext", [".zspy", ".hspy"])
@@ -471,8 +491,13 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
     (good / "Experiments" / "scan" / "data" / ".zarray").write_text("{not json")
     with pytest.raises(FormatError, match="JSON"):
         zspy.file_reader(good)
-    for bad in ({"write_dataset": "yes"}, {"store_type": "s3"}, {"zarr_format": 4}, {"chunks": (1, 2)},
-                {"unknown_option": 1}):
+    for bad in (
+        {"write_dataset": "yes"},
+        {"store_type": "s3"},
+        {"zarr_format": 4},
+        {"chunks": (1, 2)},
+        {"unknown_option": 1},
+    ):
         with pytest.raises(ArgumentError):
             zspy.file_writer(tmp_path / "x.zspy", signal(), show_progressbar=False, **bad)
     with pytest.raises(ArgumentError, match="data"):
@@ -522,11 +547,11 @@ def test_sciz_codec_object_and_nonfinite_values(tmp_path: Path) -> None:
     field[3, 4, 5] = np.nan
     field[7, 1, 2] = np.inf
     with pytest.raises(sciz.errors.CodecError, match="standard_codec=False"):
-        zspy.file_writer(tmp_path / "std.zspy", signal(field), compressor="zfp", tolerance=1e-3,
-                         show_progressbar=False)
+        zspy.file_writer(tmp_path / "std.zspy", signal(field), compressor="zfp", tolerance=1e-3, show_progressbar=False)
     codec = sciz.codecs.get("zfp", tolerance=1e-3)
-    zspy.file_writer(tmp_path / "obj.zspy", signal(field), compressor=codec, standard_codec=False,
-                     show_progressbar=False)
+    zspy.file_writer(
+        tmp_path / "obj.zspy", signal(field), compressor=codec, standard_codec=False, show_progressbar=False
+    )
     back = zspy.file_reader(tmp_path / "obj.zspy")[0]["data"]
     assert np.isnan(back[3, 4, 5]) and back[7, 1, 2] == np.inf
     finite = np.isfinite(field)
@@ -543,8 +568,9 @@ def test_sciz_codecs_in_hspy(tmp_path: Path) -> None:
     back = hspy.file_reader(tmp_path / "sz3.hspy")[0]["data"]
     assert np.abs(back.astype(np.float64) - field).max() <= 1e-3
     with pytest.raises(sciz.errors.CodecError, match="HDF5 filter"):
-        hspy.file_writer(tmp_path / "lerc.hspy", signal(field), compression="lerc", tolerance=1e-3,
-                         show_progressbar=False)
+        hspy.file_writer(
+            tmp_path / "lerc.hspy", signal(field), compression="lerc", tolerance=1e-3, show_progressbar=False
+        )
     assert not (tmp_path / "lerc.hspy").exists()
 
 
@@ -552,9 +578,11 @@ def test_fast_blosc_streams_are_standard_blosc() -> None:
     from sciz.formats.hyperspy_zarr import FastBlosc, get_codec
 
     data = smooth_field()
-    for config in ({"id": "blosc", "cname": "zstd", "clevel": 1, "shuffle": 1, "blocksize": 0},
-                   {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": -1, "blocksize": 0},
-                   {"id": "blosc", "cname": "zlib", "clevel": 3, "shuffle": 2, "blocksize": 8192}):
+    for config in (
+        {"id": "blosc", "cname": "zstd", "clevel": 1, "shuffle": 1, "blocksize": 0},
+        {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": -1, "blocksize": 0},
+        {"id": "blosc", "cname": "zlib", "clevel": 3, "shuffle": 2, "blocksize": 8192},
+    ):
         fast = get_codec(config, fast=True)
         assert isinstance(fast, FastBlosc) and fast.get_config() == numcodecs.get_codec(config).get_config()
         reference = numcodecs.get_codec(config)
@@ -586,8 +614,12 @@ def test_ragged_signal_and_metadata(tmp_path: Path, kind: str) -> None:
     for i in range(3):
         words[i] = np.array(["a" * (i + 1), "ü"])
     metadata = {"General": {"title": "rag"}, "Markers": {"w": words} if kind == "zspy" else {"o": ragged}}
-    value = {"data": ragged, "axes": [{"name": "n", "size": 4, "navigate": True, "scale": 1.0, "offset": 0.0,
-                                       "units": ""}], "metadata": metadata, "attributes": {"ragged": True}}
+    value = {
+        "data": ragged,
+        "axes": [{"name": "n", "size": 4, "navigate": True, "scale": 1.0, "offset": 0.0, "units": ""}],
+        "metadata": metadata,
+        "attributes": {"ragged": True},
+    }
     path = tmp_path / f"rag.{kind}"
     WRITERS[kind](path, value, show_progressbar=False)
     for exact in (True, False):

@@ -24,9 +24,7 @@ __all__ = ["Axis", "Dataset", "StoredArray", "as_array", "is_array"]
 
 def is_array(value: Any) -> bool:
     """True for numpy arrays and lazy array objects (dask) that have ``shape``, ``dtype`` and ``ndim``."""
-    return isinstance(value, np.ndarray) or all(
-        hasattr(value, a) for a in ("shape", "dtype", "ndim", "__array__")
-    )
+    return isinstance(value, np.ndarray) or all(hasattr(value, a) for a in ("shape", "dtype", "ndim", "__array__"))
 
 
 def as_array(value: Any, name: str) -> Any:
@@ -39,9 +37,7 @@ def as_array(value: Any, name: str) -> Any:
         except (TypeError, ValueError) as exc:
             raise argument_error(name, value, f"must be an array or convertible to one ({exc})") from None
     if array.dtype == object:
-        raise argument_error(
-            name, f"<{type(value).__name__} of dtype object>", "object arrays are not supported"
-        )
+        raise argument_error(name, f"<{type(value).__name__} of dtype object>", "object arrays are not supported")
     return array
 
 
@@ -147,16 +143,12 @@ class Dataset:
             raise ArgumentError(f"axes: {len(axes)} axes given for an array of {self.data.ndim} dimensions")
         axes += [Axis(name=f"axis{i}") for i in range(len(axes), self.data.ndim)]
         self.axes = axes
-        self.layers = {
-            self._check_key("layers", k): as_array(v, f"layers[{k!r}]") for k, v in self.layers.items()
-        }
+        self.layers = {self._check_key("layers", k): as_array(v, f"layers[{k!r}]") for k, v in self.layers.items()}
         masks = {}
         for key, value in self.masks.items():
             mask = as_array(value, f"masks[{key!r}]")
             if mask.dtype != np.bool_:
-                raise argument_error(
-                    f"masks[{key!r}]", f"<array of {mask.dtype}>", "masks must be boolean arrays"
-                )
+                raise argument_error(f"masks[{key!r}]", f"<array of {mask.dtype}>", "masks must be boolean arrays")
             masks[self._check_key("masks", key)] = mask
         self.masks = masks
         if not isinstance(self.metadata, dict):
@@ -202,9 +194,7 @@ class Dataset:
         fresh.update(changes)
         return replace(self, **fresh)
 
-    def add_provenance(
-        self, step: str, parameters: Mapping[str, Any] | None = None, **extra: Any
-    ) -> dict[str, Any]:
+    def add_provenance(self, step: str, parameters: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
         """Append a provenance entry (step name, parameters, UTC time, versions) and return it."""
         entry: dict[str, Any] = {
             "step": step,

@@ -120,9 +120,7 @@ def normalize_timestamp(value: Any, where: str = "timestamp") -> float | None:
     )
 
 
-def _normalize_frame_metadata(
-    frames: Iterable[Mapping[str, Any]] | None, n_frames: int
-) -> list[dict[str, Any]]:
+def _normalize_frame_metadata(frames: Iterable[Mapping[str, Any]] | None, n_frames: int) -> list[dict[str, Any]]:
     if frames is None:
         return [{} for _ in range(n_frames)]
     if isinstance(frames, Mapping | str | bytes):
@@ -133,9 +131,7 @@ def _normalize_frame_metadata(
             raise argument_error(f"frame_metadata[{index}]", entry, "must be a dict")
         fresh = dict(entry)
         if "timestamp" in fresh:
-            fresh["timestamp"] = normalize_timestamp(
-                fresh["timestamp"], f"frame_metadata[{index}]['timestamp']"
-            )
+            fresh["timestamp"] = normalize_timestamp(fresh["timestamp"], f"frame_metadata[{index}]['timestamp']")
         out.append(fresh)
     return out
 
@@ -361,11 +357,7 @@ class ImageStack:
         kept under ``metadata["afm_stack"]`` and the processing steps become the dataset provenance.
         """
         self.validate()
-        steps = (
-            self.provenance.get("processing", {}).get("steps", [])
-            if isinstance(self.provenance, dict)
-            else []
-        )
+        steps = self.provenance.get("processing", {}).get("steps", []) if isinstance(self.provenance, dict) else []
         return Dataset(
             self.data,
             axes=[

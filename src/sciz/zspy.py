@@ -21,5 +21,11 @@ from __future__ import annotations
 from .formats.hyperspy_tree import dataset_to_signal, signal_to_dataset
 from .formats.zspy import default_compressor, file_reader, file_writer, resolve_compressor
 
-__all__ = ["dataset_to_signal", "default_compressor", "file_reader", "file_writer", "resolve_compressor",
-           "signal_to_dataset"]
+__all__ = [
+    "dataset_to_signal",
+    "default_compressor",
+    "file_reader",
+    "file_writer",
+    "resolve_compressor",
+    "signal_to_dataset",
+]

@@ -97,9 +97,7 @@ def get_format(name: str) -> Format:
     for plugin in _registry.values():
         if any(ext.lstrip(".") == key for ext in plugin.extensions):
             return plugin
-    raise argument_error(
-        "format", name, f"known formats are {', '.join(sorted(_registry))}", cls=UnknownFormatError
-    )
+    raise argument_error("format", name, f"known formats are {', '.join(sorted(_registry))}", cls=UnknownFormatError)
 
 
 def _read_head(path: Path, size: int = 512) -> bytes:
@@ -119,9 +117,7 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
     is_dir = target.is_dir()
     head = b"" if is_dir else _read_head(target)
     candidates = [f for f in _registry.values() if f.can_read and f.directory == is_dir]
-    by_content = [
-        f for f in candidates if (f.magic or is_dir or _has_custom_sniff(f)) and f.sniff(target, head)
-    ]
+    by_content = [f for f in candidates if (f.magic or is_dir or _has_custom_sniff(f)) and f.sniff(target, head)]
     if by_content:
         return max(by_content, key=lambda f: (f.matches_extension(target), f.priority))
     by_extension = [f for f in candidates if not f.magic and f.matches_extension(target)]
@@ -145,12 +141,8 @@ def format_for_writing(path: str | os.PathLike[str], format: str | None = None) 
         matches = [(f.matches_extension(path), f.priority, f) for f in _registry.values() if f.can_write]
         best = max(matches, key=lambda m: (m[0], m[1]), default=(0, 0, None))
         if best[0] == 0 or best[2] is None:
-            known = ", ".join(
-                f"{f.name} ({'/'.join(f.extensions)})" for f in _registry.values() if f.can_write
-            )
-            raise UnknownFormatError(
-                f"{os.fspath(path)}: cannot tell the format from the name; writable: {known}"
-            )
+            known = ", ".join(f"{f.name} ({'/'.join(f.extensions)})" for f in _registry.values() if f.can_write)
+            raise UnknownFormatError(f"{os.fspath(path)}: cannot tell the format from the name; writable: {known}")
         plugin = best[2]
     if not plugin.can_write:
         raise FormatError(f"sciz reads {plugin.name} files but cannot write them")
@@ -172,9 +164,7 @@ def load(path: str | os.PathLike[str], *, format: str | None = None, **options: 
     return dataset
 
 
-def save(
-    dataset: Dataset, path: str | os.PathLike[str], *, format: str | None = None, **options: Any
-) -> Path:
+def save(dataset: Dataset, path: str | os.PathLike[str], *, format: str | None = None, **options: Any) -> Path:
     """Write ``dataset`` to ``path`` (format from ``format`` or the extension) atomically.
 
     Raises :class:`~sciz.errors.FormatError` listing what the format cannot hold.

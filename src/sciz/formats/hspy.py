@@ -350,8 +350,9 @@ def _write_dataset(dataset: Any, node: ArrayNode, show_progressbar: bool) -> Non
         array = np.asarray(data)
         blocks = ((region, array[region]) for region in _chunk_regions(node.shape, chunks))
     plan = _gzip_plan(dataset)
-    with progress_bar(int(np.prod(node.shape)) * node.dtype.itemsize, f"writing {node.path}",
-                      enabled=show and not is_lazy_array(data)) as advance:
+    with progress_bar(
+        int(np.prod(node.shape)) * node.dtype.itemsize, f"writing {node.path}", enabled=show and not is_lazy_array(data)
+    ) as advance:
         if plan is None:
             for region, block in blocks:
                 dataset[region] = block
@@ -377,7 +378,8 @@ def _write_dataset(dataset: Any, node: ArrayNode, show_progressbar: bool) -> Non
                 drain(2 * workers)
                 offset = tuple(s.start for s in region)
                 pending[pool.submit(_encode_gzip_chunk, np.asarray(block), chunks, level, shuffle)] = (
-                    offset, block.nbytes
+                    offset,
+                    block.nbytes,
                 )
             drain(0)
 
@@ -485,8 +487,13 @@ def _storage(path: Path, signal: dict[str, Any]) -> dict[str, StoredArray]:
             data = handle[f"Experiments/{experiment_name(signal)}/data"]
             filters = list(data._filters) or ["none"]
             codec = "+".join(str(f) for f in filters if f != "shuffle") or "none"
-            return {"data": StoredArray(codec=codec, stored_bytes=int(data.id.get_storage_size()),
-                                        chunks=tuple(data.chunks) if data.chunks else None)}
+            return {
+                "data": StoredArray(
+                    codec=codec,
+                    stored_bytes=int(data.id.get_storage_size()),
+                    chunks=tuple(data.chunks) if data.chunks else None,
+                )
+            }
     except (OSError, KeyError):
         return {}
 

@@ -714,9 +714,7 @@ def _apply_sidecar(
     try:
         projection_signal = _resolve_refs(record, lambda path: _placeholder_at(root, path))
         projection_signal["data"] = _placeholder_at(root, group.path + "/data")
-        layout_root, _ = write_signal_tree(
-            _normalize_for_projection(projection_signal), policy, file_format="HyperSpy"
-        )
+        layout_root, _ = write_signal_tree(_normalize_for_projection(projection_signal), policy, file_format="HyperSpy")
         laid_out = _find(layout_root, f"Experiments/{experiment_name(projection_signal)}")
         if not isinstance(laid_out, GroupNode):
             return signal

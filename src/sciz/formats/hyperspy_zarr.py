@@ -384,8 +384,13 @@ class FastBlosc:
         blocksize = self.blocksize or AUTO_BLOSC_BLOCKSIZE
         try:
             return imagecodecs.blosc_encode(
-                data, level=self.clevel, compressor=self.cname, shuffle=shuffle, typesize=typesize,
-                blocksize=blocksize, numthreads=1,
+                data,
+                level=self.clevel,
+                compressor=self.cname,
+                shuffle=shuffle,
+                typesize=typesize,
+                blocksize=blocksize,
+                numthreads=1,
             )
         except Exception:  # an option this build lacks: numcodecs encodes it the same way
             return self.codec.encode(buf)
@@ -507,9 +512,7 @@ class ArrayMeta:
         return _key(self.path, self.separator.join(str(i) for i in index) if index else "0")
 
     def region(self, index: tuple[int, ...]) -> tuple[slice, ...]:
-        return tuple(
-            slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, self.chunks, self.shape, strict=True)
-        )
+        return tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, self.chunks, self.shape, strict=True))
 
     # -- documents --------------------------------------------------------------------------------
     def document(self) -> dict[str, Any]:
@@ -1063,8 +1066,16 @@ def _object_codec(meta: ArrayMeta) -> dict[str, Any]:
     kind = meta.attrs.pop("_sciz_item_kind", "f8")
     if kind == "str":
         return {
-            "id": "json2", "encoding": "utf-8", "skipkeys": False, "ensure_ascii": True, "check_circular": True,
-            "allow_nan": True, "sort_keys": True, "indent": None, "separators": [",", ":"], "strict": True,
+            "id": "json2",
+            "encoding": "utf-8",
+            "skipkeys": False,
+            "ensure_ascii": True,
+            "check_circular": True,
+            "allow_nan": True,
+            "sort_keys": True,
+            "indent": None,
+            "separators": [",", ":"],
+            "strict": True,
         }
     return {"id": "vlen-array", "dtype": kind}
 
@@ -1111,9 +1122,11 @@ class _ChunkWriter:
             if meta.dtype.kind == "O":
                 padded[...] = None
                 for i in np.ndindex(padded.shape):
-                    padded[i] = np.zeros(0, dtype=meta.attrs.get("_sciz_item_kind", "f8")) if meta.attrs.get(
-                        "_sciz_item_kind", "str"
-                    ) != "str" else []
+                    padded[i] = (
+                        np.zeros(0, dtype=meta.attrs.get("_sciz_item_kind", "f8"))
+                        if meta.attrs.get("_sciz_item_kind", "str") != "str"
+                        else []
+                    )
             else:
                 padded[...] = meta.fill_value if meta.fill_value is not None else 0
             padded[tuple(slice(0, n) for n in block.shape)] = block
@@ -1269,4 +1282,3 @@ def pack_zip(directory: Path, handle: Any, extra: Callable[[zipfile.ZipFile], No
                         dst.write(block)
         if extra is not None:
             extra(archive)
-

@@ -199,8 +199,7 @@ def _size_error(source: Path, head: bytes, size: int, version: int, parsed: int)
     fields = _FIELDS_BYTES[version]
     if parsed + fields > len(head):
         return FormatError(
-            f"{source}: truncated TMD v{version} header: the file has {size} bytes, its header needs "
-            f"{parsed + fields}"
+            f"{source}: truncated TMD v{version} header: the file has {size} bytes, its header needs {parsed + fields}"
         )
     width, height = _dimensions(head, parsed)
     if width == 0 or height == 0:
