@@ -61,6 +61,13 @@ def as_image_stack(value: Any, name: str = "stack") -> ImageStack:
     )
 
 
+def decode_text(value: Any) -> str:
+    """A str from a stored text value: str, bytes (UTF-8) or a numpy string scalar."""
+    if isinstance(value, bytes | np.bytes_):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
 def source_path(path: Any, name: str = "path") -> Path:
     """``path`` as the Path of an existing file, or an error naming the argument / a FileNotFoundError."""
     if not isinstance(path, str | os.PathLike):

@@ -41,6 +41,7 @@ from . import _plan
 from ._common import (
     as_image_stack,
     bundle_provenance,
+    decode_text,
     dedupe,
     frames_with_timestamps,
     json_text,
@@ -387,9 +388,7 @@ def _read_text(f: Any, name: str, path: Path) -> str | None:
 def _attr_text(value: Any) -> str:
     if isinstance(value, np.ndarray) and value.size == 1:
         value = value.reshape(-1)[0]
-    if isinstance(value, bytes | np.bytes_):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)
+    return decode_text(value)
 
 
 def load_h5_bundle(path: str | os.PathLike[str], channel: str = "height_trace") -> ImageStack:

@@ -31,6 +31,7 @@ from . import _plan
 from ._common import (
     as_image_stack,
     bundle_provenance,
+    decode_text,
     frames_with_timestamps,
     json_text,
     parse_json,
@@ -281,9 +282,7 @@ def _text(value: Any, path: Path, key: str) -> str:
         if value.shape != () or value.dtype.kind not in "US":
             raise FormatError(f"{path}: {key!r} must be a 0-d string, found {value.dtype} of shape {value.shape}")
         value = value[()]
-    if isinstance(value, bytes | np.bytes_):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)
+    return decode_text(value)
 
 
 def load_npz_bundle(path: str | os.PathLike[str], channel: str = "height_trace") -> ImageStack:
