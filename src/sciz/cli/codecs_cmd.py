@@ -15,41 +15,31 @@ from .app import app, console
 codecs_app = typer.Typer(help="The scientific codecs: which are available, and a demonstration.", no_args_is_help=True)
 app.add_typer(codecs_app, name="codecs")
 
-#: codec -> (engine library key in imagecodecs.version(dict), availability flag, dtypes, modes)
-_ENGINES: dict[str, tuple[str, str, str, str]] = {
-    "zfp": ("zfp", "ZFP", "f4 f8 i4 i8", "rate / precision / tolerance (0 = lossless)"),
-    "sperr": ("sperr", "SPERR", "f4 f8", "rate / psnr / pwe tolerance"),
-    "sz3": ("sz3", "SZ3", "f4 f8", "absolute tolerance"),
-    "lerc": ("lerc", "LERC", "u1 i1 u2 i2 u4 i4 f4 f8", "tolerance (0 = lossless)"),
-    "pcodec": ("pcodec", "PCODEC", "u1-u8 i1-i8 f2 f4 f8", "lossless, level 0-12"),
-    "szip": ("libaec", "SZIP", "u1-u8 i1-i8 f4 f8", "lossless, ec / nn coding"),
-    "floatpred": ("imcd", "FLOATPRED", "f2 f4 f8", "lossless transform"),
-    "jetraw": ("jetraw", "JETRAW", "u2", "lossless (proprietary)"),
-}
-
 
 @codecs_app.command("list")
 def list_command() -> None:
-    """List every codec: available or not and why, its engine and version, dtypes and modes."""
+    """List every codec of the codec table: available or not and why, its engine and version, dtypes and modes."""
     import imagecodecs
 
     from .. import codecs
+    from ..codecs.registry import spec
 
     versions = imagecodecs.version(dict)
-    table = Table(title="sciz codecs")
+    table = Table(title=f"sciz codecs (engines: imagecodecs {versions['imagecodecs']})")
     for column in ("codec", "available", "engine", "dtypes", "modes"):
         table.add_column(column)
-    for name, (library, flag, dtypes, modes) in _ENGINES.items():
-        available = getattr(codecs, flag).available
-        version = versions.get(library, "n/a")
-        engine = f"imagecodecs {versions['imagecodecs']}: {library} {version}"
+    for name in codecs.list_codecs():
+        row = spec(name)
+        available = getattr(codecs, row.engine).available
+        version = versions.get(row.library, "n/a")
+        engine = f"{row.library} {version}"
         if available:
             status = "[green]yes[/green]"
         elif name == "jetraw":
-            status = "[red]no[/red]: proprietary Dotphoton library not installed"
+            status = "[red]no[/red]: proprietary library not installed"
         else:
-            status = f"[red]no[/red]: this imagecodecs build lacks {library}"
-        table.add_row(name, status, engine, dtypes, modes)
+            status = f"[red]no[/red]: this imagecodecs build lacks {row.library}"
+        table.add_row(name, status, engine, " ".join(row.dtypes), row.summary)
     console.print(table)
 
 

@@ -25,7 +25,7 @@ __all__ = ["decode_in_child"]
 
 def decode_in_child(header: StreamHeader, data: Any, error: type[CodecError], timeout: float) -> np.ndarray:
     """Decode ``data`` (already framing-checked as ``header``) in a forked child; crashes become ``error``."""
-    from ._base import decode_stream
+    from .driver import decode_stream
 
     if not hasattr(os, "fork"):
         raise error("isolated decoding needs os.fork (POSIX); decode trusted streams without isolated=True")

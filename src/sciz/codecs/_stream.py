@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CodecError
+from ..errors import ArgumentError, CodecError
+from .registry import spec, spec_for_method
 
 __all__ = [
-    "CODEC_NUMBERS",
     "DTYPES",
     "MAGIC",
     "Chunk",
@@ -55,8 +55,6 @@ __all__ = [
 
 MAGIC = b"\x89SZC"
 VERSION = 1
-CODEC_NUMBERS = {"zfp": 1, "sperr": 2, "sz3": 3, "lerc": 4, "pcodec": 5, "szip": 6}
-CODEC_NAMES = {number: name for name, number in CODEC_NUMBERS.items()}
 DTYPES = ("u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8")
 MAX_NDIM = 32
 MAX_PARAMS = 65536
@@ -141,11 +139,11 @@ def plan_rows(shape: tuple[int, ...], itemsize: int, *, align: int = 4, threads:
 
 
 def codec_error(name: str, default: type[CodecError]) -> type[CodecError]:
-    """The seed's error class of codec ``name`` (ZfpError for "zfp"...)."""
-    from .. import errors
-
-    found = getattr(errors, f"{name.capitalize()}Error", default)
-    return found if isinstance(found, type) and issubclass(found, CodecError) else default
+    """The seed's error class of codec ``name`` (ZfpError for "zfp"...), from the codec table."""
+    try:
+        return spec(name).error
+    except ArgumentError:
+        return default
 
 
 def is_sciz_stream(data: Any) -> bool:
@@ -163,7 +161,7 @@ def pack_stream(header: StreamHeader) -> bytes:
         _FIXED.pack(
             MAGIC,
             VERSION,
-            CODEC_NUMBERS[header.codec],
+            spec(header.codec).method,
             DTYPES.index(header.dtype.str[1:]),
             flags,
             len(header.shape),
@@ -231,7 +229,8 @@ def parse_stream(data: Any, error: type[CodecError], expected: str | None = None
     (stored_crc,) = struct.unpack_from("<I", view, header_end)
     if crc32(view[:header_end]) != stored_crc:
         raise fail("header checksum mismatch: the stream is damaged")
-    codec = CODEC_NAMES.get(codec_number)
+    row = spec_for_method(codec_number)
+    codec = None if row is None else row.name
     if codec is None or dtype_number >= len(DTYPES):
         raise fail(f"unknown codec number {codec_number} or dtype number {dtype_number}")
     if expected is not None and codec != expected:

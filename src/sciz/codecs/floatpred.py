@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FloatpredError, argument_error
-from ._base import engine, is_int
+from .driver import engine, is_int
 
 __all__ = ["FloatpredCodec", "floatpred_decode", "floatpred_encode"]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import JetrawError
 
-__all__ = ["available", "jetraw_check", "jetraw_decode", "jetraw_encode"]
+__all__ = ["JetrawCodec", "available", "jetraw_check", "jetraw_decode", "jetraw_encode"]
 
 _MISSING = (
     "JETRAW needs Dotphoton's proprietary jetraw library and a licence; it is not part of imagecodecs' "
@@ -56,3 +56,32 @@ def jetraw_check(data: Any) -> bool:
     import imagecodecs
 
     return bool(imagecodecs.jetraw_check(data))
+
+
+class JetrawCodec:
+    """Registry entry: the vendor engine's lossless codec; raises JetrawError where it is not installed."""
+
+    name = "jetraw"
+    codec_id = "sciz_jetraw"
+    lossless = True
+    tolerance = 0.0
+
+    def __init__(self, *, identifier: str | None = None) -> None:
+        if not available():
+            raise JetrawError(_MISSING)
+        self.identifier = identifier
+
+    def params(self) -> dict[str, Any]:
+        return {"identifier": self.identifier}
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.name, **self.params()}
+
+    def encode(self, data: Any, *, out: Any = None, numthreads: int | None = None) -> Any:
+        return jetraw_encode(data, identifier=self.identifier, out=out)
+
+    def decode(self, data: Any, *, out: Any = None, numthreads: int | None = None) -> Any:
+        return jetraw_decode(data, out=out)
+
+    def hdf5_filter(self, array: Any) -> None:
+        return None

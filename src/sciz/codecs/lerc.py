@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import LercError, argument_error
-from . import _base
-from ._base import LERC as LERC_METHOD
-from ._base import Codec, check_tolerance, engine, tightened_tolerance
+from .abc import Codec
+from .driver import check_tolerance, engine, lossless_chunk, tightened_tolerance
 
 __all__ = ["LercCodec"]
 
@@ -40,16 +39,11 @@ def _decode_lerc(payload: memoryview, target: np.ndarray, params: dict[str, Any]
         raise ValueError(f"lerc payload holds {result.shape} {result.dtype}, expected {shape} {target.dtype}")
 
 
-_base.METHOD_DECODERS[LERC_METHOD] = _decode_lerc
-
-
 class LercCodec(Codec):
     """LERC with ``tolerance`` (maximum absolute error; 0.0, the default, is lossless) and ``version`` (2, 3, 4)."""
 
     name = "lerc"
-    error = LercError
-    dtypes = ("u1", "i1", "u2", "i2", "u4", "i4", "f4", "f8")
-    align = 1
+    decode_chunk = staticmethod(_decode_lerc)
 
     def __init__(self, *, tolerance: float | None = None, version: int | None = None):
         self._tolerance = 0.0 if tolerance is None else check_tolerance(tolerance, LercError)
@@ -78,6 +72,6 @@ class LercCodec(Codec):
         else:
             engine_level = tightened_tolerance(tolerance, low, high, chunk.dtype)
             if engine_level is None:
-                return (*self.lossless_fallback(chunk), False)
+                return (*lossless_chunk(chunk), False)
             level = engine_level
-        return LERC_METHOD, bytes(imagecodecs.lerc_encode(shaped, level, version=self.version)), False
+        return self.method, bytes(imagecodecs.lerc_encode(shaped, level, version=self.version)), False

@@ -14,7 +14,7 @@ from numcodecs.abc import Codec as NumcodecsCodec
 from numcodecs.compat import ensure_contiguous_ndarray, ndarray_copy
 from numcodecs.registry import register_codec
 
-from ._registry import from_config
+from .registry import from_config
 
 __all__ = ["SciZNumcodec"]
 

@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import PcodecError, argument_error
-from . import _base
-from ._base import PCODEC as PCODEC_METHOD
-from ._base import Codec, engine
+from .abc import Codec
+from .driver import engine
 
 __all__ = ["PcodecCodec", "encode_pcodec_chunk"]
 
@@ -31,17 +30,11 @@ def _decode_pcodec(payload: memoryview, target: np.ndarray, params: dict[str, An
     imagecodecs.pcodec_decode(payload, shape=flat.shape, dtype=flat.dtype, out=flat)
 
 
-_base.METHOD_DECODERS[PCODEC_METHOD] = _decode_pcodec
-
-
 class PcodecCodec(Codec):
     """Lossless PCODEC with compression ``level`` 0-12 (default 8)."""
 
     name = "pcodec"
-    error = PcodecError
-    dtypes = ("u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8")
-    keeps_nonfinite = True
-    align = 1
+    decode_chunk = staticmethod(_decode_pcodec)
 
     def __init__(self, *, level: int | None = None):
         if level is None:
@@ -58,4 +51,4 @@ class PcodecCodec(Codec):
         return 0.0
 
     def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes, bool]:
-        return PCODEC_METHOD, encode_pcodec_chunk(chunk, self.level), False
+        return self.method, encode_pcodec_chunk(chunk, self.level), False

@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import SperrError, argument_error
-from . import _base
-from ._base import SPERR as SPERR_METHOD
-from ._base import Codec, check_tolerance, engine, tightened_tolerance
+from .abc import Codec
+from .driver import check_tolerance, engine, lossless_chunk, tightened_tolerance
 
 __all__ = ["SperrCodec"]
 
@@ -46,17 +45,12 @@ def _decode_sperr(payload: memoryview, target: np.ndarray, params: dict[str, Any
         raise ValueError(f"sperr payload holds {result.shape} {result.dtype}, expected {shape} {target.dtype}")
 
 
-_base.METHOD_DECODERS[SPERR_METHOD] = _decode_sperr
-
-
 class SperrCodec(Codec):
     """SPERR with ``mode`` ('rate' bits per value, 'psnr' dB, 'pwe' point-wise error) and ``quality``,
     or simply ``tolerance`` (the same as ``mode='pwe', quality=tolerance``)."""
 
     name = "sperr"
-    error = SperrError
-    dtypes = ("f4", "f8")
-    align = 1
+    decode_chunk = staticmethod(_decode_sperr)
 
     def __init__(self, *, mode: str | None = None, quality: float | None = None, tolerance: float | None = None):
         if tolerance is not None:
@@ -102,19 +96,19 @@ class SperrCodec(Codec):
         imagecodecs = engine()
 
         if chunk.size < _MIN_ELEMENTS:
-            return (*self.lossless_fallback(chunk), False)
+            return (*lossless_chunk(chunk), False)
         level = self.quality
         if self.mode == "pwe":
             if low == high:
-                return (*self.lossless_fallback(chunk), False)
+                return (*lossless_chunk(chunk), False)
             engine_level = tightened_tolerance(self.quality, low, high, chunk.dtype)
             # The engine returns garbage for tolerances near the subnormal range (review: 1e-320 in float64).
             if engine_level is None or engine_level < float(np.finfo(chunk.dtype).tiny) * 2.0**60:
-                return (*self.lossless_fallback(chunk), False)
+                return (*lossless_chunk(chunk), False)
             level = engine_level
         shaped = chunk.reshape(_engine_shape(chunk.shape))
         return (
-            SPERR_METHOD,
+            self.method,
             imagecodecs.sperr_encode(shaped, level, _ENGINE_MODES[self.mode], numthreads=1),
             False,
         )

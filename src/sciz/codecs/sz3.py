@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import Sz3Error
-from . import _base
-from ._base import SZ3 as SZ3_METHOD
-from ._base import Codec, check_tolerance, engine
+from .abc import Codec
+from .driver import check_tolerance, engine, lossless_chunk
 
 __all__ = ["Sz3Codec"]
 
@@ -35,17 +34,11 @@ def _decode_sz3(payload: memoryview, target: np.ndarray, params: dict[str, Any])
     imagecodecs.sz3_decode(payload, shape, target.dtype, out=target.reshape(shape))
 
 
-_base.METHOD_DECODERS[SZ3_METHOD] = _decode_sz3
-
-
 class Sz3Codec(Codec):
     """SZ3 in absolute-error mode: every element within ``tolerance``; ``tolerance=0`` stores exactly."""
 
     name = "sz3"
-    error = Sz3Error
-    dtypes = ("f4", "f8")
-    keeps_nonfinite = True
-    align = 1
+    decode_chunk = staticmethod(_decode_sz3)
 
     def __init__(self, *, tolerance: float | None = None):
         if tolerance is None:
@@ -63,9 +56,9 @@ class Sz3Codec(Codec):
         imagecodecs = engine()
 
         if self._tolerance == 0 or chunk.size < 8:
-            return (*self.lossless_fallback(chunk), False)
+            return (*lossless_chunk(chunk), False)
         shaped = chunk.reshape(_engine_shape(chunk.shape))
-        return SZ3_METHOD, bytes(imagecodecs.sz3_encode(shaped, abs=self._tolerance)), False
+        return self.method, bytes(imagecodecs.sz3_encode(shaped, abs=self._tolerance)), False
 
     def hdf5_filter(self, array: Any) -> dict[str, Any] | None:
         import hdf5plugin

@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import SzipError, argument_error
-from . import _base
-from ._base import SZIP as SZIP_METHOD
-from ._base import Codec, engine
+from .abc import Codec
+from .driver import engine
 
 __all__ = ["SzipCodec"]
 
@@ -46,18 +45,12 @@ def _decode_szip(payload: memoryview, target: np.ndarray, params: dict[str, Any]
         raise ValueError(f"szip payload decoded to {len(result)} bytes, expected {out.nbytes}")
 
 
-_base.METHOD_DECODERS[SZIP_METHOD] = _decode_szip
-
-
 class SzipCodec(Codec):
     """SZIP with ``coding`` ('nn' nearest-neighbour preprocessing, default, or 'ec' entropy coding only),
     ``pixels_per_block`` (even, 2-32; default 32) and ``bits_per_pixel`` (default: the sample size)."""
 
     name = "szip"
-    error = SzipError
-    dtypes = ("u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8")
-    keeps_nonfinite = True
-    align = 1
+    decode_chunk = staticmethod(_decode_szip)
 
     def __init__(
         self,
@@ -122,7 +115,7 @@ class SzipCodec(Codec):
 
         mask, block, bits, scanline = _options(self.params(), chunk.dtype)
         samples = chunk.reshape(-1).view(_words(chunk.dtype))
-        return SZIP_METHOD, bytes(imagecodecs.szip_encode(samples, mask, block, bits, scanline)), False
+        return self.method, bytes(imagecodecs.szip_encode(samples, mask, block, bits, scanline)), False
 
     def hdf5_filter(self, array: Any) -> dict[str, Any] | None:
         # HDF5's built-in szip filter (id 4); h5py spells it compression="szip".

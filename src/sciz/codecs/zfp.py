@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ZfpError, argument_error
-from . import _base
-from ._base import ZFP as ZFP_METHOD
-from ._base import Codec, check_tolerance, engine, is_int, is_real, tightened_tolerance
+from .abc import Codec
+from .driver import check_tolerance, engine, is_int, is_real, lossless_chunk, tightened_tolerance
 
 __all__ = ["ZfpCodec"]
 
@@ -37,9 +36,6 @@ def _decode_zfp(payload: memoryview, target: np.ndarray, params: dict[str, Any])
         raise ValueError(f"zfp payload holds {result.shape} {result.dtype}, expected {shape} {target.dtype}")
 
 
-_base.METHOD_DECODERS[ZFP_METHOD] = _decode_zfp
-
-
 def _engine_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     # zfp codes 4^d blocks: a length-1 axis would be padded to 4 (measured: 2x larger on the real
     # (1, 17, 96, 192) ECHAM5 field), so drop such axes; fold leading axes beyond zfp's four.
@@ -56,8 +52,8 @@ class ZfpCodec(Codec):
     """
 
     name = "zfp"
-    error = ZfpError
-    dtypes = ("f4", "f8", "i4", "i8")
+    decode_chunk = staticmethod(_decode_zfp)
+    align = 4  # zfp codes blocks of 4 values per axis: cut chunks on block edges
 
     def __init__(self, *, rate: float | None = None, precision: int | None = None, tolerance: float | None = None):
         given = [k for k, v in (("rate", rate), ("precision", precision), ("tolerance", tolerance)) if v is not None]
@@ -100,25 +96,25 @@ class ZfpCodec(Codec):
 
         engine_array = chunk.reshape(_engine_shape(chunk.shape))
         if self._rate is not None:
-            return ZFP_METHOD, imagecodecs.zfp_encode(engine_array, self._rate, mode="r", numthreads=1), False
+            return self.method, imagecodecs.zfp_encode(engine_array, self._rate, mode="r", numthreads=1), False
         if self._precision is not None:
             return (
-                ZFP_METHOD,
+                self.method,
                 imagecodecs.zfp_encode(engine_array, self._precision, mode="p", numthreads=1),
                 False,
             )
         tolerance = self._tolerance
         assert tolerance is not None
         if tolerance == 0:
-            return ZFP_METHOD, imagecodecs.zfp_encode(engine_array, numthreads=1), False
+            return self.method, imagecodecs.zfp_encode(engine_array, numthreads=1), False
         engine_tolerance = tightened_tolerance(tolerance, low, high, chunk.dtype)
         if engine_tolerance is None:
-            return (*self.lossless_fallback(chunk), False)
+            return (*lossless_chunk(chunk), False)
         magnitude = max(abs(low), abs(high))
         code = chunk.dtype.str[1:]
         risky = magnitude > tolerance * 2.0 ** _SAFE_RANGE_BITS[code] or tolerance < _SAFE_TOLERANCE[code]
         payload = imagecodecs.zfp_encode(engine_array, engine_tolerance, mode="a", numthreads=1)
-        return ZFP_METHOD, payload, risky
+        return self.method, payload, risky
 
     def hdf5_filter(self, array: Any) -> dict[str, Any] | None:
         import hdf5plugin

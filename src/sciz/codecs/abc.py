@@ -1,0 +1,153 @@
+"""The codec contract: what a sciz codec implements (the driver in :mod:`sciz.codecs.driver` does the rest).
+
+A codec is one row of the table in :mod:`sciz.codecs.registry` plus one class. The class says how
+to code one chunk with its engine and which bound it promises; the shared driver handles argument
+checks, byte order, chunking across threads, exact NaN/Inf, the bound guarantee and the stream.
+Its configuration (:meth:`Codec.get_config`) is JSON-safe and rebuilds an equal codec through
+:func:`sciz.codecs.from_config`, as numcodecs codecs do.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import CodecError
+from .driver import check_array, decode_stream, encode_array
+from .registry import CODECS, CodecSpec
+
+__all__ = ["Codec"]
+
+
+class Codec(ABC):
+    """An array codec with a self-describing, checked stream.
+
+    Subclasses set ``name`` (their row in the codec table supplies ``spec``, ``error``, ``dtypes``
+    and ``keeps_nonfinite``) and implement :meth:`params`, :meth:`encode_chunk` and
+    :meth:`decode_chunk`.
+    """
+
+    name: ClassVar[str]
+    spec: ClassVar[CodecSpec]
+    error: ClassVar[type[CodecError]]
+    dtypes: ClassVar[tuple[str, ...]]
+    keeps_nonfinite: ClassVar[bool]
+    #: Chunk rows are a multiple of this where possible (zfp codes blocks of 4).
+    align: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        row = CODECS.get(getattr(cls, "name", ""))
+        if "spec" not in cls.__dict__ and row is not None:
+            cls.spec = row
+        if hasattr(cls, "spec"):
+            cls.error, cls.dtypes, cls.keeps_nonfinite = cls.spec.error, cls.spec.dtypes, cls.spec.keeps_nonfinite
+
+    # ----- what each codec supplies -------------------------------------------------------------
+    @abstractmethod
+    def params(self) -> dict[str, Any]:
+        """The codec's parameters (JSON-safe), as given to the constructor."""
+
+    @abstractmethod
+    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes, bool]:
+        """Encode one finite chunk; return (method, payload, needs_verification).
+
+        ``low``/``high`` are the chunk's finite minimum and maximum (0 where not computed). Return
+        ``needs_verification=True`` when the engine cannot be trusted to keep :attr:`tolerance` for
+        this chunk; the driver then checks every element and stores misses exactly.
+        """
+
+    @staticmethod
+    @abstractmethod
+    def decode_chunk(payload: memoryview, target: np.ndarray, params: dict[str, Any]) -> None:
+        """Decode one payload written by :meth:`encode_chunk` into ``target`` (native order, C-contiguous).
+
+        ``params`` are the stream's parameters. Raise any exception on bad input; the driver turns
+        it into the codec's error.
+        """
+
+    @property
+    def method(self) -> int:
+        """The number marking this codec's streams and chunks."""
+        if self.spec.method is None:
+            raise self.error(f"{self.name} writes no sciz stream")
+        return self.spec.method
+
+    @property
+    def tolerance(self) -> float | None:
+        """The absolute error bound this codec guarantees, ``0.0`` if lossless, ``None`` if it promises none."""
+        return None
+
+    @property
+    def lossless(self) -> bool:
+        return self.tolerance == 0.0
+
+    @property
+    def needs_range(self) -> bool:
+        """Whether encode_chunk needs each chunk's finite minimum and maximum."""
+        return not self.keeps_nonfinite
+
+    def stream_params(self) -> dict[str, Any]:
+        """Parameters written into each stream (for ``sciz info`` and for decoding)."""
+        return self.params()
+
+    def hdf5_filter(self, array: Any) -> dict[str, Any] | None:
+        """h5py ``create_dataset`` keywords for this codec's registered HDF5 filter, or None if it has none."""
+        return None
+
+    # ----- the contract ---------------------------------------------------------------------------
+    @property
+    def codec_id(self) -> str:
+        return f"sciz_{self.name}"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.name, **self.params()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Codec:
+        return cls(**{k: v for k, v in config.items() if k != "id"})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Codec) and other.get_config() == self.get_config()
+
+    def __hash__(self) -> int:
+        return hash(repr(sorted(self.get_config().items())))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+    def check_array(self, data: Any) -> np.ndarray:
+        """The input as an array of a supported dtype, or a clear error (codecs add their own checks)."""
+        return check_array(data, self.name, self.dtypes, self.error)
+
+    def encode(self, data: Any, *, out: Any = None, numthreads: int | None = None) -> bytes | memoryview:
+        """Encode ``data`` into a self-describing sciz stream (written into ``out`` if given)."""
+        return encode_array(self, data, out=out, numthreads=numthreads)
+
+    def decode(
+        self,
+        data: Any,
+        *,
+        out: Any = None,
+        numthreads: int | None = None,
+        shape: Sequence[int] | None = None,
+        dtype: Any = None,
+        isolated: bool = False,
+        timeout: float = 600.0,
+    ) -> np.ndarray:
+        """Decode a sciz stream of this codec; shape and dtype come from the stream."""
+        return decode_stream(
+            data,
+            self.name,
+            self.error,
+            out=out,
+            numthreads=numthreads,
+            shape=shape,
+            dtype=dtype,
+            isolated=isolated,
+            timeout=timeout,
+        )

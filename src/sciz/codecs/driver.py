@@ -1,0 +1,337 @@
+"""The codec driver: everything every sciz codec shares, done once.
+
+A codec (:mod:`sciz.codecs.abc`) only codes one chunk with its engine. This module does the rest:
+argument checks, byte order, chunking across threads, exact NaN/Inf, the bound guarantee
+(tightened tolerances, verification, patches, lossless fallback), the checked stream, and ``out=``
+buffers. Chunk decoders are found through the codec table (:mod:`sciz.codecs.registry`), so any
+stream decodes in any process whichever codec modules were imported before.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from ..errors import CodecError, argument_error
+from . import _stream
+from ._stream import Chunk, StreamHeader
+from .registry import codec_class, spec, spec_for_method
+
+if TYPE_CHECKING:
+    from .abc import Codec
+
+__all__ = [
+    "ChunkDecoder",
+    "check_array",
+    "check_numthreads",
+    "check_tolerance",
+    "chunk_decoder",
+    "decode_stream",
+    "encode_array",
+    "run_parallel",
+    "tightened_tolerance",
+]
+
+T = TypeVar("T")
+
+#: ``decoder(payload, target, params)`` fills ``target`` (native byte order, C-contiguous).
+ChunkDecoder = Callable[[memoryview, np.ndarray, dict[str, Any]], None]
+
+#: Above this share of patched elements a chunk is stored losslessly instead.
+MAX_PATCH_SHARE = 0.05
+
+
+def check_numthreads(numthreads: Any) -> int:
+    """``None`` means 1; ``0`` means every core; otherwise a positive int."""
+    if numthreads is None:
+        return 1
+    if isinstance(numthreads, bool) or not isinstance(numthreads, int | np.integer) or numthreads < 0:
+        raise argument_error("numthreads", numthreads, "must be None, 0 (all cores) or a positive int")
+    return int(numthreads) or (os.cpu_count() or 1)
+
+
+def run_parallel(function: Callable[[int], T], count: int, numthreads: int) -> list[T]:
+    """``[function(i) for i in range(count)]`` on up to ``numthreads`` threads (engines release the GIL)."""
+    if numthreads <= 1 or count <= 1:
+        return [function(i) for i in range(count)]
+    with ThreadPoolExecutor(max_workers=min(numthreads, count)) as pool:
+        return list(pool.map(function, range(count)))
+
+
+def check_array(data: Any, name: str, dtypes: Sequence[str], error: type[CodecError]) -> np.ndarray:
+    """``data`` as a numpy array of one of ``dtypes`` (any byte order), or a clear ``error``."""
+    if not isinstance(data, np.ndarray):
+        if isinstance(data, bytes | bytearray | memoryview | str) or data is None:
+            raise argument_error("data", data, f"{name} encodes numpy arrays", cls=error)
+        try:
+            data = np.asarray(data)
+        except (TypeError, ValueError) as exc:
+            raise argument_error("data", data, f"must be a numpy array ({exc})", cls=error) from None
+    code = data.dtype.str[1:]
+    if data.dtype.fields is not None or code not in dtypes:
+        raise error(f"data: dtype {data.dtype} is not supported by {name}; supported: {', '.join(dtypes)}")
+    return data
+
+
+def encode_array(codec: Codec, data: Any, *, out: Any = None, numthreads: int | None = None) -> bytes | memoryview:
+    """Encode ``data`` with ``codec`` into a self-describing sciz stream (written into ``out`` if given)."""
+    array = codec.check_array(data)
+    threads = check_numthreads(numthreads)
+    native = array.dtype.newbyteorder("=")
+    header = StreamHeader(
+        codec=codec.name,
+        dtype=native,
+        shape=tuple(array.shape),
+        params=codec.stream_params(),
+        rows=_stream.plan_rows(array.shape, native.itemsize, align=codec.align, threads=threads),
+        big_endian=array.dtype.byteorder == ">",
+    )
+    if array.size:
+        rows = header.rows
+        view = np.ascontiguousarray(array, dtype=native).reshape(header.chunked_shape)
+        count = math.ceil(view.shape[0] / rows)
+        header.chunks = run_parallel(lambda i: _encode_chunk(codec, view[i * rows : (i + 1) * rows], i), count, threads)
+    return _into_out(_stream.pack_stream(header), out, codec.error)
+
+
+def _encode_chunk(codec: Codec, original: np.ndarray, index: int) -> Chunk:
+    chunk = original
+    patch_index = np.empty(0, np.uint64)
+    low = high = 0.0
+    # The range (one min and one max pass) is needed to find NaN/Inf and to tighten tolerances;
+    # engines that keep NaN/Inf and promise their bound themselves skip it.
+    if chunk.dtype.kind == "f" and codec.needs_range:
+        low, high = float(chunk.min()), float(chunk.max())
+        if not (math.isfinite(low) and math.isfinite(high)) and not codec.keeps_nonfinite:
+            chunk, patch_index, low, high = _extract_nonfinite(chunk)
+    tolerance = codec.tolerance
+    try:
+        method, payload, verify = codec.encode_chunk(chunk, low, high)
+    except CodecError:
+        raise
+    except Exception as exc:  # engines raise RuntimeError/ValueError subclasses
+        if tolerance == 0.0:
+            raise codec.error(f"{codec.name} engine failed on chunk {index}: {exc}") from exc
+        # A lossy engine refusing some data (sperr near the float64 maximum) must not fail the user.
+        method, payload, verify = (*lossless_chunk(chunk), False)
+    if verify or tolerance is None:
+        misses = _misses(codec, method, payload, chunk, tolerance)
+        if misses.size > MAX_PATCH_SHARE * chunk.size:
+            method, payload = lossless_chunk(chunk)
+        elif misses.size:
+            patch_index = np.union1d(patch_index, misses.astype(np.uint64))
+    values = original.reshape(-1)[patch_index.astype(np.intp)] if patch_index.size else None
+    return Chunk(method, payload, patch_index, values)
+
+
+def _misses(codec: Codec, method: int, payload: bytes, chunk: np.ndarray, tolerance: float | None) -> np.ndarray:
+    """Flat positions the decoded chunk gets wrong: beyond ``tolerance``, or (no bound promised) not finite.
+
+    ``chunk`` is finite here (NaN/Inf were already taken out), so a non-finite decoded value is
+    always an engine artefact (zfp rate mode overflows to Inf, sperr psnr to NaN near 1e154).
+    """
+    decoded = np.empty_like(chunk)
+    decoder = chunk_decoder(method)
+    assert decoder is not None
+    decoder(memoryview(payload), decoded, codec.stream_params())
+    if tolerance is None:
+        return np.flatnonzero(~np.isfinite(decoded))
+    error = np.abs(decoded.astype(np.float64) - chunk.astype(np.float64))
+    return np.flatnonzero(~(error <= tolerance))
+
+
+def lossless_chunk(chunk: np.ndarray) -> tuple[int, bytes]:
+    """Store a chunk exactly with pcodec (when a lossy engine cannot keep the bound for it)."""
+    from .pcodec import encode_pcodec_chunk
+
+    method = spec("pcodec").method
+    assert method is not None
+    return method, encode_pcodec_chunk(chunk, 8)
+
+
+def chunk_decoder(method: int) -> ChunkDecoder | None:
+    """The function decoding chunks marked ``method``, from the codec table (importing its module)."""
+    row = spec_for_method(method)
+    if row is None:
+        return None
+    decoder: ChunkDecoder = codec_class(row.name).decode_chunk
+    return decoder
+
+
+def decode_stream(
+    data: Any,
+    codec: str | None,
+    error: type[CodecError],
+    *,
+    out: Any = None,
+    numthreads: int | None = None,
+    shape: Sequence[int] | None = None,
+    dtype: Any = None,
+    isolated: bool = False,
+    timeout: float = 600.0,
+) -> np.ndarray:
+    """Decode a sciz stream; ``codec`` (None: any) is the codec the caller expects.
+
+    Decoding needs no codec parameters: everything is in the stream. ``shape`` and ``dtype``, when
+    given, must match what the stream holds (they are checked, not trusted: the engines crash when
+    given wrong ones). ``isolated=True`` decodes in a forked child so that a stream crafted to crash
+    an engine raises ``error`` instead (``timeout`` seconds bound a hang).
+    """
+    header = _stream.parse_stream(data, error, codec)
+    if codec is None:
+        error = _stream.codec_error(header.codec, error)
+    threads = check_numthreads(numthreads)
+    stored = header.dtype.newbyteorder(">") if header.big_endian else header.dtype
+    _check_expected(header.shape, stored, shape, dtype, error)
+    if isolated:
+        from ._isolate import decode_in_child
+
+        decoded = decode_in_child(header, data, error, timeout)
+        if out is None:
+            return decoded
+        result = _check_out(out, header.shape, stored, error)
+        result[...] = decoded
+        return result
+    result = _check_out(out, header.shape, stored, error)
+    target = result if result.dtype == header.dtype else np.empty(header.shape, header.dtype)
+    if header.size:
+        view = target.reshape(header.chunked_shape)
+        run_parallel(lambda i: _decode_chunk(header, view, i, error), len(header.chunks), threads)
+    if target is not result:
+        result[...] = target
+    return result
+
+
+def _decode_chunk(header: StreamHeader, view: np.ndarray, index: int, error: type[CodecError]) -> None:
+    start, stop = header.chunk_bounds(index)
+    chunk = header.chunks[index]
+    target = view[start:stop]
+    decoder = chunk_decoder(chunk.method)
+    if decoder is None:
+        raise error(f"chunk {index} uses method {chunk.method}, unknown to this sciz")
+    try:
+        decoder(memoryview(chunk.payload), target, header.params)
+    except CodecError:
+        raise
+    except Exception as exc:
+        raise error(f"chunk {index} cannot be decoded: {type(exc).__name__}: {exc}") from exc
+    if chunk.patch_index.size:
+        target.reshape(-1)[chunk.patch_index.astype(np.intp)] = chunk.patch_values
+
+
+def _check_expected(
+    shape: tuple[int, ...], dtype: np.dtype, want_shape: Any, want_dtype: Any, error: type[CodecError]
+) -> None:
+    if want_shape is not None:
+        try:
+            expected = tuple(
+                operator.index(n) for n in ((want_shape,) if isinstance(want_shape, int | np.integer) else want_shape)
+            )
+        except TypeError:
+            raise argument_error("shape", want_shape, "must be a tuple of ints", cls=error) from None
+        if expected != shape:
+            raise error(f"shape={expected} does not match the stream, which holds an array of shape {shape}")
+    if want_dtype is not None:
+        try:
+            expected_dtype = np.dtype(want_dtype)
+        except TypeError:
+            raise argument_error("dtype", want_dtype, "must be a numpy dtype", cls=error) from None
+        if expected_dtype.newbyteorder("=") != dtype.newbyteorder("="):
+            raise error(f"dtype={expected_dtype} does not match the stream, which holds {dtype}")
+
+
+def _extract_nonfinite(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Replace NaN/Inf by a neutral finite value; return the copy, their flat positions and the finite range."""
+    finite = np.isfinite(chunk)
+    index = np.flatnonzero(~finite).astype(np.uint64)
+    filled = chunk.copy()
+    if finite.any():
+        values = chunk[finite]
+        low, high = float(values.min()), float(values.max())
+        fill = 0.5 * low + 0.5 * high
+    else:
+        low = high = fill = 0.0
+    filled[~finite] = fill
+    return filled, index, low, high
+
+
+def _into_out(stream: bytes, out: Any, error: type[CodecError]) -> bytes | memoryview:
+    if out is None:
+        return stream
+    try:
+        view = memoryview(out).cast("B")
+    except TypeError:
+        raise argument_error("out", out, "must be a writable bytes-like buffer (bytearray)", cls=error) from None
+    if view.readonly:
+        raise argument_error("out", out, "must be writable", cls=error)
+    if len(view) < len(stream):
+        raise error(f"out: buffer of {len(view)} bytes is too small; the stream needs {len(stream)} bytes")
+    view[: len(stream)] = stream
+    if len(view) == len(stream):
+        return out
+    return view[: len(stream)]
+
+
+def _check_out(out: Any, shape: Sequence[int], dtype: np.dtype, error: type[CodecError]) -> np.ndarray:
+    if out is None:
+        return np.empty(tuple(shape), dtype)
+    if not isinstance(out, np.ndarray):
+        raise argument_error("out", out, f"must be a numpy array of shape {tuple(shape)} and dtype {dtype}", cls=error)
+    if out.dtype.newbyteorder("=") != dtype.newbyteorder("=") or out.size != math.prod(shape):
+        raise error(
+            f"out: array of shape {out.shape} and dtype {out.dtype} cannot hold the decoded {tuple(shape)} {dtype}"
+        )
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise error("out: must be a writable C-contiguous array")
+    return out.reshape(tuple(shape))
+
+
+def tightened_tolerance(tolerance: float, low: float, high: float, dtype: np.dtype, ulps: float = 2.0) -> float | None:
+    """The tolerance to ask an engine for so that rounding to ``dtype`` cannot push an error past ``tolerance``.
+
+    Engines bound the error in double precision and then round to the output type, which adds up
+    to half an ulp of the value (measured: sperr and lerc return 1.000047e-3 for 1e-3). Asking for
+    ``tolerance - ulps * ulp(max |x|)`` absorbs that. Returns None when that would leave less than
+    half the tolerance: the data are then too close to the type's precision for the engine's bound.
+    """
+    info = np.finfo(dtype)
+    magnitude = max(abs(low), abs(high)) + tolerance
+    if magnitude >= float(info.max) / 2:
+        return None  # next to the type's overflow: leave such data to the lossless path
+    ulp = float(np.spacing(dtype.type(magnitude)))
+    engine = tolerance - ulps * ulp
+    return engine if engine >= 0.5 * tolerance else None
+
+
+def check_tolerance(value: Any, error: type[CodecError], name: str = "tolerance") -> float:
+    """A finite, non-negative float, or an error naming the argument."""
+    if not is_real(value):
+        raise argument_error(name, value, "must be a non-negative finite number", cls=error)
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise argument_error(name, value, "must be a non-negative finite number", cls=error)
+    return abs(number)  # -0.0 is 0.0
+
+
+def is_real(value: Any) -> bool:
+    """A real number (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def is_int(value: Any) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def engine() -> Any:
+    """imagecodecs, typed loosely: its stubs reject the memoryviews and views the engines accept."""
+    import imagecodecs
+
+    return imagecodecs
