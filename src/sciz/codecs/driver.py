@@ -33,6 +33,7 @@ __all__ = [
     "check_numthreads",
     "check_tolerance",
     "chunk_decoder",
+    "decode_payload",
     "decode_stream",
     "encode_array",
     "run_parallel",
@@ -213,17 +214,28 @@ def _decode_chunk(header: StreamHeader, view: np.ndarray, index: int, error: typ
     start, stop = header.chunk_bounds(index)
     chunk = header.chunks[index]
     target = view[start:stop]
-    decoder = chunk_decoder(chunk.method)
+    decode_payload(chunk.method, chunk.payload, target, header.params, error, f"chunk {index}")
+    if chunk.patch_index.size:
+        target.reshape(-1)[chunk.patch_index.astype(np.intp)] = chunk.patch_values
+
+
+def decode_payload(
+    method: int, payload: Any, target: np.ndarray, params: dict[str, Any], error: type[CodecError], where: str
+) -> None:
+    """Decode one engine payload (a chunk marked ``method``) into ``target``; any failure raises ``error``.
+
+    The one door through which engine payloads reach an engine, for sciz streams and for chunks
+    that containers store with a codec's standard filter alike. ``where`` names the payload in errors.
+    """
+    decoder = chunk_decoder(method)
     if decoder is None:
-        raise error(f"chunk {index} uses method {chunk.method}, unknown to this sciz")
+        raise error(f"{where} uses method {method}, unknown to this sciz")
     try:
-        decoder(memoryview(chunk.payload), target, header.params)
+        decoder(memoryview(payload), target, params)
     except CodecError:
         raise
     except Exception as exc:
-        raise error(f"chunk {index} cannot be decoded: {type(exc).__name__}: {exc}") from exc
-    if chunk.patch_index.size:
-        target.reshape(-1)[chunk.patch_index.astype(np.intp)] = chunk.patch_values
+        raise error(f"{where} cannot be decoded: {type(exc).__name__}: {exc}") from exc
 
 
 def _check_expected(
