@@ -36,6 +36,7 @@ __all__ = [
     "decode_payload",
     "decode_stream",
     "encode_array",
+    "fill_invalid",
     "run_parallel",
     "tightened_tolerance",
 ]
@@ -272,6 +273,25 @@ def _extract_nonfinite(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray, float
         low = high = fill = 0.0
     filled[~finite] = fill
     return filled, index, low, high
+
+
+def fill_invalid(values: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """A copy of ``values`` whose ``invalid`` elements (NaN, Inf, fill values) are replaced smoothly.
+
+    Lossy engines must never see such values (zfp and sperr mangle them, a 1e20 land fill ruins
+    every block it touches); a constant in their place makes steps the engines pay for. Each
+    invalid element is interpolated linearly between the nearest valid elements in memory order,
+    so a masked region continues the field around it.
+    """
+    filled = np.array(values, copy=True)
+    flat, mask = filled.reshape(-1), np.asarray(invalid, dtype=bool).reshape(-1)
+    valid = np.flatnonzero(~mask)
+    if valid.size == 0:
+        flat[:] = 0
+    elif valid.size < flat.size:
+        positions = np.flatnonzero(mask)
+        flat[positions] = np.interp(positions, valid, flat[valid].astype(np.float64))
+    return filled
 
 
 def _into_out(stream: bytes, out: Any, error: type[CodecError]) -> bytes | memoryview:
