@@ -91,6 +91,10 @@ class StoredArray:
     codec: str = "none"
     stored_bytes: int | None = None
     chunks: tuple[int, ...] | None = None
+    #: The codec's parameters (tolerance, mode...), as stored.
+    parameters: dict[str, Any] = field(default_factory=dict)
+    #: Anything else worth reporting, e.g. ``{"chunks": 4, "chunks stored losslessly": 1}``.
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(eq=False)

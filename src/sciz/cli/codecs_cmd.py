@@ -22,14 +22,17 @@ def list_command() -> None:
     import imagecodecs
 
     from .. import codecs
-    from ..codecs.registry import spec
+    from ..codecs.registry import CODECS, codec_class
 
     versions = imagecodecs.version(dict)
     table = Table(title=f"sciz codecs (engines: imagecodecs {versions['imagecodecs']})")
     for column in ("codec", "available", "engine", "dtypes", "modes"):
         table.add_column(column)
     for name in codecs.list_codecs():
-        row = spec(name)
+        row = CODECS.get(name) or getattr(codec_class(name), "spec", None)
+        if row is None:  # registered by a third party without a table row
+            table.add_row(name, "[green]yes[/green]", codec_class(name).__module__, "?", "third-party codec")
+            continue
         available = getattr(codecs, row.engine).available
         version = versions.get(row.library, "n/a")
         engine = f"{row.library} {version}"

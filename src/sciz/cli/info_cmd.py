@@ -89,6 +89,8 @@ def _array_rows(dataset: Any) -> list[dict[str, Any]]:
                 "shape": [int(n) for n in array.shape],
                 "dtype": str(np.dtype(array.dtype)),
                 "codec": stored.codec if stored is not None else None,
+                "parameters": dict(stored.parameters) if stored is not None else {},
+                "details": dict(stored.details) if stored is not None else {},
                 "stored_bytes": stored_bytes,
                 "nbytes": nbytes,
                 "ratio": (nbytes / stored_bytes) if stored_bytes else None,
@@ -175,6 +177,10 @@ def info_command(
             f"  {row['name']:<{width}}  {shape:<18} {row['dtype']:<9} codec {row['codec'] or '?':<8} "
             f"stored {stored:>10}  ratio {ratio}"
         )
+        extra = [f"{k}={v}" for k, v in row["parameters"].items() if v is not None]
+        extra += [f"{k}: {v}" for k, v in row["details"].items()]
+        if extra:
+            typer.echo(f"  {'':<{width}}  {', '.join(extra)}")
     typer.echo("axes:")
     for index, axis in enumerate(axes):
         units = f" [{axis['units']}]" if axis["units"] else ""

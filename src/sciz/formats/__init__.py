@@ -40,6 +40,7 @@ BUILTIN_FORMATS: list[str] = [
     "sciz.formats.zspy:ZspyZipFormat",
     "sciz.formats.hspy:HspyFormat",
     "sciz.formats.npy:NpyFormat",
+    "sciz.formats.scz:SczFormat",
     "sciz.formats.npz:NpzFormat",
     "sciz.formats.tmd:TmdFormat",
     "sciz.formats.stl:StlFormat",

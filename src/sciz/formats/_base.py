@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from ..errors import FormatError, MissingDependencyError
 from ..model import Dataset
 
-__all__ = ["Format", "require", "zip_member_names"]
+__all__ = ["Format", "require", "single_array_problems", "zip_member_names"]
 
 
 def require(module: str, extra: str) -> Any:
@@ -34,6 +34,25 @@ def zip_member_names(path: Path) -> set[str] | None:
             return set(archive.namelist())
     except (zipfile.BadZipFile, OSError, EOFError, ValueError):
         return None
+
+
+def single_array_problems(dataset: Dataset, label: str) -> list[str]:
+    """What a file holding one bare array (``label``: ".npy", ".scz") cannot keep of ``dataset``."""
+    found = []
+    if dataset.layers:
+        found.append(f"layers {sorted(dataset.layers)} (a {label} file holds one array)")
+    if dataset.masks:
+        found.append(f"masks {sorted(dataset.masks)} (a {label} file holds one array)")
+    if dataset.metadata:
+        found.append(f"metadata {sorted(map(str, dataset.metadata))} ({label} holds no metadata)")
+    calibrated = [
+        a.name for a in dataset.axes if a.units or a.scale != 1.0 or a.offset != 0.0 or a.navigate is not None
+    ]
+    if calibrated:
+        found.append(f"axis calibration of {calibrated} ({label} holds no axes)")
+    if dataset.provenance:
+        found.append(f"provenance ({len(dataset.provenance)} steps; {label} holds no metadata)")
+    return found
 
 
 class Format(ABC):

@@ -11,7 +11,7 @@ import numpy as np
 from ..atomic import atomic_file
 from ..errors import FormatError, argument_error
 from ..model import Dataset, StoredArray, as_array
-from ._base import Format
+from ._base import Format, single_array_problems
 
 __all__ = ["NpyFormat", "read_npy", "write_npy"]
 
@@ -119,18 +119,4 @@ class NpyFormat(Format):
         return write_npy(path, dataset.data)
 
     def problems(self, dataset: Dataset) -> list[str]:
-        found = []
-        if dataset.layers:
-            found.append(f"layers {sorted(dataset.layers)} (an .npy file holds one array)")
-        if dataset.masks:
-            found.append(f"masks {sorted(dataset.masks)} (an .npy file holds one array)")
-        if dataset.metadata:
-            found.append(f"metadata {sorted(map(str, dataset.metadata))} (.npy holds no metadata)")
-        calibrated = [
-            a.name for a in dataset.axes if a.units or a.scale != 1.0 or a.offset != 0.0 or a.navigate is not None
-        ]
-        if calibrated:
-            found.append(f"axis calibration of {calibrated} (.npy holds no axes)")
-        if dataset.provenance:
-            found.append(f"provenance ({len(dataset.provenance)} steps; .npy holds no metadata)")
-        return found
+        return single_array_problems(dataset, ".npy")

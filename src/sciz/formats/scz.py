@@ -1,0 +1,117 @@
+"""sciz codec streams on disk (``.scz``): one array compressed by one codec, readable in any process.
+
+A ``.scz`` file is exactly the bytes a ``*_encode`` function returns (the self-describing sciz
+stream of :mod:`sciz.codecs`), so ``zfp_decode(path.read_bytes())`` and ``sciz.load(path)`` read
+the same file. The stream holds the array's codec, parameters, dtype, shape and checksums, but no
+axes, layers or metadata: writing a dataset that has them is refused unless the loss is accepted.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_file
+from ..errors import CodecError, FormatError, argument_error
+from ..model import Dataset, StoredArray
+from ._base import Format, single_array_problems
+
+__all__ = ["SczFormat", "read_scz", "write_scz"]
+
+_READ_OPTIONS = ("numthreads",)
+
+
+def read_scz(path: str | os.PathLike[str], *, numthreads: int | None = None) -> tuple[np.ndarray, StoredArray]:
+    """Decode a ``.scz`` file; return the array and how it is stored (codec, parameters, chunks).
+
+    The file is memory-mapped, so the stream is never copied whole into memory before decoding.
+    """
+    from ..codecs import _stream
+    from ..codecs.driver import decode_stream
+
+    source = Path(os.fspath(path))
+    try:
+        with source.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                raise FormatError(f"{source}: empty file, not a sciz stream")
+            # Unmapped when the last view of it goes (the parsed chunks are views into the map).
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        stored = _storage(_stream.parse_stream(mapped, CodecError), size)
+        return decode_stream(mapped, None, CodecError, numthreads=numthreads), stored
+    except CodecError as exc:
+        raise FormatError(f"{source}: {exc}") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such file: {source}") from None
+
+
+def _storage(header: Any, size: int) -> StoredArray:
+    """What ``sciz info`` reports of a stream: codec, parameters, chunks and what was kept exactly."""
+    from ..codecs.registry import spec
+
+    own = spec(header.codec).method
+    fallback = sum(1 for chunk in header.chunks if chunk.method != own)
+    patched = sum(int(chunk.patch_index.size) for chunk in header.chunks)
+    details: dict[str, Any] = {"chunks": len(header.chunks)}
+    if fallback:
+        details["chunks stored losslessly"] = fallback
+    if patched:
+        details["elements stored exactly"] = patched
+    return StoredArray(codec=header.codec, stored_bytes=size, parameters=dict(header.params), details=details)
+
+
+def write_scz(
+    path: str | os.PathLike[str], array: Any, *, codec: Any = None, numthreads: int | None = None, **params: Any
+) -> Path:
+    """Encode ``array`` with ``codec`` (a name with ``params``, or a codec object) into ``path`` atomically.
+
+    The default codec is lossless pcodec; e.g. ``codec="sz3", tolerance=0.01`` bounds every element.
+    """
+    from .. import codecs
+
+    if codec is None:
+        codec = "pcodec"
+    if isinstance(codec, str):
+        chosen = codecs.get(codec, **params)
+    elif hasattr(codec, "get_config") and not params:
+        chosen = codec
+    else:
+        raise argument_error("codec", codec, "must be a codec name (with its parameters) or a sciz codec object")
+    if getattr(chosen, "spec", None) is None or chosen.spec.method is None:
+        raise argument_error("codec", codec, "must be a stream codec (floatpred and jetraw write no sciz stream)")
+    stream = chosen.encode(np.asarray(array), numthreads=numthreads)
+    with atomic_file(path) as handle:
+        handle.write(stream)
+    return Path(os.fspath(path))
+
+
+class SczFormat(Format):
+    """A sciz codec stream (``.scz``): one array, its codec and parameters; no axes, layers or metadata.
+
+    Read options: ``numthreads``. Write options: ``codec`` (default ``"pcodec"``, lossless), the codec's
+    parameters (``tolerance``, ``rate``, ``mode``/``quality``, ``level``...) and ``numthreads``.
+    """
+
+    name = "scz"
+    description = "sciz codec stream (one array, compressed by a sciz codec)"
+    extensions = (".scz",)
+    magic = (b"\x89SZC",)
+
+    def read(self, path: Path, **options: Any) -> Dataset:
+        unknown = sorted(set(options) - set(_READ_OPTIONS))
+        if unknown:
+            raise argument_error(f"option {unknown[0]}", options[unknown[0]], "reading .scz files takes: numthreads")
+        array, stored = read_scz(path, **options)
+        dataset = Dataset(array, name=path.stem)
+        dataset.storage = {"data": stored}
+        return dataset
+
+    def write(self, dataset: Dataset, path: Path, **options: Any) -> Path:
+        return write_scz(path, dataset.data, **options)
+
+    def problems(self, dataset: Dataset) -> list[str]:
+        return single_array_problems(dataset, ".scz")
