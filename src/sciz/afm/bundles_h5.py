@@ -63,6 +63,8 @@ _LEVEL_COST = {1: 1.0, 4: 2.0, 7: 5.0, 9: 6.0}
 #: about 6 % smaller than h5py's automatic chunks at the same level).
 _TILE, _CHUNK_BYTES = 128, 256 * 1024
 _DEEP_TILE, _DEEP_FRAMES = 32, 16
+#: Group holding the NaN/Inf masks of arrays written through a lossy filter (see sciz.formats._hdf5).
+MASK_GROUP = "sciz_masks"
 
 
 def _chunk_shape(shape: tuple[int, ...], itemsize: int, shuffle: bool = True) -> tuple[int, ...]:
@@ -192,14 +194,24 @@ def _resolve_codec(codec: Any, tolerance: float | None) -> Any:
 
 
 def _write_with_codec(group: Any, name: str, array: np.ndarray, codec: Any) -> None:
+    from ..formats import _hdf5
+
     require("hdf5plugin", "hdf5")
+    chunks = _chunk_shape(array.shape, array.dtype.itemsize)
+    if codec.spec.hdf5_filter_id in _hdf5.FILTER_CODECS:
+        # NaN/Inf never reach the lossy filter; their mask lives outside /processed and /masks,
+        # which playNano reads as layers and masks.
+        writer = _hdf5.LossyDatasetWriter(
+            group, name, array.shape, array.dtype, chunks, codec, array, mask_name=f"/{MASK_GROUP}/{name}"
+        )
+        writer.write_array(array)
+        return
     options = codec.hdf5_filter(array)
     if options is None:
         raise ArgumentError(
             f"codec={codec.name!r} has no registered HDF5 filter; for HDF5 bundles use one that has "
             "(zfp, sz3, sperr or szip) or the lossless default (codec=None)"
         )
-    chunks = _chunk_shape(array.shape, array.dtype.itemsize)
     dataset = group.create_dataset(name, data=array, chunks=chunks, **dict(options))
     dataset.attrs["sciz_codec"] = json.dumps(codec.get_config())
 
@@ -368,6 +380,10 @@ def _read_fast(path: Path, dataset: Any) -> np.ndarray | None:
 
 
 def _read_array(path: Path, dataset: Any) -> np.ndarray:
+    from ..formats import _hdf5
+
+    if _hdf5.filter_codec(dataset) is not None:  # never let a lossy filter run on an untrusted chunk
+        return _hdf5.read_lossy(dataset, where=f"{path}: {dataset.name}")
     fast = _read_fast(path, dataset)
     return dataset[()] if fast is None else fast
 
