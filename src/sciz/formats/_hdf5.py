@@ -60,6 +60,7 @@ __all__ = [
     "LossyDatasetWriter",
     "apply_mask",
     "filter_codec",
+    "is_mask_dataset",
     "mask_path",
     "read_lossy",
 ]
@@ -126,6 +127,14 @@ def mask_path(dataset: Any) -> str | None:
     if isinstance(value, bytes | np.bytes_):
         value = bytes(value).decode("utf-8", "replace")
     return str(value)
+
+
+def is_mask_dataset(dataset: Any) -> bool:
+    """Whether ``dataset`` is a sciz NaN/Inf mask (written by :class:`LossyDatasetWriter`)."""
+    meanings = dataset.attrs.get("flag_meanings")
+    if isinstance(meanings, bytes | np.bytes_):
+        meanings = bytes(meanings).decode("utf-8", "replace")
+    return bool(meanings == FLAG_MEANINGS and dataset.dtype == np.uint8)
 
 
 def apply_mask(dataset: Any, array: np.ndarray, region: tuple[slice, ...] | None = None, *, where: str = "") -> None:
