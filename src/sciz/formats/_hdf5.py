@@ -193,7 +193,12 @@ class LossyDatasetWriter:
         self.tolerance = codec.tolerance if dtype.kind == "f" else None
         options = filter_options if filter_options is not None else hdf5_filter_options(codec, sample, fill_value)
         # Fletcher-32 after the lossy filter: every HDF5 reader (and sciz's) detects damaged chunks.
-        self.dataset = group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, fletcher32=True, **options)
+        # Almost no chunk cache (h5py ignores 0; chunks above the cache size bypass it): each write
+        # goes through the filter to the file and each read-back decodes what was stored. A cached
+        # chunk would verify the values before the filter, and be flushed over an unfiltered chunk.
+        self.dataset = group.create_dataset(
+            name, shape=shape, dtype=dtype, chunks=chunks, fletcher32=True, rdcc_nbytes=1, **options
+        )
         self.group = group
         self.mask_name = mask_name or f"{name}_mask"
         self.mask: Any = None
@@ -721,12 +726,15 @@ def read_lossy(dataset: Any, region: tuple[slice, ...] | None = None, *, where: 
     for origin in _chunk_regions(shape, chunks, region):
         chunk = np.empty(chunks, dtype)
         placements.append((chunk, origin))
-        info = dataset.id.get_chunk_info_by_coord(origin)
-        if info.byte_offset is None:  # never written: the fill value
-            chunk[...] = dataset.fillvalue
-            continue
-        filter_mask, raw = dataset.id.read_direct_chunk(origin)
         chunk_where = f"{where} chunk at {origin}"
+        try:
+            info = dataset.id.get_chunk_info_by_coord(origin)
+            if info.byte_offset is None:  # never written: the fill value
+                chunk[...] = dataset.fillvalue
+                continue
+            filter_mask, raw = dataset.id.read_direct_chunk(origin)
+        except (RuntimeError, OSError, ValueError, KeyError) as exc:  # h5py's errors on a damaged index
+            raise FormatError(f"{chunk_where}: cannot be read ({exc})") from None
         if checksum and not filter_mask & 2:
             if len(raw) < 4 or fletcher32(raw[:-4]) != struct.unpack("<I", raw[-4:])[0]:
                 raise FormatError(f"{chunk_where}: damaged (its Fletcher-32 checksum does not match)")
