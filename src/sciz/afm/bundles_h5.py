@@ -15,7 +15,10 @@ and h5py writes the finished chunks directly, so the file is written on all core
 reading decodes chunks on all cores the same way.
 
 With ``codec=`` the float arrays go through that codec's registered HDF5 filter (hdf5plugin ids,
-see ``sciz.codecs``), after the codec has checked that it keeps its bound.
+see ``sciz.codecs``), after the codec has checked that it keeps its bound. Through the lossy ones
+(zfp, sz3, sperr) NaN/Inf never reach the filter: they are filled smoothly and kept exactly in a
+uint8 mask under ``/sciz_masks/<path>`` (see :mod:`sciz.formats._hdf5`), and their chunks are read
+back by sciz without running the filter on them.
 """
 
 from __future__ import annotations
@@ -249,7 +252,8 @@ def save_h5_bundle(
         ``None`` (default): lossless shuffle + deflate that every HDF5 reader decodes. Otherwise a
         codec name from :mod:`sciz.codecs` with a registered HDF5 filter (``zfp``, ``sz3``,
         ``sperr``, ``szip``) or such a codec object; it compresses the float arrays (data and
-        processed layers) and keeps its bound; masks stay lossless. Readers need hdf5plugin.
+        processed layers) and keeps its bound; masks stay lossless; NaN/Inf are kept exactly (a
+        mask in ``/sciz_masks``). Readers need hdf5plugin.
     tolerance
         Absolute error bound for a codec given by name.
     compression_level
