@@ -15,7 +15,10 @@ and h5py writes the finished chunks directly, so the file is written on all core
 reading decodes chunks on all cores the same way.
 
 With ``codec=`` the float arrays go through that codec's registered HDF5 filter (hdf5plugin ids,
-see ``sciz.codecs``), after the codec has checked that it keeps its bound.
+see ``sciz.codecs``), after the codec has checked that it keeps its bound. Through the lossy ones
+(zfp, sz3, sperr) NaN/Inf never reach the filter: they are filled smoothly and kept exactly in a
+uint8 mask under ``/sciz_masks/<path>`` (see :mod:`sciz.formats._hdf5`), and their chunks are read
+back by sciz without running the filter on them.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ _LEVEL_COST = {1: 1.0, 4: 2.0, 7: 5.0, 9: 6.0}
 #: about 6 % smaller than h5py's automatic chunks at the same level).
 _TILE, _CHUNK_BYTES = 128, 256 * 1024
 _DEEP_TILE, _DEEP_FRAMES = 32, 16
+#: Group holding the NaN/Inf masks of arrays written through a lossy filter (see sciz.formats._hdf5).
+MASK_GROUP = "sciz_masks"
 
 
 def _chunk_shape(shape: tuple[int, ...], itemsize: int, shuffle: bool = True) -> tuple[int, ...]:
@@ -192,14 +197,24 @@ def _resolve_codec(codec: Any, tolerance: float | None) -> Any:
 
 
 def _write_with_codec(group: Any, name: str, array: np.ndarray, codec: Any) -> None:
+    from ..formats import _hdf5
+
     require("hdf5plugin", "hdf5")
+    chunks = _chunk_shape(array.shape, array.dtype.itemsize)
+    if codec.spec.hdf5_filter_id in _hdf5.FILTER_CODECS:
+        # NaN/Inf never reach the lossy filter; their mask lives outside /processed and /masks,
+        # which playNano reads as layers and masks.
+        writer = _hdf5.LossyDatasetWriter(
+            group, name, array.shape, array.dtype, chunks, codec, array, mask_name=f"/{MASK_GROUP}/{name}"
+        )
+        writer.write_array(array)
+        return
     options = codec.hdf5_filter(array)
     if options is None:
         raise ArgumentError(
             f"codec={codec.name!r} has no registered HDF5 filter; for HDF5 bundles use one that has "
             "(zfp, sz3, sperr or szip) or the lossless default (codec=None)"
         )
-    chunks = _chunk_shape(array.shape, array.dtype.itemsize)
     dataset = group.create_dataset(name, data=array, chunks=chunks, **dict(options))
     dataset.attrs["sciz_codec"] = json.dumps(codec.get_config())
 
@@ -237,7 +252,8 @@ def save_h5_bundle(
         ``None`` (default): lossless shuffle + deflate that every HDF5 reader decodes. Otherwise a
         codec name from :mod:`sciz.codecs` with a registered HDF5 filter (``zfp``, ``sz3``,
         ``sperr``, ``szip``) or such a codec object; it compresses the float arrays (data and
-        processed layers) and keeps its bound; masks stay lossless. Readers need hdf5plugin.
+        processed layers) and keeps its bound; masks stay lossless; NaN/Inf are kept exactly (a
+        mask in ``/sciz_masks``). Readers need hdf5plugin.
     tolerance
         Absolute error bound for a codec given by name.
     compression_level
@@ -368,6 +384,10 @@ def _read_fast(path: Path, dataset: Any) -> np.ndarray | None:
 
 
 def _read_array(path: Path, dataset: Any) -> np.ndarray:
+    from ..formats import _hdf5
+
+    if _hdf5.filter_codec(dataset) is not None:  # never let a lossy filter run on an untrusted chunk
+        return _hdf5.read_lossy(dataset, where=f"{path}: {dataset.name}")
     fast = _read_fast(path, dataset)
     return dataset[()] if fast is None else fast
 

@@ -21,6 +21,7 @@ import numpy as np
 from ..atomic import atomic_file, prepare_target
 from ..errors import CodecError, FormatError, argument_error
 from ..model import Dataset, StoredArray
+from . import _hdf5
 from ._base import Format, require
 from .hyperspy_tree import (
     SIDECAR_ATTR,
@@ -41,7 +42,9 @@ __all__ = ["HSPY_CHUNK_BYTES", "HspyFormat", "file_reader", "file_writer", "reso
 #: Default chunk size of the signal data (HyperSpy's hspy target).
 HSPY_CHUNK_BYTES = 1e6
 _POLICY = LayoutPolicy("hdf5")
-_WRITE_OPTIONS = ("shuffle", "compression_opts", "tolerance", "level", "rate", "precision", "mode")
+_WRITE_OPTIONS = ("shuffle", "compression_opts", "tolerance", "level", "rate", "precision", "mode", "fill_value")
+#: Key of the signal's create options that carries a sciz codec written through a lossy HDF5 filter.
+_LOSSY = "_sciz_lossy_codec"
 
 
 def _h5py() -> Any:
@@ -51,15 +54,25 @@ def _h5py() -> Any:
     return h5py
 
 
-def resolve_compression(compression: Any, array: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+def resolve_compression(
+    compression: Any, array: Any, params: Mapping[str, Any], *, fill_value: Any = None
+) -> dict[str, Any]:
     """h5py ``create_dataset`` keywords for a ``compression`` argument.
 
     ``compression`` may be ``"gzip"`` (default, with shuffle), ``"lzf"``, an int (gzip level), None,
     an hdf5plugin filter object, a sciz codec object, or a sciz codec name with its parameters in
     ``params`` (``tolerance=``...). sciz codecs use their registered HDF5 filter after checking that
-    it keeps the bound for this array; a codec without one is refused with the reason.
+    it keeps the bound for this array; a codec without one is refused with the reason. The lossy
+    filters (zfp, sz3, sperr) are written by :mod:`sciz.formats._hdf5` (NaN/Inf and ``fill_value``
+    kept exactly in a mask dataset): their options carry the codec under a private key.
     """
     params = dict(params)
+    if fill_value is not None and not (
+        (isinstance(compression, str) and compression.lower() in _lossy_names()) or _is_lossy_codec(compression)
+    ):
+        raise argument_error(
+            "fill_value", fill_value, "is only used with a lossy sciz codec (compression='zfp', 'sz3' or 'sperr')"
+        )
     shuffle = params.pop("shuffle", None)
     compression_opts = params.pop("compression_opts", None)
     if compression is None:
@@ -96,6 +109,10 @@ def resolve_compression(compression: Any, array: Any, params: Mapping[str, Any])
         codec = compression
     else:
         raise argument_error("compression", compression, "not a compression h5py or sciz understands")
+    if _is_lossy_codec(codec):
+        from ._hdf5 import hdf5_filter_options
+
+        return {**hdf5_filter_options(codec, array, fill_value), _LOSSY: (codec, fill_value)}
     kwargs = codec.hdf5_filter(array)
     if kwargs is None:
         raise CodecError(
@@ -103,6 +120,20 @@ def resolve_compression(compression: Any, array: Any, params: Mapping[str, Any])
             "save as .zspy (compressor=...) or pick zfp, sz3, sperr or szip"
         )
     return dict(kwargs)
+
+
+def _lossy_names() -> tuple[str, ...]:
+    from ._hdf5 import FILTER_CODECS
+
+    return tuple(FILTER_CODECS.values())
+
+
+def _is_lossy_codec(codec: Any) -> bool:
+    """Whether ``codec`` is a sciz codec object whose HDF5 filter is one of the lossy ones."""
+    from ._hdf5 import FILTER_CODECS
+
+    row = getattr(codec, "spec", None)
+    return hasattr(codec, "hdf5_filter") and getattr(row, "hdf5_filter_id", None) in FILTER_CODECS
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,7 +172,13 @@ class H5Source:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         with H5Source._lock:
-            return np.asarray(self._dataset()[key])
+            dataset = self._dataset()
+            if _hdf5.filter_codec(dataset) is None:
+                return np.asarray(dataset[key])
+            region = _as_region(key, self.shape)
+            if region is None:
+                return _hdf5.read_lossy(dataset, where=f"{self.path}: {self.name}")[key]
+            return _hdf5.read_lossy(dataset, region, where=f"{self.path}: {self.name}")
 
     @classmethod
     def close_all(cls, path: str) -> None:
@@ -150,6 +187,20 @@ class H5Source:
             for key in [k for k in cls._files if k[1] == path]:
                 with contextlib.suppress(Exception):
                     cls._files.pop(key).close()
+
+
+def _as_region(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...] | None:
+    """``key`` as one step-1 slice per axis, or None when it is not such a box."""
+    key = key if isinstance(key, tuple) else (key,)
+    if len(key) > len(shape) or not all(isinstance(k, slice) for k in key):
+        return None
+    region = []
+    for k, n in zip((*key, *(slice(None),) * (len(shape) - len(key))), shape, strict=True):
+        start, stop, step = k.indices(n)
+        if step != 1:
+            return None
+        region.append(slice(start, max(start, stop)))
+    return tuple(region)
 
 
 def _tree_from_h5(node: Any, group: GroupNode, path: str) -> None:
@@ -162,6 +213,8 @@ def _tree_from_h5(node: Any, group: GroupNode, path: str) -> None:
             group.children[name] = sub
             _tree_from_h5(child, sub, path)
         elif isinstance(child, h5py.Dataset):
+            if _hdf5.is_mask_dataset(child):  # a sciz NaN/Inf mask: part of the dataset it describes
+                continue
             if name == SIDECAR_ATTR and child.shape == ():
                 group.attrs[SIDECAR_ATTR] = child.asstr()[()] if h5py.check_string_dtype(child.dtype) else child[()]
                 continue
@@ -175,6 +228,13 @@ def _tree_from_h5(node: Any, group: GroupNode, path: str) -> None:
                 attrs={k: child.attrs[k] for k in child.attrs},
                 path=child_path,
             )
+
+
+def _read(path: str, dataset: Any) -> Any:
+    """A whole dataset; lossy-filter chunks are decoded by sciz, never by the filter."""
+    if _hdf5.filter_codec(dataset) is not None:
+        return _hdf5.read_lossy(dataset, where=f"{path}: {dataset.name}")
+    return dataset[()]
 
 
 def _loader(handle: Any) -> Any:
@@ -191,7 +251,7 @@ def _loader(handle: Any) -> Any:
         if h5py.check_string_dtype(dataset.dtype) is not None:
             values = dataset.asstr()[()]
             return np.asarray(values, dtype=object) if not isinstance(values, str) else values
-        data = dataset[()]
+        data = _read(path, dataset)
         stored = node.attrs.get("_sciz_dtype")
         if stored is not None and isinstance(data, np.ndarray):
             with contextlib.suppress(TypeError, ValueError, UnicodeDecodeError):
@@ -287,6 +347,18 @@ def _write_node(h5: Any, group: GroupNode, signal_kwargs: dict[str, Any], option
         if child.role != "signal" and not child.shape:
             h5.create_dataset(name, data=np.asarray(data))
             continue
+        if child.role == "signal" and _LOSSY in kwargs and all(child.shape):
+            codec, fill_value = kwargs[_LOSSY]
+            options = {k: v for k, v in kwargs.items() if k not in ("chunks", _LOSSY)}
+            chunk_shape = tuple(chunks) if chunks is not None else child.shape
+            yield (
+                _hdf5.LossyDatasetWriter(
+                    h5, name, child.shape, child.dtype, chunk_shape, codec, np.empty(0, child.dtype),
+                    fill_value=fill_value, filter_options=options,
+                ),
+                child,
+            )  # fmt: skip
+            continue
         dataset = h5.create_dataset(
             name,
             shape=child.shape,
@@ -342,6 +414,9 @@ def _write_dataset(dataset: Any, node: ArrayNode, show_progressbar: bool) -> Non
             return
         dataset[()] = np.asarray(data)
         return
+    lossy = dataset if isinstance(dataset, _hdf5.LossyDatasetWriter) else None
+    if lossy is not None:
+        dataset = lossy.dataset
     chunks = tuple(dataset.chunks or node.shape)
     show = show_progressbar and node.role == "signal"
     if is_lazy_array(data):
@@ -349,13 +424,16 @@ def _write_dataset(dataset: Any, node: ArrayNode, show_progressbar: bool) -> Non
     else:
         array = np.asarray(data)
         blocks = ((region, array[region]) for region in _chunk_regions(node.shape, chunks))
-    plan = _gzip_plan(dataset)
+    plan = None if lossy is not None else _gzip_plan(dataset)
     with progress_bar(
         int(np.prod(node.shape)) * node.dtype.itemsize, f"writing {node.path}", enabled=show and not is_lazy_array(data)
     ) as advance:
         if plan is None:
             for region, block in blocks:
-                dataset[region] = block
+                if lossy is not None:
+                    lossy.write(region, block)
+                else:
+                    dataset[region] = block
                 advance(block.nbytes)
             return
         # HDF5 compresses on one thread; encode the chunks on every core and store them as they are.
@@ -414,7 +492,17 @@ def file_writer(
     show_progressbar
         Show a progress bar while writing the data.
     **kwds
-        ``shuffle``, ``compression_opts``, and a named codec's parameters (``tolerance``...).
+        ``shuffle``, ``compression_opts``, a named codec's parameters (``tolerance``...), and
+        ``fill_value``: with a lossy codec (zfp, sz3, sperr), elements equal to it (e.g. a 1e20 land
+        fill) are kept exactly like NaN/Inf instead of going through the filter.
+
+    Notes
+    -----
+    Through the lossy filters (zfp, sz3, sperr), NaN, +-Inf and ``fill_value`` never reach the
+    filter: they are replaced smoothly and their positions kept in ``<data>_mask`` (uint8: 0 data,
+    1 NaN, 2 +Inf, 3 -Inf, 4 fill value; CF ``flag_values``/``flag_meanings``), named by the data's
+    ``sciz_mask`` and ``ancillary_variables`` attributes. sciz reads the exact values back; other
+    readers (h5py + hdf5plugin, RosettaSciIO) see the filled data and the mask.
     """
     h5py = _h5py()
     if not isinstance(write_dataset, bool):
@@ -437,7 +525,10 @@ def file_writer(
         chunk_shape = tuple(int(c) for c in chunks)
     chunk_shape = tuple(max(1, min(c, n)) for c, n in zip(chunk_shape, data.shape, strict=True))
     sample = data if not is_lazy_array(data) else data.blocks[(0,) * data.ndim].compute() if data.size else data
-    signal_kwargs = resolve_compression(compression, np.asarray(sample) if data.ndim else sample, kwds)
+    fill_value = kwds.pop("fill_value", None)
+    signal_kwargs = resolve_compression(
+        compression, np.asarray(sample) if data.ndim else sample, kwds, fill_value=fill_value
+    )
     signal_kwargs["chunks"] = chunk_shape
     meta_options = {"compression": "gzip"}
     root, experiment = write_signal_tree(full, _POLICY, file_format="HyperSpy")
