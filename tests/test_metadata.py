@@ -90,6 +90,19 @@ def test_round_trip_keeps_types_and_values(value: Any) -> None:
     assert same(metadata.decode(text), value)
 
 
+@pytest.mark.parametrize("fold", [0, 1])
+def test_named_time_zones_come_back_named(fold: int) -> None:
+    import zoneinfo
+
+    # Found by hypothesis: only the offset was kept, so ZoneInfo('Australia/ACT') came back as a fixed offset.
+    value = dt.datetime(1991, 3, 3, 2, 0, fold=fold, tzinfo=zoneinfo.ZoneInfo("Australia/ACT"))
+    back = metadata.decode(metadata.encode(value))
+    assert back == value and back.tzinfo == value.tzinfo and back.utcoffset() == value.utcoffset()
+    forged = metadata.encode(value).replace("Australia/ACT", "../../etc/passwd")
+    fallback = metadata.decode(forged)  # an unknown zone name falls back to the stored offset
+    assert fallback.utcoffset() == value.utcoffset() and fallback.replace(tzinfo=None) == value.replace(tzinfo=None)
+
+
 def test_reference_example() -> None:
     value = {
         "x_length": np.float32(10.0),

@@ -98,6 +98,27 @@ def _float_to_json(value: float) -> Any:
     return {TAG: "float", "v": repr(value)}  # 'nan', 'inf', '-inf'
 
 
+def _zone_key(tzinfo: Any) -> str | None:
+    """The IANA name of a named time zone (``zoneinfo.ZoneInfo``), kept so the zone, not just the offset, returns."""
+    import zoneinfo
+
+    return tzinfo.key if isinstance(tzinfo, zoneinfo.ZoneInfo) and isinstance(tzinfo.key, str) else None
+
+
+def _in_zone(value: dt.datetime, key: Any, where: str) -> dt.datetime:
+    """``value`` (stored with its UTC offset) as the same instant in the named zone ``key``."""
+    import zoneinfo
+
+    try:
+        zone = zoneinfo.ZoneInfo(key)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        # The zone is unknown here (or a forged name): the stored offset still gives the right instant.
+        return value
+    named = value.replace(tzinfo=zone)  # the same wall time and fold, as stored
+    # Where this machine's zone database disagrees with the stored offset, the instant wins.
+    return named if named.utcoffset() == value.utcoffset() else value.astimezone(zone)
+
+
 def to_jsonable(value: Any, where: str = "metadata") -> Any:
     """Return a JSON-serialisable structure that :func:`from_jsonable` turns back into ``value``.
 
@@ -144,7 +165,9 @@ def to_jsonable(value: Any, where: str = "metadata") -> Any:
             "v": [to_jsonable(item, f"{where} item") for item in value],
         }
     if type(value) is dt.datetime:
-        return {TAG: "datetime", "v": value.isoformat(), "fold": value.fold}
+        record = {TAG: "datetime", "v": value.isoformat(), "fold": value.fold}
+        zone = _zone_key(value.tzinfo)
+        return record if zone is None else {**record, "zone": zone}
     if type(value) is dt.date:
         return {TAG: "date", "v": value.isoformat()}
     if type(value) is dt.time:
@@ -253,8 +276,8 @@ def _decode_tagged(tag: Any, obj: dict[str, Any], where: str) -> Any:
             raise FormatError(f"metadata at {where}: {len(raw)} bytes do not fit shape {shape} of {dtype}")
         return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
     if tag == "datetime":
-        value = dt.datetime.fromisoformat(obj["v"])
-        return value.replace(fold=int(obj.get("fold", 0)))
+        value = dt.datetime.fromisoformat(obj["v"]).replace(fold=int(obj.get("fold", 0)))
+        return value if "zone" not in obj else _in_zone(value, obj["zone"], where)
     if tag == "date":
         return dt.date.fromisoformat(obj["v"])
     if tag == "time":
