@@ -102,3 +102,17 @@ def test_stream_decodes_in_a_fresh_process(tmp_path: Path, name: str, how: str) 
         assert np.array_equal(np.isnan(restored), np.isnan(data))
         assert np.array_equal(restored[np.isinf(data)], data[np.isinf(data)])
     assert max_error(data, restored) <= codec.tolerance
+
+
+@pytest.mark.parametrize("name", STREAM_CODECS)
+@pytest.mark.parametrize("how", ["decode", "numcodecs"])
+def test_masked_stream_with_fill_value_decodes_in_a_fresh_process(tmp_path: Path, name: str, how: str) -> None:
+    codec = codecs.get(name, **SETTINGS[name], fill_value=-9999.0)
+    data = field("f4")
+    data[2:5, 10:30, 5:20] = -9999.0
+    data.reshape(-1).view(np.uint32)[7] = 0x7FC0BEEF  # a NaN with a payload
+    invalid = ~np.isfinite(data) | (data == -9999.0)
+    mode = json.dumps(codec.get_config()) if how == "numcodecs" else how
+    restored = decode_in_fresh_process(tmp_path, name, mode, bytes(codec.encode(data)))
+    assert np.array_equal(restored[invalid].view(np.uint32), data[invalid].view(np.uint32))
+    assert max_error(data[~invalid], restored[~invalid]) <= codec.tolerance
