@@ -262,7 +262,7 @@ def test_benign_exact_chunks_are_not_warned_about() -> None:
 def test_describe_stream() -> None:
     data, invalid = land_field("f4")
     stream = codecs.sz3_encode(data.astype(">f4"), tolerance=1e-3, fill_value=FILL)
-    info = _stream.describe_stream(stream)
+    info = codecs.describe_stream(stream)
     assert info == {
         "codec": "sz3",
         "format_version": 2,

@@ -2,7 +2,7 @@
 
 Engine: imagecodecs' sperr 0.8.4. It crashes the process on NaN/Inf and on 3-D arrays whose first
 axis has length 1, and its point-wise error overshoots by float rounding (1.000047e-3 for 1e-3).
-sciz patches NaN/Inf, folds any shape into a layout the engine accepts (so 1-D and 4-D work too),
+sciz masks NaN/Inf, folds any shape into a layout the engine accepts (so 1-D and 4-D work too),
 and asks the engine for a tolerance tightened by the rounding so the promised bound holds.
 """
 

@@ -3,7 +3,7 @@
 Engine: imagecodecs' zfp 1.0.1. Its fixed-accuracy mode keeps the tolerance only while a 4^d block's
 dynamic range fits its precision: next to 1e20 fill values it loses the small ones entirely
 (measured: error 305 for tolerance 1e-3 on the real SST field). sciz checks the range per chunk and
-verifies and patches whenever the engine could miss; NaN/Inf are patched (zfp makes NaN 8.0).
+verifies and patches whenever the engine could miss; NaN/Inf are masked (zfp makes NaN 8.0).
 """
 
 from __future__ import annotations
