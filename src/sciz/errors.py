@@ -16,9 +16,11 @@ __all__ = [
     "FormatError",
     "JetrawError",
     "LercError",
+    "LosslessFallbackWarning",
     "MissingDependencyError",
     "PcodecError",
     "SciZError",
+    "SciZWarning",
     "SperrError",
     "Sz3Error",
     "SzipError",
@@ -82,6 +84,19 @@ class PcodecError(CodecError):
 
 class JetrawError(CodecError):
     """JETRAW codec exception (the proprietary engine is usually not installed)."""
+
+
+class SciZWarning(Warning):
+    """Base class of every warning sciz emits; filter it to silence them all."""
+
+
+class LosslessFallbackWarning(SciZWarning, UserWarning):
+    """A lossy codec stored some chunks exactly instead (the result is correct but larger than asked for).
+
+    The message names the codec, how many chunks and why: the engine refused the data, it missed the
+    bound on too many elements, or the tolerance is below the data's float precision (often because
+    a fill value such as 1e20 marks missing data: pass ``fill_value=`` to exclude it).
+    """
 
 
 def argument_error(name: str, value: Any, allowed: str, *, cls: type[SciZError] = ArgumentError) -> SciZError:

@@ -1,6 +1,10 @@
-"""Regenerate the committed golden streams (run only when the stream format changes on purpose).
+"""Write the committed golden streams that are missing (existing ones are never rewritten).
 
 python tests/codec_tests/make_golden.py
+
+``CASES`` were written by stream format 1 and are frozen: this sciz writes format 2, so they can
+no longer be regenerated, and they prove that old streams keep decoding. ``CASES_V2`` are format 2
+streams with masked NaN/Inf/fill values. Add a case (with a new name) when the format changes.
 """
 
 from __future__ import annotations
@@ -25,26 +29,54 @@ CASES = {
     "pcodec_f4": ("pcodec", {}, "f4"),
     "szip_u2": ("szip", {"coding": "ec", "pixels_per_block": 16}, "u2"),
 }
+CASES_V2 = {
+    "v2_zfp_fill": ("zfp", {"tolerance": 1e-3, "fill_value": 1e20}, "f4"),
+    "v2_sperr_fill": ("sperr", {"tolerance": 1e-3, "fill_value": 1e20}, "f8"),
+    "v2_sz3_fill": ("sz3", {"tolerance": 1e-3, "fill_value": 1e20}, "f4"),
+    "v2_lerc_fill": ("lerc", {"tolerance": 1e-3, "fill_value": 1e20}, "f4"),
+    "v2_lerc_int16_fill": ("lerc", {"tolerance": 2.0, "fill_value": -999}, "i2"),
+    "v2_pcodec_nan": ("pcodec", {}, "f8"),
+    "v2_szip_nan": ("szip", {}, "f4"),
+}
+#: A NaN with a payload: golden streams must keep its bits.
+PAYLOAD_NAN = {"f4": np.uint32(0x7FC0BEEF), "f8": np.uint64(0x7FF800000000BEEF)}
 
 
-def golden_input(dtype: str) -> np.ndarray:
-    grid = np.meshgrid(np.linspace(0, 3, 12), np.linspace(0, 3, 24), np.linspace(0, 3, 20), indexing="ij")
+def golden_input(dtype: str, fill_value: float | None = None, shape: tuple[int, int, int] = (12, 24, 20)) -> np.ndarray:
+    grid = np.meshgrid(*(np.linspace(0, 3, n) for n in shape), indexing="ij")
     smooth = np.sin(grid[0]) * np.cos(grid[1]) + 0.3 * grid[2]
     if dtype[0] in "iu":
-        return (smooth * 1000 + 2000).astype(dtype)
-    data = smooth.astype(dtype)
-    data[1, 2, 3] = np.nan
-    data[4, 5, 6] = np.inf
+        data = (smooth * 1000 + 2000).astype(dtype)
+    else:
+        data = smooth.astype(dtype)
+        data[1, 2, 3] = np.nan
+        data[4, 5, 6] = np.inf
+    if fill_value is not None:  # a 'continent' of fill values, and a NaN with a payload
+        data[:, 8:16, 4:12] = fill_value
+        if dtype in PAYLOAD_NAN:
+            data.reshape(-1).view(PAYLOAD_NAN[dtype].dtype)[7] = PAYLOAD_NAN[dtype]
     return data
+
+
+def case_input(case: str) -> np.ndarray:
+    _name, params, dtype = {**CASES, **CASES_V2}[case]
+    if case in CASES:
+        return golden_input(dtype)
+    return golden_input(dtype, params.get("fill_value"), shape=(6, 16, 12))  # small: the fixtures stay small
 
 
 def main() -> None:
     GOLDEN.mkdir(exist_ok=True)
-    for case, (name, params, dtype) in CASES.items():
-        data = golden_input(dtype)
-        stream = bytes(codecs.get(name, **params).encode(data))
-        (GOLDEN / f"{case}.scz").write_bytes(stream)
+    for case, (name, params, _dtype) in {**CASES, **CASES_V2}.items():
+        target = GOLDEN / f"{case}.scz"
+        if target.exists():
+            continue
+        if case in CASES:
+            raise SystemExit(f"{target} is a frozen format-1 stream and is missing: restore it from git")
+        stream = bytes(codecs.get(name, **params).encode(case_input(case)))
+        target.write_bytes(stream)
         np.save(GOLDEN / f"{case}.expected.npy", codecs.get(name, **params).decode(stream), allow_pickle=False)
+        print(f"wrote {target.name} ({len(stream)} bytes)")
 
 
 if __name__ == "__main__":

@@ -15,22 +15,23 @@ SMOOTH = (np.sin(np.linspace(0, 20, 4096)).reshape(64, 64) * 10).astype(np.float
 
 
 def test_seed_signatures() -> None:
+    # The seed's keywords, in its order; every stream codec adds sciz's keyword-only fill_value.
     expected = {
-        "zfp_encode": ["data", "rate", "precision", "tolerance", "out"],
+        "zfp_encode": ["data", "rate", "precision", "tolerance", "fill_value", "out"],
         "zfp_decode": ["data", "shape", "dtype", "out"],
-        "sperr_encode": ["data", "mode", "quality", "tolerance", "out"],
+        "sperr_encode": ["data", "mode", "quality", "tolerance", "fill_value", "out"],
         "sperr_decode": ["data", "out"],
-        "sz3_encode": ["data", "tolerance", "out"],
+        "sz3_encode": ["data", "tolerance", "fill_value", "out"],
         "sz3_decode": ["data", "shape", "dtype", "out"],
         "floatpred_encode": ["data", "axis", "dist", "out"],
         "floatpred_decode": ["data", "axis", "dist", "out"],
         "jetraw_encode": ["data", "identifier", "out"],
         "jetraw_decode": ["data", "out"],
-        "lerc_encode": ["data", "tolerance", "version", "out"],
+        "lerc_encode": ["data", "tolerance", "version", "fill_value", "out"],
         "lerc_decode": ["data", "out"],
-        "szip_encode": ["data", "coding", "pixels_per_block", "bits_per_pixel", "out"],
+        "szip_encode": ["data", "coding", "pixels_per_block", "bits_per_pixel", "fill_value", "out"],
         "szip_decode": ["data", "out"],
-        "pcodec_encode": ["data", "level", "out"],
+        "pcodec_encode": ["data", "level", "fill_value", "out"],
         "pcodec_decode": ["data", "out"],
     }
     for name, params in expected.items():

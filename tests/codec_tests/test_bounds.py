@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from sciz import codecs
+from sciz.codecs import _stream
+from sciz.errors import LosslessFallbackWarning
 
 from ._cases import assert_nonfinite_exact, max_error
 
@@ -27,7 +31,10 @@ def real_field(request: pytest.FixtureRequest, shared_data: Path) -> np.ndarray:
 @pytest.mark.parametrize("tolerance", [1e-3, 0.05])
 def test_real_fields_keep_the_bound(real_field: np.ndarray, name: str, tolerance: float) -> None:
     codec = codecs.get(name, tolerance=tolerance)
-    stream = codec.encode(real_field)
+    # The SST field's land is 1e20: without fill_value=, only sz3 keeps a bound that fine next to it.
+    fill = name != "sz3" and float(real_field.max()) >= 1e20
+    with pytest.warns(LosslessFallbackWarning, match=r"fill_value=1e\+20") if fill else nullcontext():
+        stream = codec.encode(real_field)
     restored = codec.decode(stream)
     assert restored.shape == real_field.shape and restored.dtype == real_field.dtype
     assert max_error(real_field, restored) <= tolerance
@@ -41,7 +48,8 @@ def test_zfp_on_sst_fill_values_keeps_the_bound(shared_data: Path) -> None:
 
     raw = imagecodecs.zfp_decode(imagecodecs.zfp_encode(sst, 1e-3, mode="a"))
     assert max_error(sst, raw) > 1.0, "premise: the engine alone breaks the bound here"
-    restored = codecs.zfp_decode(codecs.zfp_encode(sst, tolerance=1e-3))
+    with pytest.warns(LosslessFallbackWarning, match="below the float32 precision of values up to 1e"):
+        restored = codecs.zfp_decode(codecs.zfp_encode(sst, tolerance=1e-3))
     assert max_error(sst, restored) <= 1e-3
 
 
@@ -89,7 +97,12 @@ def test_bound_holds_for_any_array(name: str, dtype: str, data: st.DataObject) -
     array = data.draw(_arrays(dtype), label="array")
     tolerance = data.draw(st.sampled_from([1e-7, 1e-4, 1e-2, 0.5, 10.0, 1e6]), label="tolerance")
     codec = codecs.get(name, tolerance=tolerance)
-    restored = codec.decode(codec.encode(array))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LosslessFallbackWarning)
+        stream = codec.encode(array)
+    # Falling back to exact storage is allowed here, but never silently.
+    assert len(caught) == bool(_stream.describe_stream(stream)["fallbacks"])
+    restored = codec.decode(stream)
     assert restored.shape == array.shape and restored.dtype == array.dtype
     assert max_error(array, restored) <= tolerance
     assert_nonfinite_exact(array, restored)

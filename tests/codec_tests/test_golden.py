@@ -1,6 +1,8 @@
 """Committed golden streams must keep decoding to the committed arrays.
 
-An engine upgrade that changes decoding fails here.
+An engine upgrade that changes decoding fails here, and so does a sciz that stops reading an older
+stream format: ``CASES`` are format 1 streams, ``CASES_V2`` format 2 streams with masked
+NaN/Inf/fill values.
 """
 
 from __future__ import annotations
@@ -11,24 +13,33 @@ import numpy as np
 import pytest
 
 from sciz import codecs
+from sciz.codecs import _stream
 
-from .make_golden import CASES, GOLDEN, golden_input
+from .make_golden import CASES, CASES_V2, GOLDEN, case_input
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", sorted({**CASES, **CASES_V2}))
 def test_golden_stream_decodes_identically(case: str) -> None:
-    name, params, dtype = CASES[case]
+    name, params, _dtype = {**CASES, **CASES_V2}[case]
     stream = (GOLDEN / f"{case}.scz").read_bytes()
+    assert stream[4] == (1 if case in CASES else 2), "stream format version"
     expected = np.load(GOLDEN / f"{case}.expected.npy", allow_pickle=False)
     decoded = getattr(codecs, f"{name}_decode")(stream)
     assert decoded.dtype == expected.dtype and decoded.shape == expected.shape
     assert decoded.tobytes() == expected.tobytes()
     assert getattr(codecs, f"{name}_check")(stream)
-    original = golden_input(dtype)
-    bound = codecs.get(name, **params).tolerance
+    original = case_input(case)
+    codec = codecs.get(name, **params)
+    invalid = np.zeros(original.shape, bool) if original.dtype.kind in "iu" else ~np.isfinite(original)
+    if codec.fill_value is not None:
+        invalid |= original == original.dtype.type(codec.fill_value)
+    if case in CASES_V2:
+        words = f"u{original.dtype.itemsize}"
+        assert np.array_equal(decoded[invalid].view(words), original[invalid].view(words)), "masked bits changed"
+        assert _stream.describe_stream(stream)["masked_elements"] == int(invalid.sum())
+    bound = codec.tolerance
     if bound is not None:
-        finite = np.isfinite(original) if original.dtype.kind == "f" else np.ones(original.shape, bool)
-        assert np.max(np.abs(decoded[finite].astype(np.float64) - original[finite])) <= bound
+        assert np.max(np.abs(decoded[~invalid].astype(np.float64) - original[~invalid])) <= bound
 
 
 def test_golden_fixtures_are_small() -> None:

@@ -16,12 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import sciz
 from sciz import codecs
 from sciz.codecs.registry import spec
 
 from ._cases import max_error
 
 STREAM_CODECS = [name for name in codecs.list_codecs() if spec(name).method is not None]
+#: The folder holding the sciz package under test (the child runs with -I, which ignores PYTHONPATH).
+SOURCE = str(Path(sciz.__file__).parents[1])
 
 #: A setting per codec that exercises its engine (lossy where it can be).
 SETTINGS = {
@@ -36,6 +39,7 @@ SETTINGS = {
 DECODE_SCRIPT = textwrap.dedent(
     """
     import json, sys
+    sys.path.insert(0, sys.argv[5])  # -I ignores PYTHONPATH: decode with the sciz that encoded
     import numpy as np
     name, how, path, out = sys.argv[1:5]
     stream = open(path, "rb").read()
@@ -74,7 +78,7 @@ def decode_in_fresh_process(tmp_path: Path, name: str, how: str, stream: bytes) 
     path, out = tmp_path / f"{name}.scz", tmp_path / f"{name}-{len(how)}.npy"
     path.write_bytes(stream)
     result = subprocess.run(
-        [sys.executable, "-I", "-c", DECODE_SCRIPT, name, how, str(path), str(out)],
+        [sys.executable, "-I", "-c", DECODE_SCRIPT, name, how, str(path), str(out), SOURCE],
         capture_output=True,
         text=True,
         timeout=120,
@@ -98,3 +102,17 @@ def test_stream_decodes_in_a_fresh_process(tmp_path: Path, name: str, how: str) 
         assert np.array_equal(np.isnan(restored), np.isnan(data))
         assert np.array_equal(restored[np.isinf(data)], data[np.isinf(data)])
     assert max_error(data, restored) <= codec.tolerance
+
+
+@pytest.mark.parametrize("name", STREAM_CODECS)
+@pytest.mark.parametrize("how", ["decode", "numcodecs"])
+def test_masked_stream_with_fill_value_decodes_in_a_fresh_process(tmp_path: Path, name: str, how: str) -> None:
+    codec = codecs.get(name, **SETTINGS[name], fill_value=-9999.0)
+    data = field("f4")
+    data[2:5, 10:30, 5:20] = -9999.0
+    data.reshape(-1).view(np.uint32)[7] = 0x7FC0BEEF  # a NaN with a payload
+    invalid = ~np.isfinite(data) | (data == -9999.0)
+    mode = json.dumps(codec.get_config()) if how == "numcodecs" else how
+    restored = decode_in_fresh_process(tmp_path, name, mode, bytes(codec.encode(data)))
+    assert np.array_equal(restored[invalid].view(np.uint32), data[invalid].view(np.uint32))
+    assert max_error(data[~invalid], restored[~invalid]) <= codec.tolerance

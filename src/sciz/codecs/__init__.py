@@ -2,9 +2,10 @@
 
 Every ``*_encode`` returns a self-describing sciz stream (shape, dtype, parameters and checksums
 inside), so every ``*_decode`` works from the stream alone; ``shape``/``dtype`` arguments are
-optional and checked. Absolute-error modes keep their bound for every element, NaN and +-Inf come
-back exactly, damaged streams raise the codec's error instead of crashing, and large arrays can be
-coded on several cores with ``numthreads=``. The engines are imagecodecs' native libraries.
+optional and checked. Absolute-error modes keep their bound for every element, NaN, +-Inf and
+``fill_value=`` elements come back bit for bit (kept apart from the engine in a compressed mask),
+damaged streams raise the codec's error instead of crashing, and large arrays can be coded on
+several cores with ``numthreads=``. The engines are imagecodecs' native libraries.
 
 Example
 -------
@@ -32,6 +33,7 @@ from ..errors import (
     SzipError,
     ZfpError,
 )
+from ._stream import describe_stream
 from .api import seed_functions
 from .driver import decode_stream
 from .floatpred import floatpred_decode, floatpred_encode
@@ -134,6 +136,7 @@ __all__ = [
     "SzipError",
     "ZfpError",
     "decode",
+    "describe_stream",
     "floatpred_check",
     "floatpred_decode",
     "floatpred_encode",

@@ -2,7 +2,8 @@
 
 A codec is one row of the table in :mod:`sciz.codecs.registry` plus one class. The class says how
 to code one chunk with its engine and which bound it promises; the shared driver handles argument
-checks, byte order, chunking across threads, exact NaN/Inf, the bound guarantee and the stream.
+checks, byte order, chunking across threads, exact NaN/Inf and fill values, the bound guarantee
+and the stream. Every stream codec takes ``fill_value=`` through this base class.
 Its configuration (:meth:`Codec.get_config`) is JSON-safe and rebuilds an equal codec through
 :func:`sciz.codecs.from_config`, as numcodecs codecs do.
 """
@@ -16,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import CodecError
-from .driver import check_array, decode_stream, encode_array
+from .driver import check_array, check_fill_value, decode_stream, encode_array
 from .registry import CODECS, CodecSpec
 
 __all__ = ["Codec"]
@@ -27,7 +28,10 @@ class Codec(ABC):
 
     Subclasses set ``name`` (their row in the codec table supplies ``spec``, ``error``, ``dtypes``
     and ``keeps_nonfinite``) and implement :meth:`params`, :meth:`encode_chunk` and
-    :meth:`decode_chunk`.
+    :meth:`decode_chunk`; their constructor takes ``fill_value`` and passes it to this one.
+
+    ``fill_value``: elements equal to it (say the 1e20 that marks land in a climate field) are
+    kept exactly and never reach the engine or the bound, like NaN and +-Inf always are.
     """
 
     name: ClassVar[str]
@@ -37,6 +41,13 @@ class Codec(ABC):
     keeps_nonfinite: ClassVar[bool]
     #: Chunk rows are a multiple of this where possible (zfp codes blocks of 4).
     align: ClassVar[int] = 1
+    #: How the driver fills NaN/Inf/fill values before the engine sees a chunk (see ``fill_invalid``).
+    fill_method: ClassVar[str] = "linear"
+    #: Elements equal to this are kept exactly and apart from the engine and the bound (None: none).
+    fill_value: int | float | None = None
+
+    def __init__(self, *, fill_value: float | None = None) -> None:
+        self.fill_value = check_fill_value(fill_value, self.error)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -59,6 +70,13 @@ class Codec(ABC):
         ``needs_verification=True`` when the engine cannot be trusted to keep :attr:`tolerance` for
         this chunk; the driver then checks every element and stores misses exactly.
         """
+
+    def encode_masked_chunk(
+        self, chunk: np.ndarray, valid: np.ndarray, low: float, high: float
+    ) -> tuple[int, bytes, bool]:
+        """Encode a chunk only whose ``valid`` elements matter (the others were NaN, Inf or fill values,
+        filled smoothly here; the driver restores them). Engines that take a validity mask override this."""
+        return self.encode_chunk(chunk, low, high)
 
     @staticmethod
     @abstractmethod
@@ -85,14 +103,16 @@ class Codec(ABC):
     def lossless(self) -> bool:
         return self.tolerance == 0.0
 
-    @property
-    def needs_range(self) -> bool:
-        """Whether encode_chunk needs each chunk's finite minimum and maximum."""
-        return not self.keeps_nonfinite
+    def settings(self) -> dict[str, Any]:
+        """:meth:`params` plus the parameters every codec shares (``fill_value``, when set)."""
+        settings = dict(self.params())
+        if self.fill_value is not None:
+            settings["fill_value"] = self.fill_value
+        return settings
 
     def stream_params(self) -> dict[str, Any]:
         """Parameters written into each stream (for ``sciz info`` and for decoding)."""
-        return self.params()
+        return self.settings()
 
     def hdf5_filter(self, array: Any) -> dict[str, Any] | None:
         """h5py ``create_dataset`` keywords for this codec's registered HDF5 filter, or None if it has none."""
@@ -104,7 +124,7 @@ class Codec(ABC):
         return f"sciz_{self.name}"
 
     def get_config(self) -> dict[str, Any]:
-        return {"id": self.name, **self.params()}
+        return {"id": self.name, **self.settings()}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Codec:
@@ -117,7 +137,7 @@ class Codec(ABC):
         return hash(repr(sorted(self.get_config().items())))
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
         return f"{type(self).__name__}({args})"
 
     def check_array(self, data: Any) -> np.ndarray:

@@ -1,10 +1,11 @@
 """The codec driver: everything every sciz codec shares, done once.
 
 A codec (:mod:`sciz.codecs.abc`) only codes one chunk with its engine. This module does the rest:
-argument checks, byte order, chunking across threads, exact NaN/Inf, the bound guarantee
-(tightened tolerances, verification, patches, lossless fallback), the checked stream, and ``out=``
-buffers. Chunk decoders are found through the codec table (:mod:`sciz.codecs.registry`), so any
-stream decodes in any process whichever codec modules were imported before.
+argument checks, byte order, chunking across threads, exact NaN/Inf and fill values (masked, filled
+smoothly for the engine, restored exactly), the bound guarantee (tightened tolerances, verification,
+patches, lossless fallback with a warning), the checked stream, and ``out=`` buffers. Chunk
+decoders are found through the codec table (:mod:`sciz.codecs.registry`), so any stream decodes in
+any process whichever codec modules were imported before.
 """
 
 from __future__ import annotations
@@ -13,23 +14,27 @@ import math
 import numbers
 import operator
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from ..errors import CodecError, argument_error
+from ..errors import CodecError, LosslessFallbackWarning, argument_error
 from . import _stream
-from ._stream import Chunk, StreamHeader
+from ._stream import Chunk, Fallback, StreamHeader
 from .registry import codec_class, spec, spec_for_method
 
 if TYPE_CHECKING:
     from .abc import Codec
 
 __all__ = [
+    "FILL_METHODS",
     "ChunkDecoder",
+    "LosslessFallback",
     "check_array",
+    "check_fill_value",
     "check_numthreads",
     "check_tolerance",
     "chunk_decoder",
@@ -37,6 +42,7 @@ __all__ = [
     "decode_stream",
     "encode_array",
     "fill_invalid",
+    "precision_fallback",
     "run_parallel",
     "tightened_tolerance",
 ]
@@ -48,6 +54,51 @@ ChunkDecoder = Callable[[memoryview, np.ndarray, dict[str, Any]], None]
 
 #: Above this share of patched elements a chunk is stored losslessly instead.
 MAX_PATCH_SHARE = 0.05
+#: The ways :func:`fill_invalid` fills; each codec names the one its engine codes best.
+FILL_METHODS = ("linear", "pyramid")
+
+
+class LosslessFallback(Exception):
+    """Raised by a codec's ``encode_chunk`` when its engine cannot keep the promised bound for a chunk.
+
+    The driver then stores the chunk exactly, records :attr:`reason` in the stream and warns the user
+    once per encode (:class:`~sciz.errors.LosslessFallbackWarning`) with the message.
+    """
+
+    def __init__(self, message: str, reason: Fallback = Fallback.PRECISION) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def precision_fallback(tolerance: float, low: float, high: float, dtype: np.dtype) -> LosslessFallback:
+    """The fallback for a tolerance that the data's float precision cannot hold (see :func:`tightened_tolerance`)."""
+    extreme = high if abs(high) >= abs(low) else low
+    if abs(extreme) + tolerance >= float(np.finfo(dtype).max) / 2:
+        return LosslessFallback(
+            f"tolerance {tolerance:g} and values up to {abs(extreme):g} are next to the {dtype} overflow"
+        )
+    return LosslessFallback(
+        f"tolerance {tolerance:g} is below the {dtype} precision of values up to {abs(extreme):g} "
+        f"(if {extreme:g} marks missing data, pass fill_value={extreme:g})"
+    )
+
+
+def check_fill_value(value: Any, error: type[CodecError]) -> int | float | None:
+    """A codec's ``fill_value``: None, an int, or a finite float.
+
+    NaN and +-Inf are always kept exactly and apart from the engine and the bound, so ``fill_value``
+    NaN or Inf (as in a netCDF ``_FillValue``) means the same as None.
+    """
+    if value is None:
+        return None
+    if not is_real(value):
+        raise argument_error(
+            "fill_value", value, "must be a number marking missing data (e.g. 1e20), or None", cls=error
+        )
+    if is_int(value):
+        return int(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def check_numthreads(numthreads: Any) -> int:
@@ -99,54 +150,128 @@ def encode_array(codec: Codec, data: Any, *, out: Any = None, numthreads: int | 
         rows = header.rows
         view = np.ascontiguousarray(array, dtype=native).reshape(header.chunked_shape)
         count = math.ceil(view.shape[0] / rows)
-        header.chunks = run_parallel(lambda i: _encode_chunk(codec, view[i * rows : (i + 1) * rows], i), count, threads)
+        coded = run_parallel(lambda i: _encode_chunk(codec, view[i * rows : (i + 1) * rows], i), count, threads)
+        header.chunks = [chunk for chunk, _ in coded]
+        _warn_fallbacks(codec, [reason for _, reason in coded if reason], count)
     return _into_out(_stream.pack_stream(header), out, codec.error)
 
 
-def _encode_chunk(codec: Codec, original: np.ndarray, index: int) -> Chunk:
-    chunk = original
-    patch_index = np.empty(0, np.uint64)
-    low = high = 0.0
-    # The range (one min and one max pass) is needed to find NaN/Inf and to tighten tolerances;
-    # engines that keep NaN/Inf and promise their bound themselves skip it.
-    if chunk.dtype.kind == "f" and codec.needs_range:
-        low, high = float(chunk.min()), float(chunk.max())
-        if not (math.isfinite(low) and math.isfinite(high)) and not codec.keeps_nonfinite:
-            chunk, patch_index, low, high = _extract_nonfinite(chunk)
+def _warn_fallbacks(codec: Codec, reasons: list[str], count: int) -> None:
+    """One warning per encode naming the codec, how many chunks were stored exactly and why."""
+    if not reasons:
+        return
+    why = "; ".join(dict.fromkeys(reasons))
+    message = f"{codec!r} stored {len(reasons)} of {count} chunks exactly (losslessly) instead: {why}"
+    warnings.warn(LosslessFallbackWarning(message), stacklevel=4)
+
+
+def _encode_chunk(codec: Codec, original: np.ndarray, index: int) -> tuple[Chunk, str | None]:
+    """Encode one chunk; return it and, when a lossy codec had to store it exactly, why."""
+    chunk, valid, mask, leftover, low, high = _separate_invalid(codec, original)
     tolerance = codec.tolerance
+    reason, why = Fallback.NONE, None
     try:
-        method, payload, verify = codec.encode_chunk(chunk, low, high)
+        if valid is None:
+            method, payload, verify = codec.encode_chunk(chunk, low, high)
+        else:
+            method, payload, verify = codec.encode_masked_chunk(chunk, valid, low, high)
+    except LosslessFallback as exc:
+        reason, why = exc.reason, str(exc)
+        method, payload, verify = (*lossless_chunk(chunk), False)
     except CodecError:
         raise
     except Exception as exc:  # engines raise RuntimeError/ValueError subclasses
         if tolerance == 0.0:
             raise codec.error(f"{codec.name} engine failed on chunk {index}: {exc}") from exc
         # A lossy engine refusing some data (sperr near the float64 maximum) must not fail the user.
+        reason, why = Fallback.ENGINE_REFUSED, f"the engine refused chunk {index} ({type(exc).__name__}: {exc})"
         method, payload, verify = (*lossless_chunk(chunk), False)
+    patch_index = leftover
     if verify or tolerance is None:
-        misses = _misses(codec, method, payload, chunk, tolerance)
+        misses = _misses(codec, method, payload, chunk, tolerance, valid)
         if misses.size > MAX_PATCH_SHARE * chunk.size:
+            reason = Fallback.BOUND_MISSES
+            wrong = "missed the bound" if tolerance is not None else "returned NaN/Inf"
+            why = f"the engine {wrong} on {misses.size} of {chunk.size} elements of chunk {index}"
             method, payload = lossless_chunk(chunk)
         elif misses.size:
-            patch_index = np.union1d(patch_index, misses.astype(np.uint64))
-    values = original.reshape(-1)[patch_index.astype(np.intp)] if patch_index.size else None
-    return Chunk(method, payload, patch_index, values)
+            patch_index = np.union1d(patch_index, misses)
+    values = original.reshape(-1)[patch_index] if patch_index.size else None
+    masked = 0 if valid is None else valid.size - int(np.count_nonzero(valid)) - leftover.size
+    encoded = Chunk(method, payload, patch_index.astype(np.uint64), values, mask=mask, masked=masked, fallback=reason)
+    return encoded, why
 
 
-def _misses(codec: Codec, method: int, payload: bytes, chunk: np.ndarray, tolerance: float | None) -> np.ndarray:
-    """Flat positions the decoded chunk gets wrong: beyond ``tolerance``, or (no bound promised) not finite.
+def _separate_invalid(
+    codec: Codec, chunk: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None, bytes, np.ndarray, float, float]:
+    """Keep NaN, +-Inf and the codec's fill value apart from the engine.
 
-    ``chunk`` is finite here (NaN/Inf were already taken out), so a non-finite decoded value is
-    always an engine artefact (zfp rate mode overflows to Inf, sperr psnr to NaN near 1e154).
+    Returns the chunk with those elements filled smoothly (:func:`fill_invalid`), the mask of valid
+    elements (None when all are), the mask section restoring them, the flat positions the section
+    leaves to patches, and the valid elements' range (0, 0 for integers: no engine needs it).
+    Engines that keep NaN themselves are masked too: measured on the SST field at 0.01 K, sz3 gives
+    7.3 masked against 5.5 with NaN land (6.8 with its 1e20 fill), and pcodec 2.90 against 2.69.
+    """
+    low = high = 0.0
+    invalid = None
+    fill = codec.fill_value
+    if chunk.dtype.kind == "f":
+        low, high = float(chunk.min()), float(chunk.max())
+        finite = math.isfinite(low) and math.isfinite(high)
+        if not finite:
+            invalid = ~np.isfinite(chunk)
+        if fill is not None and (not finite or low <= fill <= high):
+            invalid = _equal_to(chunk, fill) if invalid is None else invalid | _equal_to(chunk, fill)
+    elif fill is not None:
+        invalid = _equal_to(chunk, fill)
+    if invalid is None or not invalid.any():
+        return chunk, None, b"", np.empty(0, np.intp), low, high
+    mask, leftover = _stream.pack_mask(chunk.reshape(-1), invalid.reshape(-1))
+    filled = fill_invalid(chunk, invalid, codec.fill_method)
+    if chunk.dtype.kind == "f":  # the fill lies within the valid range, so this is the valid range
+        low, high = float(filled.min()), float(filled.max())
+    return filled, ~invalid, mask, leftover, low, high
+
+
+def _equal_to(chunk: np.ndarray, fill: int | float) -> np.ndarray:
+    """Where ``chunk`` holds ``fill`` (nowhere when ``fill`` is not a value of the chunk's dtype)."""
+    if chunk.dtype.kind == "f":
+        representable = abs(fill) <= float(np.finfo(chunk.dtype).max)
+    else:
+        info = np.iinfo(chunk.dtype)
+        representable = float(fill).is_integer() and info.min <= int(fill) <= info.max
+    if not representable:
+        return np.zeros(chunk.shape, bool)
+    return np.asarray(chunk == chunk.dtype.type(fill if chunk.dtype.kind == "f" else int(fill)))
+
+
+def _misses(
+    codec: Codec,
+    method: int,
+    payload: bytes,
+    chunk: np.ndarray,
+    tolerance: float | None,
+    valid: np.ndarray | None,
+) -> np.ndarray:
+    """Flat positions of valid elements the decoded chunk gets wrong: beyond ``tolerance``, or (no
+    bound promised) not finite.
+
+    ``chunk`` is finite here (NaN/Inf were masked), so a non-finite decoded value is always an engine
+    artefact (zfp rate mode overflows to Inf, sperr psnr to NaN near 1e154). Masked elements are
+    restored from the mask whatever the engine returns for them.
     """
     decoded = np.empty_like(chunk)
     decoder = chunk_decoder(method)
     assert decoder is not None
     decoder(memoryview(payload), decoded, codec.stream_params())
     if tolerance is None:
-        return np.flatnonzero(~np.isfinite(decoded))
-    error = np.abs(decoded.astype(np.float64) - chunk.astype(np.float64))
-    return np.flatnonzero(~(error <= tolerance))
+        wrong = ~np.isfinite(decoded)
+    else:
+        wrong = ~(np.abs(decoded.astype(np.float64) - chunk.astype(np.float64)) <= tolerance)
+    if valid is not None:
+        wrong &= valid
+    return np.flatnonzero(wrong)
 
 
 def lossless_chunk(chunk: np.ndarray) -> tuple[int, bytes]:
@@ -216,8 +341,15 @@ def _decode_chunk(header: StreamHeader, view: np.ndarray, index: int, error: typ
     chunk = header.chunks[index]
     target = view[start:stop]
     decode_payload(chunk.method, chunk.payload, target, header.params, error, f"chunk {index}")
+    # Masked values and patches are written as bit patterns: NaN payloads come back exactly.
+    flat = target.reshape(-1)
+    bits = flat.view(f"u{flat.dtype.itemsize}")
+    if len(chunk.mask):
+        mask, values = _stream.unpack_mask(chunk, flat.size, header.dtype, error, f"chunk {index}")
+        bits[mask] = values
     if chunk.patch_index.size:
-        target.reshape(-1)[chunk.patch_index.astype(np.intp)] = chunk.patch_values
+        assert chunk.patch_values is not None
+        bits[chunk.patch_index.astype(np.intp)] = chunk.patch_values.view(bits.dtype)
 
 
 def decode_payload(
@@ -260,38 +392,93 @@ def _check_expected(
             raise error(f"dtype={expected_dtype} does not match the stream, which holds {dtype}")
 
 
-def _extract_nonfinite(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Replace NaN/Inf by a neutral finite value; return the copy, their flat positions and the finite range."""
-    finite = np.isfinite(chunk)
-    index = np.flatnonzero(~finite).astype(np.uint64)
-    filled = chunk.copy()
-    if finite.any():
-        values = chunk[finite]
-        low, high = float(values.min()), float(values.max())
-        fill = 0.5 * low + 0.5 * high
-    else:
-        low = high = fill = 0.0
-    filled[~finite] = fill
-    return filled, index, low, high
-
-
-def fill_invalid(values: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+def fill_invalid(values: np.ndarray, invalid: np.ndarray, method: str = "linear") -> np.ndarray:
     """A copy of ``values`` whose ``invalid`` elements (NaN, Inf, fill values) are replaced smoothly.
 
     Lossy engines must never see such values (zfp and sperr mangle them, a 1e20 land fill ruins
-    every block it touches); a constant in their place makes steps the engines pay for. Each
-    invalid element is interpolated linearly between the nearest valid elements in memory order,
-    so a masked region continues the field around it.
+    every block it touches); a constant in their place makes steps the engines pay for. Both
+    methods are O(n), use numpy only, and fill with averages of valid elements (so the fill stays
+    within their range); with no valid element at all the fill is 0.
+
+    ``method="linear"`` interpolates each invalid element linearly between the nearest valid
+    elements in memory order, continuing the field along its last axis: best for predictors and
+    wavelets. ``method="pyramid"`` gives each invalid element the mean of the valid elements in the
+    smallest enclosing 2^k block (push-pull): flat far from valid data, local near it: best for
+    block transforms. Measured on the SST field (31% land) at 0.01 K, masked, linear / pyramid:
+    zfp 3.4 / 4.2, lerc 3.4 / 4.3, sperr 8.5 / 7.1, sz3 7.3 / 6.9, pcodec 2.90 / 2.57; on the POP
+    ocean and CCSM fields the ranking per engine is the same.
     """
+    if method not in FILL_METHODS:
+        raise argument_error("method", method, f"must be one of {', '.join(FILL_METHODS)}")
     filled = np.array(values, copy=True)
-    flat, mask = filled.reshape(-1), np.asarray(invalid, dtype=bool).reshape(-1)
-    valid = np.flatnonzero(~mask)
-    if valid.size == 0:
-        flat[:] = 0
-    elif valid.size < flat.size:
-        positions = np.flatnonzero(mask)
-        flat[positions] = np.interp(positions, valid, flat[valid].astype(np.float64))
+    mask = np.asarray(invalid, dtype=bool)
+    if mask.size != filled.size:
+        raise argument_error("invalid", invalid, f"must be a mask of {filled.size} elements like values")
+    mask = mask.reshape(filled.shape)
+    if not mask.any():
+        return filled
+    if mask.all():
+        filled[...] = 0
+        return filled
+    if method == "linear":
+        _fill_linear(filled.reshape(-1), mask.reshape(-1))
+    else:
+        np.copyto(filled, _pyramid_means(filled, mask), where=mask)
     return filled
+
+
+def _fill_linear(flat: np.ndarray, mask: np.ndarray) -> None:
+    """Fill each run of masked elements of ``flat`` with the straight line between its valid neighbours.
+
+    Works on the runs (O(n) to find them, then O(masked)), not on every valid element as np.interp would.
+    """
+    edges = np.flatnonzero(np.diff(mask.view(np.int8), prepend=np.int8(0), append=np.int8(0)))
+    starts, stops = edges[0::2], edges[1::2]
+    lengths = stops - starts
+    left = flat[np.maximum(starts - 1, 0)].astype(np.float64)
+    right = flat[np.minimum(stops, flat.size - 1)].astype(np.float64)
+    # A run at either end continues its one neighbour (as np.interp does).
+    np.copyto(left, right, where=starts == 0)
+    np.copyto(right, left, where=stops == flat.size)
+    offset = np.arange(1, int(lengths.sum()) + 1, dtype=np.float64)
+    offset -= np.repeat(np.cumsum(lengths) - lengths, lengths)
+    offset /= np.repeat(lengths + 1, lengths)
+    line = np.repeat(left, lengths)
+    line += np.repeat(right - left, lengths) * offset
+    flat[mask] = np.rint(line) if flat.dtype.kind in "iu" else line
+
+
+def _pyramid_means(values: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """For every element (in ``values``' dtype), the mean of the valid elements in the smallest 2^k
+    block (k >= 1) that has any: a pyramid of pairwise sums, then each level filled from the next."""
+    levels = [(_halve(np.where(invalid, 0, values)), _halve(~invalid))]
+    while levels[-1][0].size > 1:
+        levels.append((_halve(levels[-1][0]), _halve(levels[-1][1])))
+    means = levels[-1][0] / levels[-1][1]
+    for total, count in reversed(levels[:-1]):
+        means = np.divide(total, count, out=_double(means, total.shape), where=count > 0)
+    if values.dtype.kind in "iu":
+        means = np.rint(means)
+    return _double(means.astype(values.dtype), values.shape)
+
+
+def _halve(array: np.ndarray) -> np.ndarray:
+    """Float64 sums of neighbouring pairs along every axis longer than 1 (an odd last element stands alone)."""
+    for axis, length in enumerate(array.shape):
+        if length > 1:
+            before = (slice(None),) * axis
+            pairs = np.array(array[(*before, slice(0, None, 2))], dtype=np.float64)
+            pairs[(*before, slice(0, length // 2))] += array[(*before, slice(1, None, 2))]
+            array = pairs
+    return array
+
+
+def _double(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Undo :func:`_halve`'s shape: repeat each element twice along every axis that was halved."""
+    for axis, length in enumerate(shape):
+        if array.shape[axis] != length:
+            array = np.repeat(array, 2, axis=axis)[(slice(None),) * axis + (slice(0, length),)]
+    return array
 
 
 def _into_out(stream: bytes, out: Any, error: type[CodecError]) -> bytes | memoryview:

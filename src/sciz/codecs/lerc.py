@@ -2,7 +2,10 @@
 
 Engine: imagecodecs' lerc 4.0.0. Its stream is self-describing, but it turns NaN into -3.4e38 (even
 when lossless) and overshoots its error bound by float rounding (1.000047e-3 for 1e-3). sciz
-patches NaN/Inf and tightens the tolerance it asks for, so the promised bound holds.
+masks NaN/Inf and fill values and tightens the tolerance it asks for, so the promised bound holds.
+LERC codes a validity mask itself (it was made for rasters with no-data pixels): masked elements
+cost it nothing, so chunks with any are given to it with their mask (SST field, 31% land, 0.01 K:
+ratio 5.5, against 4.3 with the best fill and no mask).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 
 from ..errors import LercError, argument_error
 from .abc import Codec
-from .driver import check_tolerance, engine, lossless_chunk, tightened_tolerance
+from .driver import check_tolerance, engine, precision_fallback, tightened_tolerance
 
 __all__ = ["LercCodec"]
 
@@ -40,12 +43,15 @@ def _decode_lerc(payload: memoryview, target: np.ndarray, params: dict[str, Any]
 
 
 class LercCodec(Codec):
-    """LERC with ``tolerance`` (maximum absolute error; 0.0, the default, is lossless) and ``version`` (2, 3, 4)."""
+    """LERC with ``tolerance`` (maximum absolute error; 0.0, the default, is lossless) and ``version`` (2, 3, 4);
+    ``fill_value`` marks missing data (kept exactly, never coded)."""
 
     name = "lerc"
     decode_chunk = staticmethod(_decode_lerc)
+    fill_method = "pyramid"  # used only if the engine refuses the mask
 
-    def __init__(self, *, tolerance: float | None = None, version: int | None = None):
+    def __init__(self, *, tolerance: float | None = None, version: int | None = None, fill_value: float | None = None):
+        super().__init__(fill_value=fill_value)
         self._tolerance = 0.0 if tolerance is None else check_tolerance(tolerance, LercError)
         if version is not None and (isinstance(version, bool) or version not in (2, 3, 4)):
             raise argument_error("version", version, "must be 2, 3 or 4 (LERC2 codec versions)", cls=LercError)
@@ -62,16 +68,32 @@ class LercCodec(Codec):
         imagecodecs = engine()
 
         shaped = chunk.reshape(_engine_shape(chunk.shape))
-        tolerance = self._tolerance
-        if chunk.dtype.kind in "iu":
-            # Integers are dequantised in double and rounded: half a unit of slack is needed.
-            level = 0.5 if tolerance < 1 else math.floor(tolerance) - 0.5
-            level = max(level, 0.5)
-        elif tolerance == 0:
-            level = 0.0
-        else:
-            engine_level = tightened_tolerance(tolerance, low, high, chunk.dtype)
-            if engine_level is None:
-                return (*lossless_chunk(chunk), False)
-            level = engine_level
+        level = self._level(chunk.dtype, low, high)
         return self.method, bytes(imagecodecs.lerc_encode(shaped, level, version=self.version)), False
+
+    def encode_masked_chunk(
+        self, chunk: np.ndarray, valid: np.ndarray, low: float, high: float
+    ) -> tuple[int, bytes, bool]:
+        imagecodecs = engine()
+
+        shape = _engine_shape(chunk.shape)
+        level = self._level(chunk.dtype, low, high)
+        # A mask per element needs LERC's band layout for 3-D (bands, rows, columns); its pixel
+        # layout would take one mask for all values of a pixel. The decoder reads either layout.
+        payload = imagecodecs.lerc_encode(
+            chunk.reshape(shape), level, masks=valid.reshape(shape), version=self.version, planar=len(shape) == 3
+        )
+        return self.method, bytes(payload), False
+
+    def _level(self, dtype: np.dtype, low: float, high: float) -> float:
+        """The maxZErr to ask the engine for so that :attr:`tolerance` holds after rounding to ``dtype``."""
+        tolerance = self._tolerance
+        if dtype.kind in "iu":
+            # Integers are dequantised in double and rounded: half a unit of slack is needed.
+            return max(0.5 if tolerance < 1 else math.floor(tolerance) - 0.5, 0.5)
+        if tolerance == 0:
+            return 0.0
+        engine_level = tightened_tolerance(tolerance, low, high, dtype)
+        if engine_level is None:
+            raise precision_fallback(tolerance, low, high, dtype)
+        return engine_level

@@ -31,12 +31,14 @@ def _decode_pcodec(payload: memoryview, target: np.ndarray, params: dict[str, An
 
 
 class PcodecCodec(Codec):
-    """Lossless PCODEC with compression ``level`` 0-12 (default 8)."""
+    """Lossless PCODEC with compression ``level`` 0-12 (default 8); ``fill_value`` marks missing data
+    (kept exactly and apart from the engine, like NaN)."""
 
     name = "pcodec"
     decode_chunk = staticmethod(_decode_pcodec)
 
-    def __init__(self, *, level: int | None = None):
+    def __init__(self, *, level: int | None = None, fill_value: float | None = None):
+        super().__init__(fill_value=fill_value)
         if level is None:
             level = 8
         if isinstance(level, bool) or not isinstance(level, int | np.integer) or not 0 <= level <= 12:

@@ -2,7 +2,7 @@
 
 Engine: imagecodecs' sperr 0.8.4. It crashes the process on NaN/Inf and on 3-D arrays whose first
 axis has length 1, and its point-wise error overshoots by float rounding (1.000047e-3 for 1e-3).
-sciz patches NaN/Inf, folds any shape into a layout the engine accepts (so 1-D and 4-D work too),
+sciz masks NaN/Inf, folds any shape into a layout the engine accepts (so 1-D and 4-D work too),
 and asks the engine for a tolerance tightened by the rounding so the promised bound holds.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import SperrError, argument_error
 from .abc import Codec
-from .driver import check_tolerance, engine, lossless_chunk, tightened_tolerance
+from .driver import LosslessFallback, check_tolerance, engine, lossless_chunk, precision_fallback, tightened_tolerance
 
 __all__ = ["SperrCodec"]
 
@@ -47,12 +47,21 @@ def _decode_sperr(payload: memoryview, target: np.ndarray, params: dict[str, Any
 
 class SperrCodec(Codec):
     """SPERR with ``mode`` ('rate' bits per value, 'psnr' dB, 'pwe' point-wise error) and ``quality``,
-    or simply ``tolerance`` (the same as ``mode='pwe', quality=tolerance``)."""
+    or simply ``tolerance`` (the same as ``mode='pwe', quality=tolerance``). ``fill_value`` marks missing
+    data (kept exactly, never coded)."""
 
     name = "sperr"
     decode_chunk = staticmethod(_decode_sperr)
 
-    def __init__(self, *, mode: str | None = None, quality: float | None = None, tolerance: float | None = None):
+    def __init__(
+        self,
+        *,
+        mode: str | None = None,
+        quality: float | None = None,
+        tolerance: float | None = None,
+        fill_value: float | None = None,
+    ):
+        super().__init__(fill_value=fill_value)
         if tolerance is not None:
             if quality is not None or mode not in (None, "pwe"):
                 raise SperrError(
@@ -102,9 +111,11 @@ class SperrCodec(Codec):
             if low == high:
                 return (*lossless_chunk(chunk), False)
             engine_level = tightened_tolerance(self.quality, low, high, chunk.dtype)
+            if engine_level is None:
+                raise precision_fallback(self.quality, low, high, chunk.dtype)
             # The engine returns garbage for tolerances near the subnormal range (review: 1e-320 in float64).
-            if engine_level is None or engine_level < float(np.finfo(chunk.dtype).tiny) * 2.0**60:
-                return (*lossless_chunk(chunk), False)
+            if engine_level < float(np.finfo(chunk.dtype).tiny) * 2.0**60:
+                raise LosslessFallback(f"tolerance {self.quality:g} is too close to the {chunk.dtype} subnormal range")
             level = engine_level
         shaped = chunk.reshape(_engine_shape(chunk.shape))
         return (

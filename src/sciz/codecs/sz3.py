@@ -35,12 +35,14 @@ def _decode_sz3(payload: memoryview, target: np.ndarray, params: dict[str, Any])
 
 
 class Sz3Codec(Codec):
-    """SZ3 in absolute-error mode: every element within ``tolerance``; ``tolerance=0`` stores exactly."""
+    """SZ3 in absolute-error mode: every element within ``tolerance``; ``tolerance=0`` stores exactly.
+    ``fill_value`` marks missing data (kept exactly, never coded)."""
 
     name = "sz3"
     decode_chunk = staticmethod(_decode_sz3)
 
-    def __init__(self, *, tolerance: float | None = None):
+    def __init__(self, *, tolerance: float | None = None, fill_value: float | None = None):
+        super().__init__(fill_value=fill_value)
         if tolerance is None:
             raise Sz3Error("tolerance= (the absolute error bound) is required for sz3")
         self._tolerance = check_tolerance(tolerance, Sz3Error)

@@ -47,7 +47,8 @@ def _decode_szip(payload: memoryview, target: np.ndarray, params: dict[str, Any]
 
 class SzipCodec(Codec):
     """SZIP with ``coding`` ('nn' nearest-neighbour preprocessing, default, or 'ec' entropy coding only),
-    ``pixels_per_block`` (even, 2-32; default 32) and ``bits_per_pixel`` (default: the sample size)."""
+    ``pixels_per_block`` (even, 2-32; default 32) and ``bits_per_pixel`` (default: the sample size);
+    ``fill_value`` marks missing data (kept exactly and apart from the engine, like NaN)."""
 
     name = "szip"
     decode_chunk = staticmethod(_decode_szip)
@@ -58,7 +59,9 @@ class SzipCodec(Codec):
         coding: str | None = None,
         pixels_per_block: int | None = None,
         bits_per_pixel: int | None = None,
+        fill_value: float | None = None,
     ):
+        super().__init__(fill_value=fill_value)
         coding = "nn" if coding is None else coding
         if coding not in _CODING:
             raise argument_error(

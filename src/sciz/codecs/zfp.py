@@ -3,7 +3,7 @@
 Engine: imagecodecs' zfp 1.0.1. Its fixed-accuracy mode keeps the tolerance only while a 4^d block's
 dynamic range fits its precision: next to 1e20 fill values it loses the small ones entirely
 (measured: error 305 for tolerance 1e-3 on the real SST field). sciz checks the range per chunk and
-verifies and patches whenever the engine could miss; NaN/Inf are patched (zfp makes NaN 8.0).
+verifies and patches whenever the engine could miss; NaN/Inf are masked (zfp makes NaN 8.0).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ZfpError, argument_error
 from .abc import Codec
-from .driver import check_tolerance, engine, is_int, is_real, lossless_chunk, tightened_tolerance
+from .driver import check_tolerance, engine, is_int, is_real, precision_fallback, tightened_tolerance
 
 __all__ = ["ZfpCodec"]
 
@@ -48,14 +48,24 @@ def _engine_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 class ZfpCodec(Codec):
     """ZFP with exactly one of ``rate`` (bits per value), ``precision`` (bit planes) or ``tolerance``.
 
-    ``tolerance=0`` selects zfp's reversible (lossless) mode.
+    ``tolerance=0`` selects zfp's reversible (lossless) mode. ``fill_value`` marks missing data
+    (kept exactly, never coded).
     """
 
     name = "zfp"
     decode_chunk = staticmethod(_decode_zfp)
     align = 4  # zfp codes blocks of 4 values per axis: cut chunks on block edges
+    fill_method = "pyramid"  # flat 4^d blocks of missing data cost nothing (SST: 4.2 against 3.4 linear)
 
-    def __init__(self, *, rate: float | None = None, precision: int | None = None, tolerance: float | None = None):
+    def __init__(
+        self,
+        *,
+        rate: float | None = None,
+        precision: int | None = None,
+        tolerance: float | None = None,
+        fill_value: float | None = None,
+    ):
+        super().__init__(fill_value=fill_value)
         given = [k for k, v in (("rate", rate), ("precision", precision), ("tolerance", tolerance)) if v is not None]
         if len(given) != 1:
             raise ZfpError(f"give exactly one of rate, precision or tolerance (got {', '.join(given) or 'none'})")
@@ -109,7 +119,7 @@ class ZfpCodec(Codec):
             return self.method, imagecodecs.zfp_encode(engine_array, numthreads=1), False
         engine_tolerance = tightened_tolerance(tolerance, low, high, chunk.dtype)
         if engine_tolerance is None:
-            return (*lossless_chunk(chunk), False)
+            raise precision_fallback(tolerance, low, high, chunk.dtype)
         magnitude = max(abs(low), abs(high))
         code = chunk.dtype.str[1:]
         risky = magnitude > tolerance * 2.0 ** _SAFE_RANGE_BITS[code] or tolerance < _SAFE_TOLERANCE[code]
