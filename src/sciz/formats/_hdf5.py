@@ -189,6 +189,8 @@ class LossyDatasetWriter:
         filter_options: dict[str, Any] | None = None,
     ) -> None:
         self.codec = codec
+        # The codec's own fill value (sciz.codecs.get(..., fill_value=1e20)) serves when none is given here.
+        fill_value = _fill_value(codec, fill_value)
         self.fill_value = fill_value
         self.tolerance = codec.tolerance if dtype.kind == "f" else None
         options = filter_options if filter_options is not None else hdf5_filter_options(codec, sample, fill_value)
@@ -236,7 +238,7 @@ class LossyDatasetWriter:
             self._mask_dataset()[region] = codes
             from ..codecs.driver import fill_invalid
 
-            filled = fill_invalid(block, codes != VALID)
+            filled = fill_invalid(block, codes != VALID, _fill_method(self.codec))
         self.dataset[region] = filled
         if self.tolerance is not None:
             self._verify(region, filled, codes)
@@ -283,6 +285,15 @@ class LossyDatasetWriter:
             self.write(region, array[region])
 
 
+def _fill_value(codec: Any, fill_value: Any) -> Any:
+    return fill_value if fill_value is not None else getattr(codec, "fill_value", None)
+
+
+def _fill_method(codec: Any) -> str:
+    """How the codec's engine likes masked elements filled (see sciz.codecs.driver.fill_invalid)."""
+    return str(getattr(codec, "fill_method", "linear"))
+
+
 def _config_text(codec: Any) -> str:
     import json
 
@@ -292,11 +303,11 @@ def _config_text(codec: Any) -> str:
 def hdf5_filter_options(codec: Any, sample: np.ndarray, fill_value: Any = None) -> dict[str, Any]:
     """The codec's h5py filter keywords, planned on ``sample`` as the filter will see it (filled)."""
     values = np.asarray(sample)
-    codes = invalid_codes(values, fill_value)
+    codes = invalid_codes(values, _fill_value(codec, fill_value))
     if codes is not None:
         from ..codecs.driver import fill_invalid
 
-        values = fill_invalid(values, codes != VALID)
+        values = fill_invalid(values, codes != VALID, _fill_method(codec))
     options = codec.hdf5_filter(values)
     if options is None:
         raise CodecError(

@@ -30,7 +30,6 @@ def read_scz(path: str | os.PathLike[str], *, numthreads: int | None = None) -> 
 
     The file is memory-mapped, so the stream is never copied whole into memory before decoding.
     """
-    from ..codecs import _stream
     from ..codecs.driver import decode_stream
 
     source = Path(os.fspath(path))
@@ -41,7 +40,7 @@ def read_scz(path: str | os.PathLike[str], *, numthreads: int | None = None) -> 
                 raise FormatError(f"{source}: empty file, not a sciz stream")
             # Unmapped when the last view of it goes (the parsed chunks are views into the map).
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        stored = _storage(_stream.parse_stream(mapped, CodecError), size)
+        stored = _storage(mapped)
         return decode_stream(mapped, None, CodecError, numthreads=numthreads), stored
     except CodecError as exc:
         raise FormatError(f"{source}: {exc}") from None
@@ -49,19 +48,24 @@ def read_scz(path: str | os.PathLike[str], *, numthreads: int | None = None) -> 
         raise FileNotFoundError(f"no such file: {source}") from None
 
 
-def _storage(header: Any, size: int) -> StoredArray:
+def _storage(data: Any) -> StoredArray:
     """What ``sciz info`` reports of a stream: codec, parameters, chunks and what was kept exactly."""
-    from ..codecs.registry import spec
+    from ..codecs._stream import describe_stream
 
-    own = spec(header.codec).method
-    fallback = sum(1 for chunk in header.chunks if chunk.method != own)
-    patched = sum(int(chunk.patch_index.size) for chunk in header.chunks)
-    details: dict[str, Any] = {"chunks": len(header.chunks)}
-    if fallback:
-        details["chunks stored losslessly"] = fallback
-    if patched:
-        details["elements stored exactly"] = patched
-    return StoredArray(codec=header.codec, stored_bytes=size, parameters=dict(header.params), details=details)
+    described = describe_stream(data)
+    details: dict[str, Any] = {"chunks": described["chunks"]}
+    for reason, count in described["fallbacks"].items():
+        details[f"chunks stored losslessly ({reason})"] = count
+    if described["lossless_chunks"] and not described["fallbacks"]:
+        details["chunks stored losslessly"] = described["lossless_chunks"]
+    if described["masked_elements"]:
+        details["NaN/Inf/fill elements kept apart"] = described["masked_elements"]
+    if described["patched_elements"]:
+        details["elements stored exactly"] = described["patched_elements"]
+    parameters = {k: v for k, v in described["params"].items() if v is not None}
+    return StoredArray(
+        codec=described["codec"], stored_bytes=described["stored_bytes"], parameters=parameters, details=details
+    )
 
 
 def write_scz(
