@@ -113,7 +113,7 @@ def numcodecs_codec(codec: Any) -> Any:
 
 
 def decode(
-    data: Any, *, out: Any = None, numthreads: int | None = None, isolated: bool = False, timeout: float = 600.0
+    data: Any, *, out: Any = None, numthreads: int | None = None, isolated: bool | None = None, timeout: float = 600.0
 ) -> Any:
     """Decode any sciz codec stream, whichever codec wrote it (read from the stream's header).
 
