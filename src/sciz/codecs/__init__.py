@@ -3,8 +3,9 @@
 Every ``*_encode`` returns a self-describing sciz stream (shape, dtype, parameters and checksums
 inside), so every ``*_decode`` works from the stream alone; ``shape``/``dtype`` arguments are
 optional and checked. Absolute-error modes keep their bound for every element, NaN and +-Inf come
-back exactly, damaged streams raise the codec's error instead of crashing, and large arrays can be
-coded on several cores with ``numthreads=``. The engines are imagecodecs' native libraries.
+back exactly, damaged and forged streams raise the codec's error instead of crashing (checksums,
+engine headers checked against the sciz header, SZ3 decoded in a child process), and large arrays
+can be coded on several cores with ``numthreads=``. The engines are imagecodecs' native libraries.
 
 Example
 -------
@@ -117,8 +118,11 @@ def decode(
 ) -> Any:
     """Decode any sciz codec stream, whichever codec wrote it (read from the stream's header).
 
-    ``isolated=True`` decodes in a forked child process: use it for streams from untrusted sources,
-    so that even a payload crafted to crash an engine only raises the codec's error.
+    Safe for untrusted streams by default: every engine payload's header is checked against the
+    stream's header, and payloads of engines no check can make safe (SZ3) are decoded in a forked
+    child, so a stream forged to crash an engine only raises the codec's error (a hang after
+    ``timeout`` seconds too). ``isolated=True`` decodes every stream in a child; ``isolated=False``
+    never does (trusted streams only).
     """
     return decode_stream(data, None, CodecError, out=out, numthreads=numthreads, isolated=isolated, timeout=timeout)
 

@@ -2,7 +2,8 @@
 
 Engine: imagecodecs' lerc 4.0.0. Its stream is self-describing, but it turns NaN into -3.4e38 (even
 when lossless) and overshoots its error bound by float rounding (1.000047e-3 for 1e-3). sciz
-patches NaN/Inf and tightens the tolerance it asks for, so the promised bound holds.
+patches NaN/Inf and tightens the tolerance it asks for, so the promised bound holds. Decoding checks
+the LERC2 header (extents, data type, blob size) against the sciz header first.
 """
 
 from __future__ import annotations

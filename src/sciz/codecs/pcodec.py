@@ -1,9 +1,10 @@
 """PCODEC: lossless compression of numerical columns (integers and floats of 1-8 bytes).
 
 Engine: imagecodecs' pcodec 1.0.1 encodes; pco's own bindings (PyPI ``pcodec``, the ``engines``
-extra) decode when installed, since they never write past the target. The stream carries the dtype
-but not the shape; pcodec also serves as sciz's lossless fallback for chunks a lossy engine cannot
-keep within bound.
+extra) decode when installed, since they never decode more values than the target holds (without
+them such streams decode in a child process). The pco header's type and count are checked against
+the sciz header first. The stream carries the dtype but not the shape; pcodec also serves as sciz's
+lossless fallback for chunks a lossy engine cannot keep within bound.
 """
 
 from __future__ import annotations

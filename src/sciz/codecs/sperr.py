@@ -3,7 +3,9 @@
 Engine: imagecodecs' sperr 0.8.4. It crashes the process on NaN/Inf and on 3-D arrays whose first
 axis has length 1, and its point-wise error overshoots by float rounding (1.000047e-3 for 1e-3).
 sciz patches NaN/Inf, folds any shape into a layout the engine accepts (so 1-D and 4-D work too),
-and asks the engine for a tolerance tightened by the rounding so the promised bound holds.
+and asks the engine for a tolerance tightened by the rounding so the promised bound holds. Decoding
+checks SPERR's header (extents, type, chunk lengths, each chunk's declared SPECK length) against the
+sciz header: the engine aborts the process on forged ones.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 Engine: imagecodecs' sz3 3.3.2. Its absolute mode keeps the bound in the data's own precision and
 keeps NaN/Inf, but its stream carries neither shape nor dtype, and decoding with a wrong shape or
-dtype, or decoding damaged bytes, kills the process. The sciz stream records both and checks every
-byte before the engine sees it.
+dtype, or decoding damaged bytes, kills the process (its C++ exceptions end in std::terminate). The
+sciz stream records both and checks every byte before the engine sees it; the SZ3 config block is
+checked against the sciz header, and since a forged body still aborts the engine, the default
+decode runs sz3 payloads in a child process.
 """
 
 from __future__ import annotations

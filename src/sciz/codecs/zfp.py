@@ -4,6 +4,8 @@ Engine: imagecodecs' zfp 1.0.1. Its fixed-accuracy mode keeps the tolerance only
 dynamic range fits its precision: next to 1e20 fill values it loses the small ones entirely
 (measured: error 305 for tolerance 1e-3 on the real SST field). sciz checks the range per chunk and
 verifies and patches whenever the engine could miss; NaN/Inf are patched (zfp makes NaN 8.0).
+Decoding checks zfp's header (type, extents, mode) against the sciz header and pads a payload with
+zeros up to the most the decoder can read: it reads without bounds (a truncated payload segfaulted).
 """
 
 from __future__ import annotations
