@@ -4,7 +4,8 @@ Every ``*_encode`` returns a self-describing sciz stream (shape, dtype, paramete
 inside), so every ``*_decode`` works from the stream alone; ``shape``/``dtype`` arguments are
 optional and checked. Absolute-error modes keep their bound for every element, NaN, +-Inf and
 ``fill_value=`` elements come back bit for bit (kept apart from the engine in a compressed mask),
-damaged streams raise the codec's error instead of crashing, and large arrays can be coded on
+damaged and forged streams raise the codec's error instead of crashing (checksums, engine headers
+checked against the sciz header, SZ3 decoded in a child process), and large arrays can be coded on
 several cores with ``numthreads=``. The engines are imagecodecs' native libraries.
 
 Example
@@ -115,12 +116,15 @@ def numcodecs_codec(codec: Any) -> Any:
 
 
 def decode(
-    data: Any, *, out: Any = None, numthreads: int | None = None, isolated: bool = False, timeout: float = 600.0
+    data: Any, *, out: Any = None, numthreads: int | None = None, isolated: bool | None = None, timeout: float = 600.0
 ) -> Any:
     """Decode any sciz codec stream, whichever codec wrote it (read from the stream's header).
 
-    ``isolated=True`` decodes in a forked child process: use it for streams from untrusted sources,
-    so that even a payload crafted to crash an engine only raises the codec's error.
+    Safe for untrusted streams by default: every engine payload's header is checked against the
+    stream's header, and payloads of engines no check can make safe (SZ3) are decoded in a forked
+    child, so a stream forged to crash an engine only raises the codec's error (a hang after
+    ``timeout`` seconds too). ``isolated=True`` decodes every stream in a child; ``isolated=False``
+    never does (trusted streams only).
     """
     return decode_stream(data, None, CodecError, out=out, numthreads=numthreads, isolated=isolated, timeout=timeout)
 

@@ -1,9 +1,12 @@
-"""Decoding untrusted streams in a forked child, so even a hostile payload cannot take the caller down.
+"""Decoding a stream in a forked child, so that an engine crash on a forged payload cannot take the caller down.
 
-Checksums stop every accidental corruption before an engine sees it, but a stream crafted with
-valid checksums can still drive an engine into a crash (the engines abort or segfault on such
-input). ``isolated=True`` decodes in a child process that writes into shared memory: a crash or
-hang of the engine becomes the codec's error in the caller. POSIX only (needs fork).
+Checksums stop accidental damage, and each codec checks its engine's own header against the sciz
+header before the engine runs, but a forged payload with a valid header can still abort an engine
+whose decoder throws C++ exceptions through its C interface (SZ3). The driver therefore decodes
+streams holding such payloads here by default (and every stream with ``isolated=True``): one
+forked child per stream decodes all its chunks (on ``numthreads`` threads) straight into shared
+memory that becomes the returned array, so nothing is copied back. A crash or hang (``timeout``)
+of the child raises the codec's error. POSIX only (needs fork).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import mmap
 import os
 import signal
 import warnings
-from typing import Any
 
 import numpy as np
 
@@ -23,9 +25,9 @@ from ._stream import StreamHeader
 __all__ = ["decode_in_child"]
 
 
-def decode_in_child(header: StreamHeader, data: Any, error: type[CodecError], timeout: float) -> np.ndarray:
-    """Decode ``data`` (already framing-checked as ``header``) in a forked child; crashes become ``error``."""
-    from .driver import decode_stream
+def decode_in_child(header: StreamHeader, error: type[CodecError], timeout: float, numthreads: int) -> np.ndarray:
+    """Decode the parsed, checked stream ``header`` in a forked child; crashes and hangs become ``error``."""
+    from .driver import decode_parsed
 
     if not hasattr(os, "fork"):
         raise error("isolated decoding needs os.fork (POSIX); decode trusted streams without isolated=True")
@@ -44,7 +46,7 @@ def decode_in_child(header: StreamHeader, data: Any, error: type[CodecError], ti
             # The parent's SIGALRM handler (e.g. a test timeout) must not swallow our hang guard.
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
             signal.alarm(max(1, math.ceil(timeout)))
-            decode_stream(data, header.codec, error, out=result)
+            decode_parsed(header, result, numthreads, error)
         except BaseException as exc:
             message = str(exc) if isinstance(exc, CodecError) else f"{type(exc).__name__}: {exc}"
             os.write(write_end, message.encode()[:4000])
@@ -60,7 +62,7 @@ def decode_in_child(header: StreamHeader, data: Any, error: type[CodecError], ti
     if os.WIFSIGNALED(wait_status):
         number = os.WTERMSIG(wait_status)
         reason = "took longer than the timeout" if number == signal.SIGALRM else f"crashed (signal {number})"
-        raise error(f"the {header.codec} engine {reason} on this stream: it is damaged or hostile")
+        raise error(f"the {header.codec} engine {reason} on this stream: it is damaged or forged")
     if os.WEXITSTATUS(wait_status) != 0:
         message = b"".join(pieces).decode(errors="replace")
         raise error(message or f"decoding failed in the isolated child (exit {os.WEXITSTATUS(wait_status)})")

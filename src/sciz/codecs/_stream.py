@@ -3,7 +3,9 @@
 The engines' own streams do not all carry shape and dtype, and every engine crashes or returns
 garbage on some damaged input. A sciz stream therefore records everything needed to decode
 (codec, dtype, shape, parameters, chunk layout) and a CRC-32 of the header and of each chunk,
-so damage is detected before an engine ever sees the bytes.
+so damage is detected before an engine ever sees the bytes. A forger can reseal the checksums:
+the codecs then check their engine's own header against this one (``Codec.check_payload``), and
+engines no check makes safe decode in a child process (:mod:`sciz.codecs._isolate`).
 
 Layout (little-endian)::
 

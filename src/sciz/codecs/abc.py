@@ -41,6 +41,10 @@ class Codec(ABC):
     keeps_nonfinite: ClassVar[bool]
     #: Chunk rows are a multiple of this where possible (zfp codes blocks of 4).
     align: ClassVar[int] = 1
+    #: True when a forged payload that passes :meth:`check_payload` can still crash the engine
+    #: (SZ3's decoder throws C++ exceptions that abort the process): the default decode then
+    #: decodes streams holding such payloads in a child process.
+    isolate: ClassVar[bool] = False
     #: How the driver fills NaN/Inf/fill values before the engine sees a chunk (see ``fill_invalid``).
     fill_method: ClassVar[str] = "linear"
     #: Elements equal to this are kept exactly and apart from the engine and the bound (None: none).
@@ -86,6 +90,16 @@ class Codec(ABC):
         ``params`` are the stream's parameters. Raise any exception on bad input; the driver turns
         it into the codec's error.
         """
+
+    @staticmethod
+    def check_payload(payload: memoryview, shape: tuple[int, ...], dtype: np.dtype, params: dict[str, Any]) -> None:
+        """Refuse a payload whose engine header disagrees with the sciz header, before the engine sees it.
+
+        ``shape`` and ``dtype`` are those of the target :meth:`decode_chunk` will fill. Codecs parse
+        their engine's own header (dimensions, sample type, declared sizes) and raise ``ValueError``
+        naming the mismatch; the driver turns it into the codec's error. The default checks nothing.
+        """
+        return None
 
     @property
     def method(self) -> int:
@@ -156,7 +170,7 @@ class Codec(ABC):
         numthreads: int | None = None,
         shape: Sequence[int] | None = None,
         dtype: Any = None,
-        isolated: bool = False,
+        isolated: bool | None = None,
         timeout: float = 600.0,
     ) -> np.ndarray:
         """Decode a sciz stream of this codec; shape and dtype come from the stream."""

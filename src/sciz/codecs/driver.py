@@ -38,6 +38,7 @@ __all__ = [
     "check_numthreads",
     "check_tolerance",
     "chunk_decoder",
+    "decode_parsed",
     "decode_payload",
     "decode_stream",
     "encode_array",
@@ -301,15 +302,21 @@ def decode_stream(
     numthreads: int | None = None,
     shape: Sequence[int] | None = None,
     dtype: Any = None,
-    isolated: bool = False,
+    isolated: bool | None = None,
     timeout: float = 600.0,
 ) -> np.ndarray:
     """Decode a sciz stream; ``codec`` (None: any) is the codec the caller expects.
 
     Decoding needs no codec parameters: everything is in the stream. ``shape`` and ``dtype``, when
     given, must match what the stream holds (they are checked, not trusted: the engines crash when
-    given wrong ones). ``isolated=True`` decodes in a forked child so that a stream crafted to crash
-    an engine raises ``error`` instead (``timeout`` seconds bound a hang).
+    given wrong ones).
+
+    Safe by default: checksums catch accidental damage, every engine payload's own header is
+    checked against the stream's header before the engine sees it (:meth:`Codec.check_payload`),
+    and payloads of engines that no check can make safe (SZ3 aborts the process on a forged body)
+    are decoded in a forked child, one per stream, whose crash or hang (``timeout`` seconds)
+    raises ``error``. ``isolated=True`` decodes every stream in a child; ``isolated=False`` never
+    does (for trusted streams only: a forged SZ3 payload then aborts the process).
     """
     header = _stream.parse_stream(data, error, codec)
     if codec is None:
@@ -317,16 +324,21 @@ def decode_stream(
     threads = check_numthreads(numthreads)
     stored = header.dtype.newbyteorder(">") if header.big_endian else header.dtype
     _check_expected(header.shape, stored, shape, dtype, error)
-    if isolated:
+    if _needs_child(header, isolated, error):
         from ._isolate import decode_in_child
 
-        decoded = decode_in_child(header, data, error, timeout)
-        if out is None:
+        result = None if out is None else _check_out(out, header.shape, stored, error)
+        _check_payloads(header, error)  # a clear error for a mismatched header, without a fork
+        decoded = decode_in_child(header, error, timeout, threads)
+        if result is None:
             return decoded
-        result = _check_out(out, header.shape, stored, error)
         result[...] = decoded
         return result
-    result = _check_out(out, header.shape, stored, error)
+    return decode_parsed(header, _check_out(out, header.shape, stored, error), threads, error)
+
+
+def decode_parsed(header: StreamHeader, result: np.ndarray, threads: int, error: type[CodecError]) -> np.ndarray:
+    """Decode the chunks of a parsed, checked stream into ``result`` (its shape, stored byte order)."""
     target = result if result.dtype == header.dtype else np.empty(header.shape, header.dtype)
     if header.size:
         view = target.reshape(header.chunked_shape)
@@ -334,6 +346,28 @@ def decode_stream(
     if target is not result:
         result[...] = target
     return result
+
+
+def _needs_child(header: StreamHeader, isolated: bool | None, error: type[CodecError]) -> bool:
+    """Whether to decode in a child: always (True), never (False), or (None) when an engine needs it."""
+    if isolated is not None and not isinstance(isolated, bool):
+        raise argument_error("isolated", isolated, "must be None (automatic), True or False", cls=error)
+    if isolated is not None:
+        return isolated
+    if not hasattr(os, "fork"):
+        return False  # no child processes to be had: the header checks are all the protection there is
+    return any(getattr(_payload_codec(method), "isolate", False) for method in {c.method for c in header.chunks})
+
+
+def _check_payloads(header: StreamHeader, error: type[CodecError]) -> None:
+    for index, chunk in enumerate(header.chunks):
+        start, stop = header.chunk_bounds(index)
+        shape = (stop - start, *header.chunked_shape[1:])
+        codec = _payload_codec(chunk.method)
+        if codec is not None:
+            _check_payload(
+                codec, memoryview(chunk.payload), shape, header.dtype, header.params, error, f"chunk {index}"
+            )
 
 
 def _decode_chunk(header: StreamHeader, view: np.ndarray, index: int, error: type[CodecError]) -> None:
@@ -352,23 +386,51 @@ def _decode_chunk(header: StreamHeader, view: np.ndarray, index: int, error: typ
         bits[chunk.patch_index.astype(np.intp)] = chunk.patch_values.view(bits.dtype)
 
 
+def _payload_codec(method: int) -> Any:
+    """The codec class whose payloads carry ``method``, or None."""
+    row = spec_for_method(method)
+    return None if row is None else codec_class(row.name)
+
+
 def decode_payload(
     method: int, payload: Any, target: np.ndarray, params: dict[str, Any], error: type[CodecError], where: str
 ) -> None:
     """Decode one engine payload (a chunk marked ``method``) into ``target``; any failure raises ``error``.
 
     The one door through which engine payloads reach an engine, for sciz streams and for chunks
-    that containers store with a codec's standard filter alike. ``where`` names the payload in errors.
+    that containers store with a codec's standard filter alike. The payload's own header is checked
+    against ``target`` first (:meth:`Codec.check_payload`). ``where`` names the payload in errors.
+    This runs the engine in this process: callers decoding untrusted payloads of an engine marked
+    ``isolate`` go through :func:`decode_stream`, which decodes those in a child.
     """
-    decoder = chunk_decoder(method)
-    if decoder is None:
+    codec = _payload_codec(method)
+    if codec is None:
         raise error(f"{where} uses method {method}, unknown to this sciz")
+    view = memoryview(payload)
+    _check_payload(codec, view, tuple(target.shape), target.dtype, params, error, where)
     try:
-        decoder(memoryview(payload), target, params)
+        codec.decode_chunk(view, target, params)
     except CodecError:
         raise
     except Exception as exc:
         raise error(f"{where} cannot be decoded: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_payload(
+    codec: Any,
+    payload: memoryview,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    params: dict[str, Any],
+    error: type[CodecError],
+    where: str,
+) -> None:
+    try:
+        codec.check_payload(payload, shape, dtype, params)
+    except CodecError:
+        raise
+    except Exception as exc:  # a forged header may fail the parsing itself (struct.error, IndexError...)
+        raise error(f"{where} is refused before decoding: {exc}") from None
 
 
 def _check_expected(

@@ -5,12 +5,14 @@ when lossless) and overshoots its error bound by float rounding (1.000047e-3 for
 masks NaN/Inf and fill values and tightens the tolerance it asks for, so the promised bound holds.
 LERC codes a validity mask itself (it was made for rasters with no-data pixels): masked elements
 cost it nothing, so chunks with any are given to it with their mask (SST field, 31% land, 0.01 K:
-ratio 5.5, against 4.3 with the best fill and no mask).
+ratio 5.5, against 4.3 with the best fill and no mask). Decoding checks
+the LERC2 header (extents, data type, blob size) against the sciz header first.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 import numpy as np
@@ -42,6 +44,45 @@ def _decode_lerc(payload: memoryview, target: np.ndarray, params: dict[str, Any]
         raise ValueError(f"lerc payload holds {result.shape} {result.dtype}, expected {shape} {target.dtype}")
 
 
+#: LERC2's data type codes (Lerc2::DataType) as numpy dtype strings.
+_LERC_TYPES = ("i1", "u1", "i2", "u2", "i4", "u4", "f4", "f8")
+
+
+def _check_lerc(payload: memoryview, shape: tuple[int, ...], dtype: np.dtype, params: dict[str, Any]) -> None:
+    """Compare the LERC2 blob header with the sciz chunk.
+
+    Layout (Lerc2::ReadHeader): "Lerc2 ", version i32 (2-6), a checksum u32 from version 3, rows
+    and columns i32, values per pixel i32 from version 4, valid pixels, micro block size and blob
+    size i32, from version 6 two more fields (i32 and 4 flag bytes), then the data type i32.
+    """
+    raw = bytes(payload[:64])
+    if len(raw) < 10 or raw[:6] != b"Lerc2 ":
+        raise ValueError(f"the payload does not start with a LERC2 header ({raw[:6]!r})")
+    (version,) = struct.unpack_from("<i", raw, 6)
+    if not 2 <= version <= 6:
+        raise ValueError(f"its LERC2 header has version {version}; LERC 4 reads versions 2 to 6")
+    position = 10 + (4 if version >= 3 else 0)
+    names = ["rows", "columns", *(["depth"] if version >= 4 else []), "valid", "block", "size"]
+    if len(raw) < position + 4 * len(names) + (8 if version >= 6 else 0) + 4:
+        raise ValueError(f"a {len(payload)}-byte payload cannot hold a LERC2 header")
+    fields = dict(zip(names, struct.unpack_from(f"<{len(names)}i", raw, position), strict=True))
+    position += 4 * len(names) + (8 if version >= 6 else 0)
+    (type_code,) = struct.unpack_from("<i", raw, position)
+    rows, columns, depth = fields["rows"], fields["columns"], fields.get("depth", 1)
+    engine_shape = (rows, columns) if depth == 1 else (rows, columns, depth)
+    expected = _engine_shape(shape)
+    code = _LERC_TYPES[type_code] if 0 <= type_code < len(_LERC_TYPES) else f"type {type_code}"
+    if engine_shape != expected or code != dtype.str[1:]:
+        raise ValueError(
+            f"its LERC2 header holds a {engine_shape} {code} array, the sciz header a {expected} {dtype} chunk"
+        )
+    if fields["size"] != len(payload) or not 0 <= fields["valid"] <= rows * columns:
+        raise ValueError(
+            f"its LERC2 header declares a {fields['size']}-byte blob with {fields['valid']} valid pixels; "
+            f"the payload has {len(payload)} bytes for {rows * columns} pixels"
+        )
+
+
 class LercCodec(Codec):
     """LERC with ``tolerance`` (maximum absolute error; 0.0, the default, is lossless) and ``version`` (2, 3, 4);
     ``fill_value`` marks missing data (kept exactly, never coded)."""
@@ -49,6 +90,7 @@ class LercCodec(Codec):
     name = "lerc"
     decode_chunk = staticmethod(_decode_lerc)
     fill_method = "pyramid"  # used only if the engine refuses the mask
+    check_payload = staticmethod(_check_lerc)
 
     def __init__(self, *, tolerance: float | None = None, version: int | None = None, fill_value: float | None = None):
         super().__init__(fill_value=fill_value)

@@ -3,12 +3,15 @@
 Engine: imagecodecs' sperr 0.8.4. It crashes the process on NaN/Inf and on 3-D arrays whose first
 axis has length 1, and its point-wise error overshoots by float rounding (1.000047e-3 for 1e-3).
 sciz masks NaN/Inf, folds any shape into a layout the engine accepts (so 1-D and 4-D work too),
-and asks the engine for a tolerance tightened by the rounding so the promised bound holds.
+and asks the engine for a tolerance tightened by the rounding so the promised bound holds. Decoding
+checks SPERR's header (extents, type, chunk lengths, each chunk's declared SPECK length) against the
+sciz header: the engine aborts the process on forged ones.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 import numpy as np
@@ -35,12 +38,91 @@ def _engine_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(dims)
 
 
+#: Bytes a chunk's decoder may read past a short chunk (its 17-byte conditioner and 9-byte SPECK
+#: headers are read before their length is checked): payloads are padded with zeros by this much.
+_OVERREAD = 64
+
+
+def _read_header(payload: memoryview) -> tuple[bool, tuple[int, ...], int]:
+    """(is_float, shape slowest axis first, header length) from a SPERR 0.8 header.
+
+    Layout (SPERR3D_Stream_Tools / sperr_comp_2d): version u8 (0), flags u8 (bit 6 3-D, bit 5
+    float32, bit 4 several chunks), extents u32 (x, y[, z]); 3-D streams then hold chunk extents
+    u16 x3 (several chunks only) and one u32 length per chunk, which must add up to the payload.
+    """
+    raw = bytes(payload[:20])
+    if len(raw) < 10 or raw[0] != 0:
+        raise ValueError(f"the payload does not start with a SPERR 0.8 header ({raw[:2].hex()})")
+    flags = raw[1]
+    is_3d, is_float, chunked = bool(flags & 0x40), bool(flags & 0x20), bool(flags & 0x10)
+    if not is_3d:
+        x, y = struct.unpack_from("<II", raw, 2)
+        _check_chunk(payload[10:], 0, x * y)
+        return is_float, (y, x), 10
+    header = 20 if chunked else 14
+    if len(raw) < header:
+        raise ValueError(f"a {len(payload)}-byte payload cannot hold a SPERR 3-D header")
+    x, y, z = struct.unpack_from("<III", raw, 2)
+    chunk = struct.unpack_from("<HHH", raw, 14) if chunked else (x, y, z)
+    if 0 in (x, y, z) or 0 in chunk:
+        raise ValueError(f"its SPERR header declares extents {(x, y, z)} in chunks of {chunk}")
+    # sperr::chunk_volume: a remainder longer than half a chunk makes one more chunk, and every axis has one.
+    count = math.prod(max(1, n // c + (n % c > c // 2)) for n, c in zip((x, y, z), chunk, strict=True))
+    if header + 4 * count > len(payload):
+        raise ValueError(f"its SPERR header lists {count} chunks, more than a {len(payload)}-byte payload holds")
+    lengths = np.frombuffer(payload, "<u4", count=count, offset=header)
+    if header + 4 * count + int(lengths.sum(dtype=np.uint64)) != len(payload):
+        raise ValueError(f"its SPERR header's chunk lengths do not add up to the {len(payload)}-byte payload")
+    start = header + 4 * count
+    for index, length in enumerate(lengths.tolist()):
+        _check_chunk(payload[start : start + length], index, x * y * z)
+        start += length
+    return is_float, (z, y, x), header
+
+
+def _check_chunk(chunk: memoryview, index: int, values: int) -> None:
+    """A SPERR chunk: a 17-byte conditioner (bit 0 of its first byte: constant, nothing follows), then a
+    SPECK stream headed by its bit-plane count u8 and its length in bits u64, then outliers.
+
+    The engine reserves the declared length first, and it decodes a chunk even after refusing its
+    layout (measured: either aborts the process). The declared length may exceed the chunk (the
+    rate mode cuts streams short) but not what ``values`` values can need: 64 bit planes and the
+    set-partitioning tests cost at most a few bits per value and plane, bounded here by 256.
+    """
+    if len(chunk) < 17 or (chunk[0] & 1 and len(chunk) != 17):
+        raise ValueError(f"SPERR chunk {index} has {len(chunk)} bytes: not a constant chunk (17) nor a coded one")
+    if chunk[0] & 1:
+        return
+    if len(chunk) < 26:
+        raise ValueError(f"SPERR chunk {index} is too short ({len(chunk)} bytes) for its SPECK header")
+    planes = chunk[17]
+    (bits,) = struct.unpack_from("<Q", chunk, 18)
+    if planes > 64 or bits > 256 * values + 65536:
+        raise ValueError(
+            f"SPERR chunk {index} declares {planes} bit planes in {bits} bits: impossible for {values} values"
+        )
+
+
+def _check_sperr(payload: memoryview, shape: tuple[int, ...], dtype: np.dtype, params: dict[str, Any]) -> None:
+    is_float, engine_shape, _ = _read_header(payload)
+    expected = _engine_shape(shape)
+    if engine_shape != expected or is_float != (dtype.itemsize == 4):
+        raise ValueError(
+            f"its SPERR header holds a {engine_shape} {'float32' if is_float else 'float64'} array, "
+            f"the sciz header a {expected} {dtype} chunk"
+        )
+
+
 def _decode_sperr(payload: memoryview, target: np.ndarray, params: dict[str, Any]) -> None:
     imagecodecs = engine()
 
     shape = _engine_shape(target.shape)
+    padded = np.zeros(len(payload) + _OVERREAD, np.uint8)
+    padded[: len(payload)] = np.frombuffer(payload, np.uint8)
+    # The engine is told the true length; the zeros only absorb its reads past a short chunk.
+    source = padded.data[: len(payload)]
     # Straight into the caller's array (the engine checks it against the payload's header).
-    result = imagecodecs.sperr_decode(payload, out=target.reshape(shape), numthreads=1)
+    result = imagecodecs.sperr_decode(source, out=target.reshape(shape), numthreads=1)
     if result.shape != shape or result.dtype != target.dtype:
         raise ValueError(f"sperr payload holds {result.shape} {result.dtype}, expected {shape} {target.dtype}")
 
@@ -52,6 +134,7 @@ class SperrCodec(Codec):
 
     name = "sperr"
     decode_chunk = staticmethod(_decode_sperr)
+    check_payload = staticmethod(_check_sperr)
 
     def __init__(
         self,

@@ -2,12 +2,16 @@
 
 Engine: imagecodecs' sz3 3.3.2. Its absolute mode keeps the bound in the data's own precision and
 keeps NaN/Inf, but its stream carries neither shape nor dtype, and decoding with a wrong shape or
-dtype, or decoding damaged bytes, kills the process. The sciz stream records both and checks every
-byte before the engine sees it.
+dtype, or decoding damaged bytes, kills the process (its C++ exceptions end in std::terminate). The
+sciz stream records both and checks every byte before the engine sees it; the SZ3 config block is
+checked against the sciz header, and since a forged body still aborts the engine, the default
+decode runs sz3 payloads in a child process.
 """
 
 from __future__ import annotations
 
+import math
+import struct
 from typing import Any
 
 import numpy as np
@@ -34,12 +38,60 @@ def _decode_sz3(payload: memoryview, target: np.ndarray, params: dict[str, Any])
     imagecodecs.sz3_decode(payload, shape, target.dtype, out=target.reshape(shape))
 
 
+#: The SZ3 data format the engine reads (3.3.0: it refuses, by aborting, any other).
+_SZ3_MAGIC, _SZ3_DATA_VERSION = 0xF342F310, (3 << 24) | (3 << 16)
+_SZ3_ALGORITHMS = 7  # ALGO_LORENZO_REG ... ALGO_BIOMDXTC
+_SZ3_BOUND_VALUES = (1, 1, 1, 1, 2, 2)  # doubles stored per error-bound mode (EB_ABS ... EB_ABS_OR_REL)
+
+
+def _check_sz3(payload: memoryview, shape: tuple[int, ...], dtype: np.dtype, params: dict[str, Any]) -> None:
+    """Compare the SZ3 config block that opens the payload with the sciz chunk.
+
+    Layout (SZ3 Config::load, data format 3.3.0): config size u8, magic u32, data version u32,
+    ndim u8, bits per extent u8, the extents bit-packed slowest first, element count u64,
+    algorithm u8, error-bound mode u8, the bound(s) as doubles, then flags (bit 3: OpenMP layout).
+    The engine trusts these: extents larger than the chunk overrun its buffer (measured SIGSEGV).
+    """
+    raw = bytes(payload[:256])
+    if len(raw) < 11:
+        raise ValueError(f"a {len(raw)}-byte payload cannot hold an SZ3 header")
+    config_size = raw[0]
+    magic, version = struct.unpack_from("<II", raw, 1)
+    if magic != _SZ3_MAGIC or version != _SZ3_DATA_VERSION:
+        raise ValueError(f"its SZ3 header has magic {magic:#x}, data version {version:#x}: not an SZ3 3.3.0 stream")
+    ndim, width = raw[9], raw[10]
+    if not 1 <= ndim <= 4 or not 1 <= width <= 64:
+        raise ValueError(f"its SZ3 header declares {ndim} dimensions of {width} bits: impossible values")
+    packed_bytes = (ndim * width + 7) // 8
+    end = 11 + packed_bytes + 8 + 2
+    if config_size < end - 1 or len(raw) < end or len(payload) <= config_size:
+        raise ValueError(f"its SZ3 header is truncated ({len(payload)} bytes, config of {config_size})")
+    packed = int.from_bytes(raw[11 : 11 + packed_bytes], "little")
+    dims = tuple((packed >> (width * i)) & ((1 << width) - 1) for i in range(ndim))
+    (count,) = struct.unpack_from("<Q", raw, 11 + packed_bytes)
+    algorithm, bound_mode = raw[end - 2], raw[end - 1]
+    expected = _engine_shape(shape)
+    if len(expected) == 5:  # the engine folds a fifth axis into the first
+        expected = (expected[0] * expected[1], *expected[2:])
+    if dims != expected or count != math.prod(expected):
+        raise ValueError(
+            f"its SZ3 header holds a {dims} array of {count} values, the sciz header a {expected} {dtype} chunk"
+        )
+    if algorithm >= _SZ3_ALGORITHMS or bound_mode >= len(_SZ3_BOUND_VALUES):
+        raise ValueError(f"its SZ3 header names algorithm {algorithm} and error-bound mode {bound_mode}: unknown")
+    flags_at = end + 8 * _SZ3_BOUND_VALUES[bound_mode]
+    if flags_at < config_size + 1 and flags_at < len(raw) and raw[flags_at] & 0x08:
+        raise ValueError("its SZ3 header asks for the OpenMP layout, which sciz never writes")
+
+
 class Sz3Codec(Codec):
     """SZ3 in absolute-error mode: every element within ``tolerance``; ``tolerance=0`` stores exactly.
     ``fill_value`` marks missing data (kept exactly, never coded)."""
 
     name = "sz3"
     decode_chunk = staticmethod(_decode_sz3)
+    check_payload = staticmethod(_check_sz3)
+    isolate = True  # SZ3 aborts the process on a forged body that no header check can see
 
     def __init__(self, *, tolerance: float | None = None, fill_value: float | None = None):
         super().__init__(fill_value=fill_value)

@@ -45,6 +45,19 @@ def _decode_szip(payload: memoryview, target: np.ndarray, params: dict[str, Any]
         raise ValueError(f"szip payload decoded to {len(result)} bytes, expected {out.nbytes}")
 
 
+def _check_szip(payload: memoryview, shape: tuple[int, ...], dtype: np.dtype, params: dict[str, Any]) -> None:
+    """libaec's stream has no header: check the stream's parameters the decoder will trust instead."""
+    try:
+        SzipCodec(**{key: params.get(key) for key in ("coding", "pixels_per_block", "bits_per_pixel")})
+    except SzipError as exc:
+        raise ValueError(f"the stream's szip parameters are not valid: {exc}") from None
+    bits = params.get("bits_per_pixel")
+    width = _words(dtype).itemsize
+    # libaec reads 1-byte samples for 1-8 bits, 2 bytes for 9-16 and 4 bytes for 17-32.
+    if bits is not None and (1 if bits <= 8 else 2 if bits <= 16 else 4) != width:
+        raise ValueError(f"the stream's bits_per_pixel={bits} does not fit its {width}-byte samples of {dtype}")
+
+
 class SzipCodec(Codec):
     """SZIP with ``coding`` ('nn' nearest-neighbour preprocessing, default, or 'ec' entropy coding only),
     ``pixels_per_block`` (even, 2-32; default 32) and ``bits_per_pixel`` (default: the sample size);
@@ -52,6 +65,7 @@ class SzipCodec(Codec):
 
     name = "szip"
     decode_chunk = staticmethod(_decode_szip)
+    check_payload = staticmethod(_check_szip)
 
     def __init__(
         self,

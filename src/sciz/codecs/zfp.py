@@ -4,10 +4,13 @@ Engine: imagecodecs' zfp 1.0.1. Its fixed-accuracy mode keeps the tolerance only
 dynamic range fits its precision: next to 1e20 fill values it loses the small ones entirely
 (measured: error 305 for tolerance 1e-3 on the real SST field). sciz checks the range per chunk and
 verifies and patches whenever the engine could miss; NaN/Inf are masked (zfp makes NaN 8.0).
+Decoding checks zfp's header (type, extents, mode) against the sciz header and pads a payload with
+zeros up to the most the decoder can read: it reads without bounds (a truncated payload segfaulted).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -26,10 +29,82 @@ _SAFE_RANGE_BITS = {"f4": 20, "f8": 48}
 _SAFE_TOLERANCE = {"f4": 2.0**-80, "f8": 2.0**-900}
 
 
+#: zfp's scalar types by the 2-bit code of its header (zfp_type - 1) and its stream's first bytes.
+_ZFP_TYPES = ("i4", "i8", "f4", "f8")
+_ZFP_MAGIC = b"zfp\x05"  # "zfp" and codec version 5 (zfp 1.0)
+_HEADER_MAX_BITS = 148
+_MIN_EXP = -1074
+
+
+def _read_header(payload: memoryview) -> tuple[str, tuple[int, ...], int, int, int, int]:
+    """(dtype, shape slowest axis first, minbits, maxbits, maxprec, minexp) from a zfp header (zfp.c's layout).
+
+    The bit stream is little-endian 64-bit words filled from the low bit: 32 bits of magic, 52 of
+    field metadata (2 type, 2 dimensionality, 48 of sizes - 1), then a 12-bit mode or a 64-bit one.
+    """
+    if len(payload) < 16 or bytes(payload[:4]) != _ZFP_MAGIC:
+        raise ValueError(f"the payload does not start with a zfp 1.0 header ({bytes(payload[:4])!r})")
+    bits = int.from_bytes(bytes(payload[:24]).ljust(24, b"\0"), "little")
+    meta = (bits >> 32) & ((1 << 52) - 1)
+    dtype = _ZFP_TYPES[meta & 3]
+    dims = ((meta >> 2) & 3) + 1
+    width = {1: 48, 2: 24, 3: 16, 4: 12}[dims]
+    sizes = [((meta >> (4 + width * i)) & ((1 << width) - 1)) + 1 for i in range(dims)]
+    if dims == 1:
+        sizes = [((meta >> 4) & 0xFFFFFFFF) + 1]  # zfp reads 32 of the 48 bits
+    mode = (bits >> 84) & 0xFFF
+    if mode < 2048:  # fixed rate
+        minbits = maxbits = mode + 1
+        maxprec, minexp = 64, _MIN_EXP
+    elif mode < 2048 + 128:  # fixed precision
+        minbits, maxbits, maxprec, minexp = 1, 16658, mode + 1 - 2048, _MIN_EXP
+    elif mode == 2048 + 128:  # reversible
+        minbits, maxbits, maxprec, minexp = 1, 16658, 64, _MIN_EXP - 1
+    elif mode <= 4094:  # fixed accuracy
+        minbits, maxbits, maxprec, minexp = 1, 16658, 64, mode + _MIN_EXP - (2048 + 128 + 1)
+    else:  # 64-bit expert mode
+        long_mode = mode + (((bits >> 96) & ((1 << 52) - 1)) << 12)
+        minbits = ((long_mode >> 12) & 0x7FFF) + 1
+        maxbits = ((long_mode >> 27) & 0x7FFF) + 1
+        maxprec = ((long_mode >> 42) & 0x7F) + 1
+        minexp = ((long_mode >> 49) & 0x7FFF) - 16495
+    if minbits > maxbits or not 0 < maxprec <= 64:
+        raise ValueError(f"the zfp header holds an impossible mode (bits {minbits}-{maxbits}, precision {maxprec})")
+    return dtype, tuple(reversed(sizes)), minbits, maxbits, maxprec, minexp
+
+
+def _check_zfp(payload: memoryview, shape: tuple[int, ...], dtype: np.dtype, params: dict[str, Any]) -> None:
+    code, engine_shape, *_ = _read_header(payload)
+    expected = _engine_shape(shape)
+    if engine_shape != expected or code != dtype.str[1:]:
+        raise ValueError(
+            f"its zfp header holds a {engine_shape} {np.dtype(code)} array, the sciz header a {expected} {dtype} chunk"
+        )
+
+
+def _maximum_size(payload: memoryview) -> int:
+    """zfp_stream_maximum_size for the payload's header: no block can make the decoder read further."""
+    code, shape, minbits, maxbits, maxprec, minexp = _read_header(payload)
+    reversible = minexp < _MIN_EXP
+    values = 4 ** len(shape)
+    blocks = math.prod((n + 3) // 4 for n in shape)
+    extra = {"i4": (0, 5), "i8": (0, 6), "f4": (9, 15), "f8": (12, 19)}[code][reversible]
+    block_bits = extra + values - 1 + values * min(maxprec, np.dtype(code).itemsize * 8)
+    block_bits = max(min(block_bits, maxbits), minbits)
+    return ((_HEADER_MAX_BITS + blocks * block_bits + 63) // 64) * 8
+
+
 def _decode_zfp(payload: memoryview, target: np.ndarray, params: dict[str, Any]) -> None:
     imagecodecs = engine()
 
     shape = _engine_shape(target.shape)
+    # zfp reads its bit stream without bounds: a truncated payload would be read past its end
+    # (measured: SIGSEGV). Pad it with zeros up to the most any block could read, plus a word.
+    size = _maximum_size(payload) + 8
+    if len(payload) < size:
+        padded = np.zeros(size, np.uint8)
+        padded[: len(payload)] = np.frombuffer(payload, np.uint8)
+        payload = padded.data
     # Decode straight into the caller's array; the engine checks it against the payload's header.
     result = imagecodecs.zfp_decode(payload, out=target.reshape(shape))
     if result.shape != shape or result.dtype != target.dtype:
@@ -54,6 +129,7 @@ class ZfpCodec(Codec):
 
     name = "zfp"
     decode_chunk = staticmethod(_decode_zfp)
+    check_payload = staticmethod(_check_zfp)
     align = 4  # zfp codes blocks of 4 values per axis: cut chunks on block edges
     fill_method = "pyramid"  # flat 4^d blocks of missing data cost nothing (SST: 4.2 against 3.4 linear)
 
