@@ -48,39 +48,60 @@ def _decode_lerc(payload: memoryview, target: np.ndarray, params: dict[str, Any]
 _LERC_TYPES = ("i1", "u1", "i2", "u2", "i4", "u4", "f4", "f8")
 
 
-def _check_lerc(payload: memoryview, shape: tuple[int, ...], dtype: np.dtype, params: dict[str, Any]) -> None:
-    """Compare the LERC2 blob header with the sciz chunk.
+def _lerc_header(payload: memoryview, offset: int) -> tuple[tuple[int, int, int], str, int, int]:
+    """(rows, columns, depth), dtype string, valid pixels and blob size of the LERC2 blob at ``offset``.
 
     Layout (Lerc2::ReadHeader): "Lerc2 ", version i32 (2-6), a checksum u32 from version 3, rows
     and columns i32, values per pixel i32 from version 4, valid pixels, micro block size and blob
     size i32, from version 6 two more fields (i32 and 4 flag bytes), then the data type i32.
     """
-    raw = bytes(payload[:64])
+    raw = bytes(payload[offset : offset + 64])
     if len(raw) < 10 or raw[:6] != b"Lerc2 ":
-        raise ValueError(f"the payload does not start with a LERC2 header ({raw[:6]!r})")
+        raise ValueError(f"the payload does not hold a LERC2 header at byte {offset} ({raw[:6]!r})")
     (version,) = struct.unpack_from("<i", raw, 6)
     if not 2 <= version <= 6:
         raise ValueError(f"its LERC2 header has version {version}; LERC 4 reads versions 2 to 6")
     position = 10 + (4 if version >= 3 else 0)
     names = ["rows", "columns", *(["depth"] if version >= 4 else []), "valid", "block", "size"]
     if len(raw) < position + 4 * len(names) + (8 if version >= 6 else 0) + 4:
-        raise ValueError(f"a {len(payload)}-byte payload cannot hold a LERC2 header")
+        raise ValueError(f"a {len(payload)}-byte payload cannot hold a LERC2 header at byte {offset}")
     fields = dict(zip(names, struct.unpack_from(f"<{len(names)}i", raw, position), strict=True))
     position += 4 * len(names) + (8 if version >= 6 else 0)
     (type_code,) = struct.unpack_from("<i", raw, position)
-    rows, columns, depth = fields["rows"], fields["columns"], fields.get("depth", 1)
-    engine_shape = (rows, columns) if depth == 1 else (rows, columns, depth)
-    expected = _engine_shape(shape)
     code = _LERC_TYPES[type_code] if 0 <= type_code < len(_LERC_TYPES) else f"type {type_code}"
+    extents = (fields["rows"], fields["columns"], fields.get("depth", 1))
+    return extents, code, fields["valid"], fields["size"]
+
+
+def _check_lerc(payload: memoryview, shape: tuple[int, ...], dtype: np.dtype, params: dict[str, Any]) -> None:
+    """Compare the LERC2 blob header(s) with the sciz chunk.
+
+    A chunk is one blob of (rows, columns[, values per pixel]), or, for 3-D chunks with masked
+    elements, one 2-D blob per band (LERC's planar layout), back to back.
+    """
+    expected = _engine_shape(shape)
+    (rows, columns, depth), code, valid, size = _lerc_header(payload, 0)
+    planar = len(expected) == 3 and depth == 1 and (rows, columns) == expected[1:]
+    blobs = expected[0] if planar else 1
+    engine_shape = (blobs, rows, columns) if planar else (rows, columns) if depth == 1 else (rows, columns, depth)
     if engine_shape != expected or code != dtype.str[1:]:
         raise ValueError(
             f"its LERC2 header holds a {engine_shape} {code} array, the sciz header a {expected} {dtype} chunk"
         )
-    if fields["size"] != len(payload) or not 0 <= fields["valid"] <= rows * columns:
-        raise ValueError(
-            f"its LERC2 header declares a {fields['size']}-byte blob with {fields['valid']} valid pixels; "
-            f"the payload has {len(payload)} bytes for {rows * columns} pixels"
-        )
+    offset = 0
+    for band in range(blobs):
+        if band:
+            extents, code, valid, size = _lerc_header(payload, offset)
+            if extents != (rows, columns, 1) or code != dtype.str[1:]:
+                raise ValueError(f"its LERC2 band {band} holds a {extents[:2]} {code} array, not {(rows, columns)}")
+        if size <= 0 or offset + size > len(payload) or not 0 <= valid <= rows * columns:
+            raise ValueError(
+                f"its LERC2 header declares a {size}-byte blob with {valid} valid pixels at byte {offset}; "
+                f"the payload has {len(payload)} bytes for {rows * columns} pixels per band"
+            )
+        offset += size
+    if offset != len(payload):
+        raise ValueError(f"its LERC2 blobs hold {offset} bytes, the payload {len(payload)}")
 
 
 class LercCodec(Codec):
