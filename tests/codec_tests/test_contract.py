@@ -49,3 +49,9 @@ def test_golden_cases_are_committed_and_small() -> None:
     committed = {path.name.split(".")[0] for path in Path(GOLDEN).iterdir()}
     assert committed == set(CASES), "make_golden.py and the golden folder disagree"
     assert sum(p.stat().st_size for p in Path(GOLDEN).iterdir()) < 400_000
+
+
+class TestOneCodecByName(CodecTests):
+    """The way a third party uses the contract: name the codec (a cheap one here: the transform)."""
+
+    codec = "floatpred"
