@@ -1,9 +1,11 @@
-"""The seed-003 API: names, keywords, constants, errors, *_check, out= buffers and argument errors."""
+"""The seed-003 API: names, keywords, constants, errors and argument errors.
+
+``*_check``, input buffers, ``out=`` and the unavailable jetraw are checked for every codec by the
+contract (test_contract.py)."""
 
 from __future__ import annotations
 
 import inspect
-import mmap
 
 import numpy as np
 import pytest
@@ -71,36 +73,6 @@ def test_error_classes() -> None:
         assert getattr(errors, name) is cls
 
 
-@pytest.mark.parametrize(
-    ("name", "encode"),
-    [
-        ("zfp", lambda a: codecs.zfp_encode(a, tolerance=1e-3)),
-        ("sperr", lambda a: codecs.sperr_encode(a, mode="pwe", quality=1e-3)),
-        ("sz3", lambda a: codecs.sz3_encode(a, tolerance=1e-3)),
-        ("lerc", lambda a: codecs.lerc_encode(a, tolerance=1e-3)),
-        ("szip", lambda a: codecs.szip_encode(a, coding="ec", pixels_per_block=16, bits_per_pixel=32)),
-        ("pcodec", lambda a: codecs.pcodec_encode(a, level=8)),
-    ],
-)
-def test_check_and_decode_from_stream_alone(name: str, encode) -> None:
-    stream = encode(SMOOTH)
-    checks = {c: getattr(codecs, f"{c}_check") for c in ("zfp", "sperr", "sz3", "lerc", "szip", "pcodec")}
-    for other, check in checks.items():
-        assert check(stream) is (other == name)
-        assert check(b"garbage bytes") is False
-        assert check(stream[:-1]) is False
-    assert codecs.jetraw_check(stream) is False
-    decoded = getattr(codecs, f"{name}_decode")(stream)
-    assert decoded.shape == SMOOTH.shape and decoded.dtype == SMOOTH.dtype
-    with mmap.mmap(-1, len(stream)) as buffer:
-        buffer.write(stream)
-        assert np.array_equal(getattr(codecs, f"{name}_decode")(buffer), decoded), "mmap input"
-    assert np.array_equal(getattr(codecs, f"{name}_decode")(bytearray(stream)), decoded)
-    wrong = "sz3" if name != "sz3" else "zfp"
-    with pytest.raises(errors.CodecError, match=f"sciz {name} stream"):
-        getattr(codecs, f"{wrong}_decode")(stream)
-
-
 def test_floatpred_check_is_none_and_round_trip_any_axis() -> None:
     assert codecs.floatpred_check(SMOOTH) is None
     data = np.random.default_rng(0).normal(size=(4, 8, 12)).astype(">f8")
@@ -135,15 +107,6 @@ def test_seed_floatpred_example() -> None:
     assert np.array_equal(field, codecs.floatpred_decode(restored, axis=1))
 
 
-def test_jetraw_unavailable_is_explained() -> None:
-    with pytest.raises(codecs.JetrawError, match="proprietary"):
-        codecs.jetraw_encode(np.zeros((4, 4), np.uint16), identifier="x")
-    with pytest.raises(codecs.JetrawError, match="proprietary"):
-        codecs.jetraw_decode(b"\0" * 16)
-    with pytest.raises(codecs.JetrawError, match="proprietary"):
-        codecs.get("jetraw")
-
-
 def test_shape_and_dtype_are_checked_not_trusted() -> None:
     stream = codecs.sz3_encode(SMOOTH, tolerance=1e-3)
     assert codecs.sz3_decode(stream, SMOOTH.shape, SMOOTH.dtype).shape == SMOOTH.shape
@@ -154,28 +117,6 @@ def test_shape_and_dtype_are_checked_not_trusted() -> None:
     zstream = codecs.zfp_encode(SMOOTH, rate=8)
     with pytest.raises(codecs.ZfpError, match="shape"):
         codecs.zfp_decode(zstream, shape=(4096,))
-
-
-def test_out_buffers() -> None:
-    stream = codecs.pcodec_encode(SMOOTH)
-    exact = bytearray(len(stream))
-    assert codecs.pcodec_encode(SMOOTH, out=exact) is exact and bytes(exact) == stream
-    larger = bytearray(len(stream) + 100)
-    written = codecs.pcodec_encode(SMOOTH, out=larger)
-    assert bytes(written) == stream
-    with pytest.raises(codecs.PcodecError, match="too small"):
-        codecs.pcodec_encode(SMOOTH, out=bytearray(10))
-    with pytest.raises(codecs.PcodecError, match="writable"):
-        codecs.pcodec_encode(SMOOTH, out=b"\0" * len(stream))
-    target = np.empty_like(SMOOTH)
-    assert codecs.pcodec_decode(stream, out=target) is not None
-    assert np.array_equal(target, SMOOTH)
-    with pytest.raises(codecs.PcodecError, match="cannot hold"):
-        codecs.pcodec_decode(stream, out=np.empty((10,), np.float32))
-    with pytest.raises(codecs.PcodecError, match="cannot hold"):
-        codecs.pcodec_decode(stream, out=np.empty_like(SMOOTH, dtype=np.float64))
-    with pytest.raises(codecs.PcodecError, match="writable C-contiguous"):
-        codecs.pcodec_decode(stream, out=np.empty((64, 128), np.float32)[:, ::2])
 
 
 @pytest.mark.parametrize(

@@ -24,17 +24,21 @@ from sciz.codecs import _stream
 from sciz.codecs.driver import fill_invalid
 from sciz.codecs.registry import spec
 from sciz.errors import LosslessFallbackWarning
-
-from ._cases import SETTINGS, codec_dtypes, field, max_error
+from sciz.testing.arrays import max_error, sample_array
+from sciz.testing.contracts import codec_settings
 
 STREAM_CODECS = [name for name in codecs.list_codecs() if spec(name).method is not None]
 CASES = [
-    pytest.param(name, params, dtype, id=f"{name}-{'-'.join(f'{k}{v}' for k, v in params.items()) or 'dflt'}-{dtype}")
+    pytest.param(
+        name,
+        setting.params,
+        dtype,
+        id=f"{name}-{'-'.join(f'{k}{v}' for k, v in setting.params.items()) or 'dflt'}-{dtype}",
+    )
     for name in STREAM_CODECS
-    for setting, params in SETTINGS
-    if setting == name
+    for setting in codec_settings(name)
     for dtype in ("f4", "f8")
-    if dtype in codec_dtypes(name, params)
+    if dtype in setting.dtypes
 ]
 FILL = 1e20
 #: NaN with payloads (quiet, negative, signalling) and the infinities, as bit patterns.
@@ -46,7 +50,7 @@ SPECIAL_BITS = {
 
 def land_field(dtype: str, shape: tuple[int, ...] = (6, 20, 30)) -> tuple[np.ndarray, np.ndarray]:
     """A smooth field with a fill-value 'continent', scattered NaN/Inf with payloads; and its invalid mask."""
-    data = field("smooth", shape, np.dtype(dtype))
+    data = sample_array("smooth", shape, np.dtype(dtype))
     data[:, 5:12, 8:20] = FILL
     rng = np.random.default_rng(3)
     special = np.array(SPECIAL_BITS[dtype], dtype=f"u{np.dtype(dtype).itemsize}").view(dtype)
@@ -61,7 +65,7 @@ def bits(array: np.ndarray) -> np.ndarray:
 
 
 def test_every_stream_codec_has_settings_to_test() -> None:
-    assert set(STREAM_CODECS) <= {name for name, _ in SETTINGS}, "add settings for new codecs to _cases.SETTINGS"
+    assert all(codec_settings(name) for name in STREAM_CODECS), "every stream codec's table row yields settings"
 
 
 @pytest.mark.parametrize(("name", "params", "dtype"), CASES)
@@ -83,7 +87,7 @@ def test_nan_inf_and_fill_values_come_back_bit_for_bit(name: str, params: dict[s
 @pytest.mark.parametrize("name", STREAM_CODECS)
 def test_big_endian_input_keeps_nan_payloads(name: str) -> None:
     data, invalid = land_field("f8", (3, 10, 12))
-    params = dict(next(p for n, p in SETTINGS if n == name))
+    params = dict(codec_settings(name)[0].params)
     codec = codecs.get(name, **params, fill_value=FILL)
     big = data.astype(">f8")
     restored = codec.decode(codec.encode(big))
@@ -102,7 +106,7 @@ def test_big_endian_input_keeps_nan_payloads(name: str) -> None:
     ],
 )
 def test_fill_value_on_integers(name: str, params: dict[str, Any], dtype: str, fill: int) -> None:
-    data = field("smooth", (12, 40), np.dtype(dtype))
+    data = sample_array("smooth", (12, 40), np.dtype(dtype))
     data[2:6, 10:30] = fill
     invalid = data == fill
     codec = codecs.get(name, **params, fill_value=fill)
@@ -115,17 +119,17 @@ def test_fill_value_on_integers(name: str, params: dict[str, Any], dtype: str, f
 
 
 def test_a_fill_value_the_dtype_cannot_hold_matches_nothing() -> None:
-    data = field("smooth", (8, 8), np.dtype("u1"))
+    data = sample_array("smooth", (8, 8), np.dtype("u1"))
     for fill in (-1, 300, 2.5, 1e300):
         stream = codecs.pcodec_encode(data, fill_value=fill)
         assert _stream.describe_stream(stream)["masked_elements"] == 0
         assert np.array_equal(codecs.pcodec_decode(stream), data)
-    small = field("smooth", (8, 8), np.dtype("f4"))
+    small = sample_array("smooth", (8, 8), np.dtype("f4"))
     assert _stream.describe_stream(codecs.sz3_encode(small, tolerance=1e-3, fill_value=1e300))["masked_elements"] == 0
 
 
 def test_more_distinct_nan_payloads_than_the_table_holds() -> None:
-    data = field("smooth", (40, 50), np.dtype("f4"))
+    data = sample_array("smooth", (40, 50), np.dtype("f4"))
     payloads = (0x7FC00000 | np.arange(1, 601, dtype=np.uint32)).view(np.float32)
     flat = data.reshape(-1)
     flat[: 600 * 3 : 3] = payloads
@@ -143,7 +147,7 @@ def test_more_distinct_nan_payloads_than_the_table_holds() -> None:
 
 def test_mask_is_about_one_bit_per_element_before_compression() -> None:
     # A random mask does not compress: the section must stay near n/8 bytes (version 1: 8 bytes each).
-    data = field("smooth", (64, 64, 16), np.dtype("f4"))
+    data = sample_array("smooth", (64, 64, 16), np.dtype("f4"))
     invalid = np.random.default_rng(0).random(data.shape) < 0.5
     data[invalid] = np.nan
     section, leftover = _stream.pack_mask(data.reshape(-1), invalid.reshape(-1))
@@ -156,7 +160,7 @@ def test_mask_is_about_one_bit_per_element_before_compression() -> None:
 
 @pytest.mark.parametrize("name", STREAM_CODECS)
 def test_fill_value_travels_through_config_seed_function_and_stream(name: str) -> None:
-    params = dict(next(p for n, p in SETTINGS if n == name))
+    params = dict(codec_settings(name)[0].params)
     codec = codecs.get(name, **params, fill_value=-9999.0)
     config = json.loads(json.dumps(codec.get_config()))
     assert config["fill_value"] == -9999.0
@@ -164,7 +168,7 @@ def test_fill_value_travels_through_config_seed_function_and_stream(name: str) -
     assert "fill_value=-9999.0" in repr(codec)
     assert codecs.get(name, **params) != codec
     assert "fill_value" not in codecs.get(name, **params).get_config(), "configs without fill stay as they were"
-    data = field("smooth", (10, 40), np.dtype("f8"))
+    data = sample_array("smooth", (10, 40), np.dtype("f8"))
     data[3:5] = -9999.0
     stream = getattr(codecs, f"{name}_encode")(data, **params, fill_value=-9999.0)
     assert _stream.describe_stream(stream)["params"]["fill_value"] == -9999.0
@@ -253,7 +257,7 @@ def test_benign_exact_chunks_are_not_warned_about() -> None:
     data = np.full((16, 16), 3.0, np.float32)
     stream = codecs.sperr_encode(data, tolerance=1e-3)
     assert _stream.describe_stream(stream)["fallbacks"] == {}
-    stream = codecs.sz3_encode(field("smooth", (16, 16), np.dtype("f4")), tolerance=0)
+    stream = codecs.sz3_encode(sample_array("smooth", (16, 16), np.dtype("f4")), tolerance=0)
     info = _stream.describe_stream(stream)
     assert info["lossless_chunks"] == 1 and info["fallbacks"] == {}
 
@@ -330,7 +334,7 @@ def test_fill_invalid_edge_cases() -> None:
 def test_any_mask_round_trips_through_any_stream_codec(data: st.DataObject) -> None:
     name, params, dtype = data.draw(st.sampled_from([case.values for case in CASES]), label="codec")
     shape = tuple(data.draw(st.lists(st.integers(1, 9), min_size=1, max_size=3), label="shape"))
-    values = field("random", shape, np.dtype(dtype), seed=data.draw(st.integers(0, 9)))
+    values = sample_array("random", shape, np.dtype(dtype), seed=data.draw(st.integers(0, 9)))
     share = data.draw(st.sampled_from([0.0, 0.05, 0.5, 0.95, 1.0]), label="share")
     invalid = np.random.default_rng(1).random(shape) < share
     special = np.array(SPECIAL_BITS[dtype] * 2 + [0] * 4, dtype=f"u{np.dtype(dtype).itemsize}").view(dtype)
@@ -350,7 +354,7 @@ def test_any_mask_round_trips_through_any_stream_codec(data: st.DataObject) -> N
 
 
 def _masked_stream() -> tuple[bytes, np.ndarray]:
-    data = field("smooth", (12, 40, 40), np.dtype("f4"))
+    data = sample_array("smooth", (12, 40, 40), np.dtype("f4"))
     data[:, :10, :10] = np.nan
     data[0, 0, 20] = np.inf  # two table values, so the section holds an index too
     return bytes(codecs.sz3_encode(data, tolerance=1e-3)), data

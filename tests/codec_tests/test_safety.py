@@ -9,6 +9,7 @@ Their counts print with ``pytest -rA``.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -418,3 +419,60 @@ def test_forged_sz3_body_raises_without_asking_for_isolation() -> None:
     assert np.array_equal(codecs.sz3_decode(stream), codecs.decode(stream, isolated=False))
     with pytest.raises(codecs.Sz3Error, match=r"isolated=.* must be None"):
         codecs.decode(stream, isolated="yes")
+
+
+def test_child_runner_reports_crashes_exits_hangs_and_falls_back_to_the_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one child runner (streams and HDF5 SZ3 chunks): results come back whichever way; failures raise."""
+    import os
+    import time
+
+    from sciz.codecs import _isolate
+    from sciz.errors import CodecError
+
+    def fill(out: np.ndarray) -> None:
+        out[...] = np.arange(out.size).reshape(out.shape)
+
+    expected = np.arange(300 * 1000, dtype="f8").reshape(300, 1000)
+    assert np.array_equal(
+        _isolate.run_in_child(fill, (300, 1000), np.dtype("f8"), error=CodecError, timeout=30, what="x"), expected
+    )
+    given = np.zeros((300, 1000))
+    assert (
+        _isolate.run_in_child(fill, (300, 1000), np.dtype("f8"), error=CodecError, timeout=30, what="x", out=given)
+        is given
+    )
+    assert np.array_equal(given, expected)
+    real_open = os.open
+
+    def no_proc_mem(path: str, *args: object, **kwargs: object) -> int:
+        if str(path).endswith("/mem"):
+            raise PermissionError(path)
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "open", no_proc_mem)
+        piped = _isolate.run_in_child(fill, (300, 1000), np.dtype("f8"), error=CodecError, timeout=30, what="x")
+    assert np.array_equal(piped, expected), "the pipe fallback returns the same result"
+
+    def crash(out: np.ndarray) -> None:
+        os.abort()
+
+    def print_and_exit(out: np.ndarray) -> None:
+        os.write(1, b"Decompression Error: Unknown Datatype\n")  # as the C filter does, on file descriptor 1
+        os._exit(0)
+
+    def hang(out: np.ndarray) -> None:
+        time.sleep(30)
+
+    def refuse(out: np.ndarray) -> None:
+        raise CodecError("the payload is refused")
+
+    cases = [
+        (crash, "crashed (signal 6)"),
+        (print_and_exit, "Unknown Datatype"),
+        (hang, "took over 1 s"),
+        (refuse, "refused"),
+    ]
+    for work, message in cases:
+        with pytest.raises(CodecError, match=re.escape(message)):
+            _isolate.run_in_child(work, (3,), np.dtype("f8"), error=CodecError, timeout=1, what="the engine")

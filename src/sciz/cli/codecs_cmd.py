@@ -33,7 +33,8 @@ def list_command() -> None:
         if row is None:  # registered by a third party without a table row
             table.add_row(name, "[green]yes[/green]", codec_class(name).__module__, "?", "third-party codec")
             continue
-        available = getattr(codecs, row.engine).available
+        constants = getattr(codecs, row.engine, None) if row.engine else None
+        available = True if constants is None else bool(constants.available)
         version = versions.get(row.library, "n/a")
         engine = f"{row.library} {version}"
         if available:

@@ -329,11 +329,7 @@ def decode_stream(
 
         result = None if out is None else _check_out(out, header.shape, stored, error)
         _check_payloads(header, error)  # a clear error for a mismatched header, without a fork
-        decoded = decode_in_child(header, error, timeout, threads)
-        if result is None:
-            return decoded
-        result[...] = decoded
-        return result
+        return decode_in_child(header, error, timeout, threads, out=result)
     return decode_parsed(header, _check_out(out, header.shape, stored, error), threads, error)
 
 

@@ -211,13 +211,16 @@ class SperrCodec(Codec):
         import hdf5plugin
 
         values = np.asarray(array)
+        low, high = float(np.min(values)), float(np.max(values))
+        if not (np.isfinite(low) and np.isfinite(high)):
+            # In every mode: the engine inside the filter crashes the process on NaN/Inf.
+            raise SperrError(
+                "the SPERR HDF5 filter cannot hold NaN/Inf; save as .zspy, whose sciz streams keep them exactly"
+            )
         if self.mode == "rate":
             return dict(hdf5plugin.Sperr(rate=self.quality))
         if self.mode == "psnr":
             return dict(hdf5plugin.Sperr(peak_signal_to_noise_ratio=self.quality))
-        low, high = float(np.min(values)), float(np.max(values))
-        if not (np.isfinite(low) and np.isfinite(high)):
-            raise SperrError("the SPERR HDF5 filter cannot hold NaN/Inf; use sz3, which keeps them")
         engine_level = tightened_tolerance(self.quality, low, high, values.dtype)
         if engine_level is None:
             raise SperrError(

@@ -205,16 +205,17 @@ class ZfpCodec(Codec):
     def hdf5_filter(self, array: Any) -> dict[str, Any] | None:
         import hdf5plugin
 
-        if self._tolerance is None:
-            if self._rate is not None:
-                return dict(hdf5plugin.Zfp(rate=self._rate))
-            return dict(hdf5plugin.Zfp(precision=self._precision or 0))
         if self._tolerance == 0:
             return dict(hdf5plugin.Zfp(reversible=True))
         values = np.asarray(array)
         low, high = float(np.min(values)), float(np.max(values))
         if not (np.isfinite(low) and np.isfinite(high)):
-            raise ZfpError("the zfp HDF5 filter mangles NaN/Inf; use sz3 (keeps them) for this array")
+            # Every lossy mode: NaN/Inf come back as +-2 or 8 and spoil their block's other values.
+            raise ZfpError("the zfp HDF5 filter mangles NaN/Inf; save as .zspy, whose sciz streams keep them exactly")
+        if self._tolerance is None:
+            if self._rate is not None:
+                return dict(hdf5plugin.Zfp(rate=self._rate))
+            return dict(hdf5plugin.Zfp(precision=self._precision or 0))
         engine_level = tightened_tolerance(self._tolerance, low, high, values.dtype)
         if (
             engine_level is None

@@ -38,17 +38,12 @@ through :func:`sciz.codecs.driver.decode_payload`, never by the filter itself:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-import mmap
 import os
-import signal
 import struct
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -75,7 +70,6 @@ MASK_ATTR, FILL_ATTR = "sciz_mask", "sciz_fill_value"
 
 #: A forked SZ3 decoding child gets this long, plus a second per MiB of output.
 _CHILD_SECONDS = 60.0
-_DONE = b"\0sciz-sz3-done\0"
 
 
 def _threads() -> int:
@@ -625,85 +619,37 @@ def _sz3_in_child(plan: _Sz3Plan, items: list[tuple[bytes, np.ndarray]]) -> None
     """Run hdf5plugin's SZ3 filter on checked chunks in a forked child; a crash, hang or exit is an error."""
     import h5py
 
-    if not hasattr(os, "fork"):
-        raise plan.fail("decoding SZ3 filter chunks safely needs os.fork (POSIX)")
-    nbytes = plan.elements * plan.dtype.itemsize
-    shared = mmap.mmap(-1, nbytes * len(items))
-    outputs = np.frombuffer(shared, dtype=plan.dtype).reshape(len(items), *plan.chunks)
-    timeout = _CHILD_SECONDS + nbytes * len(items) / (1 << 20)
-    read_end, write_end = os.pipe()
-    lock = getattr(getattr(h5py, "_objects", None), "phil", None) or contextlib.nullcontext()
-    with warnings.catch_warnings(), lock:  # no other thread is inside HDF5 while we fork
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        status = 0
-        try:
-            os.close(read_end)
-            # The filter prints (and may call exit(0)) on bad input: its output goes to the parent.
-            os.dup2(write_end, 1)
-            os.dup2(write_end, 2)
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.alarm(max(1, math.ceil(timeout)))
-            _limit_memory(nbytes * len(items))
-            import hdf5plugin  # noqa: F401  (registers the SZ3 filter)
+    from ..codecs._isolate import run_in_child
 
-            with h5py.File(f"sciz-sz3-{os.getpid()}", "w", driver="core", backing_store=False) as scratch:
-                dataset = scratch.create_dataset(
-                    "chunk",
-                    shape=plan.chunks,
-                    dtype=plan.dtype,
-                    chunks=plan.chunks,
-                    compression=FILTER_SZ3,
-                    compression_opts=plan.error_values,
-                )
-                origin = (0,) * len(plan.chunks)
-                for index, (payload, _) in enumerate(items):
-                    dataset.id.write_direct_chunk(origin, bytes(payload))
-                    dataset.read_direct(outputs[index])
-            os.write(write_end, _DONE)
-        except BaseException as exc:
-            os.write(write_end, f"{type(exc).__name__}: {exc}".encode()[:4000])
-            status = 1
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    try:
-        pieces = []
-        while piece := os.read(read_end, 65536):
-            pieces.append(piece)
-        _, wait_status = os.waitpid(pid, 0)
-    except BaseException:  # Ctrl-C while the filter runs: stop the child too
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        raise
-    finally:
-        os.close(read_end)
-    output = b"".join(pieces)
-    said = output.removesuffix(_DONE).decode(errors="replace").strip()[-400:]
-    if os.WIFSIGNALED(wait_status):
-        number = os.WTERMSIG(wait_status)
-        reason = f"took over {timeout:.0f} s" if number == signal.SIGALRM else f"crashed (signal {number})"
-        raise plan.fail(f"hdf5plugin's SZ3 filter {reason} on these chunks: they are damaged or hostile")
-    if os.WEXITSTATUS(wait_status) != 0 or not output.endswith(_DONE):
-        raise plan.fail(f"hdf5plugin's SZ3 filter failed on these chunks ({said or 'it exited without a reason'})")
+    def decode(outputs: np.ndarray) -> None:  # runs in the child
+        import hdf5plugin  # noqa: F401  (registers the SZ3 filter)
+
+        with h5py.File(f"sciz-sz3-{os.getpid()}", "w", driver="core", backing_store=False) as scratch:
+            dataset = scratch.create_dataset(
+                "chunk",
+                shape=plan.chunks,
+                dtype=plan.dtype,
+                chunks=plan.chunks,
+                compression=FILTER_SZ3,
+                compression_opts=plan.error_values,
+            )
+            origin = (0,) * len(plan.chunks)
+            for index, (payload, _) in enumerate(items):
+                dataset.id.write_direct_chunk(origin, bytes(payload))
+                dataset.read_direct(outputs[index])
+
+    nbytes = plan.elements * plan.dtype.itemsize * len(items)
+    outputs = run_in_child(
+        decode,
+        (len(items), *plan.chunks),
+        plan.dtype,
+        error=plan.fail,
+        timeout=_CHILD_SECONDS + nbytes / (1 << 20),
+        what="hdf5plugin's SZ3 filter",
+        lock=getattr(getattr(h5py, "_objects", None), "phil", None),  # no other thread inside HDF5 at the fork
+    )
     for (_, chunk), decoded in zip(items, outputs, strict=True):
         chunk[...] = decoded
-
-
-def _limit_memory(output_bytes: int) -> None:  # pragma: no cover - runs in the child
-    """Cap the child's address space: a hostile stream must not take the machine's memory."""
-    try:
-        import resource
-
-        with Path("/proc/self/status").open() as status:
-            size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
-        limit = size + 16 * output_bytes + (1 << 30)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    except (ImportError, OSError, StopIteration, ValueError):
-        pass
 
 
 _PLANS: dict[int, type[_ChunkPlan]] = {FILTER_ZFP: _ZfpPlan, FILTER_SZ3: _Sz3Plan, FILTER_SPERR: _SperrPlan}
