@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ._util import usable_cores
 from .errors import FormatError
 from .formats._base import require
 
@@ -180,7 +181,7 @@ def iter_blocks(
             return
         import dask
 
-        batch = in_flight or max(1, os.cpu_count() or 1)
+        batch = in_flight or usable_cores()
         for start in range(0, len(indices), batch):
             chosen = indices[start : start + batch]
             blocks = dask.compute(*[data.blocks[index] for index in chosen])

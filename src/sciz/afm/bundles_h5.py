@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util import usable_cores
 from .._version import __version__
 from ..atomic import atomic_file
 from ..errors import ArgumentError, FormatError, argument_error
@@ -142,13 +143,6 @@ def _estimate(array: np.ndarray, levels: tuple[int, ...]) -> _plan.Estimate | No
             len(raw_deflate(_shuffled(s, itemsize), level, raw=False)) for s in tiles
         )
     return _plan.Estimate(plain_scale * sum(_gzip4_size(s) for s in plain), sizes)
-
-
-def _threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _write_lossless(
@@ -291,7 +285,7 @@ def save_h5_bundle(
         for shuffle in (False, True)
         for level in levels
     }
-    workers = _threads()
+    workers = usable_cores()
 
     # h5py writes by name into atomic_file's temporary sibling, which is then fsynced and renamed.
     with (
@@ -378,7 +372,7 @@ def _read_fast(path: Path, dataset: Any) -> np.ndarray | None:
         region = tuple(slice(o, min(o + c, n)) for o, c, n in zip(info.chunk_offset, chunks, shape, strict=True))
         out[region] = block[tuple(slice(0, r.stop - r.start) for r in region)]
 
-    with ThreadPoolExecutor(_threads(), thread_name_prefix="sciz-h5-read") as pool:
+    with ThreadPoolExecutor(usable_cores(), thread_name_prefix="sciz-h5-read") as pool:
         list(pool.map(decode, infos))
     return out
 

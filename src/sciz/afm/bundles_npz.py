@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .._util import usable_cores
 from ..atomic import atomic_file
 from ..errors import FormatError, argument_error
 from ..stack import ImageStack
@@ -162,7 +163,7 @@ def save_npz_bundle(
     if not (raw and "raw" in image_stack.processed):
         members += [(f"processed__{k}", np.asarray(v, dtype=np.float32)) for k, v in image_stack.processed.items()]
         members += [(f"masks__{k}", np.asarray(v, dtype=np.bool_)) for k, v in image_stack.masks.items()]
-    threads = zw.default_threads()
+    threads = usable_cores()
     if compression_level is None:
         with ThreadPoolExecutor(threads) as pool:
             estimates = list(pool.map(_estimate, [array for _, array in members]))
@@ -271,7 +272,7 @@ def read_npz_members(path: str | os.PathLike[str], names: list[str] | None = Non
                 where = f"{source}: member {key!r}"
                 return _parse_npy(_member_bytes(handle, archive, infos[key], source), where)
 
-            workers = min(len(wanted), os.cpu_count() or 1) or 1
+            workers = min(len(wanted), usable_cores()) or 1
             with ThreadPoolExecutor(workers) as pool:
                 values = list(pool.map(load, wanted))
     return dict(zip(wanted, values, strict=True))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from .._util import usable_cores
 from ..errors import CodecError, LosslessFallbackWarning, argument_error
 from . import _stream
 from ._stream import Chunk, Fallback, StreamHeader
@@ -108,7 +109,7 @@ def check_numthreads(numthreads: Any) -> int:
         return 1
     if isinstance(numthreads, bool) or not isinstance(numthreads, int | np.integer) or numthreads < 0:
         raise argument_error("numthreads", numthreads, "must be None, 0 (all cores) or a positive int")
-    return int(numthreads) or (os.cpu_count() or 1)
+    return int(numthreads) or usable_cores()
 
 
 def run_parallel(function: Callable[[int], T], count: int, numthreads: int) -> list[T]:

@@ -48,6 +48,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._util import usable_cores
 from ..errors import CodecError, FormatError
 
 __all__ = [
@@ -70,13 +71,6 @@ MASK_ATTR, FILL_ATTR = "sciz_mask", "sciz_fill_value"
 
 #: A forked SZ3 decoding child gets this long, plus a second per MiB of output.
 _CHILD_SECONDS = 60.0
-
-
-def _threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _chunk_regions(
@@ -400,7 +394,7 @@ class _ChunkPlan:
             for item in items:
                 one(item)
             return
-        with ThreadPoolExecutor(min(_threads(), len(items)), thread_name_prefix="sciz-h5-decode") as pool:
+        with ThreadPoolExecutor(min(usable_cores(), len(items)), thread_name_prefix="sciz-h5-decode") as pool:
             list(pool.map(one, items))
 
 

@@ -18,7 +18,6 @@ The result is an ordinary ZIP archive that :func:`numpy.load` and :mod:`zipfile`
 
 from __future__ import annotations
 
-import os
 import struct
 import time
 import zlib
@@ -28,6 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from .._util import usable_cores
 from ..errors import argument_error
 from ._deflate import FINAL_BLOCK, libdeflate_available, libdeflate_block, zlib_block
 
@@ -38,7 +38,6 @@ __all__ = [
     "ZipStreamWriter",
     "block_size_for",
     "choose_plan",
-    "default_threads",
     "fast_plans",
     "iterate_blocks",
     "plan_for_level",
@@ -71,14 +70,6 @@ _FLAG_UTF8 = 0x800
 _UINT32_MAX = 0xFFFFFFFF
 
 Buffer = Any  # bytes, bytearray, memoryview or a contiguous numpy array
-
-
-def default_threads() -> int:
-    """The number of cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _crc32_function() -> Callable[[Buffer, int], int]:
@@ -222,7 +213,7 @@ class ZipStreamWriter:
 
     def __init__(self, handle: BinaryIO, *, threads: int | None = None, force_zip64: bool = False) -> None:
         if threads is None:
-            threads = default_threads()
+            threads = usable_cores()
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise argument_error("threads", threads, "must be a positive int or None (all cores)")
         self._handle = handle

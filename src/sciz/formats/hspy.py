@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._util import usable_cores
 from ..atomic import atomic_file, prepare_target
 from ..errors import CodecError, FormatError, argument_error
 from ..model import Dataset, StoredArray
@@ -440,7 +441,7 @@ def _write_dataset(dataset: Any, node: ArrayNode, show_progressbar: bool) -> Non
         from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
         level, shuffle = plan
-        workers = os.cpu_count() or 1
+        workers = usable_cores()
         pending: dict[Future[bytes], tuple[tuple[int, ...], int]] = {}
 
         def drain(block_until: int) -> None:

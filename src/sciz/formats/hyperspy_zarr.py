@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util import usable_cores
 from ..errors import FormatError, argument_error
 from .hyperspy_tree import ArrayNode, GroupNode, is_lazy_array
 
@@ -987,7 +988,7 @@ def read_all(kv: KVStore, meta: ArrayMeta, *, threads: int | None = None) -> np.
         target[...] = block[tuple(slice(0, s.stop - s.start) for s in region)]
 
     indices = list(meta.chunk_indices())
-    workers = min(len(indices), threads or os.cpu_count() or 1)
+    workers = min(len(indices), threads or usable_cores())
     if workers <= 1 or meta.dtype.kind == "O":
         for index in indices:
             one(index)
@@ -1244,7 +1245,7 @@ def _write_numpy(writer: _ChunkWriter, data: Any, options: WriteOptions, is_sign
     show = options.show_progressbar and is_signal and len(indices) > 1
     with progress_bar(total, f"writing {meta.path}", enabled=show) as advance:
         writer.on_chunk = advance
-        workers = min(len(indices), options.threads or os.cpu_count() or 1)
+        workers = min(len(indices), options.threads or usable_cores())
         if workers <= 1 or meta.dtype.kind == "O":
             for index in indices:
                 writer.write_chunk(index, data[meta.region(index)])

@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from .._util import usable_cores
 from ..atomic import atomic_file
 from ..errors import ArgumentError, FormatError, argument_error
 from ..metadata import decode, encode
 from ..model import Axis, Dataset, StoredArray, is_array
 from ._base import Format, zip_member_names
-from ._zipwriter import STORED, ZipStreamWriter, block_size_for, choose_plan, default_threads, plan_for_level
+from ._zipwriter import STORED, ZipStreamWriter, block_size_for, choose_plan, plan_for_level
 
 __all__ = ["MANIFEST_KEY", "NpzContents", "NpzFormat", "read_npz", "write_npz"]
 
@@ -248,7 +249,7 @@ def write_npz(
     if dataset is not None:
         manifest["dataset"] = dict(dataset)
     manifest_text = encode(manifest)
-    workers = default_threads() if threads is None else threads
+    workers = usable_cores() if threads is None else threads
     with atomic_file(path) as handle, ZipStreamWriter(handle, threads=workers, force_zip64=force_zip64) as archive:
         for key, (_kind, array) in prepared.items():
             _write_array(archive, f"{key}.npy", array, compress=bool(compress), level=level, threads=workers)
