@@ -9,6 +9,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,3 +121,17 @@ def playnano_python(request: pytest.FixtureRequest) -> Path:
     assert check.returncode == 0, check.stderr[-3000:]
     assert check.stdout.strip() == "0.5.0"
     return python
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures tests record as ``summary`` properties (the forged-stream fuzz counts), under xdist too."""
+    lines = [
+        str(value)
+        for report in terminalreporter.stats.get("passed", [])
+        for key, value in getattr(report, "user_properties", ())
+        if key == "summary"
+    ]
+    if lines:
+        terminalreporter.section("sciz figures")
+        for line in sorted(lines):
+            terminalreporter.write_line(line)

@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import numpy as np
 import pytest
@@ -264,7 +265,7 @@ FORGE_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize("key", list(FORGED))
-def test_forged_streams_default_decode_never_crashes(key: str) -> None:
+def test_forged_streams_default_decode_never_crashes(key: str, record_property: Any) -> None:
     # Engine payloads damaged, truncated, random, from other codecs or shapes, or handed to another
     # engine, with every checksum resealed: the default decode (no isolated=) must answer each
     # with an array of the stream's shape and dtype or the codec's error. A crash kills the child.
@@ -280,7 +281,12 @@ def test_forged_streams_default_decode_never_crashes(key: str) -> None:
     last = process.stderr.strip().splitlines()[-3:]
     assert process.returncode == 0, f"{key}: the decoding process died ({process.returncode}) at {last}"
     results = json.loads(process.stdout.strip().splitlines()[-1])
-    print(f"{key}: {count} forged streams -> {results['counts']}, peak {results['peak_mb']} MB")
+    # Printed at the end of every run (tests/conftest.py: pytest_terminal_summary), in CI too.
+    record_property(
+        "summary",
+        f"forged-stream fuzz {key}: {count} streams -> {results['counts']}, 0 crashes, "
+        f"0 hangs, peak {results['peak_mb']} MB",
+    )
     assert results["wrong"] == [], "every forged stream must decode to the stream's shape/dtype or raise"
     assert results["counts"]["array"] + results["counts"]["error"] == count
     assert results["counts"]["error"] >= count // 4, "most forged payloads must be refused"
