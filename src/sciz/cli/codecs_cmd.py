@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +115,10 @@ def demo_command(
     numthreads: int = typer.Option(1, min=0, help="Threads per codec call (0 = all cores)."),
 ) -> None:
     """Compress a built-in smooth float32 field with each codec and print ratio, speed and error."""
+    if not math.isfinite(tolerance) or tolerance <= 0:
+        raise typer.BadParameter(
+            f"{tolerance} is not allowed: must be a positive finite number", param_hint="--tolerance"
+        )
     field = demo_field((frames, 256, 256))
     console.print(
         f"Built-in field: {field.shape} float32, {field.nbytes / 1e6:.1f} MB, "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .registry import CODECS, codec_class, spec
+from .registry import CODECS, build, codec_class, spec
 
 __all__ = ["SeedFunction", "seed_functions"]
 
@@ -68,7 +68,7 @@ class SeedFunction:
 
 
 def _encode(codec: str, data: Any, *, out: Any = None, numthreads: int | None = None, **params: Any) -> Any:
-    return codec_class(codec)(**params).encode(data, out=out, numthreads=numthreads)
+    return build(codec, params).encode(data, out=out, numthreads=numthreads)
 
 
 def _decode(

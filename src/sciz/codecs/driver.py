@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from .._util import usable_cores
-from ..errors import CodecError, LosslessFallbackWarning, argument_error
+from ..errors import CodecError, LosslessFallbackWarning, SciZWarning, argument_error
 from . import _stream
 from ._stream import Chunk, Fallback, StreamHeader
 from .registry import codec_class, spec, spec_for_method
@@ -153,8 +153,9 @@ def encode_array(codec: Codec, data: Any, *, out: Any = None, numthreads: int | 
         view = np.ascontiguousarray(array, dtype=native).reshape(header.chunked_shape)
         count = math.ceil(view.shape[0] / rows)
         coded = run_parallel(lambda i: _encode_chunk(codec, view[i * rows : (i + 1) * rows], i), count, threads)
-        header.chunks = [chunk for chunk, _ in coded]
-        _warn_fallbacks(codec, [reason for _, reason in coded if reason], count)
+        header.chunks = [chunk for chunk, _, _ in coded]
+        _warn_fallbacks(codec, [reason for _, reason, _ in coded if reason], count)
+        _warn_fill_like(codec, min(low for _, _, (low, _) in coded), max(high for _, _, (_, high) in coded))
     return _into_out(_stream.pack_stream(header), out, codec.error)
 
 
@@ -167,8 +168,31 @@ def _warn_fallbacks(codec: Codec, reasons: list[str], count: int) -> None:
     warnings.warn(LosslessFallbackWarning(message), stacklevel=4)
 
 
-def _encode_chunk(codec: Codec, original: np.ndarray, index: int) -> tuple[Chunk, str | None]:
-    """Encode one chunk; return it and, when a lossy codec had to store it exactly, why."""
+#: Magnitudes from which a float looks like a missing-data marker (1e20, 9.97e36...) rather than a value.
+FILL_LIKE = 1e15
+
+
+def _warn_fill_like(codec: Codec, low: float, high: float) -> None:
+    """Modes without an absolute bound (rate, psnr, precision) spread a huge fill value's error over its
+    neighbours without failing: say so, once per encode, when the data reach a fill-like magnitude at
+    one end of their range only (271..1e20 as in a land-filled SST field; not -1e160..1e160)."""
+    extreme, other = (high, low) if abs(high) >= abs(low) else (low, high)
+    if codec.tolerance is not None or codec.fill_value is not None or abs(extreme) < FILL_LIKE:
+        return
+    if abs(other) * 1e6 < abs(extreme):
+        warnings.warn(
+            SciZWarning(
+                f"{codec!r}: values up to {extreme:g} are coded as data; in this mode (no absolute bound) they "
+                f"dominate the error of the values around them. If {extreme:g} marks missing data, pass "
+                f"fill_value={extreme:g}"
+            ),
+            stacklevel=4,
+        )
+
+
+def _encode_chunk(codec: Codec, original: np.ndarray, index: int) -> tuple[Chunk, str | None, tuple[float, float]]:
+    """Encode one chunk; return it, why a lossy codec had to store it exactly (if so), and the range
+    of values the engine saw (0, 0 for integers)."""
     chunk, valid, mask, leftover, low, high = _separate_invalid(codec, original)
     tolerance = codec.tolerance
     reason, why = Fallback.NONE, None
@@ -201,7 +225,7 @@ def _encode_chunk(codec: Codec, original: np.ndarray, index: int) -> tuple[Chunk
     values = original.reshape(-1)[patch_index] if patch_index.size else None
     masked = 0 if valid is None else valid.size - int(np.count_nonzero(valid)) - leftover.size
     encoded = Chunk(method, payload, patch_index.astype(np.uint64), values, mask=mask, masked=masked, fallback=reason)
-    return encoded, why
+    return encoded, why, (low, high)
 
 
 def _separate_invalid(
@@ -568,7 +592,7 @@ def _check_out(out: Any, shape: Sequence[int], dtype: np.dtype, error: type[Code
         )
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise error("out: must be a writable C-contiguous array")
-    return out.reshape(tuple(shape))
+    return out if out.shape == tuple(shape) else out.reshape(tuple(shape))
 
 
 def tightened_tolerance(tolerance: float, low: float, high: float, dtype: np.dtype, ulps: float = 2.0) -> float | None:

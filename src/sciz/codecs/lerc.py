@@ -131,8 +131,8 @@ class LercCodec(Codec):
         imagecodecs = engine()
 
         shaped = chunk.reshape(_engine_shape(chunk.shape))
-        level = self._level(chunk.dtype, low, high)
-        return self.method, bytes(imagecodecs.lerc_encode(shaped, level, version=self.version)), False
+        level, verify = self._level(chunk.dtype, low, high)
+        return self.method, bytes(imagecodecs.lerc_encode(shaped, level, version=self.version)), verify
 
     def encode_masked_chunk(
         self, chunk: np.ndarray, valid: np.ndarray, low: float, high: float
@@ -140,23 +140,26 @@ class LercCodec(Codec):
         imagecodecs = engine()
 
         shape = _engine_shape(chunk.shape)
-        level = self._level(chunk.dtype, low, high)
+        level, verify = self._level(chunk.dtype, low, high)
         # A mask per element needs LERC's band layout for 3-D (bands, rows, columns); its pixel
         # layout would take one mask for all values of a pixel. The decoder reads either layout.
         payload = imagecodecs.lerc_encode(
             chunk.reshape(shape), level, masks=valid.reshape(shape), version=self.version, planar=len(shape) == 3
         )
-        return self.method, bytes(payload), False
+        return self.method, bytes(payload), verify
 
-    def _level(self, dtype: np.dtype, low: float, high: float) -> float:
-        """The maxZErr to ask the engine for so that :attr:`tolerance` holds after rounding to ``dtype``."""
+    def _level(self, dtype: np.dtype, low: float, high: float) -> tuple[float, bool]:
+        """The maxZErr to ask the engine for so that :attr:`tolerance` holds after rounding to ``dtype``,
+        and whether the driver must verify the result element by element."""
         tolerance = self._tolerance
         if dtype.kind in "iu":
-            # Integers are dequantised in double and rounded: half a unit of slack is needed.
-            return max(0.5 if tolerance < 1 else math.floor(tolerance) - 0.5, 0.5)
+            # Below one unit only exact integers keep the bound (maxZErr 0.5 is lossless). From one
+            # unit up the engine keeps floor(tolerance) on integers (measured: u1-i4, 720 arrays,
+            # never over); it dequantises in double and rounds, so every element is still checked.
+            return (0.5, False) if tolerance < 1 else (float(math.floor(tolerance)), True)
         if tolerance == 0:
-            return 0.0
+            return 0.0, False
         engine_level = tightened_tolerance(tolerance, low, high, dtype)
         if engine_level is None:
             raise precision_fallback(tolerance, low, high, dtype)
-        return engine_level
+        return engine_level, False

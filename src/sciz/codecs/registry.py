@@ -216,11 +216,27 @@ def get(name: str, **params: Any) -> Any:
     key = name.lower()
     if key.startswith("sciz_"):
         key = key[5:]
-    cls = codec_class(key)
+    return build(key, params)
+
+
+def build(name: str, params: dict[str, Any]) -> Any:
+    """Codec ``name`` made with ``params``; an unknown parameter is the codec's error listing the known ones."""
+    import inspect
+
+    cls = codec_class(name)
+    try:
+        accepted = [p for p in inspect.signature(cls).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    except (TypeError, ValueError):
+        accepted = []
+    unknown = sorted(set(params) - {p.name for p in accepted}) if accepted else []
+    error = getattr(cls, "error", CodecError)
+    if unknown:
+        known = ", ".join(p.name for p in accepted)
+        raise argument_error(unknown[0], params[unknown[0]], f"{name} takes the parameters {known}", cls=error)
     try:
         return cls(**params)
     except TypeError as exc:
-        raise CodecError(f"{key}: {exc}; its parameters are those of {cls.__name__}") from None
+        raise error(f"{name}: {exc}") from None
 
 
 def from_config(config: dict[str, Any]) -> Any:

@@ -78,6 +78,13 @@ def write_scz(
     from .. import codecs
 
     if codec is None:
+        bounded = sorted(set(params) & {"tolerance", "rate", "precision", "mode", "quality"})
+        if bounded:
+            raise argument_error(
+                bounded[0],
+                params[bounded[0]],
+                "needs a lossy codec, e.g. codec='sz3' (the default, pcodec, is lossless)",
+            )
         codec = "pcodec"
     if isinstance(codec, str):
         chosen = codecs.get(codec, **params)

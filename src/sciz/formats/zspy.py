@@ -48,7 +48,23 @@ __all__ = [
 #: Default chunk size of the signal data (HyperSpy's zspy target).
 ZSPY_CHUNK_BYTES = 1e8
 _STORE_TYPES = ("local", "zip")
-_WRITE_OPTIONS = ("zarr_format", "tolerance", "standard_codec", "threads", "level", "rate", "precision")
+#: file_writer options: the store's, then a named sciz codec's parameters.
+_WRITE_OPTIONS = (
+    "zarr_format",
+    "standard_codec",
+    "threads",
+    "tolerance",
+    "fill_value",
+    "level",
+    "rate",
+    "precision",
+    "mode",
+    "quality",
+    "version",
+    "coding",
+    "pixels_per_block",
+    "bits_per_pixel",
+)
 
 
 def default_compressor() -> Any:
@@ -109,7 +125,8 @@ def resolve_compressor(compressor: Any, params: Mapping[str, Any], *, standard_c
         raise argument_error(
             "compressor", compressor, "must be None, a codec name, a numcodecs codec or config, or a sciz codec"
         )
-    if standard_codec:
+    # Standard codecs have no fill values: a codec given one stores sciz streams, which keep them.
+    if standard_codec and getattr(codec, "fill_value", None) is None:
         tolerance = getattr(codec, "tolerance", None)
         if codec.name == "zfp" and tolerance:
             standard = numcodecs.ZFPY(mode=4, tolerance=float(tolerance))
@@ -151,7 +168,9 @@ def _write_options(
 
     unknown = sorted(set(kwds) - set(_WRITE_OPTIONS))
     if unknown:
-        raise argument_error(unknown[0], kwds[unknown[0]], f"file_writer options are {', '.join(_WRITE_OPTIONS)}")
+        raise argument_error(
+            unknown[0], kwds[unknown[0]], f"file_writer options are compressor, chunks, {', '.join(_WRITE_OPTIONS)}"
+        )
     zarr_format = kwds.pop("zarr_format", 2)
     if zarr_format not in (2, 3):
         raise argument_error("zarr_format", zarr_format, "must be 2 (HyperSpy's) or 3")
