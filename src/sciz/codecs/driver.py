@@ -85,6 +85,14 @@ def precision_fallback(tolerance: float, low: float, high: float, dtype: np.dtyp
     )
 
 
+def fill_hint(low: float, high: float) -> str:
+    """ " (if 1e+20 marks missing data, pass fill_value=1e+20)" for a range with a fill-like end, else ""."""
+    extreme, other = (high, low) if abs(high) >= abs(low) else (low, high)
+    if abs(extreme) >= FILL_LIKE and abs(other) * 1e6 < abs(extreme):
+        return f" (if {extreme:g} marks missing data, pass fill_value={extreme:g})"
+    return ""
+
+
 def check_fill_value(value: Any, error: type[CodecError]) -> int | float | None:
     """A codec's ``fill_value``: None, an int, or a finite float.
 
@@ -176,15 +184,12 @@ def _warn_fill_like(codec: Codec, low: float, high: float) -> None:
     """Modes without an absolute bound (rate, psnr, precision) spread a huge fill value's error over its
     neighbours without failing: say so, once per encode, when the data reach a fill-like magnitude at
     one end of their range only (271..1e20 as in a land-filled SST field; not -1e160..1e160)."""
-    extreme, other = (high, low) if abs(high) >= abs(low) else (low, high)
-    if codec.tolerance is not None or codec.fill_value is not None or abs(extreme) < FILL_LIKE:
-        return
-    if abs(other) * 1e6 < abs(extreme):
+    hint = fill_hint(low, high)
+    if codec.tolerance is None and codec.fill_value is None and hint:
         warnings.warn(
             SciZWarning(
-                f"{codec!r}: values up to {extreme:g} are coded as data; in this mode (no absolute bound) they "
-                f"dominate the error of the values around them. If {extreme:g} marks missing data, pass "
-                f"fill_value={extreme:g}"
+                f"{codec!r}: values up to {max(abs(low), abs(high)):g} are coded as data; in this mode (no "
+                f"absolute bound) they dominate the error of the values around them{hint}"
             ),
             stacklevel=4,
         )

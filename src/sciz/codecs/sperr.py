@@ -18,7 +18,15 @@ import numpy as np
 
 from ..errors import SperrError, argument_error
 from .abc import Codec
-from .driver import LosslessFallback, check_tolerance, engine, lossless_chunk, precision_fallback, tightened_tolerance
+from .driver import (
+    LosslessFallback,
+    check_tolerance,
+    engine,
+    fill_hint,
+    lossless_chunk,
+    precision_fallback,
+    tightened_tolerance,
+)
 
 __all__ = ["SperrCodec"]
 
@@ -225,5 +233,6 @@ class SperrCodec(Codec):
         if engine_level is None:
             raise SperrError(
                 f"tolerance {self.quality:g} is below the float precision of values up to {max(abs(low), abs(high)):g}"
+                + fill_hint(low, high)
             )
         return dict(hdf5plugin.Sperr(absolute=engine_level))

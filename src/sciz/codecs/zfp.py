@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ZfpError, argument_error
 from .abc import Codec
-from .driver import check_tolerance, engine, is_int, is_real, precision_fallback, tightened_tolerance
+from .driver import check_tolerance, engine, fill_hint, is_int, is_real, precision_fallback, tightened_tolerance
 
 __all__ = ["ZfpCodec"]
 
@@ -229,6 +229,6 @@ class ZfpCodec(Codec):
         ):
             raise ZfpError(
                 "the zfp HDF5 filter cannot keep this tolerance for this value range "
-                f"({low:g}..{high:g}); use sz3, whose engine keeps absolute bounds"
+                f"({low:g}..{high:g}){fill_hint(low, high)}; or use sz3, whose engine keeps absolute bounds"
             )
         return dict(hdf5plugin.Zfp(accuracy=engine_level))
