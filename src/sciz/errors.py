@@ -101,7 +101,10 @@ class LosslessFallbackWarning(SciZWarning, UserWarning):
 
 def argument_error(name: str, value: Any, allowed: str, *, cls: type[SciZError] = ArgumentError) -> SciZError:
     """Build an error that names the argument, shows its value, and says what is allowed."""
-    shown = repr(value)
+    try:
+        shown = repr(value)
+    except ValueError:  # an int beyond Python's digit limit for conversion to text
+        shown = f"<{type(value).__name__} of about {value.bit_length() * 0.30103:.0f} digits>"
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return cls(f"{name}={shown} is not allowed: {allowed}")

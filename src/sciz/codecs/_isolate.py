@@ -25,7 +25,7 @@ import signal
 import struct
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +48,18 @@ def run_in_child(
     timeout: float,
     what: str,
     out: np.ndarray | None = None,
-    lock: Any = None,
+    locks: Sequence[Any] = (),
 ) -> np.ndarray:
     """``work(result)`` in a forked child; return ``result`` (or ``out``), filled by it.
 
-    ``what`` names the work in errors ("the sz3 engine"); ``lock`` (a context manager) is held while
-    forking, e.g. h5py's lock so that no other thread is inside HDF5 at that moment. What the child
-    prints (filters do) is captured and quoted in the error.
+    ``what`` names the work in errors ("the sz3 engine"). ``locks`` (re-entrant locks) are held while
+    forking, besides imagecodecs' own: a lock another thread holds at the fork stays locked forever
+    in the child (found by review: imagecodecs loads codecs lazily under one lock, and the child hung
+    on it). The forking thread is the child's only thread, so it owns them there and can go on.
+    What the child prints (filters do) is captured and quoted in the error.
     """
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float | np.number) or not timeout > 0:  # NaN too
+        raise error(f"timeout={timeout!r} is not allowed: must be a positive number of seconds (inf: no limit)")
     if not hasattr(os, "fork"):
         raise error(f"running {what} safely needs os.fork (POSIX)")
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
@@ -63,7 +67,9 @@ def run_in_child(
     status_read, status_write = os.pipe()
     answer_read, answer_write = os.pipe()
     with tempfile.TemporaryFile() as printed:
-        with warnings.catch_warnings(), lock if lock is not None else contextlib.nullcontext():
+        with warnings.catch_warnings(), contextlib.ExitStack() as held:
+            for lock in (*_engine_locks(), *locks):
+                held.enter_context(lock)
             # Python 3.12+ warns about fork() in a process with threads; the child only runs ``work``.
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
@@ -126,7 +132,8 @@ def _child(
         # The parent's handlers (a test timeout, Ctrl-C) must not swallow the hang guard.
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.alarm(max(1, math.ceil(timeout)))
+        if math.isfinite(timeout):
+            signal.alarm(max(1, min(math.ceil(timeout), 2**31 - 1)))
         result = np.empty(shape, dtype)
         _limit_memory(result.nbytes)
         try:
@@ -146,6 +153,16 @@ def _child(
         code = 1
     finally:
         os._exit(code)
+
+
+def _engine_locks() -> list[Any]:
+    """imagecodecs' lock around its lazy loading of codec modules (none if this imagecodecs has no such lock)."""
+    try:
+        import imagecodecs.imagecodecs as loader
+    except ImportError:
+        return []
+    lock = getattr(loader, "_LOCK", None)
+    return [lock] if lock is not None and hasattr(lock, "__enter__") else []
 
 
 def _fetch(pid: int, address: int, result: np.ndarray, nbytes: int, answer: int, status: int) -> None:

@@ -106,8 +106,13 @@ def check_fill_value(value: Any, error: type[CodecError]) -> int | float | None:
             "fill_value", value, "must be a number marking missing data (e.g. 1e20), or None", cls=error
         )
     if is_int(value):
+        if not -(2**63) <= int(value) < 2**64:
+            raise argument_error("fill_value", value, "must fit a 64-bit integer (or be a float)", cls=error)
         return int(value)
-    number = float(value)
+    try:
+        number = float(value)
+    except (OverflowError, ValueError):
+        raise argument_error("fill_value", value, "must be a number a float64 can hold", cls=error) from None
     return number if math.isfinite(number) else None
 
 
@@ -352,6 +357,8 @@ def decode_stream(
     if codec is None:
         error = _stream.codec_error(header.codec, error)
     threads = check_numthreads(numthreads)
+    if not is_real(timeout) or not float(timeout) > 0:  # NaN too
+        raise argument_error("timeout", timeout, "must be a positive number of seconds (inf: no limit)", cls=error)
     stored = header.dtype.newbyteorder(">") if header.big_endian else header.dtype
     _check_expected(header.shape, stored, shape, dtype, error)
     if _needs_child(header, isolated, error):

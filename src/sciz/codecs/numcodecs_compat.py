@@ -36,6 +36,16 @@ class SciZNumcodec(NumcodecsCodec):
         decoded = self._codec.decode(ensure_contiguous_ndarray(buf))
         if out is None:
             return decoded
+        target = np.asarray(out)
+        # numcodecs' ndarray_copy reinterprets bytes: a stream of another dtype or size (a forged or
+        # misplaced chunk) would come back as garbage, not as an error.
+        if target.dtype.itemsize != decoded.dtype.itemsize or target.size != decoded.size:
+            raise self._codec.error(
+                f"the chunk holds a {decoded.dtype} array of {decoded.size} elements, the store expects "
+                f"{target.dtype} x {target.size}: the store is damaged or forged"
+            )
+        if target.dtype.kind in "biufc" and target.dtype.newbyteorder("=") != decoded.dtype.newbyteorder("="):
+            raise self._codec.error(f"the chunk holds {decoded.dtype}, the store expects {target.dtype}")
         return ndarray_copy(decoded, out)
 
     def get_config(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import stat
 import threading
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -103,6 +104,9 @@ def get_format(name: str) -> Format:
 
 def _read_head(path: Path, size: int = 512) -> bytes:
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            # Opening a FIFO blocks until a writer comes; a device never ends.
+            raise FormatError("not a regular file or directory (a FIFO or a device)")
         with path.open("rb") as handle:
             return handle.read(size)
     except OSError as exc:

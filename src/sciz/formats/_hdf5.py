@@ -71,6 +71,8 @@ MASK_ATTR, FILL_ATTR = "sciz_mask", "sciz_fill_value"
 
 #: A forked SZ3 decoding child gets this long, plus a second per MiB of output.
 _CHILD_SECONDS = 60.0
+#: Decoded bytes of chunks read before they are decoded and placed (a batch; one SZ3 child each).
+_BATCH_BYTES = 64 << 20
 
 
 def _chunk_regions(
@@ -442,11 +444,8 @@ class _ZfpPlan(_ChunkPlan):
         if bits.size < self.header_bits:
             raise self.fail("ZFP filter parameters hold a truncated zfp header")
         self.header = bits[: self.header_bits]
-        values_per_block = 4**dims
-        blocks = math.prod(math.ceil(n / 4) for n in sizes)
-        # zfp reads at most ~3 bits per value and bit plane (64 planes + 1) per block and never checks
-        # the end of its buffer: pad every payload to that bound so a short chunk cannot read past it.
-        self.max_bytes = (self.header_bits + blocks * (64 + 3 * values_per_block * 65)) // 8 + 64
+        # zfp never checks the end of its buffer: sciz's zfp decoder pads each payload to the most
+        # the decoder can read (sciz.codecs.zfp), so a short chunk cannot make it read past it.
 
     def payload(self, raw: bytes, origin: tuple[int, ...]) -> Any:
         if self.header_bits % 8 == 0:
@@ -455,8 +454,6 @@ class _ZfpPlan(_ChunkPlan):
         else:
             joined = np.concatenate([self.header, np.unpackbits(np.frombuffer(raw, np.uint8), bitorder="little")])
             stream = bytearray(np.packbits(joined, bitorder="little").tobytes())
-        if len(stream) < self.max_bytes:
-            stream.extend(bytes(self.max_bytes - len(stream)))
         return stream
 
 
@@ -640,7 +637,8 @@ def _sz3_in_child(plan: _Sz3Plan, items: list[tuple[bytes, np.ndarray]]) -> None
         error=plan.fail,
         timeout=_CHILD_SECONDS + nbytes / (1 << 20),
         what="hdf5plugin's SZ3 filter",
-        lock=getattr(getattr(h5py, "_objects", None), "phil", None),  # no other thread inside HDF5 at the fork
+        # No other thread inside HDF5 at the fork (h5py's own lock).
+        locks=[lock] if (lock := getattr(getattr(h5py, "_objects", None), "phil", None)) is not None else [],
     )
     for (_, chunk), decoded in zip(items, outputs, strict=True):
         chunk[...] = decoded
@@ -674,7 +672,24 @@ def read_lossy(dataset: Any, region: tuple[slice, ...] | None = None, *, where: 
     pending: list[tuple[Any, np.ndarray, str]] = []
     placements: list[tuple[np.ndarray, tuple[int, ...]]] = []
     chunk_bytes = math.prod(chunks) * dtype.itemsize
+
+    def flush() -> None:
+        # Decode what is pending and place it: memory stays near out + one batch (found by review:
+        # all padded zfp payloads and chunk buffers at once took 8x the array).
+        plan.decode(pending)
+        for chunk, origin in placements:
+            inside = tuple(
+                slice(max(o, r.start), min(o + c, r.stop)) for o, c, r in zip(origin, chunks, region, strict=True)
+            )
+            out[tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(inside, region, strict=True))] = chunk[
+                tuple(slice(s.start - o, s.stop - o) for s, o in zip(inside, origin, strict=True))
+            ]
+        pending.clear()
+        placements.clear()
+
     for origin in _chunk_regions(shape, chunks, region):
+        if len(placements) * chunk_bytes >= _BATCH_BYTES:
+            flush()
         chunk = np.empty(chunks, dtype)
         placements.append((chunk, origin))
         chunk_where = f"{where} chunk at {origin}"
@@ -696,13 +711,6 @@ def read_lossy(dataset: Any, region: tuple[slice, ...] | None = None, *, where: 
             chunk.reshape(-1)[:] = np.frombuffer(raw, dtype)
             continue
         pending.append((plan.payload(raw, origin), chunk, chunk_where))
-    plan.decode(pending)
-    for chunk, origin in placements:
-        inside = tuple(
-            slice(max(o, r.start), min(o + c, r.stop)) for o, c, r in zip(origin, chunks, region, strict=True)
-        )
-        out[tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(inside, region, strict=True))] = chunk[
-            tuple(slice(s.start - o, s.stop - o) for s, o in zip(inside, origin, strict=True))
-        ]
+    flush()
     apply_mask(dataset, out, region, where=where)
     return out

@@ -8,8 +8,8 @@ axes, layers or metadata: writing a dataset that has them is refused unless the 
 
 from __future__ import annotations
 
-import mmap
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +28,22 @@ _READ_OPTIONS = ("numthreads",)
 def read_scz(path: str | os.PathLike[str], *, numthreads: int | None = None) -> tuple[np.ndarray, StoredArray]:
     """Decode a ``.scz`` file; return the array and how it is stored (codec, parameters, chunks).
 
-    The file is memory-mapped, so the stream is never copied whole into memory before decoding.
+    The stream is read into memory first (it is the compressed size): a memory-mapped file that
+    another process truncates meanwhile would kill this one with SIGBUS instead of raising.
     """
     from ..codecs.driver import decode_stream
 
     source = Path(os.fspath(path))
     try:
         with source.open("rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size == 0:
-                raise FormatError(f"{source}: empty file, not a sciz stream")
-            # Unmapped when the last view of it goes (the parsed chunks are views into the map).
-            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        stored = _storage(mapped)
-        return decode_stream(mapped, None, CodecError, numthreads=numthreads), stored
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise FormatError(f"{source}: not a regular file (a FIFO or device is never read as a stream)")
+            stream = bytearray(status.st_size)
+            if status.st_size == 0 or handle.readinto(stream) != status.st_size:
+                raise FormatError(f"{source}: empty or truncated while being read, not a complete sciz stream")
+        stored = _storage(stream)
+        return decode_stream(stream, None, CodecError, numthreads=numthreads), stored
     except CodecError as exc:
         raise FormatError(f"{source}: {exc}") from None
     except FileNotFoundError:
