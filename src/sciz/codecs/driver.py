@@ -133,8 +133,11 @@ def check_array(data: Any, name: str, dtypes: Sequence[str], error: type[CodecEr
     return data
 
 
-def encode_array(codec: Codec, data: Any, *, out: Any = None, numthreads: int | None = None) -> bytes | memoryview:
-    """Encode ``data`` with ``codec`` into a self-describing sciz stream (written into ``out`` if given)."""
+def encode_array(codec: Codec, data: Any, *, out: Any = None, numthreads: int | None = None) -> bytearray | memoryview:
+    """Encode ``data`` with ``codec`` into a self-describing sciz stream (written into ``out`` if given).
+
+    The stream is a bytearray built around the first chunk's engine output (no second copy of it).
+    """
     array = codec.check_array(data)
     threads = check_numthreads(numthreads)
     native = array.dtype.newbyteorder("=")
@@ -153,7 +156,7 @@ def encode_array(codec: Codec, data: Any, *, out: Any = None, numthreads: int | 
         coded = run_parallel(lambda i: _encode_chunk(codec, view[i * rows : (i + 1) * rows], i), count, threads)
         header.chunks = [chunk for chunk, _ in coded]
         _warn_fallbacks(codec, [reason for _, reason in coded if reason], count)
-    return _into_out(_stream.pack_stream(header), out, codec.error)
+    return _into_out(_stream.pack_stream(header, in_place=True), out, codec.error)
 
 
 def _warn_fallbacks(codec: Codec, reasons: list[str], count: int) -> None:
@@ -249,7 +252,7 @@ def _equal_to(chunk: np.ndarray, fill: int | float) -> np.ndarray:
 def _misses(
     codec: Codec,
     method: int,
-    payload: bytes,
+    payload: bytes | bytearray,
     chunk: np.ndarray,
     tolerance: float | None,
     valid: np.ndarray | None,
@@ -274,7 +277,7 @@ def _misses(
     return np.flatnonzero(wrong)
 
 
-def lossless_chunk(chunk: np.ndarray) -> tuple[int, bytes]:
+def lossless_chunk(chunk: np.ndarray) -> tuple[int, bytearray]:
     """Store a chunk exactly with pcodec (when a lossy engine cannot keep the bound for it)."""
     from .pcodec import encode_pcodec_chunk
 
@@ -481,7 +484,7 @@ def _double(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return array
 
 
-def _into_out(stream: bytes, out: Any, error: type[CodecError]) -> bytes | memoryview:
+def _into_out(stream: bytearray, out: Any, error: type[CodecError]) -> bytearray | memoryview:
     if out is None:
         return stream
     try:

@@ -17,10 +17,10 @@ from .driver import engine
 __all__ = ["PcodecCodec", "encode_pcodec_chunk"]
 
 
-def encode_pcodec_chunk(chunk: np.ndarray, level: int) -> bytes:
+def encode_pcodec_chunk(chunk: np.ndarray, level: int) -> bytearray:
     imagecodecs = engine()
 
-    return bytes(imagecodecs.pcodec_encode(chunk.reshape(-1), level))
+    return imagecodecs.pcodec_encode(chunk.reshape(-1), level, out=bytearray)
 
 
 def _decode_pcodec(payload: memoryview, target: np.ndarray, params: dict[str, Any]) -> None:
@@ -52,5 +52,5 @@ class PcodecCodec(Codec):
     def tolerance(self) -> float:
         return 0.0
 
-    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes, bool]:
+    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes | bytearray, bool]:
         return self.method, encode_pcodec_chunk(chunk, self.level), False
