@@ -43,6 +43,9 @@ class Codec(ABC):
     align: ClassVar[int] = 1
     #: How the driver fills NaN/Inf/fill values before the engine sees a chunk (see ``fill_invalid``).
     fill_method: ClassVar[str] = "linear"
+    #: True when :meth:`encode_masked_chunk` gives the engine the mask and the engine never reads the
+    #: masked elements: the driver then leaves them as they are instead of filling them.
+    engine_skips_masked: ClassVar[bool] = False
     #: Elements equal to this are kept exactly and apart from the engine and the bound (None: none).
     fill_value: int | float | None = None
 

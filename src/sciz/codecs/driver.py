@@ -210,9 +210,10 @@ def _separate_invalid(
 ) -> tuple[np.ndarray, np.ndarray | None, bytes, np.ndarray, float, float]:
     """Keep NaN, +-Inf and the codec's fill value apart from the engine.
 
-    Returns the chunk with those elements filled smoothly (:func:`fill_invalid`), the mask of valid
-    elements (None when all are), the mask section restoring them, the flat positions the section
-    leaves to patches, and the valid elements' range (0, 0 for integers: no engine needs it).
+    Returns the chunk with those elements filled smoothly (:func:`fill_invalid`; left as they are
+    for an engine that never reads them), the mask of valid elements (None when all are), the mask
+    section restoring them, the flat positions the section leaves to patches, and the valid
+    elements' range (0, 0 for integers: no engine needs it).
     Engines that keep NaN themselves are masked too: measured on the SST field at 0.01 K, sz3 gives
     7.3 masked against 5.5 with NaN land (6.8 with its 1e20 fill), and pcodec 2.90 against 2.69.
     """
@@ -231,10 +232,18 @@ def _separate_invalid(
     if invalid is None or not invalid.any():
         return chunk, None, b"", np.empty(0, np.intp), low, high
     mask, leftover = _stream.pack_mask(chunk.reshape(-1), invalid.reshape(-1))
+    valid = ~invalid
+    if codec.engine_skips_masked:  # no fill to compute (8 ms of LERC's 23 ms on the SST field)
+        if chunk.dtype.kind == "f" and valid.any():
+            low = float(np.min(chunk, where=valid, initial=np.inf))
+            high = float(np.max(chunk, where=valid, initial=-np.inf))
+        else:
+            low = high = 0.0
+        return chunk, valid, mask, leftover, low, high
     filled = fill_invalid(chunk, invalid, codec.fill_method)
     if chunk.dtype.kind == "f":  # the fill lies within the valid range, so this is the valid range
         low, high = float(filled.min()), float(filled.max())
-    return filled, ~invalid, mask, leftover, low, high
+    return filled, valid, mask, leftover, low, high
 
 
 def _equal_to(chunk: np.ndarray, fill: int | float) -> np.ndarray:

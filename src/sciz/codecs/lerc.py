@@ -80,7 +80,8 @@ class LercCodec(Codec):
 
     name = "lerc"
     decode_chunk = staticmethod(_decode_lerc)
-    fill_method = "pyramid"  # used only if the engine refuses the mask
+    fill_method = "pyramid"  # the best fill for LERC, should a container fill for it; streams do not
+    engine_skips_masked = True  # measured: the same blob whatever the masked elements hold
 
     def __init__(self, *, tolerance: float | None = None, version: int | None = None, fill_value: float | None = None):
         super().__init__(fill_value=fill_value)

@@ -1,5 +1,6 @@
-"""The encoded stream is one buffer built around the engines' output, and still exactly the stream
-that packing the chunks afresh writes; LERC codes into a buffer of a bound it never exceeds."""
+"""The encoder's fast paths write the streams the plain ones would: the stream is one buffer built
+around the engines' output, LERC codes into a buffer of a bound it never exceeds, and LERC's masked
+elements are not filled since LERC never reads them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from sciz import codecs
-from sciz.codecs import _stream
+from sciz.codecs import _stream, driver
 from sciz.codecs import lerc as lerc_module
 from sciz.codecs.registry import spec
 
@@ -116,3 +117,22 @@ def test_lerc_codes_again_into_an_exact_buffer_when_the_bound_is_short(monkeypat
     monkeypatch.setattr(lerc_module, "_lerc_bound", short)
     assert codecs.lerc_encode(data, tolerance=1e-3) == expected
     assert asked, "the bound was not used"
+
+
+def test_lerc_masked_elements_are_not_filled_and_the_stream_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = field("smooth", (9, 17, 21), np.dtype("f4"))
+    data[:, 4:9, 2:7] = 1e20
+    data[0, 0, 0] = np.nan
+    codec = codecs.get("lerc", tolerance=1e-3, fill_value=1e20)
+    stream = codec.encode(data)
+    with monkeypatch.context() as patch:  # filled first, as for every other engine
+        patch.setattr(type(codec), "engine_skips_masked", False)
+        assert codec.encode(data) == stream
+
+    def no_fill(*args: Any) -> np.ndarray:
+        raise AssertionError("masked elements were filled")
+
+    monkeypatch.setattr(driver, "fill_invalid", no_fill)
+    assert codec.encode(data) == stream
+    with pytest.raises(AssertionError, match="filled"):
+        codecs.get("sz3", tolerance=1e-3, fill_value=1e20).encode(data)
