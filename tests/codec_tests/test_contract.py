@@ -64,3 +64,18 @@ class TestOneCodecByName(CodecTests):
     """The way a third party uses the contract: name the codec (a cheap one here: the transform)."""
 
     codec = "floatpred"
+
+
+@pytest.mark.parametrize("case", sorted(CASES_V2))
+def test_golden_input_encodes_to_the_committed_stream(case: str) -> None:
+    """This sciz writes the committed format 2 streams byte for byte, on one thread or two, into
+    ``out=`` or not. A failure means an encoder changed (an engine upgrade, a new chunk layout): old
+    streams must still decode (above), and a changed layout needs new golden cases."""
+    name, params, _dtype = CASES_V2[case]
+    committed = (GOLDEN / f"{case}.scz").read_bytes()
+    codec = codecs.get(name, **params)
+    data = case_input(case)
+    assert codec.encode(data) == committed
+    assert codec.encode(data, numthreads=2) == committed
+    out = bytearray(len(committed) + 7)
+    assert bytes(codec.encode(data, out=out)) == committed and out[len(committed) :] == bytes(7)

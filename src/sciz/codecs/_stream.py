@@ -137,7 +137,7 @@ class Chunk:
     """
 
     method: int
-    payload: bytes | memoryview
+    payload: bytes | bytearray | memoryview
     patch_index: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
     patch_values: np.ndarray | None = None
     crc: int = 0
@@ -214,11 +214,17 @@ def is_sciz_stream(data: Any) -> bool:
         return False
 
 
-def pack_stream(header: StreamHeader) -> bytes:
-    """Serialise a header and its chunks into one self-describing stream."""
+def pack_stream(header: StreamHeader, *, in_place: bool = False) -> bytearray:
+    """Serialise a header and its chunks into one self-describing stream.
+
+    ``in_place=True`` builds the stream inside the first chunk's payload when that is a bytearray
+    (the driver's own engine output, which it hands over): the header is moved in front of it and
+    the other sections appended, so the largest section is not copied into a fresh buffer (the
+    copy and its page faults took 0.1 s of szip's 1.4 s on a 256 MB float32 field).
+    """
     params = json.dumps(header.params, separators=(",", ":"), allow_nan=False).encode()
     flags = 1 if header.big_endian else 0
-    parts: list[bytes | memoryview] = [
+    parts: list[bytes | bytearray | memoryview] = [
         _FIXED.pack(
             MAGIC,
             VERSION,
@@ -233,7 +239,7 @@ def pack_stream(header: StreamHeader) -> bytes:
         params,
         struct.pack("<QI", header.rows, len(header.chunks)),
     ]
-    bodies: list[bytes | memoryview] = []
+    bodies: list[bytes | bytearray | memoryview] = []
     for chunk in header.chunks:
         patches = b""
         if chunk.patch_index.size:
@@ -256,7 +262,14 @@ def pack_stream(header: StreamHeader) -> bytes:
         )
         bodies.extend(section for section in (chunk.payload, chunk.mask, patches) if len(section))
     head = b"".join(parts)
-    return b"".join([head, struct.pack("<I", crc32(head)), *bodies])
+    head += struct.pack("<I", crc32(head))
+    first = header.chunks[0].payload if header.chunks else None
+    if in_place and isinstance(first, bytearray) and first:
+        first[:0] = head  # a memmove within memory already touched
+        for body in bodies[1:]:
+            first += body
+        return first
+    return bytearray().join([head, *bodies])
 
 
 def _memory_limit() -> int:

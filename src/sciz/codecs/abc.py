@@ -47,6 +47,9 @@ class Codec(ABC):
     isolate: ClassVar[bool] = False
     #: How the driver fills NaN/Inf/fill values before the engine sees a chunk (see ``fill_invalid``).
     fill_method: ClassVar[str] = "linear"
+    #: True when :meth:`encode_masked_chunk` gives the engine the mask and the engine never reads the
+    #: masked elements: the driver then leaves them as they are instead of filling them.
+    engine_skips_masked: ClassVar[bool] = False
     #: Elements equal to this are kept exactly and apart from the engine and the bound (None: none).
     fill_value: int | float | None = None
 
@@ -67,8 +70,11 @@ class Codec(ABC):
         """The codec's parameters (JSON-safe), as given to the constructor."""
 
     @abstractmethod
-    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes, bool]:
+    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes | bytearray, bool]:
         """Encode one finite chunk; return (method, payload, needs_verification).
+
+        A bytearray payload (imagecodecs' ``out=bytearray``) becomes the stream's own buffer: return a
+        new one the codec keeps no reference to.
 
         ``low``/``high`` are the chunk's finite minimum and maximum (0 where not computed). Return
         ``needs_verification=True`` when the engine cannot be trusted to keep :attr:`tolerance` for
@@ -77,7 +83,7 @@ class Codec(ABC):
 
     def encode_masked_chunk(
         self, chunk: np.ndarray, valid: np.ndarray, low: float, high: float
-    ) -> tuple[int, bytes, bool]:
+    ) -> tuple[int, bytes | bytearray, bool]:
         """Encode a chunk only whose ``valid`` elements matter (the others were NaN, Inf or fill values,
         filled smoothly here; the driver restores them). Engines that take a validity mask override this."""
         return self.encode_chunk(chunk, low, high)
@@ -158,8 +164,8 @@ class Codec(ABC):
         """The input as an array of a supported dtype, or a clear error (codecs add their own checks)."""
         return check_array(data, self.name, self.dtypes, self.error)
 
-    def encode(self, data: Any, *, out: Any = None, numthreads: int | None = None) -> bytes | memoryview:
-        """Encode ``data`` into a self-describing sciz stream (written into ``out`` if given)."""
+    def encode(self, data: Any, *, out: Any = None, numthreads: int | None = None) -> bytearray | memoryview:
+        """Encode ``data`` into a self-describing sciz stream, a bytearray (written into ``out`` if given)."""
         return encode_array(self, data, out=out, numthreads=numthreads)
 
     def decode(

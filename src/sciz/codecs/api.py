@@ -37,7 +37,8 @@ class SeedFunction:
         row = spec(self.codec)
         if self.kind == "encode":
             cls = codec_class(self.codec)
-            return f"Return {self.codec.upper()} encoded data as a self-describing sciz stream.\n\n{cls.__doc__}"
+            what = f"Return {self.codec.upper()} encoded data as a self-describing sciz stream (a bytearray)."
+            return f"{what}\n\n{cls.__doc__}"
         if self.kind == "decode":
             return (
                 f"Return the array decoded from a sciz {self.codec} stream; ``shape`` and ``dtype`` are optional "

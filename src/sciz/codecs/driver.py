@@ -148,8 +148,11 @@ def check_array(data: Any, name: str, dtypes: Sequence[str], error: type[CodecEr
     return data
 
 
-def encode_array(codec: Codec, data: Any, *, out: Any = None, numthreads: int | None = None) -> bytes | memoryview:
-    """Encode ``data`` with ``codec`` into a self-describing sciz stream (written into ``out`` if given)."""
+def encode_array(codec: Codec, data: Any, *, out: Any = None, numthreads: int | None = None) -> bytearray | memoryview:
+    """Encode ``data`` with ``codec`` into a self-describing sciz stream (written into ``out`` if given).
+
+    The stream is a bytearray built around the first chunk's engine output (no second copy of it).
+    """
     array = codec.check_array(data)
     threads = check_numthreads(numthreads)
     native = array.dtype.newbyteorder("=")
@@ -169,7 +172,7 @@ def encode_array(codec: Codec, data: Any, *, out: Any = None, numthreads: int | 
         header.chunks = [chunk for chunk, _, _ in coded]
         _warn_fallbacks(codec, [reason for _, reason, _ in coded if reason], count)
         _warn_fill_like(codec, min(low for _, _, (low, _) in coded), max(high for _, _, (_, high) in coded))
-    return _into_out(_stream.pack_stream(header), out, codec.error)
+    return _into_out(_stream.pack_stream(header, in_place=True), out, codec.error)
 
 
 def _warn_fallbacks(codec: Codec, reasons: list[str], count: int) -> None:
@@ -243,9 +246,10 @@ def _separate_invalid(
 ) -> tuple[np.ndarray, np.ndarray | None, bytes, np.ndarray, float, float]:
     """Keep NaN, +-Inf and the codec's fill value apart from the engine.
 
-    Returns the chunk with those elements filled smoothly (:func:`fill_invalid`), the mask of valid
-    elements (None when all are), the mask section restoring them, the flat positions the section
-    leaves to patches, and the valid elements' range (0, 0 for integers: no engine needs it).
+    Returns the chunk with those elements filled smoothly (:func:`fill_invalid`; left as they are
+    for an engine that never reads them), the mask of valid elements (None when all are), the mask
+    section restoring them, the flat positions the section leaves to patches, and the valid
+    elements' range (0, 0 for integers: no engine needs it).
     Engines that keep NaN themselves are masked too: measured on the SST field at 0.01 K, sz3 gives
     7.3 masked against 5.5 with NaN land (6.8 with its 1e20 fill), and pcodec 2.90 against 2.69.
     """
@@ -264,10 +268,18 @@ def _separate_invalid(
     if invalid is None or not invalid.any():
         return chunk, None, b"", np.empty(0, np.intp), low, high
     mask, leftover = _stream.pack_mask(chunk.reshape(-1), invalid.reshape(-1))
+    valid = ~invalid
+    if codec.engine_skips_masked:  # no fill to compute (8 ms of LERC's 23 ms on the SST field)
+        if chunk.dtype.kind == "f" and valid.any():
+            low = float(np.min(chunk, where=valid, initial=np.inf))
+            high = float(np.max(chunk, where=valid, initial=-np.inf))
+        else:
+            low = high = 0.0
+        return chunk, valid, mask, leftover, low, high
     filled = fill_invalid(chunk, invalid, codec.fill_method)
     if chunk.dtype.kind == "f":  # the fill lies within the valid range, so this is the valid range
         low, high = float(filled.min()), float(filled.max())
-    return filled, ~invalid, mask, leftover, low, high
+    return filled, valid, mask, leftover, low, high
 
 
 def _equal_to(chunk: np.ndarray, fill: int | float) -> np.ndarray:
@@ -285,7 +297,7 @@ def _equal_to(chunk: np.ndarray, fill: int | float) -> np.ndarray:
 def _misses(
     codec: Codec,
     method: int,
-    payload: bytes,
+    payload: bytes | bytearray,
     chunk: np.ndarray,
     tolerance: float | None,
     valid: np.ndarray | None,
@@ -310,7 +322,7 @@ def _misses(
     return np.flatnonzero(wrong)
 
 
-def lossless_chunk(chunk: np.ndarray) -> tuple[int, bytes]:
+def lossless_chunk(chunk: np.ndarray) -> tuple[int, bytearray]:
     """Store a chunk exactly with pcodec (when a lossy engine cannot keep the bound for it)."""
     from .pcodec import encode_pcodec_chunk
 
@@ -530,8 +542,11 @@ def _fill_linear(flat: np.ndarray, mask: np.ndarray) -> None:
     edges = np.flatnonzero(np.diff(mask.view(np.int8), prepend=np.int8(0), append=np.int8(0)))
     starts, stops = edges[0::2], edges[1::2]
     lengths = stops - starts
-    left = flat[np.maximum(starts - 1, 0)].astype(np.float64)
-    right = flat[np.minimum(stops, flat.size - 1)].astype(np.float64)
+    # At the array's ends these read masked elements, replaced just below; a signalling NaN among them
+    # raises the FPU's invalid flag on the cast (found by hypothesis), which means nothing here.
+    with np.errstate(invalid="ignore"):
+        left = flat[np.maximum(starts - 1, 0)].astype(np.float64)
+        right = flat[np.minimum(stops, flat.size - 1)].astype(np.float64)
     # A run at either end continues its one neighbour (as np.interp does).
     np.copyto(left, right, where=starts == 0)
     np.copyto(right, left, where=stops == flat.size)
@@ -576,7 +591,7 @@ def _double(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return array
 
 
-def _into_out(stream: bytes, out: Any, error: type[CodecError]) -> bytes | memoryview:
+def _into_out(stream: bytearray, out: Any, error: type[CodecError]) -> bytearray | memoryview:
     if out is None:
         return stream
     try:

@@ -23,10 +23,10 @@ from .driver import engine
 __all__ = ["PcodecCodec", "encode_pcodec_chunk"]
 
 
-def encode_pcodec_chunk(chunk: np.ndarray, level: int) -> bytes:
+def encode_pcodec_chunk(chunk: np.ndarray, level: int) -> bytearray:
     imagecodecs = engine()
 
-    return bytes(imagecodecs.pcodec_encode(chunk.reshape(-1), level))
+    return imagecodecs.pcodec_encode(chunk.reshape(-1), level, out=bytearray)
 
 
 def _has_pco_bindings() -> bool:
@@ -126,5 +126,5 @@ class PcodecCodec(Codec):
     def tolerance(self) -> float:
         return 0.0
 
-    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes, bool]:
+    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes | bytearray, bool]:
         return self.method, encode_pcodec_chunk(chunk, self.level), False

@@ -192,7 +192,7 @@ class SperrCodec(Codec):
     def tolerance(self) -> float | None:
         return self.quality if self.mode == "pwe" else None
 
-    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes, bool]:
+    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes | bytearray, bool]:
         imagecodecs = engine()
 
         if chunk.size < _MIN_ELEMENTS:
@@ -211,7 +211,7 @@ class SperrCodec(Codec):
         shaped = chunk.reshape(_engine_shape(chunk.shape))
         return (
             self.method,
-            imagecodecs.sperr_encode(shaped, level, _ENGINE_MODES[self.mode], numthreads=1),
+            imagecodecs.sperr_encode(shaped, level, _ENGINE_MODES[self.mode], numthreads=1, out=bytearray),
             False,
         )
 

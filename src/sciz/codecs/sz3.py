@@ -106,13 +106,13 @@ class Sz3Codec(Codec):
     def tolerance(self) -> float:
         return self._tolerance
 
-    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes, bool]:
+    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes | bytearray, bool]:
         imagecodecs = engine()
 
         if self._tolerance == 0 or chunk.size < 8:
             return (*lossless_chunk(chunk), False)
         shaped = chunk.reshape(_engine_shape(chunk.shape))
-        return self.method, bytes(imagecodecs.sz3_encode(shaped, abs=self._tolerance)), False
+        return self.method, imagecodecs.sz3_encode(shaped, abs=self._tolerance, out=bytearray), False
 
     def hdf5_filter(self, array: Any) -> dict[str, Any] | None:
         import hdf5plugin

@@ -127,12 +127,12 @@ class SzipCodec(Codec):
                     raise SzipError(f"data: values up to {int(array.max())} do not fit bits_per_pixel={bits}")
         return array
 
-    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes, bool]:
+    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes | bytearray, bool]:
         imagecodecs = engine()
 
         mask, block, bits, scanline = _options(self.params(), chunk.dtype)
         samples = chunk.reshape(-1).view(_words(chunk.dtype))
-        return self.method, bytes(imagecodecs.szip_encode(samples, mask, block, bits, scanline)), False
+        return self.method, imagecodecs.szip_encode(samples, mask, block, bits, scanline, out=bytearray), False
 
     def hdf5_filter(self, array: Any) -> dict[str, Any] | None:
         # HDF5's built-in szip filter (id 4); h5py spells it compression="szip".

@@ -27,6 +27,8 @@ _SAFE_RANGE_BITS = {"f4": 20, "f8": 48}
 # Near the bottom of the exponent range zfp misses too (review: error 1e6 x tolerance at 1e-36 in
 # float32, at 1e-300 in float64; fine from 1e-28 and 1e-280): verify below these tolerances.
 _SAFE_TOLERANCE = {"f4": 2.0**-80, "f8": 2.0**-900}
+#: One thread per engine call (the driver runs chunks in parallel); the payload in a new bytearray.
+_INTO: dict[str, Any] = {"numthreads": 1, "out": bytearray}
 
 
 #: zfp's scalar types by the 2-bit code of its header (zfp_type - 1) and its stream's first bytes.
@@ -177,22 +179,19 @@ class ZfpCodec(Codec):
             )
         return array
 
-    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes, bool]:
+    def encode_chunk(self, chunk: np.ndarray, low: float, high: float) -> tuple[int, bytes | bytearray, bool]:
         imagecodecs = engine()
 
         engine_array = chunk.reshape(_engine_shape(chunk.shape))
+        # out=bytearray: the engine's buffer becomes the stream's (no copy of the payload).
         if self._rate is not None:
-            return self.method, imagecodecs.zfp_encode(engine_array, self._rate, mode="r", numthreads=1), False
+            return self.method, imagecodecs.zfp_encode(engine_array, self._rate, mode="r", **_INTO), False
         if self._precision is not None:
-            return (
-                self.method,
-                imagecodecs.zfp_encode(engine_array, self._precision, mode="p", numthreads=1),
-                False,
-            )
+            return self.method, imagecodecs.zfp_encode(engine_array, self._precision, mode="p", **_INTO), False
         tolerance = self._tolerance
         assert tolerance is not None
         if tolerance == 0:
-            return self.method, imagecodecs.zfp_encode(engine_array, numthreads=1), False
+            return self.method, imagecodecs.zfp_encode(engine_array, **_INTO), False
         engine_tolerance = tightened_tolerance(tolerance, low, high, chunk.dtype)
         if engine_tolerance is None:
             raise precision_fallback(tolerance, low, high, chunk.dtype)
@@ -204,7 +203,7 @@ class ZfpCodec(Codec):
             # 0.5 would cost a whole plane (12-15 % of the ratio). Its real error stays far below the
             # tolerance; the driver checks every element and stores any miss exactly.
             engine_tolerance, risky = tolerance, True
-        payload = imagecodecs.zfp_encode(engine_array, engine_tolerance, mode="a", numthreads=1)
+        payload = imagecodecs.zfp_encode(engine_array, engine_tolerance, mode="a", **_INTO)
         return self.method, payload, risky
 
     def hdf5_filter(self, array: Any) -> dict[str, Any] | None:
