@@ -13,12 +13,10 @@ from typer.testing import CliRunner
 from sciz import codecs
 from sciz.errors import LercError, PcodecError, SciZWarning, Sz3Error
 
-FIELDS = Path(__file__).resolve().parents[3] / "shared" / "data" / "fields"
 
-
-def test_zfp_keeps_the_raw_ratio_at_a_power_of_two_tolerance() -> None:
+def test_zfp_keeps_the_raw_ratio_at_a_power_of_two_tolerance(shared_data: Path) -> None:
     # Tightening 0.5 for float rounding used to drop zfp a whole bit plane: 4.91 instead of 5.81.
-    field = np.load(FIELDS / "ccsm_trefht_1890-1999.npy")
+    field = np.load(shared_data / "fields" / "ccsm_trefht_1890-1999.npy")
     for tolerance in (0.5, 1.0, 0.25):
         stream = codecs.zfp_encode(field, tolerance=tolerance)
         raw = imagecodecs.zfp_encode(field, tolerance, mode="a")
@@ -58,8 +56,8 @@ def test_unknown_parameters_are_the_codecs_error_listing_the_known_ones() -> Non
         codecs.get("lerc", version=9)
 
 
-def test_rate_modes_hint_at_fill_values_once() -> None:
-    sst = np.load(FIELDS / "sst_tos_O1_2001-2002.npy")
+def test_rate_modes_hint_at_fill_values_once(shared_data: Path) -> None:
+    sst = np.load(shared_data / "fields" / "sst_tos_O1_2001-2002.npy")
     with pytest.warns(SciZWarning, match=r"pass fill_value=1e\+20") as caught:
         codecs.zfp_encode(sst, rate=8, numthreads=2)
     assert len([w for w in caught if issubclass(w.category, SciZWarning)]) == 1
@@ -81,10 +79,10 @@ def test_codecs_demo_refuses_a_bad_tolerance_cleanly() -> None:
         assert result.exit_code == 2 and "--tolerance" in result.output and "Traceback" not in result.output
 
 
-def test_zspy_takes_a_fill_value_and_keeps_land_exact(tmp_path: Path) -> None:
+def test_zspy_takes_a_fill_value_and_keeps_land_exact(shared_data: Path, tmp_path: Path) -> None:
     import sciz.zspy
 
-    sst = np.load(FIELDS / "sst_tos_O1_2001-2002.npy")
+    sst = np.load(shared_data / "fields" / "sst_tos_O1_2001-2002.npy")
     signal = {"data": sst, "axes": [{"size": n} for n in sst.shape], "metadata": {}, "original_metadata": {}}
     path = tmp_path / "sst.zspy"
     sciz.zspy.file_writer(path, signal, compressor="zfp", tolerance=0.01, fill_value=1e20)
