@@ -302,7 +302,7 @@ def hdf5_filter_options(codec: Any, sample: np.ndarray, fill_value: Any = None) 
     if options is None:
         raise CodecError(
             f"the {codec.name} codec has no registered HDF5 filter, so other HDF5 readers could not decode it; "
-            "pick zfp, sz3, sperr or szip"
+            "save as .zspy (compressor=...) or pick zfp, sz3, sperr or szip"
         )
     return dict(options)
 

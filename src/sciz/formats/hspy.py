@@ -20,7 +20,7 @@ import numpy as np
 
 from .._util import usable_cores
 from ..atomic import atomic_file, prepare_target
-from ..errors import CodecError, FormatError, argument_error
+from ..errors import FormatError, argument_error
 from ..model import Dataset, StoredArray
 from . import _hdf5
 from ._base import Format, require
@@ -110,17 +110,10 @@ def resolve_compression(
         codec = compression
     else:
         raise argument_error("compression", compression, "not a compression h5py or sciz understands")
-    if _is_lossy_codec(codec):
-        from ._hdf5 import hdf5_filter_options
+    from ._hdf5 import hdf5_filter_options
 
-        return {**hdf5_filter_options(codec, array, fill_value), _LOSSY: (codec, fill_value)}
-    kwargs = codec.hdf5_filter(array)
-    if kwargs is None:
-        raise CodecError(
-            f"the {codec.name} codec has no registered HDF5 filter, so other HDF5 readers could not decode it; "
-            "save as .zspy (compressor=...) or pick zfp, sz3, sperr or szip"
-        )
-    return dict(kwargs)
+    options = hdf5_filter_options(codec, array, fill_value)
+    return {**options, _LOSSY: (codec, fill_value)} if _is_lossy_codec(codec) else options
 
 
 def _lossy_names() -> tuple[str, ...]:
