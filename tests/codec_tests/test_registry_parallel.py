@@ -88,3 +88,11 @@ def test_threads_share_an_array_in_even_chunks() -> None:
             assert codec.decode(stream, numthreads=threads).tobytes() == data.tobytes()
     assert _stream.plan_rows((64, 1024, 1024), 4, threads=3) == 24, "rows rounded up to zfp's block of 4"
     assert _stream.plan_rows((4096, 1024, 1024), 4, threads=1) == 128, "at most CHUNK_BYTES per chunk"
+
+
+def test_zfp_chunks_on_threads_are_whole_blocks_of_four_rows() -> None:
+    # Two threads used to cut (4, 1024, 1024) into chunks of 2 rows, which zfp pads to 4: ratio 3.64 -> 2.55.
+    assert _stream.plan_rows((4, 1024, 1024), 4, align=4, threads=2) == 4
+    assert _stream.plan_rows((6, 1024, 1024), 4, align=4, threads=3) == 4
+    data = np.linspace(0, 1, 4 * 1024 * 1024, dtype=np.float32).reshape(4, 1024, 1024)
+    assert codecs.zfp_encode(data, tolerance=1e-3, numthreads=2) == codecs.zfp_encode(data, tolerance=1e-3)

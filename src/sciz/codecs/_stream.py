@@ -194,7 +194,9 @@ def plan_rows(shape: tuple[int, ...], itemsize: int, *, align: int = 4, threads:
     chunk_bytes = min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, math.ceil(total / max(1, threads))))
     count = max(1, math.ceil(total / chunk_bytes))
     rows = max(1, math.ceil(extent / count))
-    if rows > align and rows % align:
+    if rows % align:
+        # Up to whole blocks: zfp pads a chunk of 2 rows to 4 (measured: (4, 1024, 1024) on two
+        # threads fell from ratio 3.64 to 2.55 in chunks of 2 rows).
         rows += align - rows % align
     return max(1, min(rows, extent))
 
