@@ -474,16 +474,20 @@ def unpack_mask(
     return mask[:size], table[index]
 
 
-def describe_stream(data: Any, error: type[CodecError] = CodecError) -> dict[str, Any]:
+def describe_stream(
+    data: Any, error: type[CodecError] = CodecError, *, header: StreamHeader | None = None
+) -> dict[str, Any]:
     """What a sciz stream holds and how it was stored, without decoding it (for ``sciz info``).
 
     Keys: ``codec``, ``format_version``, ``params``, ``dtype`` (as stored, with byte order),
     ``shape``, ``chunks``, ``rows_per_chunk``, ``lossless_chunks`` (chunks not coded by the codec's
     own engine), ``fallbacks`` (``{reason: chunks}`` for chunks a lossy codec had to store exactly),
     ``patched_elements``, ``masked_elements`` (NaN/Inf/fill values kept apart from the engine),
-    ``stored_bytes``, ``decoded_bytes`` and ``ratio``. Damaged streams raise ``error``.
+    ``stored_bytes``, ``decoded_bytes`` and ``ratio``. Damaged streams raise ``error``. ``header``:
+    ``data`` already parsed, so its checksums are not computed again.
     """
-    header = parse_stream(data, error)
+    if header is None:
+        header = parse_stream(data, error)
     method = spec(header.codec).method
     fallbacks: dict[str, int] = {}
     for chunk in header.chunks:

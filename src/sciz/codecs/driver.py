@@ -351,8 +351,12 @@ def decode_stream(
     dtype: Any = None,
     isolated: bool | None = None,
     timeout: float = 600.0,
+    header: StreamHeader | None = None,
 ) -> np.ndarray:
     """Decode a sciz stream; ``codec`` (None: any) is the codec the caller expects.
+
+    ``header`` is ``data`` already parsed by :func:`sciz.codecs._stream.parse_stream`, for callers
+    that read the header first (``sciz info``): the checksums are not computed twice.
 
     Decoding needs no codec parameters: everything is in the stream. ``shape`` and ``dtype``, when
     given, must match what the stream holds (they are checked, not trusted: the engines crash when
@@ -365,7 +369,8 @@ def decode_stream(
     raises ``error``. ``isolated=True`` decodes every stream in a child; ``isolated=False`` never
     does (for trusted streams only: a forged SZ3 payload then aborts the process).
     """
-    header = _stream.parse_stream(data, error, codec)
+    if header is None or (codec is not None and header.codec != codec):
+        header = _stream.parse_stream(data, error, codec)
     if codec is None:
         error = _stream.codec_error(header.codec, error)
     threads = check_numthreads(numthreads)

@@ -31,6 +31,7 @@ def read_scz(path: str | os.PathLike[str], *, numthreads: int | None = None) -> 
     The stream is read into memory first (it is the compressed size): a memory-mapped file that
     another process truncates meanwhile would kill this one with SIGBUS instead of raising.
     """
+    from ..codecs._stream import parse_stream
     from ..codecs.driver import decode_stream
 
     source = Path(os.fspath(path))
@@ -42,19 +43,20 @@ def read_scz(path: str | os.PathLike[str], *, numthreads: int | None = None) -> 
             stream = bytearray(status.st_size)
             if status.st_size == 0 or handle.readinto(stream) != status.st_size:
                 raise FormatError(f"{source}: empty or truncated while being read, not a complete sciz stream")
-        stored = _storage(stream)
-        return decode_stream(stream, None, CodecError, numthreads=numthreads), stored
+        header = parse_stream(stream, CodecError)  # once, for the report and the decode
+        stored = _storage(stream, header)
+        return decode_stream(stream, None, CodecError, numthreads=numthreads, header=header), stored
     except CodecError as exc:
         raise FormatError(f"{source}: {exc}") from None
     except FileNotFoundError:
         raise FileNotFoundError(f"no such file: {source}") from None
 
 
-def _storage(data: Any) -> StoredArray:
+def _storage(data: Any, header: Any) -> StoredArray:
     """What ``sciz info`` reports of a stream: codec, parameters, chunks and what was kept exactly."""
     from ..codecs._stream import describe_stream
 
-    described = describe_stream(data)
+    described = describe_stream(data, header=header)
     details: dict[str, Any] = {"chunks": described["chunks"]}
     for reason, count in described["fallbacks"].items():
         details[f"chunks stored losslessly ({reason})"] = count
