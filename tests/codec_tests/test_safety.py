@@ -459,6 +459,19 @@ def test_child_runner_reports_crashes_exits_hangs_and_falls_back_to_the_pipe(mon
         patch.setattr(os, "open", no_proc_mem)
         piped = _isolate.run_in_child(fill, (300, 1000), np.dtype("f8"), error=CodecError, timeout=30, what="x")
     assert np.array_equal(piped, expected), "the pipe fallback returns the same result"
+    # Results from 16 MiB on are faulted in while the child works and read on several threads;
+    # a piece that cannot be read sends the whole result through the pipe.
+    big = np.arange(3001 * 1000, dtype="f8").reshape(3001, 1000)
+    assert np.array_equal(
+        _isolate.run_in_child(fill, big.shape, np.dtype("f8"), error=CodecError, timeout=30, what="x"), big
+    )
+    real_span = _isolate._read_span
+    with monkeypatch.context() as patch:
+        patch.setattr(_isolate, "usable_cores", lambda: 2)
+        first_only = lambda d, t, a, start, stop: start == 0 and real_span(d, t, a, start, stop)  # noqa: E731
+        patch.setattr(_isolate, "_read_span", first_only)
+        piped = _isolate.run_in_child(fill, big.shape, np.dtype("f8"), error=CodecError, timeout=30, what="x")
+    assert np.array_equal(piped, big), "a failed piece falls back to the pipe"
 
     def crash(out: np.ndarray) -> None:
         os.abort()
