@@ -8,9 +8,11 @@ the driver decodes streams holding such payloads there by default (every stream 
 ``isolated=True``), and the HDF5 reader runs hdf5plugin's SZ3 filter there.
 
 The child fills a private array (anonymous memory, huge pages where the kernel gives them) and the
-parent copies it out of the child's memory with one read of ``/proc/<child>/mem`` straight into
-the result. Shared memory would avoid that copy but is faulted in 4 KiB pages here, which measured
-slower (256 MiB: 0.22 s of faults against 0.05 s for the copy). Where the child's memory cannot be
+parent copies it out of the child's memory by reading ``/proc/<child>/mem`` straight into the
+result. While the child works, the parent faults its result in on another core, and it copies large
+results on several threads, so isolation costs little more than the copy. Shared memory would
+avoid the copy but is faulted in 4 KiB pages here (256 MiB: 0.22 s of faults against 0.05 s for
+the copy), and a shared result would stay shared with any process the caller forks later. Where the child's memory cannot be
 read, the child sends the result through the pipe instead. A crash, an ``exit``, a hang past
 ``timeout`` or an address-space limit hit in the child becomes ``error`` in the caller. POSIX only.
 """
