@@ -80,6 +80,46 @@ def _array_rows(dataset: Any) -> list[dict[str, Any]]:
     return rows
 
 
+#: Items of a long list shown in the text report (per-frame metadata of a 1000-frame video).
+_LIST_ITEMS = 3
+
+
+def _afm_stack(dataset: Any) -> dict[str, Any] | None:
+    """Frames, channels, pixel size and timestamps of an AFM stack (None if ``dataset`` is not one)."""
+    from ..stack import METADATA_KEY, ImageStack
+
+    saved = dataset.metadata.get(METADATA_KEY)
+    if not isinstance(saved, dict) or dataset.ndim not in (2, 3):
+        return None
+    stack = ImageStack.from_dataset(dataset)
+    times = [None if np.isnan(t) else float(t) for t in stack.timestamps]
+    return {
+        "frames": stack.n_frames,
+        "height": stack.height,
+        "width": stack.width,
+        "pixel_size_nm": stack.pixel_size_nm,
+        "channel": stack.channel,
+        "channels": list(saved.get("channels") or [stack.channel]),
+        "timestamps_s": times,
+    }
+
+
+def _stack_lines(summary: dict[str, Any]) -> Iterator[str]:
+    yield (
+        f"afm stack: {summary['frames']} frames of {summary['height']} x {summary['width']} px, "
+        f"{summary['pixel_size_nm']:.6g} nm/px, channel {summary['channel']} "
+        f"(in the file: {', '.join(summary['channels'])})"
+    )
+    known = [t for t in summary["timestamps_s"] if t is not None]
+    if not known:
+        yield "  timestamps: none"
+        return
+    shown = ", ".join(f"{t:.6g}" for t in known[:_LIST_ITEMS])
+    more = f", ... {known[-1]:.6g}" if len(known) > _LIST_ITEMS else ""
+    missing = len(summary["timestamps_s"]) - len(known)
+    yield f"  timestamps [s]: {shown}{more}" + (f" ({missing} frames without one)" if missing else "")
+
+
 def _summarise(value: Any, indent: int, limit: int = 100) -> Iterator[str]:
     pad = "  " * indent
     if isinstance(value, dict):
@@ -91,6 +131,9 @@ def _summarise(value: Any, indent: int, limit: int = 100) -> Iterator[str]:
                 yield f"{pad}{key}: {_short(item, limit)}"
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
+            if index == _LIST_ITEMS and len(value) > _LIST_ITEMS + 1:
+                yield f"{pad}... ({len(value) - index} more)"
+                break
             if isinstance(item, dict | list | tuple) and item and _is_nested(item):
                 yield f"{pad}[{index}]:"
                 yield from _summarise(item, indent + 1, limit)
@@ -130,6 +173,7 @@ def info_command(
     plugin, dataset = read_dataset(path, format_name, parse_options(read_option or [], "--read-option"))
     size = disk_size(path)
     rows = _array_rows(dataset)
+    stack = _afm_stack(dataset)
     axes = [axis.to_dict() | {"size": n} for axis, n in zip(dataset.axes, dataset.shape, strict=True)]
     if as_json:
         report = {
@@ -141,7 +185,10 @@ def info_command(
             "axes": axes,
             "metadata": to_jsonable(dataset.metadata),
             "provenance_steps": len(dataset.provenance),
+            "capabilities": sorted(plugin.capabilities()),
         }
+        if stack is not None:
+            report["afm_stack"] = stack
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
         return
     typer.echo(f"file:     {path} ({human_size(size)} on disk)")
@@ -169,6 +216,9 @@ def info_command(
             f"  {index}: {axis['name'] or '-'}{units} size {axis['size']}, scale {axis['scale']:.6g}, "
             f"offset {axis['offset']:.6g}"
         )
+    if stack is not None:
+        for line in _stack_lines(stack):
+            typer.echo(line)
     typer.echo("metadata:" if dataset.metadata else "metadata: (none)")
     for line in _summarise(dataset.metadata, 1):
         typer.echo(line)
