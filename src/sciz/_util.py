@@ -26,16 +26,21 @@ def crc32(data: Any, value: int | None = None) -> int:
     return int(imagecodecs.deflate_crc32(data, value)) & 0xFFFFFFFF
 
 
-def require(module: str, extra: str) -> Any:
+def require(module: str, extra: str, *, needed_for: str | None = None, otherwise: str | None = None) -> Any:
     """Import an optional dependency, or raise an error naming the extra that installs it.
+
+    ``needed_for`` says what needs it (default: "this"); ``otherwise`` names a way around it.
 
     Example
     -------
     >>> h5py = require("h5py", "hdf5")  # doctest: +SKIP
+    >>> yaml = require("yaml", "processing", needed_for="reading a YAML file", otherwise="use .json")  # doctest: +SKIP
     """
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        around = f" ({otherwise})" if otherwise else ""
         raise MissingDependencyError(
-            f"{module} is needed for this and is not installed ({exc}); install it with: pip install 'sciz[{extra}]'"
+            f"{module} is needed for {needed_for or 'this'} and is not installed ({exc}); "
+            f"install it with: pip install 'sciz[{extra}]'{around}"
         ) from exc

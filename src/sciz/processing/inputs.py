@@ -55,11 +55,10 @@ def input_suffixes() -> tuple[str, ...]:
 
 
 def _suffix(path: Path) -> str:
+    """The file's ending as the registry spells it (the longest known one: ``.ome.tif`` over ``.tif``)."""
     name = path.name.lower()
-    for ending in (".ome.tiff", ".ome.tif", ".h5-jpk"):
-        if name.endswith(ending):
-            return ending
-    return path.suffix.lower()
+    known = [ending for ending in input_suffixes() if name.endswith(ending)]
+    return max(known, key=len) if known else path.suffix.lower()
 
 
 def load_stack(
