@@ -92,6 +92,19 @@ def test_lazy_convert_streams_only_between_lazy_formats(tmp_path, monkeypatch):
     assert np.array_equal(np.asarray(sciz.load(tmp_path / "b.zspy").data), np.arange(12.0).reshape(3, 4))
 
 
+def test_load_stack_reads_any_registered_format_with_frames(tmp_path):
+    frames = np.random.default_rng(1).normal(size=(3, 8, 10)).astype(np.float32)
+    axes = [sciz.Axis("time", "s", 0.5), sciz.Axis("y", "um", 0.002), sciz.Axis("x", "um", 0.002)]
+    path = sciz.save(sciz.Dataset(frames, axes=axes), tmp_path / "scan.zspy")
+    stack = load_stack(path)
+    assert np.array_equal(np.asarray(stack.data), frames)
+    assert stack.pixel_size_nm == pytest.approx(2.0) and stack.timestamps.tolist() == [0.0, 0.5, 1.0]
+    assert load_stack(path, "phase", pixel_size_nm=3.0).pixel_size_nm == 3.0
+    cube = sciz.save(sciz.Dataset(np.zeros((2, 3, 4, 5), np.float32)), tmp_path / "cube.zspy")
+    with pytest.raises(FormatError, match=r"cube\.zspy: holds 4-D float32 data \(zspy\)"):
+        load_stack(cube)
+
+
 # -- vendor AFM files ----------------------------------------------------------------------------------
 def test_asd_video_loads_as_a_dataset(copy_shared):
     path = copy_shared("afm/asd_sample_0.asd")
@@ -116,6 +129,14 @@ def test_sciz_info_lists_channels_frames_pixel_size_and_times(copy_shared):
     assert "afm stack: 32 frames of 200 x 200 px, 0.5 nm/px, channel TP (in the file: TP)" in result.output
     assert "timestamps [s]: 0, 1, 2, ... 31" in result.output
     assert "... (29 more)" in result.output  # per-frame metadata is not dumped whole
+
+    from sciz.afm import save_npz_bundle
+    from sciz.stack import ImageStack
+
+    bundle = save_npz_bundle(asd.with_name("b.npz"), ImageStack(np.zeros((2, 4, 5), np.float32), 1.5, "phase"))
+    result = runner.invoke(app, ["info", str(bundle)])
+    assert "afm stack: 2 frames of 4 x 5 px, 1.5 nm/px, channel phase\n" in result.output  # channels unknown
+    assert "timestamps: none" in result.output
 
     jpk = copy_shared("afm/sample_0.h5-jpk")
     result = runner.invoke(app, ["info", "--json", str(jpk)])

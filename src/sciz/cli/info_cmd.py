@@ -99,16 +99,16 @@ def _afm_stack(dataset: Any) -> dict[str, Any] | None:
         "width": stack.width,
         "pixel_size_nm": stack.pixel_size_nm,
         "channel": stack.channel,
-        "channels": list(saved.get("channels") or [stack.channel]),
+        "channels": list(saved["channels"]) if saved.get("channels") else None,  # None: the format does not say
         "timestamps_s": times,
     }
 
 
 def _stack_lines(summary: dict[str, Any]) -> Iterator[str]:
+    channels = f" (in the file: {', '.join(summary['channels'])})" if summary["channels"] else ""
     yield (
         f"afm stack: {summary['frames']} frames of {summary['height']} x {summary['width']} px, "
-        f"{summary['pixel_size_nm']:.6g} nm/px, channel {summary['channel']} "
-        f"(in the file: {', '.join(summary['channels'])})"
+        f"{summary['pixel_size_nm']:.6g} nm/px, channel {summary['channel']}{channels}"
     )
     known = [t for t in summary["timestamps_s"] if t is not None]
     if not known:

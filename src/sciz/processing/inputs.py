@@ -4,7 +4,8 @@ Every format the registry marks as holding an AFM stack (``Format.afm_stack``) i
 its ``read_stack``: vendor files through AFMReader (the ``afm`` extra; JPK HDF5 videos
 ``.h5-jpk``, high-speed AFM ``.asd`` videos, single images ``.spm``, ``.jpk``, ``.ibw``,
 ``.gwy``) and sciz's and playNano's bundles (``.npz``, ``.h5``, ``.ome.tif``). Plain TIFF stacks,
-``.npy``/``.npz`` arrays and folders of single frames are read here.
+``.npy``/``.npz`` arrays and folders of single frames are read here, and any other registered
+format holding 2-D or 3-D data (zspy, hspy, TMD...) through ``sciz.load``.
 
 Example
 -------
@@ -70,8 +71,9 @@ def load_stack(
     ----------
     path
         A file (``.asd``, ``.h5-jpk``, ``.spm``, ``.jpk``, ``.ibw``, ``.gwy``, ``.npz``, ``.npy``,
-        ``.h5``, ``.ome.tif``, ``.tif``; see :func:`input_suffixes`) or a folder of single-frame
-        files (sorted by name, numbers in natural order).
+        ``.h5``, ``.ome.tif``, ``.tif``; see :func:`input_suffixes`), a folder of single-frame
+        files (sorted by name, numbers in natural order), or any file :func:`sciz.load` reads that
+        holds 2-D or 3-D data (pixel size from a length unit on its last axis).
     channel
         The data channel (e.g. ``TP`` for .asd, ``height_trace`` for JPK); ``None`` takes the
         format's default (see :data:`DEFAULT_CHANNELS`).
@@ -102,39 +104,62 @@ def load_stack(
     if not source.exists():
         raise FileNotFoundError(f"no such file or folder: {source}")
     if source.is_dir():
-        return _load_folder(source, channel, pixel_size_nm)
+        try:
+            store = detect_format(source)  # a directory format (a zspy store) is one file
+        except UnknownFormatError:
+            return _load_folder(source, channel, pixel_size_nm)
+        if store.afm_stack:
+            return store.read_stack(source, channel, pixel_size_nm)
+        return _dataset_stack(store, source, channel, pixel_size_nm)
     return _load_file(source, channel, pixel_size_nm)
 
 
 def _load_file(source: Path, channel: str | None, pixel_size_nm: float | None) -> ImageStack:
-    plugin = _stack_format(source)
-    if plugin is not None:
-        return plugin.read_stack(source, channel, pixel_size_nm)
-    suffix = _suffix(source)
-    loader = _ARRAY_LOADERS.get(suffix)
-    if loader is None:
-        raise FormatError(
-            f"{source}: sciz cannot read {suffix or 'files without an extension'} as an AFM stack; "
-            f"readable: {', '.join(input_suffixes())} or a folder of frames"
-        )
-    return loader(source, channel, pixel_size_nm)
-
-
-def _stack_format(source: Path) -> Format | None:
-    """The registered AFM-stack format of ``source``: by content first; failing that, by extension
-    unless the file may be a plain array (then None). A file whose content is not what its
-    extension says reaches that format's reader, whose error tells what is wrong."""
+    """One file, in this order: a registered AFM-stack format found by content; a plain array
+    (``.npz``/``.npy``/TIFF); an AFM-stack format named by the extension (its reader says what is
+    wrong with the content); any other registered format holding 2-D or 3-D data."""
     try:
         detected: Format | None = detect_format(source)
     except UnknownFormatError:
         detected = None
     if detected is not None and detected.afm_stack:
-        return detected
-    if _suffix(source) in _ARRAY_SUFFIXES:
-        return None
-    by_extension = [(f.matches_extension(source), f.priority, i, f) for i, f in enumerate(list_formats("afm-stack"))]
-    best = max(by_extension, key=lambda m: (m[0], m[1], -m[2]), default=None)
+        return detected.read_stack(source, channel, pixel_size_nm)
+    suffix = _suffix(source)
+    loader = _ARRAY_LOADERS.get(suffix)
+    if loader is not None:
+        return loader(source, channel, pixel_size_nm)
+    by_extension = _stack_format_by_extension(source)
+    if by_extension is not None:
+        return by_extension.read_stack(source, channel, pixel_size_nm)
+    if detected is not None and detected.can_read:
+        return _dataset_stack(detected, source, channel, pixel_size_nm)
+    raise FormatError(
+        f"{source}: sciz cannot read {suffix or 'files without an extension'} as an AFM stack; "
+        f"readable: {', '.join(input_suffixes())}, a folder of frames, or any file sciz.load reads "
+        "that holds 2-D or 3-D data"
+    )
+
+
+def _stack_format_by_extension(source: Path) -> Format | None:
+    ranked = [(f.matches_extension(source), f.priority, -i, f) for i, f in enumerate(list_formats("afm-stack"))]
+    best = max(ranked, key=lambda m: m[:3], default=None)
     return best[3] if best is not None and best[0] > 0 else None
+
+
+def _dataset_stack(plugin: Format, source: Path, channel: str | None, pixel_size_nm: float | None) -> ImageStack:
+    """A stack from any registered format: pixel size from a length unit on the last axis, times
+    from a time unit on the first (see :meth:`ImageStack.from_dataset`)."""
+    dataset = plugin.read(source)
+    if dataset.ndim not in (2, 3) or np.dtype(dataset.dtype).kind not in "biuf":
+        raise FormatError(
+            f"{source}: holds {dataset.ndim}-D {dataset.dtype} data ({plugin.name}); an AFM stack is a real "
+            "(frames, H, W) array or one (H, W) image"
+        )
+    stack = ImageStack.from_dataset(dataset, pixel_size_nm=pixel_size_nm)
+    if channel is not None:
+        stack.channel = channel
+    stack.file_path = source
+    return stack
 
 
 # -- bundles and plain arrays -------------------------------------------------------------------
