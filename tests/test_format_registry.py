@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import struct
 import sys
 from pathlib import Path
 
@@ -105,6 +106,26 @@ def test_load_stack_reads_any_registered_format_with_frames(tmp_path):
         load_stack(cube)
 
 
+def test_a_fresh_process_finds_every_format_by_name_alone(copy_shared, tmp_path):
+    # Registration by import side effect would leave formats out of a process that imported only sciz.
+    import subprocess
+
+    asd = copy_shared("afm/asd_sample_0.asd")
+    code = (
+        "import json, sys, sciz\n"
+        "from sciz.formats import list_formats\n"
+        "ds = sciz.load(sys.argv[1])\n"
+        "flags = {f.name: sorted(f.capabilities()) for f in list_formats()}\n"
+        "afm = sorted(m for m in sys.modules if m.startswith('sciz.afm'))\n"
+        "print(json.dumps({'shape': list(ds.shape), 'formats': flags, 'afm': afm}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(asd)], capture_output=True, text=True, check=True)
+    report = json.loads(done.stdout)
+    assert report["shape"] == [32, 200, 200]
+    assert report["formats"] == {f.name: sorted(f.capabilities()) for f in list_formats()}
+    assert "sciz.afm.bundle_formats" in report["afm"]  # loaded from its BUILTIN_FORMATS string
+
+
 # -- vendor AFM files ----------------------------------------------------------------------------------
 def test_asd_video_loads_as_a_dataset(copy_shared):
     path = copy_shared("afm/asd_sample_0.asd")
@@ -148,6 +169,55 @@ def test_sciz_info_lists_channels_frames_pixel_size_and_times(copy_shared):
     assert stack["channel"] == "height_trace" and len(stack["channels"]) == 9 and "phase_retrace" in stack["channels"]
     assert stack["pixel_size_nm"] == pytest.approx(1.171875)
     assert stack["timestamps_s"] == pytest.approx([0.0, 3.275, 6.55, 9.825])
+
+
+def _gwy_component(name: str, kind: str, value: bytes) -> bytes:
+    return name.encode() + b"\0" + kind.encode() + value
+
+
+def _gwy_object(name: str, components: list[bytes]) -> bytes:
+    body = b"".join(components)
+    return name.encode() + b"\0" + struct.pack("<I", len(body)) + body
+
+
+def _write_gwy(path: Path, image: np.ndarray, width_m: float, title: str = "ZSensor") -> Path:
+    """A Gwyddion GWYP file (the documented serialisation) holding one data field in metres."""
+    rows, cols = image.shape
+    field = _gwy_object(
+        "GwyDataField",
+        [
+            _gwy_component("xres", "i", struct.pack("<i", cols)),
+            _gwy_component("yres", "i", struct.pack("<i", rows)),
+            _gwy_component("xreal", "d", struct.pack("<d", width_m)),
+            _gwy_component("yreal", "d", struct.pack("<d", width_m * rows / cols)),
+            _gwy_component("si_unit_xy", "o", _gwy_object("GwySIUnit", [_gwy_component("unitstr", "s", b"m\0")])),
+            _gwy_component("data", "D", struct.pack("<I", image.size) + image.astype("<f8").tobytes()),
+        ],
+    )
+    container = _gwy_object(
+        "GwyContainer",
+        [_gwy_component("/0/data/title", "s", title.encode() + b"\0"), _gwy_component("/0/data", "o", field)],
+    )
+    path.write_bytes(b"GWYP" + container)
+    return path
+
+
+def test_single_vendor_images_and_folders_of_them(tmp_path):
+    image = np.arange(36, dtype=np.float64).reshape(6, 6) * 1e-9  # heights in m
+    (tmp_path / "frames").mkdir()
+    first = _write_gwy(tmp_path / "frames" / "f1.gwy", image, 3e-9)
+    _write_gwy(tmp_path / "frames" / "f2.gwy", image * 2, 3e-9)
+    dataset = sciz.load(first)
+    assert detect_format(first).name == "gwy" and dataset.shape == (1, 6, 6)
+    assert np.allclose(np.asarray(dataset.data)[0], image * 1e9)  # AFMReader gives nm
+    assert dataset.axes[2].scale == pytest.approx(0.5) and dataset.metadata["afm_stack"]["channel"] == "ZSensor"
+    result = CliRunner().invoke(app, ["info", str(first)])
+    assert "afm stack: 1 frames of 6 x 6 px, 0.5 nm/px, channel ZSensor\n" in result.output, result.output
+    stack = load_stack(tmp_path / "frames")
+    assert stack.n_frames == 2 and np.allclose(np.asarray(stack.data)[1], image * 2e9)
+    assert [f["source_file"] for f in stack.frame_metadata] == ["f1.gwy", "f2.gwy"]
+    with pytest.raises(FormatError, match=r"f1\.gwy: AFMReader could not read it .*'Height' not found.*ZSensor"):
+        sciz.load(first, channel="Height")
 
 
 def test_vendor_read_options_and_wrong_content(copy_shared, tmp_path):
