@@ -76,6 +76,22 @@ def test_afm_tables_are_derived_from_the_registry():
     }
 
 
+def test_sciz_formats_lists_the_registry():
+    runner = CliRunner()
+    result = runner.invoke(app, ["formats", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert list(rows) == [f.name for f in list_formats()]
+    assert rows["asd"]["capabilities"] == ["afm-stack", "read"] and rows["asd"]["extra"] == "afm"
+    assert rows["afm-h5"]["export_names"] == ["h5", "hdf5"]
+    result = runner.invoke(app, ["formats", "--can", "lazy", "--json"])
+    assert [row["name"] for row in json.loads(result.output)] == ["zspy", "zspy-zip", "hspy"]
+    table = runner.invoke(app, ["formats", "--can", "afm-stack"], terminal_width=200)
+    assert "h5-jpk" in table.output and "sciz[afm]" in table.output and "zspy" not in table.output
+    bad = runner.invoke(app, ["formats", "--can", "fly"])
+    assert bad.exit_code == 2 and "known capabilities are read, write, lazy" in bad.output
+
+
 def test_lazy_convert_streams_only_between_lazy_formats(tmp_path, monkeypatch):
     from sciz.lazy import convert
 

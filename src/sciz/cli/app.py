@@ -25,6 +25,7 @@ err_console = Console(stderr=True)
 COMMAND_MODULES = [
     "sciz.cli.codecs_cmd",
     "sciz.cli.info_cmd",
+    "sciz.cli.formats_cmd",
     "sciz.cli.convert_cmd",
     "sciz.cli.process_cmd",
     "sciz.cli.demo_cmd",
