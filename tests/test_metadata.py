@@ -159,3 +159,33 @@ def test_malformed_metadata_raises_format_error(text: str | bytes) -> None:
 
 def test_foreign_json_with_nan_literals() -> None:
     assert metadata.decode('{"a": NaN, "b": [1, 2]}')["b"] == [1, 2]
+
+
+def test_plain_form_is_json_for_readers_outside_sciz():
+    from sciz.errors import ArgumentError
+    from sciz.metadata import decode_text, plain_json, to_plain
+
+    value = {
+        1: np.float32(0.5),
+        "shape": (3, np.int64(4)),
+        "grid": np.arange(4).reshape(2, 2),
+        "raw": b"caf\xc3\xa9",
+        "when": dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC),
+        "span": dt.timedelta(minutes=2),
+        "where": pathlib.PurePosixPath("/data/x.asd"),
+        "z": 1 + 2j,
+        "tags": frozenset({"a"}),
+        "nan": float("nan"),
+        "other": object,
+    }
+    plain = to_plain(value)
+    assert plain["1"] == 0.5 and type(plain["1"]) is float
+    assert plain["shape"] == [3, 4] and type(plain["shape"][1]) is int
+    assert plain["grid"] == [[0, 1], [2, 3]]
+    assert plain["raw"] == "café" and plain["when"] == "2024-05-01T12:00:00+00:00"
+    assert plain["span"] == 120.0 and plain["where"] == "/data/x.asd" and plain["z"] == [1.0, 2.0]
+    assert plain["tags"] == ["a"] and math.isnan(plain["nan"]) and plain["other"] == str(object)
+    assert json.loads(plain_json(value))["raw"] == "café"
+    with pytest.raises(ArgumentError, match=r"metadata\['other'\]: a builtins.type has no plain JSON form"):
+        to_plain(value, strict=True)
+    assert decode_text(np.array([b"ab\xff"])) == "ab\ufffd" and decode_text(np.str_("x")) == "x"

@@ -1,10 +1,14 @@
-"""Small helpers every layer shares (the one place for them)."""
+"""Small helpers every layer shares (the one place for them): thread counts, CRC-32, optional imports."""
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import Any
 
-__all__ = ["usable_cores"]
+from .errors import MissingDependencyError
+
+__all__ = ["crc32", "require", "usable_cores"]
 
 
 def usable_cores() -> int:
@@ -13,3 +17,30 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def crc32(data: Any, value: int | None = None) -> int:
+    """CRC-32 (zlib's polynomial) through libdeflate, about six times zlib's speed; ``value`` continues a CRC."""
+    import imagecodecs
+
+    return int(imagecodecs.deflate_crc32(data, value)) & 0xFFFFFFFF
+
+
+def require(module: str, extra: str, *, needed_for: str | None = None, otherwise: str | None = None) -> Any:
+    """Import an optional dependency, or raise an error naming the extra that installs it.
+
+    ``needed_for`` says what needs it (default: "this"); ``otherwise`` names a way around it.
+
+    Example
+    -------
+    >>> h5py = require("h5py", "hdf5")  # doctest: +SKIP
+    >>> yaml = require("yaml", "processing", needed_for="reading a YAML file", otherwise="use .json")  # doctest: +SKIP
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        around = f" ({otherwise})" if otherwise else ""
+        raise MissingDependencyError(
+            f"{module} is needed for {needed_for or 'this'} and is not installed ({exc}); "
+            f"install it with: pip install 'sciz[{extra}]'{around}"
+        ) from exc

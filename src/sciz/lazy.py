@@ -1,193 +1,34 @@
-"""Big data: streaming dask arrays into stores chunk by chunk, with a progress bar, on any dask scheduler.
+"""Big data: converting files chunk by chunk through dask, test signals and memory high-water marks.
 
-Writers hand a dask array and a chunk-writing target to :func:`store_dask`; it runs on whatever
-scheduler is active (the threaded default, or a ``dask.distributed`` client of processes), keeps
-only a few chunks in memory at a time, and shows a rich progress bar in-process or distributed's
-own progress display on a cluster. :func:`synthetic_signal` builds a large test signal chunk by
-chunk without ever holding it whole, and :func:`peak_rss` reports memory high-water marks.
+:func:`convert` streams between any two formats whose registry entry says they stream lazily
+(``Format.lazy``); the chunk-level machinery the format writers use (:func:`store_dask`,
+:func:`iter_blocks`, :func:`progress_bar`, :func:`active_client`) lives in the storage layer
+(:mod:`sciz.formats._streaming`) and is re-exported here. :func:`synthetic_signal` builds a large
+test signal chunk by chunk without ever holding it whole, and :func:`peak_rss` reports memory
+high-water marks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-import threading
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from ._util import usable_cores
-from .errors import FormatError
-from .formats._base import require
+from ._util import require
+from .formats._streaming import active_client, iter_blocks, progress_bar, store_dask
 
 __all__ = [
-    "STREAMING_FORMATS",
     "active_client",
     "convert",
+    "current_rss",
     "iter_blocks",
     "peak_rss",
     "progress_bar",
     "store_dask",
     "synthetic_signal",
 ]
-
-
-@contextlib.contextmanager
-def progress_bar(total: int, description: str, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar over ``total`` bytes; yields ``advance(nbytes)`` (thread-safe)."""
-    if not enabled or total <= 0:
-        yield lambda nbytes: None
-        return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-    lock = threading.Lock()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-    ) as progress:
-        task = progress.add_task(description, total=total)
-
-        def advance(nbytes: int) -> None:
-            with lock:
-                progress.update(task, advance=nbytes)
-
-        yield advance
-
-
-def active_client() -> Any:
-    """The ``dask.distributed`` client in use as the default scheduler, or None."""
-    if "distributed" not in sys.modules:
-        return None
-    try:
-        from distributed import default_client
-
-        client = default_client()
-    except (ValueError, ImportError):
-        return None
-    import dask
-
-    scheduler = dask.config.get("scheduler", None)
-    if scheduler not in (None, "dask.distributed", "distributed") and scheduler is not getattr(client, "get", None):
-        return None
-    return client
-
-
-def _rich_dask_callback(description: str) -> Any:
-    """A dask callback showing a rich progress bar over the tasks of the running graph."""
-    from dask.callbacks import Callback
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
-    class _RichTasks(Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self._progress = Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                transient=True,
-            )
-            self._task: Any = None
-
-        def _start_state(self, dsk: Any, state: Any) -> None:
-            total = sum(len(state[k]) for k in ("ready", "waiting", "finished", "running") if k in state)
-            self._progress.start()
-            self._task = self._progress.add_task(description, total=max(total, len(dsk)))
-
-        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-            self._progress.update(self._task, advance=1)
-
-        def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
-            self._progress.stop()
-
-    return _RichTasks()
-
-
-def store_dask(data: Any, target: Any, *, show_progressbar: bool = True) -> None:
-    """Write a dask array into a chunk target (``target[region] = block``), one chunk per task.
-
-    The array is first rechunked to the target's chunk grid, so each task writes exactly one stored
-    chunk and no two tasks touch the same key (no locks, safe across processes).
-    """
-    da = require("dask.array", "dask")
-    chunks = target.meta.chunks
-    if data.chunks != da.core.normalize_chunks(chunks, data.shape, dtype=data.dtype):
-        data = data.rechunk(chunks)
-    client = active_client()
-    if client is not None:
-        if not getattr(target.kv, "shareable", False):
-            raise FormatError(
-                f"{target.kv.describe()}: a dask.distributed cluster cannot write into this store; "
-                "write to a directory (store_type='local') or a zip file"
-            )
-        stored = da.store(data, target, lock=False, compute=False)
-        future = client.compute(stored)
-        if show_progressbar:
-            from distributed import progress
-
-            progress(future, notebook=False)
-        future.result()
-        return
-    tasks = int(np.prod(data.numblocks)) if data.ndim else 1
-    if show_progressbar and tasks > 1:
-        with _rich_dask_callback(f"writing {target.meta.path}"):
-            da.store(data, target, lock=False)
-    else:
-        da.store(data, target, lock=False)
-
-
-def iter_blocks(
-    data: Any, chunks: tuple[int, ...], *, show_progressbar: bool = True, in_flight: int | None = None
-) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
-    """Compute a dask array block by block on the active scheduler; yield ``(region, block)`` in order.
-
-    For targets only this process can write (an HDF5 file): at most ``in_flight`` blocks are
-    computed at once (default: two per worker thread), so memory stays at a few blocks.
-    """
-    da = require("dask.array", "dask")
-    if data.chunks != da.core.normalize_chunks(chunks, data.shape, dtype=data.dtype):
-        data = data.rechunk(chunks)
-    offsets = [np.concatenate([[0], np.cumsum(c)]).astype(int) for c in data.chunks]
-    indices = list(np.ndindex(*data.numblocks))
-
-    def region(index: tuple[int, ...]) -> tuple[slice, ...]:
-        return tuple(slice(int(offsets[d][i]), int(offsets[d][i + 1])) for d, i in enumerate(index))
-
-    client = active_client()
-    total = int(data.nbytes)
-    with progress_bar(total, "writing", enabled=show_progressbar and len(indices) > 1) as advance:
-        if client is not None:
-            from collections import deque
-
-            window = in_flight or max(2, 2 * sum(client.nthreads().values()))
-            queue: deque[tuple[tuple[int, ...], Any]] = deque()
-            position = 0
-            while position < len(indices) or queue:
-                while position < len(indices) and len(queue) < window:
-                    index = indices[position]
-                    queue.append((index, client.compute(data.blocks[index])))
-                    position += 1
-                index, future = queue.popleft()
-                block = np.asarray(future.result())
-                advance(block.nbytes)
-                yield region(index), block
-            return
-        import dask
-
-        batch = in_flight or usable_cores()
-        for start in range(0, len(indices), batch):
-            chosen = indices[start : start + batch]
-            blocks = dask.compute(*[data.blocks[index] for index in chosen])
-            for index, block in zip(chosen, blocks, strict=True):
-                advance(int(np.asarray(block).nbytes))
-                yield region(index), np.asarray(block)
 
 
 def synthetic_signal(
@@ -287,16 +128,12 @@ def current_rss() -> int:
         return peak_rss()
 
 
-#: Formats whose readers can return dask arrays (``lazy=True``) and whose writers stream them.
-STREAMING_FORMATS = frozenset({"zspy", "zspy-zip", "hspy"})
-
-
 def convert(source: Any, target: Any, *, format: str | None = None, **options: Any) -> Any:
     """Convert any readable file to any writable format, streaming chunk by chunk when both sides can.
 
-    The source is opened lazily if its format supports it (zspy, hspy), so the data flows through
-    dask one chunk at a time into a streaming writer (zspy, hspy) without ever being whole in
-    memory; other formats are read and written whole. Returns the written path.
+    When both formats stream lazily (``Format.lazy`` in the registry: zspy, hspy), the source is
+    opened lazily and the data flows through dask one chunk at a time into the writer without ever
+    being whole in memory; other formats are read and written whole. Returns the written path.
 
     Example
     -------
@@ -307,7 +144,7 @@ def convert(source: Any, target: Any, *, format: str | None = None, **options: A
 
     reader = detect_format(source)
     writer = format_for_writing(target, format)
-    lazy = reader.name in STREAMING_FORMATS and writer.name in STREAMING_FORMATS
+    lazy = reader.lazy and writer.lazy
     dataset = reader.read(_as_path(source), **({"lazy": True} if lazy else {}))
     return save(dataset, target, format=writer.name, **options)
 

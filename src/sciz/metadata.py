@@ -10,6 +10,9 @@ Supported: ``None``, ``bool``, ``int``, ``float`` (NaN, +-inf, -0.0), ``complex`
 hashable keys), numpy scalars (dtype kept, bit-exact), numpy arrays (non-object dtypes, up to
 ``MAX_ARRAY_BYTES``), ``datetime.datetime``/``date``/``time``/``timedelta`` and ``pathlib`` paths.
 
+Where a reader outside sciz takes the metadata (playNano's ``json.loads``, HyperSpy's attributes),
+:func:`to_plain` gives the *plain* form instead: numbers, text, lists and dicts only, types lost.
+
 Example
 -------
 >>> import numpy as np
@@ -26,13 +29,24 @@ import datetime as dt
 import json
 import math
 import pathlib
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from .errors import ArgumentError, FormatError
 
-__all__ = ["MAX_ARRAY_BYTES", "TAG", "decode", "encode", "from_jsonable", "to_jsonable"]
+__all__ = [
+    "MAX_ARRAY_BYTES",
+    "TAG",
+    "decode",
+    "decode_text",
+    "encode",
+    "from_jsonable",
+    "plain_json",
+    "to_jsonable",
+    "to_plain",
+]
 
 TAG = "__sciz__"
 #: Arrays larger than this belong in a dataset layer, not in metadata.
@@ -317,3 +331,58 @@ def decode(text: str | bytes) -> Any:
     except (ValueError, RecursionError) as exc:
         raise FormatError(f"metadata is not valid JSON ({exc})") from None
     return from_jsonable(obj)
+
+
+# -- the plain form: for readers that take JSON as they find it -----------------------------------
+def decode_text(value: Any) -> str:
+    """A str from a stored text value: str, bytes (UTF-8, undecodable bytes replaced), a numpy string
+    scalar or a one-element array of one."""
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(-1)[0]
+    if isinstance(value, bytes | bytearray | np.bytes_):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def to_plain(value: Any, where: str = "metadata", *, strict: bool = False) -> Any:
+    """``value`` as plain JSON data (None, bool, int, float, str, list, dict with str keys); types are lost.
+
+    numpy scalars become Python numbers, arrays and tuples/sets lists, bytes UTF-8 text, dates and
+    times ISO text, time spans seconds, paths text, complex numbers ``[re, im]``. Anything else
+    becomes ``str(value)``, or with ``strict`` an :class:`~sciz.errors.ArgumentError` naming
+    ``where``. NaN and infinities stay floats (Python's JSON writes them as ``NaN``/``Infinity``).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> to_plain({"size": np.float32(0.5), "shape": (3, 4)})
+    {'size': 0.5, 'shape': [3, 4]}
+    """
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.generic):
+        return to_plain(value.item(), where, strict=strict)
+    if isinstance(value, np.ndarray):
+        return to_plain(value.tolist(), where, strict=strict)
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v, f"{where}[{k!r}]", strict=strict) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_plain(v, f"{where}[{i}]", strict=strict) for i, v in enumerate(value)]
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    if isinstance(value, complex):
+        return [value.real, value.imag]
+    if strict:
+        raise ArgumentError(f"{where}: a {type(value).__module__}.{type(value).__qualname__} has no plain JSON form")
+    return str(value)
+
+
+def plain_json(value: Any) -> str:
+    """:func:`to_plain` as JSON text (UTF-8 kept; NaN written as Python's JSON does)."""
+    return json.dumps(to_plain(value), ensure_ascii=False)

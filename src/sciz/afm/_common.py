@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import json
 import math
 import os
-import pathlib
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import FormatError, argument_error
+from ..metadata import decode_text, plain_json
 from ..model import Dataset
 from ..stack import ImageStack
 
 __all__ = [
     "as_image_stack",
     "bundle_provenance",
+    "decode_text",
     "dedupe",
     "frames_with_timestamps",
     "json_text",
@@ -61,13 +60,6 @@ def as_image_stack(value: Any, name: str = "stack") -> ImageStack:
     )
 
 
-def decode_text(value: Any) -> str:
-    """A str from a stored text value: str, bytes (UTF-8) or a numpy string scalar."""
-    if isinstance(value, bytes | np.bytes_):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)
-
-
 def source_path(path: Any, name: str = "path") -> Path:
     """``path`` as the Path of an existing file, or an error naming the argument / a FileNotFoundError."""
     if not isinstance(path, str | os.PathLike):
@@ -105,37 +97,9 @@ def sanitize_name(name: str | None, fallback: str) -> str:
     return text or fallback
 
 
-def _plain(value: Any) -> Any:
-    # playNano reads these blobs with json.loads, so they hold plain JSON: numpy scalars become
-    # numbers, arrays lists, paths and times strings (like playNano's own writer does).
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value
-    if isinstance(value, np.generic):
-        return _plain(value.item())
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(v) for v in value]
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, pathlib.PurePath):
-        return str(value)
-    if isinstance(value, complex):
-        return [value.real, value.imag]
-    return str(value)
-
-
 def json_text(value: Any) -> str:
     """Plain JSON text that playNano's ``json.loads`` reads (NaN kept as Python's JSON does)."""
-    return json.dumps(_plain(value), ensure_ascii=False)
+    return plain_json(value)
 
 
 def parse_json(text: Any, path: Path, key: str) -> Any:

@@ -7,24 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import argument_error
+from ..formats import Format, list_formats
 from ._common import as_image_stack, sanitize_name
-from .bundles_h5 import save_h5_bundle
-from .bundles_npz import save_npz_bundle
 from .gif import _default_stem, _is_filtered
-from .ome_tiff import save_ome_tiff_stack
 
-__all__ = ["EXPORT_FORMATS", "export_bundles", "parse_formats"]
+__all__ = ["export_bundles", "export_formats", "parse_formats"]
 
-#: Accepted names -> canonical format (``hdf5`` and ``h5`` are the same; ``tif`` is OME-TIFF).
-EXPORT_FORMATS = {
-    "tif": "tif",
-    "tiff": "tif",
-    "ome-tiff": "tif",
-    "ome.tif": "tif",
-    "npz": "npz",
-    "h5": "h5",
-    "hdf5": "h5",
-}
+
+def export_formats() -> dict[str, Format]:
+    """Accepted export names -> the registered format that writes them (``format.stack_export``).
+
+    The first name of each format is its canonical one (``tif`` for OME-TIFF, ``npz``, ``h5``);
+    ``hdf5`` and ``h5`` are the same format.
+    """
+    return {name: plugin for plugin in list_formats("afm-export") for name in plugin.stack_export}
 
 
 def parse_formats(formats: Any) -> list[str]:
@@ -35,19 +31,21 @@ def parse_formats(formats: Any) -> list[str]:
         items = []
         for item in formats:
             if not isinstance(item, str):
-                raise argument_error("formats", formats, f"must hold format names ({', '.join(EXPORT_FORMATS)})")
+                raise argument_error("formats", formats, f"must hold format names ({', '.join(export_formats())})")
             items.extend(item.replace(",", " ").split())
     else:
         raise argument_error("formats", formats, "must be a list of format names or a comma-separated string")
+    known = export_formats()
     out: list[str] = []
     for item in items:
-        key = EXPORT_FORMATS.get(item.strip().lower().lstrip("."))
-        if key is None:
-            raise argument_error("formats", item, f"known formats are {', '.join(EXPORT_FORMATS)}")
-        if key not in out:
-            out.append(key)
+        plugin = known.get(item.strip().lower().lstrip("."))
+        if plugin is None:
+            raise argument_error("formats", item, f"known formats are {', '.join(known)}")
+        if plugin.stack_export[0] not in out:
+            out.append(plugin.stack_export[0])
     if not out:
-        raise argument_error("formats", formats, "name at least one format (tif, npz, h5)")
+        canonical = ", ".join(dict.fromkeys(p.stack_export[0] for p in known.values()))
+        raise argument_error("formats", formats, f"name at least one format ({canonical})")
     return out
 
 
@@ -96,12 +94,11 @@ def export_bundles(
     stem = sanitize_name(base_name, _default_stem(stack))
     if _is_filtered(stack, raw):
         stem += "_filtered"
+    known = export_formats()
     written: dict[str, Path] = {}
     for name in chosen:
-        if name == "tif":
-            written[name] = save_ome_tiff_stack(folder / f"{stem}.ome.tif", stack, raw)
-        elif name == "npz":
-            written[name] = save_npz_bundle(folder / f"{stem}.npz", stack, raw)
-        else:
-            written[name] = save_h5_bundle(folder / f"{stem}.h5", stack, raw, codec=codec, tolerance=tolerance)
+        plugin = known[name]
+        # A codec is the HDF5 bundle's option; formats that take none are not given it.
+        options = {k: v for k, v in (("codec", codec), ("tolerance", tolerance)) if k in plugin.stack_options}
+        written[name] = plugin.write_stack(stack, folder / f"{stem}{plugin.extensions[0]}", raw, **options)
     return written

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from .._util import require
 from ..atomic import atomic_file
 from ..errors import argument_error
-from ..formats._base import require
 from ..stack import ImageStack
 from ._common import as_image_stack, sanitize_name, target_path
 

@@ -1,8 +1,10 @@
-"""The root typer application and the ``--version`` option."""
+"""The root typer application, the ``--version`` option and what every command shares (errors, sizes)."""
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -23,10 +25,36 @@ err_console = Console(stderr=True)
 COMMAND_MODULES = [
     "sciz.cli.codecs_cmd",
     "sciz.cli.info_cmd",
+    "sciz.cli.formats_cmd",
     "sciz.cli.convert_cmd",
     "sciz.cli.process_cmd",
     "sciz.cli.demo_cmd",
 ]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``error: message`` on stderr and leave with ``code``."""
+    from rich.markup import escape
+
+    # Escaped: messages hold brackets that are not markup (``pip install 'sciz[afm]'``).
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def disk_size(path: Path) -> int:
+    """Bytes on disk of a file, or of every file below a directory."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def human_size(size: float) -> str:
+    """``size`` bytes as ``123 B``, ``4.5 MiB``..."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"  # pragma: no cover - the loop returns first
 
 
 def _version_callback(value: bool) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .app import app
-from .info_cmd import fail, parse_options, read_dataset
+from .app import app, fail
+from .info_cmd import parse_options, read_dataset
 
 __all__ = ["convert_command"]
 
@@ -57,10 +56,8 @@ def convert_command(
         writer = format_for_writing(target, to)
     except (SciZError, ValueError) as exc:
         fail(str(exc))
-    # Between streaming formats (zspy, hspy: sciz.lazy) the data flows chunk by chunk through dask.
-    streaming = getattr(importlib.import_module("sciz.lazy"), "STREAMING_FORMATS", ())
-    lazy_formats = streaming if writer.name in streaming else ()
-    reader, dataset = read_dataset(source, from_format, read_options, lazy_formats=lazy_formats)
+    # Between formats that stream lazily (zspy, hspy) the data flows chunk by chunk through dask.
+    reader, dataset = read_dataset(source, from_format, read_options, lazy=writer.lazy)
     problems = writer.problems(dataset)
     if problems and not drop_unsupported:
         listing = "".join(f"\n  - {p}" for p in problems)

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .app import app, console
-from .process_cmd import ProcessJob, fail, print_summary, run_job
+from .app import app, console, fail
+from .process_cmd import ProcessJob, print_summary, run_job
 
 __all__ = ["DEMO_FOLDER", "demo_command"]
 

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import numpy as np
 import typer
 
-from .app import app
+from .app import app, disk_size, fail, human_size
 
-__all__ = ["fail", "info_command", "parse_options", "read_dataset"]
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``error: message`` on stderr and leave with ``code``."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+__all__ = ["info_command", "parse_options", "read_dataset"]
 
 
 def parse_options(items: Sequence[str], flag: str) -> dict[str, Any]:
@@ -38,11 +32,12 @@ def parse_options(items: Sequence[str], flag: str) -> dict[str, Any]:
 
 
 def read_dataset(
-    path: Path, format_name: str | None, options: dict[str, Any], *, lazy_formats: Collection[str] = ()
+    path: Path, format_name: str | None, options: dict[str, Any], *, lazy: bool = False
 ) -> tuple[Any, Any]:
     """Detect (or look up) the format and read ``path``; errors end the command with a clear message.
 
-    Formats named in ``lazy_formats`` are read with ``lazy=True`` (unless ``options`` say otherwise).
+    With ``lazy``, a format that streams lazily (``Format.lazy``) is read with ``lazy=True``
+    (unless ``options`` say otherwise).
     """
     from ..errors import SciZError
     from ..formats import detect_format, get_format
@@ -53,7 +48,7 @@ def read_dataset(
         plugin = get_format(format_name) if format_name else detect_format(path)
         if not plugin.can_read:
             fail(f"sciz cannot read {plugin.name} files")
-        if plugin.name in lazy_formats:
+        if lazy and plugin.lazy:
             options = {"lazy": True, **options}
         dataset = plugin.read(path, **options)
     except typer.Exit:
@@ -61,20 +56,6 @@ def read_dataset(
     except (SciZError, OSError, ValueError, TypeError) as exc:
         fail(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
     return plugin, dataset
-
-
-def _disk_size(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(size) < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"  # pragma: no cover - the loop returns first
 
 
 def _array_rows(dataset: Any) -> list[dict[str, Any]]:
@@ -99,6 +80,46 @@ def _array_rows(dataset: Any) -> list[dict[str, Any]]:
     return rows
 
 
+#: Items of a long list shown in the text report (per-frame metadata of a 1000-frame video).
+_LIST_ITEMS = 3
+
+
+def _afm_stack(dataset: Any) -> dict[str, Any] | None:
+    """Frames, channels, pixel size and timestamps of an AFM stack (None if ``dataset`` is not one)."""
+    from ..stack import METADATA_KEY, ImageStack
+
+    saved = dataset.metadata.get(METADATA_KEY)
+    if not isinstance(saved, dict) or dataset.ndim not in (2, 3):
+        return None
+    stack = ImageStack.from_dataset(dataset)
+    times = [None if np.isnan(t) else float(t) for t in stack.timestamps]
+    return {
+        "frames": stack.n_frames,
+        "height": stack.height,
+        "width": stack.width,
+        "pixel_size_nm": stack.pixel_size_nm,
+        "channel": stack.channel,
+        "channels": list(saved["channels"]) if saved.get("channels") else None,  # None: the format does not say
+        "timestamps_s": times,
+    }
+
+
+def _stack_lines(summary: dict[str, Any]) -> Iterator[str]:
+    channels = f" (in the file: {', '.join(summary['channels'])})" if summary["channels"] else ""
+    yield (
+        f"afm stack: {summary['frames']} frames of {summary['height']} x {summary['width']} px, "
+        f"{summary['pixel_size_nm']:.6g} nm/px, channel {summary['channel']}{channels}"
+    )
+    known = [t for t in summary["timestamps_s"] if t is not None]
+    if not known:
+        yield "  timestamps: none"
+        return
+    shown = ", ".join(f"{t:.6g}" for t in known[:_LIST_ITEMS])
+    more = f", ... {known[-1]:.6g}" if len(known) > _LIST_ITEMS else ""
+    missing = len(summary["timestamps_s"]) - len(known)
+    yield f"  timestamps [s]: {shown}{more}" + (f" ({missing} frames without one)" if missing else "")
+
+
 def _summarise(value: Any, indent: int, limit: int = 100) -> Iterator[str]:
     pad = "  " * indent
     if isinstance(value, dict):
@@ -110,6 +131,9 @@ def _summarise(value: Any, indent: int, limit: int = 100) -> Iterator[str]:
                 yield f"{pad}{key}: {_short(item, limit)}"
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
+            if index == _LIST_ITEMS and len(value) > _LIST_ITEMS + 1:
+                yield f"{pad}... ({len(value) - index} more)"
+                break
             if isinstance(item, dict | list | tuple) and item and _is_nested(item):
                 yield f"{pad}[{index}]:"
                 yield from _summarise(item, indent + 1, limit)
@@ -147,8 +171,9 @@ def info_command(
     from ..metadata import to_jsonable
 
     plugin, dataset = read_dataset(path, format_name, parse_options(read_option or [], "--read-option"))
-    size = _disk_size(path)
+    size = disk_size(path)
     rows = _array_rows(dataset)
+    stack = _afm_stack(dataset)
     axes = [axis.to_dict() | {"size": n} for axis, n in zip(dataset.axes, dataset.shape, strict=True)]
     if as_json:
         report = {
@@ -160,10 +185,13 @@ def info_command(
             "axes": axes,
             "metadata": to_jsonable(dataset.metadata),
             "provenance_steps": len(dataset.provenance),
+            "capabilities": sorted(plugin.capabilities()),
         }
+        if stack is not None:
+            report["afm_stack"] = stack
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
         return
-    typer.echo(f"file:     {path} ({_human(size)} on disk)")
+    typer.echo(f"file:     {path} ({human_size(size)} on disk)")
     typer.echo(f"format:   {plugin.name} - {plugin.description}")
     if dataset.name:
         typer.echo(f"name:     {dataset.name}")
@@ -171,7 +199,7 @@ def info_command(
     width = max(len(r["name"]) for r in rows)
     for row in rows:
         shape = " x ".join(map(str, row["shape"])) or "scalar"
-        stored = _human(row["stored_bytes"]) if row["stored_bytes"] is not None else "?"
+        stored = human_size(row["stored_bytes"]) if row["stored_bytes"] is not None else "?"
         ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "?"
         typer.echo(
             f"  {row['name']:<{width}}  {shape:<18} {row['dtype']:<9} codec {row['codec'] or '?':<8} "
@@ -188,6 +216,9 @@ def info_command(
             f"  {index}: {axis['name'] or '-'}{units} size {axis['size']}, scale {axis['scale']:.6g}, "
             f"offset {axis['offset']:.6g}"
         )
+    if stack is not None:
+        for line in _stack_lines(stack):
+            typer.echo(line)
     typer.echo("metadata:" if dataset.metadata else "metadata: (none)")
     for line in _summarise(dataset.metadata, 1):
         typer.echo(line)

@@ -6,25 +6,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .app import app, console, err_console
+from .app import app, console, disk_size, err_console, fail, human_size
 
 if TYPE_CHECKING:
     from ..stack import ImageStack
 
 __all__ = ["ProcessJob", "process_command", "run_job"]
-
-#: Names ``--export`` accepts (also given space-separated after it, as playNano's CLI does).
-EXPORT_NAMES = ("tif", "tiff", "ome-tiff", "npz", "h5", "hdf5")
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``error: message`` on stderr and leave with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @dataclass
@@ -52,10 +43,13 @@ def split_inputs(tokens: Sequence[str]) -> tuple[str, list[str]]:
     Click hands the words after ``--export npz`` (``hdf5 ...``) over as positional arguments; a word
     that is an export name and not an existing path is taken as one.
     """
+    from ..afm.export import export_formats
+
+    names = export_formats()
     paths: list[str] = []
     formats: list[str] = []
     for token in tokens:
-        if token.lower().lstrip(".") in EXPORT_NAMES and not Path(token).exists():
+        if token.lower().lstrip(".") in names and not Path(token).exists():
             formats.append(token)
         else:
             paths.append(token)
@@ -63,21 +57,6 @@ def split_inputs(tokens: Sequence[str]) -> tuple[str, list[str]]:
         shown = ", ".join(paths) if paths else "none"
         fail(f"give exactly one INPUT file or folder (got {shown})", 2)
     return paths[0], formats
-
-
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"  # pragma: no cover
 
 
 def run_job(stack: ImageStack, job: ProcessJob) -> list[tuple[str, Path]]:
@@ -171,7 +150,7 @@ def print_summary(stack: ImageStack, job: ProcessJob, written: list[tuple[str, P
     table.add_column("file", overflow="fold")
     table.add_column("size", justify="right")
     for kind, path in written:
-        table.add_row(kind, str(path), _human(_size(path)))
+        table.add_row(kind, str(path), human_size(disk_size(path)))
     console.print(table)
 
 

@@ -1,8 +1,14 @@
-"""File formats: a registry that finds the right format by magic bytes first, then by extension.
+"""File formats: THE registry that finds the right format by magic bytes first, then by extension.
 
 Built-in formats are listed in ``BUILTIN_FORMATS`` as ``module:Class`` strings and imported on first
 use; third-party formats register through the ``sciz.formats`` entry-point group or
-:func:`register_format`.
+:func:`register_format`. Every entry point asks this registry, through each format's capability
+flags (:meth:`Format.capabilities`): ``sciz.load``/``sciz.save``, ``sciz info``/``convert``/
+``process``, :func:`sciz.lazy.convert` (``lazy``), :func:`sciz.processing.load_stack`
+(``afm_stack``) and :func:`sciz.afm.export_bundles` (``stack_export``).
+
+The AFM bundle formats are implemented in :mod:`sciz.afm` (they read and write through its bundle
+code) and are named here only as strings: this package never imports the layers above it.
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ from typing import Any
 
 from ..errors import FormatError, UnknownFormatError, argument_error
 from ..model import Dataset
-from ._base import Format, require
+from ._base import CAPABILITIES, Format, require
 
 __all__ = [
     "BUILTIN_FORMATS",
+    "CAPABILITIES",
     "Format",
     "detect_format",
     "format_for_writing",
@@ -34,9 +41,9 @@ __all__ = [
 
 #: Formats shipped with sciz, imported lazily. Later modules append here.
 BUILTIN_FORMATS: list[str] = [
-    "sciz.formats.afm_bundles:AfmNpzFormat",
-    "sciz.formats.afm_bundles:AfmH5Format",
-    "sciz.formats.ometiff:OmeTiffFormat",
+    "sciz.afm.ometiff_format:OmeTiffFormat",
+    "sciz.afm.bundle_formats:AfmNpzFormat",
+    "sciz.afm.bundle_formats:AfmH5Format",
     "sciz.formats.zspy:ZspyFormat",
     "sciz.formats.zspy:ZspyZipFormat",
     "sciz.formats.hspy:HspyFormat",
@@ -45,6 +52,12 @@ BUILTIN_FORMATS: list[str] = [
     "sciz.formats.npz:NpzFormat",
     "sciz.formats.tmd:TmdFormat",
     "sciz.formats.stl:StlFormat",
+    "sciz.formats.afm_vendor:AsdFormat",
+    "sciz.formats.afm_vendor:H5JpkFormat",
+    "sciz.formats.afm_vendor:SpmFormat",
+    "sciz.formats.afm_vendor:JpkFormat",
+    "sciz.formats.afm_vendor:IbwFormat",
+    "sciz.formats.afm_vendor:GwyFormat",
 ]
 
 _registry: dict[str, Format] = {}
@@ -84,10 +97,22 @@ def _load_all() -> None:
         _loaded = True
 
 
-def list_formats() -> list[Format]:
-    """All registered formats, in registration order."""
+def list_formats(capability: str | None = None) -> list[Format]:
+    """All registered formats in registration order; with ``capability`` only those that have it.
+
+    ``capability`` is one of :data:`CAPABILITIES`: ``read``, ``write``, ``lazy``, ``afm-stack``,
+    ``afm-export``.
+
+    Example
+    -------
+    >>> from sciz.formats import list_formats
+    >>> sorted(f.name for f in list_formats("lazy"))
+    ['hspy', 'zspy', 'zspy-zip']
+    """
+    if capability is not None and capability not in CAPABILITIES:
+        raise argument_error("capability", capability, f"known capabilities are {', '.join(CAPABILITIES)}")
     _load_all()
-    return list(_registry.values())
+    return [f for f in _registry.values() if capability is None or capability in f.capabilities()]
 
 
 def get_format(name: str) -> Format:

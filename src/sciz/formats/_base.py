@@ -5,24 +5,19 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import FormatError, MissingDependencyError
+from .._util import require
+from ..errors import FormatError
 from ..model import Dataset
 
-__all__ = ["Format", "require", "single_array_problems", "zip_member_names"]
+if TYPE_CHECKING:
+    from ..stack import ImageStack
 
+__all__ = ["CAPABILITIES", "Format", "require", "single_array_problems", "zip_member_names"]
 
-def require(module: str, extra: str) -> Any:
-    """Import an optional dependency, or raise an error naming the extra that installs it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"{module} is needed for this and is not installed ({exc}); install it with: pip install 'sciz[{extra}]'"
-        ) from exc
+#: The capability flags of a :class:`Format`, as :meth:`Format.capabilities` names them.
+CAPABILITIES = ("read", "write", "lazy", "afm-stack", "afm-export")
 
 
 def zip_member_names(path: Path) -> set[str] | None:
@@ -74,8 +69,36 @@ class Format(ABC):
     directory: ClassVar[bool] = False
     #: Among formats sharing a magic (zip: npz, zspy), higher priority wins when extensions do not decide.
     priority: ClassVar[int] = 0
+    # -- capabilities: every entry point (sciz.load/save, the CLI, sciz.lazy, AFM inputs and exports)
+    # asks the registry through these flags instead of keeping its own list of formats.
+    #: :meth:`read` works (``sciz.load``, ``sciz info``, ``sciz convert`` sources).
     can_read: ClassVar[bool] = True
+    #: :meth:`write` works (``sciz.save``, ``sciz convert`` targets).
     can_write: ClassVar[bool] = True
+    #: :meth:`read` takes ``lazy=True`` (dask arrays) and :meth:`write` streams dask arrays chunk
+    #: by chunk, so :func:`sciz.lazy.convert` between two such formats never holds the data whole.
+    lazy: ClassVar[bool] = False
+    #: The file holds an AFM image stack: :meth:`read_stack` returns an
+    #: :class:`~sciz.stack.ImageStack` (``sciz process`` and :func:`sciz.processing.load_stack`).
+    afm_stack: ClassVar[bool] = False
+    #: Names under which :func:`sciz.afm.export_bundles` and ``sciz process --export`` write an AFM
+    #: stack in this format with :meth:`write_stack` (the first is the canonical one); empty: none.
+    stack_export: ClassVar[tuple[str, ...]] = ()
+    #: The keyword options :meth:`write_stack` takes.
+    stack_options: ClassVar[tuple[str, ...]] = ()
+    #: The pip extra that installs what the reader/writer needs (named in errors and listings).
+    extra: ClassVar[str | None] = None
+
+    def capabilities(self) -> frozenset[str]:
+        """The flags that hold, by name (a subset of :data:`CAPABILITIES`)."""
+        flags = {
+            "read": self.can_read,
+            "write": self.can_write,
+            "lazy": self.lazy,
+            "afm-stack": self.afm_stack,
+            "afm-export": bool(self.stack_export),
+        }
+        return frozenset(name for name, held in flags.items() if held)
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """Whether ``path`` (first bytes ``head``; empty for directories) is of this format.
@@ -97,6 +120,18 @@ class Format(ABC):
     def write(self, dataset: Dataset, path: Path, **options: Any) -> Path:
         """Write ``dataset`` to ``path`` atomically and return the path written."""
         raise FormatError(f"sciz cannot write {self.name} files")
+
+    def read_stack(self, path: Path, channel: str | None = None, pixel_size_nm: float | None = None) -> ImageStack:
+        """Read ``path`` as an AFM :class:`~sciz.stack.ImageStack` (formats with :attr:`afm_stack`).
+
+        ``channel`` picks the data channel (``None``: the format's default); ``pixel_size_nm``
+        replaces the file's pixel size.
+        """
+        raise FormatError(f"{path}: {self.name} files do not hold an AFM stack")
+
+    def write_stack(self, stack: ImageStack, path: Path, raw: bool = False, **options: Any) -> Path:
+        """Write an AFM stack (its processed layers, or only the ``raw`` snapshot) to ``path``."""
+        raise FormatError(f"sciz cannot write AFM stacks as {self.name} files")
 
     def problems(self, dataset: Dataset) -> list[str]:
         """What in ``dataset`` this format cannot hold (empty: everything fits)."""

@@ -400,7 +400,7 @@ def _chunk_regions(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[
 
 
 def _write_dataset(dataset: Any, node: ArrayNode, show_progressbar: bool) -> None:
-    from ..lazy import iter_blocks, progress_bar
+    from ._streaming import iter_blocks, progress_bar
 
     data = node.data
     if not node.shape or 0 in node.shape:
@@ -596,6 +596,7 @@ class HspyFormat(Format):
     extensions = (".hspy",)
     magic = (b"\x89HDF\r\n\x1a\n",)
     priority = 1
+    lazy = True
 
     def sniff(self, path: Path, head: bytes) -> bool:
         if not head.startswith(self.magic[0]):

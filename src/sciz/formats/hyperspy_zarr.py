@@ -28,6 +28,7 @@ import numpy as np
 
 from .._util import usable_cores
 from ..errors import FormatError, argument_error
+from ..metadata import to_plain
 from .hyperspy_tree import ArrayNode, GroupNode, is_lazy_array
 
 __all__ = [
@@ -708,11 +709,7 @@ def _dump(value: Any) -> bytes:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return to_plain(value, strict=True)  # the one plain encoder (sciz.metadata)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1194,7 +1191,7 @@ def write_tree(
         data = node.data
         writer = _ChunkWriter(kv, meta, options.verify if node.role == "signal" else None)
         if is_lazy_array(data):
-            from ..lazy import store_dask
+            from ._streaming import store_dask
 
             store_dask(data, writer, show_progressbar=options.show_progressbar and node.role == "signal")
         else:
@@ -1239,7 +1236,7 @@ def _write_numpy(writer: _ChunkWriter, data: Any, options: WriteOptions, is_sign
     indices = list(meta.chunk_indices())
     if not indices:
         return
-    from ..lazy import progress_bar
+    from ._streaming import progress_bar
 
     total = int(np.prod(meta.shape)) * max(1, meta.dtype.itemsize)
     show = options.show_progressbar and is_signal and len(indices) > 1

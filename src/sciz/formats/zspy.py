@@ -470,6 +470,7 @@ class ZspyFormat(Format):
     extensions = (".zspy",)
     directory = True
     priority = 1
+    lazy = True
 
     def sniff(self, path: Path, head: bytes) -> bool:
         if not path.is_dir():

@@ -343,7 +343,7 @@ def gaussian_filter(data: Any, sigma: float = 1.0, mask: Any = None) -> np.ndarr
     numpy.ndarray
         The smoothed stack.
     """
-    from ..formats import require
+    from .._util import require
 
     ndimage = require("scipy.ndimage", "processing")
     if isinstance(sigma, bool) or not isinstance(sigma, int | float | np.number) or not np.isfinite(sigma):

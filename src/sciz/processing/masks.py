@@ -135,7 +135,7 @@ def mask_morphological(data: Any, threshold: float = 0.0, structure_size: int = 
     numpy.ndarray
         Boolean mask, True = foreground.
     """
-    from ..formats import require
+    from .._util import require
 
     ndimage = require("scipy.ndimage", "processing")
     stack = as_frames(data)

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util import require
 from .._version import __version__
 from ..errors import ArgumentError, FormatError, MissingDependencyError, SciZError
 from ._common import ProcessingError
@@ -205,13 +206,12 @@ def load_processing_file(path: str | os.PathLike[str]) -> list[Step]:
         except ValueError as exc:
             raise FormatError(f"{source}: not valid JSON ({exc})") from None
     else:
-        try:
-            import yaml
-        except ImportError as exc:
-            raise MissingDependencyError(
-                f"reading a YAML processing file needs pyyaml ({exc}); install it with: "
-                "pip install 'sciz[processing]' (or write the pipeline as .json)"
-            ) from exc
+        yaml = require(
+            "yaml",
+            "processing",
+            needed_for="reading a YAML processing file",
+            otherwise="or write the pipeline as .json",
+        )
         try:
             content = yaml.safe_load(text)
         except yaml.YAMLError as exc:

@@ -38,7 +38,7 @@ def _cross_correlation_peaks(stack: np.ndarray, reference: np.ndarray, max_shift
     The peak is searched over shifts ordered from -(H-1) to H-1 (first maximum wins), optionally
     limited to |shift| <= ``max_shift``.
     """
-    from ..formats import require
+    from .._util import require
 
     sfft = require("scipy.fft", "processing")
     n, height, width = stack.shape

@@ -1,8 +1,10 @@
 """Registry formats for playNano-compatible AFM stack bundles (``.npz`` and ``.h5``), read-only.
 
 They claim only files that carry the bundle's own keys (``data``, ``pixel_size_nm``, the JSON
-blobs) and outrank the generic NPZ/HDF5 formats for those. They do not write: ``sciz.save`` to
-``.npz``/``.h5`` keeps the generic formats; AFM bundles are written with :mod:`sciz.afm`.
+blobs) and outrank the generic NPZ/HDF5 formats for those. ``sciz.save`` to ``.npz``/``.h5`` keeps
+the generic formats; AFM stacks are written with :meth:`write_stack` (``sciz.afm.export_bundles``).
+The registry names these classes in ``BUILTIN_FORMATS``; the storage layer never imports
+:mod:`sciz.afm`.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..formats._base import Format, zip_member_names
 from ..model import Dataset
-from ._base import Format, zip_member_names
+from ..stack import ImageStack
 
 __all__ = ["AfmH5Format", "AfmNpzFormat"]
 
@@ -35,16 +38,29 @@ class AfmNpzFormat(Format):
     magic = (b"PK\x03\x04",)
     priority = 10
     can_write: ClassVar[bool] = False
+    afm_stack: ClassVar[bool] = True
+    stack_export: ClassVar[tuple[str, ...]] = ("npz",)
+    stack_options: ClassVar[tuple[str, ...]] = ("compression_level",)
 
     def sniff(self, path: Path, head: bytes) -> bool:
         names = zip_member_names(path) if head.startswith(b"PK\x03\x04") else None
         return names is not None and names >= _NPZ_KEYS
 
     def read(self, path: Path, **options: Any) -> Dataset:
-        from ..afm import load_npz_bundle
+        from .bundles_npz import load_npz_bundle
 
         _reject_options(self.name, options)
         return load_npz_bundle(path).to_dataset()
+
+    def read_stack(self, path: Path, channel: str | None = None, pixel_size_nm: float | None = None) -> ImageStack:
+        from .bundles_npz import load_npz_bundle
+
+        return _override_pixel(load_npz_bundle(path, channel=channel or "height_trace"), pixel_size_nm)
+
+    def write_stack(self, stack: ImageStack, path: Path, raw: bool = False, **options: Any) -> Path:
+        from .bundles_npz import save_npz_bundle
+
+        return save_npz_bundle(path, stack, raw, **options)
 
 
 class AfmH5Format(Format):
@@ -56,6 +72,9 @@ class AfmH5Format(Format):
     magic = (_HDF5_MAGIC,)
     priority = 10
     can_write: ClassVar[bool] = False
+    afm_stack: ClassVar[bool] = True
+    stack_export: ClassVar[tuple[str, ...]] = ("h5", "hdf5")
+    stack_options: ClassVar[tuple[str, ...]] = ("codec", "tolerance", "compression_level")
 
     def sniff(self, path: Path, head: bytes) -> bool:
         if not head.startswith(_HDF5_MAGIC):
@@ -75,7 +94,24 @@ class AfmH5Format(Format):
             return False
 
     def read(self, path: Path, **options: Any) -> Dataset:
-        from ..afm import load_h5_bundle
+        from .bundles_h5 import load_h5_bundle
 
         _reject_options(self.name, options)
         return load_h5_bundle(path).to_dataset()
+
+    def read_stack(self, path: Path, channel: str | None = None, pixel_size_nm: float | None = None) -> ImageStack:
+        from .bundles_h5 import load_h5_bundle
+
+        return _override_pixel(load_h5_bundle(path, channel=channel or "height_trace"), pixel_size_nm)
+
+    def write_stack(self, stack: ImageStack, path: Path, raw: bool = False, **options: Any) -> Path:
+        """Options ``codec``, ``tolerance``, ``compression_level`` as :func:`~sciz.afm.save_h5_bundle`."""
+        from .bundles_h5 import save_h5_bundle
+
+        return save_h5_bundle(path, stack, raw, **options)
+
+
+def _override_pixel(stack: ImageStack, pixel_size_nm: float | None) -> ImageStack:
+    if pixel_size_nm is not None:
+        stack.pixel_size_nm = pixel_size_nm
+    return stack

@@ -2,16 +2,18 @@
 
 Reading takes the frames, pixel size, per-plane times and channel name from the OME-XML (any
 single-channel T or Z series; playNano's extra tags are kept too). Writing stores a 2-D or 3-D
-dataset as a playNano-compatible OME-TIFF via :func:`sciz.afm.save_ome_tiff_stack`.
+dataset as a playNano-compatible OME-TIFF via :func:`sciz.afm.save_ome_tiff_stack`. The registry
+names this class in ``BUILTIN_FORMATS``; the storage layer never imports :mod:`sciz.afm`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from ..formats._base import Format
 from ..model import Dataset
-from ._base import Format
+from ..stack import ImageStack
 
 __all__ = ["OmeTiffFormat"]
 
@@ -26,6 +28,9 @@ class OmeTiffFormat(Format):
     extensions = (".ome.tif", ".ome.tiff")
     magic = _TIFF_MAGIC
     priority = 10
+    afm_stack: ClassVar[bool] = True
+    stack_export: ClassVar[tuple[str, ...]] = ("tif", "tiff", "ome-tiff", "ome.tif")
+    stack_options: ClassVar[tuple[str, ...]] = ("compression",)
 
     def sniff(self, path: Path, head: bytes) -> bool:
         if not head.startswith(_TIFF_MAGIC):
@@ -41,7 +46,7 @@ class OmeTiffFormat(Format):
             return False
 
     def read(self, path: Path, **options: Any) -> Dataset:
-        from ..afm import load_ome_tiff_stack
+        from .ome_tiff import load_ome_tiff_stack
 
         channel = options.pop("channel", "height_trace")
         if options:
@@ -63,8 +68,7 @@ class OmeTiffFormat(Format):
         return found
 
     def write(self, dataset: Dataset, path: Path, **options: Any) -> Path:
-        from ..afm import save_ome_tiff_stack
-        from ..stack import ImageStack
+        from .ome_tiff import save_ome_tiff_stack
 
         raw = bool(options.pop("raw", False))
         compression = options.pop("compression", None)
@@ -73,3 +77,17 @@ class OmeTiffFormat(Format):
 
             raise argument_error("options", sorted(options), "the ome-tiff writer takes 'raw' and 'compression'")
         return save_ome_tiff_stack(path, ImageStack.from_dataset(dataset), raw, compression=compression)
+
+    def read_stack(self, path: Path, channel: str | None = None, pixel_size_nm: float | None = None) -> ImageStack:
+        from .ome_tiff import load_ome_tiff_stack
+
+        stack = load_ome_tiff_stack(path, channel=channel or "height_trace")
+        if pixel_size_nm is not None:
+            stack.pixel_size_nm = pixel_size_nm
+        return stack
+
+    def write_stack(self, stack: ImageStack, path: Path, raw: bool = False, **options: Any) -> Path:
+        """Options: ``compression`` as :func:`~sciz.afm.save_ome_tiff_stack`."""
+        from .ome_tiff import save_ome_tiff_stack
+
+        return save_ome_tiff_stack(path, stack, raw, **options)
