@@ -12,9 +12,10 @@ parent copies it out of the child's memory by reading ``/proc/<child>/mem`` stra
 result. While the child works, the parent faults its result in on another core, and it copies large
 results on several threads, so isolation costs little more than the copy. Shared memory would
 avoid the copy but is faulted in 4 KiB pages here (256 MiB: 0.22 s of faults against 0.05 s for
-the copy), and a shared result would stay shared with any process the caller forks later. Where the child's memory cannot be
-read, the child sends the result through the pipe instead. A crash, an ``exit``, a hang past
-``timeout`` or an address-space limit hit in the child becomes ``error`` in the caller. POSIX only.
+the copy), and a shared result would stay shared with any process the caller forks later. Where
+the child's memory cannot be read, the child sends the result through the pipe instead. A crash,
+an ``exit``, a hang past ``timeout`` or an address-space limit hit in the child becomes ``error``
+in the caller. POSIX only.
 """
 
 from __future__ import annotations
