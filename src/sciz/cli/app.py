@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "sciz.cli.convert_cmd",
     "sciz.cli.process_cmd",
     "sciz.cli.demo_cmd",
+    "sciz.cli.compress_cmd",
 ]
 
 

@@ -52,6 +52,8 @@ class Codec(ABC):
     engine_skips_masked: ClassVar[bool] = False
     #: Elements equal to this are kept exactly and apart from the engine and the bound (None: none).
     fill_value: int | float | None = None
+    #: Why :func:`sciz.codecs.choose` picked this codec (JSON-safe; None when nobody chose it).
+    choice: dict[str, Any] | None = None
 
     def __init__(self, *, fill_value: float | None = None) -> None:
         self.fill_value = check_fill_value(fill_value, self.error)
@@ -144,11 +146,16 @@ class Codec(ABC):
         return f"sciz_{self.name}"
 
     def get_config(self) -> dict[str, Any]:
-        return {"id": self.name, **self.settings()}
+        config = {"id": self.name, **self.settings()}
+        if self.choice is not None:
+            config["choice"] = self.choice
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Codec:
-        return cls(**{k: v for k, v in config.items() if k != "id"})
+        codec = cls(**{k: v for k, v in config.items() if k not in ("id", "choice")})
+        codec.choice = config.get("choice")
+        return codec
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Codec) and other.get_config() == self.get_config()
