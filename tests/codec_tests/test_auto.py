@@ -57,7 +57,7 @@ def test_sampled_choice_on_a_larger_array_prunes_and_keeps_the_bound(monkeypatch
     field = _field((48, 80, 80), seed=1)
     codec = codecs.choose(field, tolerance=0.01, numthreads=2)
     choice = codec.get_config()["choice"]
-    assert choice["sample"]["blocks"] >= 2 and choice["sample"]["share"] < 0.3
+    assert choice["sample"]["blocks"] >= 3 and choice["sample"]["share"] < 0.5
     assert any(c["pruned"] for c in choice["candidates"])
     assert not any(c["pruned"] for c in choice["candidates"] if c["label"] == choice["chosen"])
     restored = codecs.decode(codec.encode(field, numthreads=2))
@@ -145,7 +145,7 @@ def test_bad_arguments_name_the_argument(kwargs: dict, match: str) -> None:
         codecs.choose(_field((8, 8)), **kwargs)
 
 
-def test_block_shape_is_cubic_whole_along_short_axes_and_on_the_zfp_grid() -> None:
-    assert auto._block_shape((1, 17, 96, 192), 2**15) == (1, 17, 40, 40)
+def test_block_shape_is_shaped_like_the_array_on_the_zfp_grid() -> None:
+    assert auto._block_shape((1, 17, 96, 192), 2**15) == (1, 8, 44, 88)
     shape = auto._block_shape((110, 64, 128), 2**15)
     assert all(n % 4 == 0 for n in shape) and math.prod(shape) <= 2**15
