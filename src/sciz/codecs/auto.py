@@ -201,8 +201,8 @@ def _plan_sample(array: np.ndarray, valid: np.ndarray, share: float) -> Sample:
         whole = tuple(slice(0, n) for n in shape)
         if total < 4 * 4096:
             return Sample([whole], [float(total)], tuple(shape))
-        part = _block_shape(shape, total // 4)
-        probe = tuple(slice((n - b) // 2 // 4 * 4, (n - b) // 2 // 4 * 4 + b) for n, b in zip(shape, part, strict=True))
+        quarter = _block_shape(shape, total // 4)
+        probe = tuple(slice((n - b) // 8 * 4, (n - b) // 8 * 4 + b) for n, b in zip(shape, quarter, strict=True))
         return Sample([whole, probe], [float(total), 0.0], tuple(shape))
     block = _block_shape(shape, BLOCK_ELEMENTS)
     grid = [max(1, n // b) for n, b in zip(shape, block, strict=True)]
