@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "sciz.cli.process_cmd",
     "sciz.cli.demo_cmd",
     "sciz.cli.compress_cmd",
+    "sciz.cli.evaluate_cmd",
 ]
 
 
