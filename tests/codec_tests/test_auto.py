@@ -47,6 +47,7 @@ def test_choice_is_the_best_table_codec_and_keeps_the_bound() -> None:
     ratio = field.nbytes / len(codec.encode(field))
     for candidate in choice["candidates"]:
         other = codecs.get(candidate["codec"], **candidate["params"])
+        other.set_order(candidate["order"])
         assert ratio >= field.nbytes / len(other.encode(field)) * 0.999, candidate["label"]
     rebuilt = codecs.from_config(json.loads(json.dumps(codec.get_config())))
     assert rebuilt == codec and rebuilt.choice == choice
@@ -149,3 +150,56 @@ def test_block_shape_is_shaped_like_the_array_on_the_zfp_grid() -> None:
     assert auto._block_shape((1, 17, 96, 192), 2**15) == (1, 8, 44, 88)
     shape = auto._block_shape((110, 64, 128), 2**15)
     assert all(n % 4 == 0 for n in shape) and math.prod(shape) <= 2**15
+
+
+def test_axis_order_is_carried_by_the_stream_and_undone_in_a_fresh_process(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    field = _field((6, 20, 36), seed=7)
+    np.save(tmp_path / "field.npy", field)
+    names = [n for n in codecs.list_codecs() if getattr(codec_class(n), "spec", None) is not None]
+    written = []
+    for name in names:
+        row = codec_class(name).spec
+        if row.method is None or "f4" not in row.dtypes:
+            continue
+        codec = codecs.get(name, **({"tolerance": 0.01} if "tolerance" in row.bounds else {}))
+        codec.set_order((2, 0, 1))
+        assert codecs.from_config(json.loads(json.dumps(codec.get_config()))) == codec
+        (tmp_path / f"{name}.scz").write_bytes(codec.encode(field))
+        out = np.empty_like(field)
+        assert codec.decode(codec.encode(field), out=out, shape=field.shape) is out
+        written.append(name)
+    assert {"zfp", "sperr", "sz3"} <= set(written)
+    check = (
+        "import sys, pathlib, numpy as np, sciz.codecs as c; d = pathlib.Path(sys.argv[1]); "
+        "f = np.load(d / 'field.npy'); "
+        "print(max(float(np.abs(c.decode((d / (n + '.scz')).read_bytes()) - f).max()) for n in sys.argv[2:]))"
+    )
+    run = subprocess.run([sys.executable, "-c", check, str(tmp_path), *written], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert float(run.stdout) <= 0.01
+
+
+def test_bad_axis_orders_are_refused() -> None:
+    from sciz.codecs.driver import stream_order
+
+    codec = codecs.get("sz3", tolerance=0.1)
+    with pytest.raises(CodecError, match="permutation"):
+        codec.set_order((0, 0, 1))
+    codec.set_order((1, 0))
+    with pytest.raises(CodecError, match="2-d arrays"):
+        codec.encode(np.zeros((4, 4, 4), np.float32))
+    with pytest.raises(CodecError, match="not a permutation"):
+        stream_order({"order": [0, 2]}, 2, CodecError)
+    assert stream_order({}, 3, CodecError) is None
+
+
+def test_layouts_are_tried_where_the_array_is_coded_whole() -> None:
+    field = _field((12, 24, 40), seed=8)
+    codec = codecs.choose(field, tolerance=0.01)
+    orders = [c["order"] for c in codec.choice["candidates"]]
+    assert codec.choice["layouts"] and [2, 0, 1] in orders and None in orders
+    assert np.abs(codecs.decode(codec.encode(field)) - field).max() <= 0.01
+    assert not codecs.choose(field, tolerance=0.01, layouts=False).choice["layouts"]

@@ -246,8 +246,10 @@ def from_config(config: dict[str, Any]) -> Any:
     """Rebuild a codec from :meth:`get_config` output (``{"id": name, **params}``)."""
     if not isinstance(config, dict) or not isinstance(config.get("id"), str):
         raise argument_error("config", config, "must be a dict with an 'id' naming the codec")
-    params = {k: v for k, v in config.items() if k not in ("id", "choice")}
+    params = {k: v for k, v in config.items() if k not in ("id", "choice", "order")}
     codec = get(config["id"], **params)
     if "choice" in config:  # why sciz.codecs.choose picked it
         codec.choice = config["choice"]
+    if "order" in config:  # the axis order its engine sees
+        codec.set_order(config["order"])
     return codec
