@@ -100,3 +100,37 @@ def test_figures_hold_one_curve_per_codec_with_the_rows_data() -> None:
 def test_pareto_front_keeps_the_undominated_points() -> None:
     points = [(1.0, 5.0), (2.0, 4.0), (3.0, 1.0), (0.5, 6.0), (2.0, 2.0), (0.4, 5.5)]
     assert pareto_front(points) == [(0.5, 6.0), (1.0, 5.0), (2.0, 4.0), (3.0, 1.0)]
+
+
+def _max_error_in_fresh_process(path: Path, original: Path) -> float:
+    check = (
+        "import sys, numpy as np, sciz; a = np.asarray(sciz.load(sys.argv[1]).data); "
+        "print(float(np.abs(a.astype(float) - np.load(sys.argv[2])).max()))"
+    )
+    run = subprocess.run([sys.executable, "-c", check, str(path), str(original)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return float(run.stdout)
+
+
+def test_convert_with_compressor_auto_into_zspy(tmp_path: Path) -> None:
+    source, _ = _field(tmp_path)
+    target = tmp_path / "auto.zspy"
+    result = runner.invoke(app, ["convert", str(source), str(target), "-w", "compressor=auto", "-w", "tolerance=0.01"])
+    assert result.exit_code == 0, result.output
+    assert _max_error_in_fresh_process(target, source) <= 0.01
+    # the array's compressor config names the auto codec (chosen per chunk, each chunk a sciz stream)
+    assert '"auto"' in (target / "Experiments" / "field" / "data" / ".zarray").read_text()
+
+
+def test_hspy_compression_auto_writes_the_chosen_filter(tmp_path: Path) -> None:
+    import h5py
+
+    import sciz
+
+    source, field = _field(tmp_path)
+    target = sciz.save(sciz.Dataset(field), tmp_path / "auto.hspy", compression="auto", tolerance=0.01)
+    assert _max_error_in_fresh_process(target, source) <= 0.01
+    filters: list[str] = []
+    with h5py.File(target, "r") as h5:
+        h5.visititems(lambda name, item: filters.extend(item._filters) if isinstance(item, h5py.Dataset) else None)
+    assert any(f in filters for f in ("32013", "32024", "32028", "4"))

@@ -96,6 +96,10 @@ def resolve_compression(
         import sciz.codecs
 
         name = compression.lower()
+        if name == "auto":  # the codec with a registered HDF5 filter that compresses this array best
+            filtered = [n for n in sciz.codecs.list_codecs() if sciz.codecs.registry.spec(n).hdf5_filter_id]
+            chosen = sciz.codecs.choose(array, candidates=filtered, layouts=False, **params)
+            return resolve_compression(chosen, array, {}, fill_value=fill_value)
         if name not in sciz.codecs.list_codecs():
             raise argument_error(
                 "compression",
