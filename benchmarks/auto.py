@@ -115,11 +115,38 @@ def run_case(array: np.ndarray, fill: float | None, rel: float, threads: int) ->
     }
 
 
+def beside_enstools(results: Path, threads: int) -> None:
+    """sciz's choice beside enstools-compression's (benchmarks/auto_enstools.py), at the same bound:
+    the maximum absolute error enstools' choice reached (1e-3 of the range where it chose lossless)."""
+    print("\nbeside enstools-compression (analyze_dataset, default constraints correlation_I:5, ssim_I:2)")
+    for path, row in json.loads(results.read_text()).items():
+        array = np.load(path)
+        fill = 1e20 if float(np.max(array)) >= 1e20 else None
+        tolerance = row.get("max_abs_error")
+        if tolerance is None:
+            values = array[valid_mask(array, fill)]
+            tolerance = 1e-3 * (float(values.max()) - float(values.min()))
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            codec = codecs.choose(array, tolerance=tolerance, fill_value=fill, numthreads=threads)
+            seconds = time.perf_counter() - start
+            ratio = array.nbytes / len(codec.encode(array, numthreads=threads))
+        print(
+            f"{Path(path).name[:28]:28} enstools {row['spec']:26} {row['ratio']:7.2f} in {row['seconds']:5.2f} s | "
+            f"sciz at max error {tolerance:.4g}: {codec.choice['chosen'][:24]:24} {ratio:7.2f} in {seconds:5.2f} s"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--enstools", type=Path, help="JSON written by benchmarks/auto_enstools.py")
     args = parser.parse_args()
+    if args.enstools:
+        beside_enstools(args.enstools, args.threads)
+        return
     rows = []
     header = (
         f"{'data':32} {'bound':>6} {'chosen':28} {'ratio':>7} {'oracle':>14} {'r/or':>6} "
