@@ -367,6 +367,7 @@ def choose(
     >>> codec.tolerance == codec.get_config()["choice"]["tolerance"]
     True
     """
+    started = time.perf_counter()
     if objective not in OBJECTIVES:
         raise argument_error("objective", objective, f"must be one of {', '.join(OBJECTIVES)}", cls=CodecError)
     fill = check_fill_value(fill_value, CodecError)
@@ -384,7 +385,6 @@ def choose(
     kind, given, level = _bound(array, valid, tolerance, rel_tolerance, psnr, ratio)
     pool = _candidates(array, kind, level, candidates)
     sample = _plan_sample(array, valid, SAMPLE_SHARE)
-    started = time.perf_counter()
     everything = sample.counted
     timed = objective != "ratio"
     if len(sample.blocks) > len(everything):  # a small array: a probe first, then the whole
