@@ -134,3 +134,17 @@ def test_hspy_compression_auto_writes_the_chosen_filter(tmp_path: Path) -> None:
     with h5py.File(target, "r") as h5:
         h5.visititems(lambda name, item: filters.extend(item._filters) if isinstance(item, h5py.Dataset) else None)
     assert any(f in filters for f in ("32013", "32024", "32028", "4"))
+
+
+def test_afm_h5_bundle_codec_auto_uses_a_registered_filter(tmp_path: Path) -> None:
+    import h5py
+
+    from sciz.afm.bundles_h5 import save_h5_bundle
+
+    source, field = _field(tmp_path)
+    stack = np.stack([field, field[::-1], field[:, ::-1]])
+    np.save(source, stack)
+    path = save_h5_bundle(tmp_path / "bundle.h5", stack, codec="auto", tolerance=0.01)
+    assert _max_error_in_fresh_process(path, source) <= 0.01
+    with h5py.File(path, "r") as h5:
+        assert set(h5["data"]._filters) & {"32013", "32024", "32028"}

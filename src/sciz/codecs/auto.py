@@ -540,8 +540,18 @@ class AutoCodec:
             config["fill_value"] = self.fill_value
         return config
 
-    def choose(self, data: Any, *, numthreads: int | None = None) -> Any:
-        """The codec :func:`choose` picks for ``data`` (also kept as :attr:`chosen`)."""
+    def choose(self, data: Any, *, numthreads: int | None = None, hdf5: bool = False) -> Any:
+        """The codec :func:`choose` picks for ``data`` (also kept as :attr:`chosen`).
+
+        ``hdf5=True`` chooses among the codecs with a registered HDF5 filter, in the array's own axis
+        order (what an HDF5 chunk filter codes), for containers that store it as that filter.
+        """
+        candidates = self.candidates
+        if hdf5:
+            with_filter = [
+                n for n in list_codecs() if getattr(getattr(codec_class(n), "spec", None), "hdf5_filter_id", None)
+            ]
+            candidates = [n for n in with_filter if candidates is None or n in candidates]
         self.chosen = choose(
             data,
             tolerance=self._bound.get("tolerance"),
@@ -549,9 +559,10 @@ class AutoCodec:
             psnr=self._bound.get("psnr"),
             ratio=self._bound.get("ratio"),
             objective=self.objective,
-            candidates=self.candidates,
+            candidates=candidates,
             fill_value=self.fill_value,
             numthreads=numthreads,
+            layouts=False if hdf5 else None,
         )
         return self.chosen
 
@@ -565,7 +576,7 @@ class AutoCodec:
 
     def hdf5_filter(self, array: Any) -> dict[str, Any] | None:
         """The registered HDF5 filter of the codec chosen for ``array``, if it has one."""
-        result: dict[str, Any] | None = self.choose(array).hdf5_filter(array)
+        result: dict[str, Any] | None = self.choose(array, hdf5=True).hdf5_filter(array)
         return result
 
     def check_array(self, data: Any) -> np.ndarray:

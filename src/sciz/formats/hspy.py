@@ -97,8 +97,7 @@ def resolve_compression(
 
         name = compression.lower()
         if name == "auto":  # the codec with a registered HDF5 filter that compresses this array best
-            filtered = [n for n in sciz.codecs.list_codecs() if sciz.codecs.registry.spec(n).hdf5_filter_id]
-            chosen = sciz.codecs.choose(array, candidates=filtered, layouts=False, **params)
+            chosen = sciz.codecs.get("auto", **params).choose(array, hdf5=True)
             return resolve_compression(chosen, array, {}, fill_value=fill_value)
         if name not in sciz.codecs.list_codecs():
             raise argument_error(
