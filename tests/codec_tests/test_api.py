@@ -17,9 +17,10 @@ SMOOTH = (np.sin(np.linspace(0, 20, 4096)).reshape(64, 64) * 10).astype(np.float
 
 
 def test_seed_signatures() -> None:
-    # The seed's keywords, in its order; every stream codec adds sciz's keyword-only fill_value.
+    # The seed's keywords, in its order; every stream codec adds sciz's keyword-only fill_value, zfp its
+    # engine accuracy (sciz.codecs.choose tries it; the driver checks the tolerance).
     expected = {
-        "zfp_encode": ["data", "rate", "precision", "tolerance", "fill_value", "out"],
+        "zfp_encode": ["data", "rate", "precision", "tolerance", "accuracy", "fill_value", "out"],
         "zfp_decode": ["data", "shape", "dtype", "out"],
         "sperr_encode": ["data", "mode", "quality", "tolerance", "fill_value", "out"],
         "sperr_decode": ["data", "out"],

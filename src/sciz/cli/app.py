@@ -29,6 +29,8 @@ COMMAND_MODULES = [
     "sciz.cli.convert_cmd",
     "sciz.cli.process_cmd",
     "sciz.cli.demo_cmd",
+    "sciz.cli.compress_cmd",
+    "sciz.cli.evaluate_cmd",
 ]
 
 

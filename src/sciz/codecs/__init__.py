@@ -36,6 +36,7 @@ from ..errors import (
 )
 from ._stream import describe_stream
 from .api import seed_functions
+from .auto import AutoCodec, choose
 from .driver import decode_stream
 from .floatpred import floatpred_decode, floatpred_encode
 from .jetraw import jetraw_check, jetraw_decode, jetraw_encode
@@ -130,6 +131,7 @@ def decode(
 
 
 __all__ = [
+    "AutoCodec",
     "CodecError",
     "FloatpredError",
     "JetrawError",
@@ -139,6 +141,7 @@ __all__ = [
     "Sz3Error",
     "SzipError",
     "ZfpError",
+    "choose",
     "decode",
     "describe_stream",
     "floatpred_check",

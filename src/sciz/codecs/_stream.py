@@ -51,7 +51,7 @@ import json
 import math
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
 
@@ -509,6 +509,12 @@ def describe_stream(
         "decoded_bytes": decoded,
         "ratio": decoded / stored if stored else 0.0,
     }
+
+
+def without_order(header: StreamHeader) -> StreamHeader:
+    """``header`` without its axis order: the stream as the engine coded it (the caller transposes)."""
+    params = {k: v for k, v in header.params.items() if k != "order"}
+    return replace(header, params=params)
 
 
 def peek_codec(data: Any) -> str | None:

@@ -52,6 +52,13 @@ class Codec(ABC):
     engine_skips_masked: ClassVar[bool] = False
     #: Elements equal to this are kept exactly and apart from the engine and the bound (None: none).
     fill_value: int | float | None = None
+    #: Why :func:`sciz.codecs.choose` picked this codec (JSON-safe; None when nobody chose it).
+    choice: dict[str, Any] | None = None
+    #: The axis order the engine sees (a permutation of the array's axes, as for ``transpose``;
+    #: None: the array's own). The stream records it and every decode puts the axes back, so only
+    #: the ratio changes: measured on the ASD video (32x200x200, 1e-3 of the range), sperr gives 72
+    #: in the frame-first order and 107 with time last. :func:`sciz.codecs.choose` sets it.
+    order: tuple[int, ...] | None = None
 
     def __init__(self, *, fill_value: float | None = None) -> None:
         self.fill_value = check_fill_value(fill_value, self.error)
@@ -128,6 +135,8 @@ class Codec(ABC):
         settings = dict(self.params())
         if self.fill_value is not None:
             settings["fill_value"] = self.fill_value
+        if self.order is not None:
+            settings["order"] = list(self.order)
         return settings
 
     def stream_params(self) -> dict[str, Any]:
@@ -144,11 +153,27 @@ class Codec(ABC):
         return f"sciz_{self.name}"
 
     def get_config(self) -> dict[str, Any]:
-        return {"id": self.name, **self.settings()}
+        config = {"id": self.name, **self.settings()}
+        if self.choice is not None:
+            config["choice"] = self.choice
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Codec:
-        return cls(**{k: v for k, v in config.items() if k != "id"})
+        codec = cls(**{k: v for k, v in config.items() if k not in ("id", "choice", "order")})
+        codec.choice = config.get("choice")
+        codec.set_order(config.get("order"))
+        return codec
+
+    def set_order(self, order: Sequence[int] | None) -> None:
+        """Set :attr:`order` (None: the array's own axis order)."""
+        if order is not None and (
+            isinstance(order, str | bytes)
+            or not all(isinstance(i, int | np.integer) and not isinstance(i, bool) for i in order)
+            or sorted(order) != list(range(len(order)))
+        ):
+            raise self.error(f"order: {order!r} is not a permutation of axes 0..n-1")
+        self.order = None if order is None else tuple(int(i) for i in order)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Codec) and other.get_config() == self.get_config()
@@ -166,6 +191,11 @@ class Codec(ABC):
 
     def encode(self, data: Any, *, out: Any = None, numthreads: int | None = None) -> bytearray | memoryview:
         """Encode ``data`` into a self-describing sciz stream, a bytearray (written into ``out`` if given)."""
+        if self.order is not None:
+            array = self.check_array(data)
+            if array.ndim != len(self.order):
+                raise self.error(f"order: {list(self.order)} is for {len(self.order)}-d arrays, data has {array.ndim}")
+            data = np.ascontiguousarray(array.transpose(self.order))
         return encode_array(self, data, out=out, numthreads=numthreads)
 
     def decode(

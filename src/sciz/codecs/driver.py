@@ -377,6 +377,25 @@ def decode_stream(
     if not is_real(timeout) or not float(timeout) > 0:  # NaN too
         raise argument_error("timeout", timeout, "must be a positive number of seconds (inf: no limit)", cls=error)
     stored = header.dtype.newbyteorder(">") if header.big_endian else header.dtype
+    order = stream_order(header.params, len(header.shape), error)
+    if order is not None:  # the engine saw the axes in this order: decode, then put them back
+        inverse = tuple(int(i) for i in np.argsort(order))
+        logical = tuple(header.shape[i] for i in inverse)
+        _check_expected(logical, stored, shape, dtype, error)
+        result = _check_out(out, logical, stored, error) if out is not None else None
+        stored_order = decode_stream(
+            data,
+            codec,
+            error,
+            numthreads=numthreads,
+            isolated=isolated,
+            timeout=timeout,
+            header=_stream.without_order(header),
+        )
+        if result is None:
+            return np.ascontiguousarray(stored_order.transpose(inverse))
+        result[...] = stored_order.transpose(inverse)
+        return result
     _check_expected(header.shape, stored, shape, dtype, error)
     if _needs_child(header, isolated, error):
         from ._isolate import decode_in_child
@@ -385,6 +404,16 @@ def decode_stream(
         _check_payloads(header, error)  # a clear error for a mismatched header, without a fork
         return decode_in_child(header, error, timeout, threads, out=result)
     return decode_parsed(header, _check_out(out, header.shape, stored, error), threads, error)
+
+
+def stream_order(params: dict[str, Any], ndim: int, error: type[CodecError]) -> tuple[int, ...] | None:
+    """The stream's axis order (``params["order"]``, see :attr:`Codec.order`), checked; None if it has none."""
+    order = params.get("order")
+    if order is None:
+        return None
+    if not isinstance(order, list) or not all(is_int(i) for i in order) or sorted(order) != list(range(ndim)):
+        raise error(f"the stream's axis order {order!r} is not a permutation of its {ndim} axes")
+    return tuple(int(i) for i in order)
 
 
 def decode_parsed(header: StreamHeader, result: np.ndarray, threads: int, error: type[CodecError]) -> np.ndarray:

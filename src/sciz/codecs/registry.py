@@ -206,7 +206,8 @@ def list_codecs() -> list[str]:
 
 
 def get(name: str, **params: Any) -> Any:
-    """A codec object by name, e.g. ``get("sz3", tolerance=1e-3)``.
+    """A codec object by name, e.g. ``get("sz3", tolerance=1e-3)``; ``get("auto", tolerance=1e-3)`` picks
+    the best codec for each array it encodes (:class:`sciz.codecs.auto.AutoCodec`).
 
     The object has ``encode(array)``, ``decode(stream)``, ``get_config()`` (JSON-safe, rebuilds it via
     :func:`from_config`), ``lossless`` and ``tolerance``.
@@ -216,6 +217,8 @@ def get(name: str, **params: Any) -> Any:
     key = name.lower()
     if key.startswith("sciz_"):
         key = key[5:]
+    if key == "auto":  # chooses a codec of this table for each array it encodes
+        return importlib.import_module("sciz.codecs.auto").AutoCodec(**params)
     return build(key, params)
 
 
@@ -243,5 +246,10 @@ def from_config(config: dict[str, Any]) -> Any:
     """Rebuild a codec from :meth:`get_config` output (``{"id": name, **params}``)."""
     if not isinstance(config, dict) or not isinstance(config.get("id"), str):
         raise argument_error("config", config, "must be a dict with an 'id' naming the codec")
-    params = {k: v for k, v in config.items() if k != "id"}
-    return get(config["id"], **params)
+    params = {k: v for k, v in config.items() if k not in ("id", "choice", "order")}
+    codec = get(config["id"], **params)
+    if "choice" in config:  # why sciz.codecs.choose picked it
+        codec.choice = config["choice"]
+    if "order" in config:  # the axis order its engine sees
+        codec.set_order(config["order"])
+    return codec

@@ -96,6 +96,9 @@ def resolve_compression(
         import sciz.codecs
 
         name = compression.lower()
+        if name == "auto":  # the codec with a registered HDF5 filter that compresses this array best
+            chosen = sciz.codecs.get("auto", **params).choose(array, hdf5=True)
+            return resolve_compression(chosen, array, {}, fill_value=fill_value)
         if name not in sciz.codecs.list_codecs():
             raise argument_error(
                 "compression",

@@ -111,7 +111,7 @@ def resolve_compressor(compressor: Any, params: Mapping[str, Any], *, standard_c
         import sciz.codecs
 
         name = compressor.lower()
-        if name in sciz.codecs.list_codecs():
+        if name in sciz.codecs.list_codecs() or name == "auto":  # auto: chosen per chunk (AutoCodec)
             codec = sciz.codecs.get(name, **params)
         else:
             try:

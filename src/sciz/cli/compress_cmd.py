@@ -1,0 +1,104 @@
+"""``sciz compress IN OUT --tolerance T``: read any registered format, choose the codec that compresses it
+best within the bound (:func:`sciz.codecs.choose`) and write it into OUT with that codec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .app import app
+from .info_cmd import _disk_size, fail, parse_options, read_dataset
+
+__all__ = ["compress_command"]
+
+
+def _target_options(writer_name: str, codec: Any) -> dict[str, Any]:
+    """The write option that carries a codec object, by target format."""
+    if writer_name == "scz":
+        return {"codec": codec}
+    if writer_name in ("zspy", "zspy-zip"):
+        return {"compressor": codec}
+    if writer_name == "hspy":
+        return {"compression": codec}
+    fail(f"{writer_name} files cannot hold a chosen codec; write .scz, .zspy or .hspy")
+
+
+@app.command("compress")
+def compress_command(
+    source: Annotated[Path, typer.Argument(help="The file to read (any format sciz reads).")],
+    target: Annotated[Path, typer.Argument(help="The file to write: .scz, .zspy or .hspy.")],
+    tolerance: Annotated[
+        float | None, typer.Option("--tolerance", help="Absolute error bound for every element.")
+    ] = None,
+    rel_tolerance: Annotated[
+        float | None, typer.Option("--rel-tolerance", help="Error bound as a share of the data range (1e-3).")
+    ] = None,
+    psnr: Annotated[
+        float | None, typer.Option("--psnr", help="Lowest PSNR in dB (kept via an absolute bound).")
+    ] = None,
+    objective: Annotated[str, typer.Option("--objective", help="ratio, speed or balanced.")] = "ratio",
+    fill_value: Annotated[
+        float | None, typer.Option("--fill-value", help="Value marking missing data (kept exactly).")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", "-t", help="Target format, when the extension does not say.")
+    ] = None,
+    read_option: Annotated[
+        list[str] | None, typer.Option("--read-option", "-r", help="KEY=VALUE for the reader.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace TARGET if it exists.")] = False,
+) -> None:
+    """Compress SOURCE into TARGET with the codec that compresses it best within the bound."""
+    import numpy as np
+
+    from .. import codecs
+    from ..codecs.registry import spec
+    from ..errors import SciZError
+    from ..formats import format_for_writing, load
+    from ..quality import valid_mask
+
+    if sum(bound is not None for bound in (tolerance, rel_tolerance, psnr)) != 1:
+        fail("give exactly one of --tolerance, --rel-tolerance or --psnr", code=2)
+    if target.exists() and not force:
+        fail(f"{target} exists; use --force to replace it")
+    try:
+        writer = format_for_writing(target, to)
+    except (SciZError, ValueError) as exc:
+        fail(str(exc))
+    reader, dataset = read_dataset(source, None, parse_options(read_option or [], "--read-option"))
+    data = np.asarray(dataset.data)
+    # HDF5 holds the codecs that have a registered filter (other readers decode those)
+    names = [n for n in codecs.list_codecs() if writer.name != "hspy" or getattr(spec(n), "hdf5_filter_id", None)]
+    try:
+        codec = codecs.choose(
+            data,
+            tolerance=tolerance,
+            rel_tolerance=rel_tolerance,
+            psnr=psnr,
+            objective=objective,
+            candidates=names,
+            fill_value=fill_value,
+            layouts=False if writer.name == "hspy" else None,  # an HDF5 filter codes the array's own order
+        )
+    except (SciZError, ValueError) as exc:
+        fail(f"{source}: {exc}")
+    choice = codec.choice
+    options = _target_options(writer.name, codec)
+    try:
+        written = Path(writer.write(dataset, target, **options))
+    except (SciZError, OSError, ValueError, TypeError) as exc:
+        fail(f"writing {target} as {writer.name} failed: {exc}")
+    restored = np.asarray(load(written).data)
+    valid = valid_mask(data, fill_value)
+    error = float(np.max(np.abs(restored[valid].astype(np.float64) - data[valid]))) if valid.any() else 0.0
+    ratio = data.nbytes / max(1, _disk_size(written))
+    predicted = next(c["predicted_ratio"] for c in choice["candidates"] if c["label"] == choice["chosen"])
+    typer.echo(f"chose {choice['chosen']} ({choice['reason']}; predicted ratio {predicted:g})")
+    typer.echo(
+        f"wrote {written} ({writer.name}) from {source} ({reader.name}): ratio {ratio:.2f}, "
+        f"max error {error:.4g} (bound {codec.tolerance:.4g})"
+    )
+    if codec.tolerance is not None and error > codec.tolerance:
+        fail(f"the written file exceeds the bound: max error {error:g} > {codec.tolerance:g}")

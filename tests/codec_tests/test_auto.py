@@ -1,0 +1,205 @@
+"""sciz.codecs.choose and the "auto" codec: the choice is a configured table codec, the best on the
+sample, the bound holds on every element of the final encode, and the choice is recorded."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from sciz import codecs
+from sciz.codecs import auto
+from sciz.codecs.registry import codec_class
+from sciz.errors import CodecError, LosslessFallbackWarning, ZfpError
+from sciz.quality import psnr
+
+
+def _field(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.linspace(0, 3, n) for n in shape], indexing="ij")
+    smooth = sum(np.sin(g * (i + 1.3)) for i, g in enumerate(grids))
+    return (280 + 5 * smooth + 0.05 * rng.standard_normal(shape)).astype(np.float32)
+
+
+def _eligible(array: np.ndarray) -> set[str]:
+    names = set()
+    for name in codecs.list_codecs():
+        row = getattr(codec_class(name), "spec", None)
+        if row is not None and row.method is not None and array.dtype.str[1:] in row.dtypes:
+            names.add(name)
+    return names
+
+
+def test_choice_is_the_best_table_codec_and_keeps_the_bound() -> None:
+    field = _field((40, 60))
+    codec = codecs.choose(field, rel_tolerance=1e-3, numthreads=1)
+    assert codec.name in codecs.list_codecs()
+    span = float(field.max()) - float(field.min())
+    assert codec.tolerance == pytest.approx(1e-3 * span)
+    choice = codec.get_config()["choice"]
+    json.dumps(choice)
+    assert choice["sample"]["share"] == 1.0  # small arrays are coded whole: the prediction is exact
+    assert {c["codec"] for c in choice["candidates"]} == _eligible(field)
+    restored = codecs.decode(codec.encode(field))
+    assert np.abs(restored.astype(np.float64) - field).max() <= codec.tolerance
+    ratio = field.nbytes / len(codec.encode(field))
+    for candidate in choice["candidates"]:
+        other = codecs.get(candidate["codec"], **candidate["params"])
+        other.set_order(candidate["order"])
+        assert ratio >= field.nbytes / len(other.encode(field)) * 0.999, candidate["label"]
+    rebuilt = codecs.from_config(json.loads(json.dumps(codec.get_config())))
+    assert rebuilt == codec and rebuilt.choice == choice
+
+
+def test_sampled_choice_on_a_larger_array_prunes_and_keeps_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auto, "SAMPLE_SHARE", 0.3)  # three blocks of this small array: two rounds
+    field = _field((48, 80, 80), seed=1)
+    codec = codecs.choose(field, tolerance=0.01, numthreads=2)
+    choice = codec.get_config()["choice"]
+    assert choice["sample"]["blocks"] >= 3 and choice["sample"]["share"] < 0.5
+    assert any(c["pruned"] for c in choice["candidates"])
+    assert not any(c["pruned"] for c in choice["candidates"] if c["label"] == choice["chosen"])
+    restored = codecs.decode(codec.encode(field, numthreads=2))
+    assert np.abs(restored.astype(np.float64) - field).max() <= 0.01
+
+
+def test_nan_and_fill_values_come_back_exactly() -> None:
+    field = _field((32, 48)).astype(np.float64)
+    field[3:9, 5:20] = 1e20
+    field[20, :7] = np.nan
+    codec = codecs.choose(field, tolerance=1e-3, fill_value=1e20)
+    assert codec.fill_value == 1e20
+    restored = codecs.decode(codec.encode(field))
+    assert np.array_equal(restored[3:9, 5:20], field[3:9, 5:20])
+    assert np.isnan(restored[20, :7]).all()
+    valid = np.isfinite(field) & (field != 1e20)
+    assert np.abs(restored[valid] - field[valid]).max() <= 1e-3
+
+
+def test_integer_data_get_an_integer_codec() -> None:
+    video = (np.cumsum(np.random.default_rng(2).integers(-3, 4, (6, 32, 32)), axis=2) * 10).astype(np.int16)
+    codec = codecs.choose(video, tolerance=4)
+    assert "i2" in codec.dtypes
+    restored = codecs.decode(codec.encode(video))
+    assert restored.dtype == np.int16
+    assert np.abs(restored.astype(np.int64) - video).max() <= 4
+
+
+def test_psnr_and_ratio_bounds() -> None:
+    field = _field((40, 64), seed=3)
+    codec = codecs.choose(field, psnr=60)
+    assert psnr(field, codecs.decode(codec.encode(field))) >= 60
+    rated = codecs.choose(field, ratio=8)
+    assert rated.tolerance is None and rated.name in ("zfp", "sperr")
+    assert field.nbytes / len(rated.encode(field)) == pytest.approx(8, rel=0.35)
+
+
+def test_speed_objective_keeps_half_the_best_ratio() -> None:
+    field = _field((40, 64), seed=4)
+    codec = codecs.choose(field, tolerance=1e-2, objective="speed")
+    ratios = {c["label"]: c["predicted_ratio"] for c in codec.choice["candidates"]}
+    assert ratios[codec.choice["chosen"]] >= max(ratios.values()) / 2
+
+
+def test_zfp_accuracy_is_checked_by_the_driver() -> None:
+    field = _field((64, 64), seed=5)
+    inflated = codecs.get("zfp", tolerance=1e-3, accuracy=2e-3)
+    stream = inflated.encode(field)
+    assert np.abs(codecs.decode(stream).astype(np.float64) - field).max() <= 1e-3
+    assert len(stream) < len(codecs.get("zfp", tolerance=1e-3).encode(field))
+    assert codecs.from_config(inflated.get_config()) == inflated
+    # too inflated: more than 5 % misses, the chunk is stored exactly and the user told
+    with pytest.warns(LosslessFallbackWarning, match="missed the bound"):
+        stream = codecs.get("zfp", tolerance=1e-3, accuracy=8e-3).encode(field)
+    assert np.array_equal(codecs.decode(stream), field)
+    with pytest.raises(ZfpError, match="accuracy"):
+        codecs.get("zfp", rate=8, accuracy=1e-3)
+
+
+def test_auto_codec_chooses_per_array_and_round_trips() -> None:
+    codec = codecs.get("auto", rel_tolerance=1e-3)
+    assert codecs.from_config(codec.get_config()) == codec
+    field = _field((24, 40), seed=6)
+    stream = codec.encode(field)
+    assert codec.chosen is not None and codec.chosen.name in codecs.list_codecs()
+    restored = codec.decode(stream)
+    assert np.abs(restored.astype(np.float64) - field).max() <= codec.chosen.tolerance
+    wrapped = codecs.numcodecs_codec(codec)
+    assert np.abs(wrapped.decode(wrapped.encode(field)).reshape(field.shape) - field).max() <= codec.chosen.tolerance
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"tolerance": 1e-3, "psnr": 40}, "exactly one"),
+        ({}, "exactly one"),
+        ({"tolerance": -1}, "tolerance"),
+        ({"tolerance": 1e-3, "objective": "fast"}, "objective"),
+        ({"tolerance": 1e-3, "candidates": ["nope"]}, "candidates"),
+        ({"ratio": 0.5}, "ratio"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs: dict, match: str) -> None:
+    with pytest.raises(CodecError, match=match):
+        codecs.choose(_field((8, 8)), **kwargs)
+
+
+def test_block_shape_is_shaped_like_the_array_on_the_zfp_grid() -> None:
+    assert auto._block_shape((1, 17, 96, 192), 2**15) == (1, 8, 44, 88)
+    shape = auto._block_shape((110, 64, 128), 2**15)
+    assert all(n % 4 == 0 for n in shape) and math.prod(shape) <= 2**15
+
+
+def test_axis_order_is_carried_by_the_stream_and_undone_in_a_fresh_process(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    field = _field((6, 20, 36), seed=7)
+    np.save(tmp_path / "field.npy", field)
+    names = [n for n in codecs.list_codecs() if getattr(codec_class(n), "spec", None) is not None]
+    written = []
+    for name in names:
+        row = codec_class(name).spec
+        if row.method is None or "f4" not in row.dtypes:
+            continue
+        codec = codecs.get(name, **({"tolerance": 0.01} if "tolerance" in row.bounds else {}))
+        codec.set_order((2, 0, 1))
+        assert codecs.from_config(json.loads(json.dumps(codec.get_config()))) == codec
+        (tmp_path / f"{name}.scz").write_bytes(codec.encode(field))
+        out = np.empty_like(field)
+        assert codec.decode(codec.encode(field), out=out, shape=field.shape) is out
+        written.append(name)
+    assert {"zfp", "sperr", "sz3"} <= set(written)
+    check = (
+        "import sys, pathlib, numpy as np, sciz.codecs as c; d = pathlib.Path(sys.argv[1]); "
+        "f = np.load(d / 'field.npy'); "
+        "print(max(float(np.abs(c.decode((d / (n + '.scz')).read_bytes()) - f).max()) for n in sys.argv[2:]))"
+    )
+    run = subprocess.run([sys.executable, "-c", check, str(tmp_path), *written], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert float(run.stdout) <= 0.01
+
+
+def test_bad_axis_orders_are_refused() -> None:
+    from sciz.codecs.driver import stream_order
+
+    codec = codecs.get("sz3", tolerance=0.1)
+    with pytest.raises(CodecError, match="permutation"):
+        codec.set_order((0, 0, 1))
+    codec.set_order((1, 0))
+    with pytest.raises(CodecError, match="2-d arrays"):
+        codec.encode(np.zeros((4, 4, 4), np.float32))
+    with pytest.raises(CodecError, match="not a permutation"):
+        stream_order({"order": [0, 2]}, 2, CodecError)
+    assert stream_order({}, 3, CodecError) is None
+
+
+def test_layouts_are_tried_where_the_array_is_coded_whole() -> None:
+    field = _field((12, 24, 40), seed=8)
+    codec = codecs.choose(field, tolerance=0.01)
+    orders = [c["order"] for c in codec.choice["candidates"]]
+    assert codec.choice["layouts"] and [2, 0, 1] in orders and None in orders
+    assert np.abs(codecs.decode(codec.encode(field)) - field).max() <= 0.01
+    assert not codecs.choose(field, tolerance=0.01, layouts=False).choice["layouts"]

@@ -1,0 +1,150 @@
+"""sciz compress (the chosen codec written into a file) and sciz evaluate (JSON, plots, one HTML page)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from sciz.cli.app import _register_commands, app
+from sciz.evaluate import evaluate, pareto_front, plot_pareto, plot_rate_distortion, plot_ratio_vs_bound
+
+_register_commands()
+runner = CliRunner()
+
+
+def _field(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    y, x = np.mgrid[0:48, 0:64]
+    field = (280 + 8 * np.sin(x / 7.0) * np.cos(y / 5.0)).astype(np.float32)
+    path = tmp_path / "field.npy"
+    np.save(path, field)
+    return path, field
+
+
+@pytest.mark.parametrize("suffix", [".scz", ".zspy"])
+def test_compress_writes_the_chosen_codec_and_the_bound_holds_in_a_fresh_process(tmp_path: Path, suffix: str) -> None:
+    source, field = _field(tmp_path)
+    target = tmp_path / f"out{suffix}"
+    result = runner.invoke(app, ["compress", str(source), str(target), "--rel-tolerance", "1e-3"])
+    assert result.exit_code == 0, result.output
+    chosen = re.search(r"chose (\w+)", result.output)
+    assert chosen is not None and "max error" in result.output
+    bound = 1e-3 * float(field.max() - field.min())
+    check = (
+        "import sys, numpy as np, sciz; a = np.asarray(sciz.load(sys.argv[1]).data); "
+        "b = np.load(sys.argv[2]); print(float(np.abs(a.astype(float) - b).max()))"
+    )
+    run = subprocess.run([sys.executable, "-c", check, str(target), str(source)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert float(run.stdout) <= bound
+    if suffix == ".scz":
+        described = subprocess.run(
+            [sys.executable, "-m", "sciz", "info", str(target)], capture_output=True, text=True
+        ).stdout
+        assert chosen.group(1) in described
+
+
+def test_compress_needs_exactly_one_bound(tmp_path: Path) -> None:
+    source, _ = _field(tmp_path)
+    result = runner.invoke(app, ["compress", str(source), str(tmp_path / "o.scz"), "--tolerance", "1", "--psnr", "40"])
+    assert result.exit_code == 2 and "exactly one" in result.output
+
+
+def test_evaluate_writes_json_plots_and_a_self_contained_page(tmp_path: Path) -> None:
+    source, _ = _field(tmp_path)
+    out = tmp_path / "report"
+    result = runner.invoke(
+        app, ["evaluate", str(source), "--codecs", "sz3,auto", "--tolerances", "1e-2,1e-3", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "evaluation.json").read_text())
+    rows = saved["rows"]
+    assert [(r["codec"], r["bound"]) for r in rows] == [(c, b) for c in ("sz3", "auto") for b in (1e-2, 1e-3)]
+    assert all(r["bound_holds"] for r in rows)
+    rate = saved["plots"]["rate_distortion"]
+    assert set(rate) == {"sz3", "auto"}
+    for codec in rate:
+        mine = sorted((r["bits_per_value"], r["psnr"]) for r in rows if r["codec"] == codec)
+        assert list(zip(rate[codec]["x"], rate[codec]["y"], strict=True)) == mine
+    page = (out / "report.html").read_text()
+    embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(embedded) == 3
+    for name, data in zip(("rate_distortion", "ratio_vs_bound", "pareto"), embedded, strict=True):
+        png = (out / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and base64.b64decode(data) == png
+    assert page.count("<tr>") == 1 + len(rows)
+
+
+def test_figures_hold_one_curve_per_codec_with_the_rows_data() -> None:
+    field = np.cumsum(np.random.default_rng(0).standard_normal((32, 40)), axis=1).astype(np.float32)
+    rows = evaluate(field, codecs=["sz3", "lerc"], bounds=[1e-2, 1e-3])
+    lines = {line.get_label(): line for line in plot_rate_distortion(rows).axes[0].get_lines()}
+    assert set(lines) == {"sz3", "lerc"}
+    for codec, line in lines.items():
+        expected = sorted((r["bits_per_value"], r["psnr"]) for r in rows if r["codec"] == codec)
+        assert list(zip(line.get_xdata(), line.get_ydata(), strict=True)) == expected
+    bound_lines = plot_ratio_vs_bound(rows).axes[0].get_lines()
+    assert [list(line.get_xdata()) for line in bound_lines] == [[1e-3, 1e-2], [1e-3, 1e-2]]
+    pareto = {line.get_label(): line for line in plot_pareto(rows).axes[0].get_lines()}
+    assert set(pareto) == {"sz3", "lerc", "Pareto front"}
+    assert len(pareto["Pareto front"].get_xdata()) >= 1
+
+
+def test_pareto_front_keeps_the_undominated_points() -> None:
+    points = [(1.0, 5.0), (2.0, 4.0), (3.0, 1.0), (0.5, 6.0), (2.0, 2.0), (0.4, 5.5)]
+    assert pareto_front(points) == [(0.5, 6.0), (1.0, 5.0), (2.0, 4.0), (3.0, 1.0)]
+
+
+def _max_error_in_fresh_process(path: Path, original: Path) -> float:
+    check = (
+        "import sys, numpy as np, sciz; a = np.asarray(sciz.load(sys.argv[1]).data); "
+        "print(float(np.abs(a.astype(float) - np.load(sys.argv[2])).max()))"
+    )
+    run = subprocess.run([sys.executable, "-c", check, str(path), str(original)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return float(run.stdout)
+
+
+def test_convert_with_compressor_auto_into_zspy(tmp_path: Path) -> None:
+    source, _ = _field(tmp_path)
+    target = tmp_path / "auto.zspy"
+    result = runner.invoke(app, ["convert", str(source), str(target), "-w", "compressor=auto", "-w", "tolerance=0.01"])
+    assert result.exit_code == 0, result.output
+    assert _max_error_in_fresh_process(target, source) <= 0.01
+    # the array's compressor config names the auto codec (chosen per chunk, each chunk a sciz stream)
+    assert '"auto"' in (target / "Experiments" / "field" / "data" / ".zarray").read_text()
+
+
+def test_hspy_compression_auto_writes_the_chosen_filter(tmp_path: Path) -> None:
+    import h5py
+
+    import sciz
+
+    source, field = _field(tmp_path)
+    target = sciz.save(sciz.Dataset(field), tmp_path / "auto.hspy", compression="auto", tolerance=0.01)
+    assert _max_error_in_fresh_process(target, source) <= 0.01
+    filters: list[str] = []
+    with h5py.File(target, "r") as h5:
+        h5.visititems(lambda name, item: filters.extend(item._filters) if isinstance(item, h5py.Dataset) else None)
+    assert any(f in filters for f in ("32013", "32024", "32028", "4"))
+
+
+def test_afm_h5_bundle_codec_auto_uses_a_registered_filter(tmp_path: Path) -> None:
+    import h5py
+
+    from sciz.afm.bundles_h5 import save_h5_bundle
+
+    source, field = _field(tmp_path)
+    stack = np.stack([field, field[::-1], field[:, ::-1]])
+    np.save(source, stack)
+    path = save_h5_bundle(tmp_path / "bundle.h5", stack, codec="auto", tolerance=0.01)
+    assert _max_error_in_fresh_process(path, source) <= 0.01
+    with h5py.File(path, "r") as h5:
+        assert set(h5["data"]._filters) & {"32013", "32024", "32028"}
