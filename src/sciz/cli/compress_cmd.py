@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import app
-from .info_cmd import _disk_size, fail, parse_options, read_dataset
+from .app import app, disk_size, fail
+from .info_cmd import parse_options, read_dataset
 
 __all__ = ["compress_command"]
 
@@ -93,7 +93,7 @@ def compress_command(
     restored = np.asarray(load(written).data)
     valid = valid_mask(data, fill_value)
     error = float(np.max(np.abs(restored[valid].astype(np.float64) - data[valid]))) if valid.any() else 0.0
-    ratio = data.nbytes / max(1, _disk_size(written))
+    ratio = data.nbytes / max(1, disk_size(written))
     predicted = next(c["predicted_ratio"] for c in choice["candidates"] if c["label"] == choice["chosen"])
     typer.echo(f"chose {choice['chosen']} ({choice['reason']}; predicted ratio {predicted:g})")
     typer.echo(

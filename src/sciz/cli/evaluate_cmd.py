@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .app import app, console
-from .info_cmd import fail, parse_options, read_dataset
+from .app import app, console, fail
+from .info_cmd import parse_options, read_dataset
 
 __all__ = ["evaluate_command"]
 
