@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -54,13 +54,21 @@ MAX_RATIO = 1032
 #: A member is stored uncompressed when zlib level 6 keeps more than this fraction of the sample.
 STORE_RATIO = 0.985
 #: A setting is used when it loses at most this fraction against zlib level 6 on the sample; the
-#: files' target is 2 %, half of that is left for the sampling error.
-SIZE_TOLERANCE = 0.01
-#: libdeflate compresses a member in one call (input and output whole in memory, one thread).
-WHOLE_LIMIT = 64 * 1024 * 1024
+#: files' target is 2 %, the rest is left for the sampling error (measured within 0.2 %).
+SIZE_TOLERANCE = 0.015
+#: libdeflate compresses a member in one call (its output whole in memory, one thread); a
+#: member above this size is always compressed in blocks.
+WHOLE_LIMIT = 192 * 1024 * 1024
 #: Relative CPU work per byte (measured on AFM videos and fields; fixed numbers keep the choice,
 #: and so the file bytes, deterministic). libdeflate's is multiplied by the threads it cannot use.
-_COST = {("isal", 1): 1.0, ("isal", 2): 1.2, ("zlib-ng", 3): 5.0, ("zlib-ng", 7): 6.0, ("libdeflate", 6): 4.0}
+_COST = {
+    ("isal", 1): 1.0,
+    ("isal", 2): 1.2,
+    ("libdeflate", 4): 3.5,
+    ("libdeflate", 6): 4.0,
+    ("zlib-ng", 3): 5.0,
+    ("zlib-ng", 7): 6.0,
+}
 _LAST_RESORT = ("zlib-ng", 9)  # about zlib level 6's size everywhere; slower than the others
 
 
@@ -71,6 +79,8 @@ class DeflatePlan:
 
     engine: str
     level: int = 0
+    #: Expected compressed/raw ratio (from the sample); sizes libdeflate's output buffer.
+    ratio: float = field(default=1.0, compare=False)
 
     @property
     def stored(self) -> bool:
@@ -114,12 +124,16 @@ def compress_block(block: Any, primer: Any, plan: DeflatePlan) -> bytes:
     return bytes(compressor.compress(block) + compressor.flush(zlib.Z_SYNC_FLUSH))
 
 
-def compress_whole(data: Any, level: int) -> bytes:
-    """A complete raw deflate stream of ``data`` made by libdeflate (the GIL is released)."""
+def compress_whole(data: Any, level: int, capacity: int) -> memoryview | None:
+    """A complete raw deflate stream of ``data`` made by libdeflate (the GIL is released), in a
+    buffer of ``capacity`` bytes; None when it does not fit."""
     import imagecodecs
 
     encode: Any = imagecodecs.deflate_encode  # accepts any buffer; its stubs say bytes only
-    return bytes(encode(data, level=level, raw=True))
+    try:
+        return memoryview(encode(data, level=level, raw=True, out=bytearray(capacity)))
+    except imagecodecs.DeflateError:
+        return None
 
 
 def crc32(data: Any, value: int = 0) -> int:
@@ -134,7 +148,9 @@ def deflated_size(samples: Sequence[Any], plan: DeflatePlan | None) -> int:
     total = 0
     for sample in samples:
         if plan is not None and plan.whole:
-            total += len(compress_whole(sample, plan.level))
+            view = memoryview(sample).cast("B")
+            out = compress_whole(view, plan.level, len(view) + len(view) // 8 + 4096)
+            total += len(out) if out is not None else len(view)
             continue
         module = zlib if plan is None else _module(plan.engine)
         compressor = module.compressobj(6 if plan is None else plan.level, zlib.DEFLATED, -15)
@@ -142,12 +158,13 @@ def deflated_size(samples: Sequence[Any], plan: DeflatePlan | None) -> int:
     return total
 
 
-def choose_plan(samples: Sequence[Any], size: int, threads: int) -> DeflatePlan:
+def choose_plan(samples: Sequence[Any], size: int, threads: int, *, whole: bool = True) -> DeflatePlan:
     """The cheapest setting that keeps zlib level 6's size on ``samples`` of a ``size``-byte member.
 
     Candidates are tried in order of their work per byte (libdeflate's counts ``threads`` times, as it
-    runs on one thread only, and only members up to :data:`WHOLE_LIMIT` may use it). Data that
-    deflate cannot shrink is stored; when no candidate is close enough, zlib-ng level 9.
+    runs on one thread only, and only members up to :data:`WHOLE_LIMIT` in one buffer, ``whole``, may
+    use it). Data that deflate cannot shrink is stored; when no candidate is close enough, zlib-ng
+    level 9.
     """
     length = sum(len(memoryview(s).cast("B")) for s in samples)
     if length < 4096:
@@ -157,11 +174,11 @@ def choose_plan(samples: Sequence[Any], size: int, threads: int) -> DeflatePlan:
         return STORED
     costs = {key: cost * (max(1, threads) if key[0] == "libdeflate" else 1) for key, cost in _COST.items()}
     for engine, level in sorted(costs, key=costs.__getitem__):
-        if engine == "libdeflate" and size > WHOLE_LIMIT:
+        if engine == "libdeflate" and (size > WHOLE_LIMIT or not whole):
             continue
-        plan = DeflatePlan(engine, level)
-        if deflated_size(samples, plan) <= reference * (1.0 + SIZE_TOLERANCE):
-            return plan
+        compressed = deflated_size(samples, DeflatePlan(engine, level))
+        if compressed <= reference * (1.0 + SIZE_TOLERANCE):
+            return DeflatePlan(engine, level, compressed / length)
     return DeflatePlan(*_LAST_RESORT)
 
 

@@ -240,12 +240,24 @@ class ZipStreamWriter:
         return crc, written, written
 
     def _write_whole(self, blocks: Iterable[Buffer], plan: DeflatePlan) -> tuple[int, int, int]:
-        # One libdeflate call over the member (the writer's caller keeps such members small).
+        # Small leading pieces (the .npy header) go into stored deflate blocks, the data (the last
+        # piece, usually the whole array) into one libdeflate call: together one valid stream.
         views = [memoryview(block).cast("B") for block in blocks]
-        data: Buffer = views[0] if len(views) == 1 else b"".join(views)
-        out = compress_whole(data, plan.level)
+        data = views.pop() if views else memoryview(b"")
+        crc = written = compressed = 0
+        for view in views:
+            for start in range(0, len(view), 0xFFFF):
+                piece = view[start : start + 0xFFFF]
+                self._handle.write(struct.pack("<BHH", 0, len(piece), len(piece) ^ 0xFFFF))
+                self._handle.write(piece)
+                crc, written, compressed = crc32(piece, crc), written + len(piece), compressed + 5 + len(piece)
+        capacity = int(len(data) * min(1.0, plan.ratio * 1.1)) + 4096
+        out = compress_whole(data, plan.level, capacity)
+        if out is None:  # larger than the sample promised: blocks at a level that keeps the size
+            more = self._write_deflated(iterate_blocks(data, MAX_BLOCK), DeflatePlan("zlib-ng", 9))
+            return crc32(data, crc), written + more[1], compressed + more[2]
         self._handle.write(out)
-        return crc32(data), len(memoryview(data).cast("B")), len(out)
+        return crc32(data, crc), written + len(data), compressed + len(out)
 
     def _write_deflated(self, blocks: Iterable[Buffer], plan: DeflatePlan) -> tuple[int, int, int]:
         crc = written = compressed = 0
