@@ -245,7 +245,7 @@ def write_npz(
         Deflate members (``np.load`` reads both); ``False`` stores them.
     level
         ``None`` picks the fastest setting that keeps level 6's size per member (stored when deflate
-        cannot shrink it); ``0``-``9`` forces that zlib level.
+        cannot shrink it); ``0``-``9`` forces that deflate level (zlib-ng; 0 stores).
     threads
         Threads that deflate in parallel (``None``: all cores this process may use).
     dataset
