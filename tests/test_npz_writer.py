@@ -245,3 +245,31 @@ def test_deflate_stream_is_standard(tmp_path: Path) -> None:
     content = inflater.decompress(raw[start : start + info.compress_size])
     assert inflater.eof and not inflater.unused_data
     assert content[-array.nbytes :] == array.tobytes()
+
+
+def test_keys_that_are_no_safe_member_names_are_escaped_and_round_trip(tmp_path: Path) -> None:
+    keys = ["..", "../up", "/abs", "a\\b", "c:d", "50%", "x/./y", "plain/nested"]
+    entries = {key: np.arange(i + 1) for i, key in enumerate(keys)}
+    path = write_npz(tmp_path / "k.npz", entries)
+    names = set(members(path))
+    assert all(_zip.zip_name_problem(name) is None for name in names)
+    assert "plain/nested.npy" in names and "50%25.npy" in names  # safe keys keep their names
+    loaded = read_npz(path).entries
+    assert set(loaded) == set(keys)
+    for key, value in entries.items():
+        assert np.array_equal(loaded[key], value)
+
+
+def test_whole_member_falls_back_to_blocks_when_the_sample_misjudged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_zip, "compress_whole", lambda data, level, capacity: None)
+    array = smooth_noisy((300, 400))
+    raw = io.BytesIO()
+    with ZipStreamWriter(raw, threads=2) as archive:
+        archive.write_member(
+            "a", [b"head", memoryview(array).cast("B")], 4 + array.nbytes, DeflatePlan("libdeflate", 6)
+        )
+    with zipfile.ZipFile(raw) as archive:
+        assert archive.read("a") == b"head" + array.tobytes()
+        assert archive.getinfo("a").compress_size < array.nbytes
