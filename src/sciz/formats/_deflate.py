@@ -60,7 +60,7 @@ SIZE_TOLERANCE = 0.015
 #: member above this size is always compressed in blocks.
 WHOLE_LIMIT = 192 * 1024 * 1024
 #: Relative CPU work per byte (measured on AFM videos and fields; fixed numbers keep the choice,
-#: and so the file bytes, deterministic). libdeflate's is multiplied by the threads it cannot use.
+#: and so the file bytes, deterministic). libdeflate's grows with the threads it leaves idle.
 _COST = {
     ("isal", 1): 1.0,
     ("isal", 2): 1.2,
@@ -161,7 +161,7 @@ def deflated_size(samples: Sequence[Any], plan: DeflatePlan | None) -> int:
 def choose_plan(samples: Sequence[Any], size: int, threads: int, *, whole: bool = True) -> DeflatePlan:
     """The cheapest setting that keeps zlib level 6's size on ``samples`` of a ``size``-byte member.
 
-    Candidates are tried in order of their work per byte (libdeflate's counts ``threads`` times, as it
+    Candidates are tried in order of their work per byte (libdeflate's grows with ``threads``, as it
     runs on one thread only, and only members up to :data:`WHOLE_LIMIT` in one buffer, ``whole``, may
     use it). Data that deflate cannot shrink is stored; when no candidate is close enough, zlib-ng
     level 9.
@@ -172,7 +172,10 @@ def choose_plan(samples: Sequence[Any], size: int, threads: int, *, whole: bool 
     reference = deflated_size(samples, None)
     if reference >= STORE_RATIO * length:
         return STORED
-    costs = {key: cost * (max(1, threads) if key[0] == "libdeflate" else 1) for key, cost in _COST.items()}
+    # libdeflate leaves the other threads idle: its work counts as if it took half of each of them
+    # too (a middle between CPU time, which favours it, and wall time on idle cores, which does not).
+    idle = 1.0 + (max(1, threads) - 1) / 2
+    costs = {key: cost * (idle if key[0] == "libdeflate" else 1.0) for key, cost in _COST.items()}
     for engine, level in sorted(costs, key=costs.__getitem__):
         if engine == "libdeflate" and (size > WHOLE_LIMIT or not whole):
             continue
