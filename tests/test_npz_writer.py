@@ -12,8 +12,9 @@ import pytest
 
 import sciz
 from sciz.errors import ArgumentError, FormatError
-from sciz.formats import _deflate, _zipwriter
-from sciz.formats._zipwriter import STORED, DeflatePlan, ZipStreamWriter, choose_plan
+from sciz.formats import _deflate, _zip
+from sciz.formats._deflate import STORED, DeflatePlan, choose_plan
+from sciz.formats._zip import ZipStreamWriter
 from sciz.formats.npz import read_npz, write_npz
 from sciz.heightmap import export_to_npz
 from sciz.model import Axis, Dataset
@@ -43,13 +44,13 @@ def test_parallel_blocks_make_one_valid_deflate_stream(tmp_path: Path, threads: 
 
 def test_zlib_blocks_are_primed_so_size_stays_close_to_one_stream(tmp_path: Path) -> None:
     array = np.tile(np.arange(5000, dtype=np.int16), 400)  # repeats across block boundaries
-    path = write_npz(tmp_path / "a.npz", {"x": array}, threads=2)  # redundant: zlib, primed blocks
+    path = write_npz(tmp_path / "a.npz", {"x": array}, threads=2)  # redundant: zlib-ng, primed blocks
     info = members(path)["x.npy"]
     raw = io.BytesIO()
     with ZipStreamWriter(raw, threads=2) as archive:
         view = memoryview(array).cast("B")
         blocks = [view[i : i + 100_000] for i in range(0, len(view), 100_000)]
-        archive.write_member("x", blocks, len(view), DeflatePlan(6))
+        archive.write_member("x", blocks, len(view), DeflatePlan("zlib-ng", 7))
     with zipfile.ZipFile(raw) as archive:
         assert archive.read("x") == array.tobytes()
         explicit = archive.getinfo("x").compress_size
@@ -81,46 +82,40 @@ def test_incompressible_members_are_stored_and_tiny_or_smooth_ones_deflated(tmp_
 
 def test_choose_plan_prefers_fast_settings_only_when_they_keep_the_size() -> None:
     rng = np.random.default_rng(0)
-    assert choose_plan([rng.integers(0, 256, 200_000, dtype=np.uint8)]) == STORED
+    assert choose_plan([rng.integers(0, 256, 200_000, dtype=np.uint8)], 200_000, 2) == STORED
     noisy_float = smooth_noisy((256, 256)).tobytes()
-    plan = choose_plan([noisy_float])
-    sample_size = _zipwriter._deflated_size([noisy_float], plan)
-    level6 = _zipwriter._deflated_size([noisy_float], DeflatePlan(6))
-    assert not plan.stored and sample_size <= level6 * (1 + _zipwriter.SIZE_TOLERANCE)
-    assert choose_plan([b"tiny"]).level == 6
-    assert choose_plan([np.zeros(100_000, np.uint8)]).engine == "zlib"  # redundant data: primed zlib
+    plan = choose_plan([noisy_float], len(noisy_float), 2)
+    sample_size = _deflate.deflated_size([noisy_float], plan)
+    level6 = _deflate.deflated_size([noisy_float], None)
+    assert not plan.stored and sample_size <= level6 * (1 + _deflate.SIZE_TOLERANCE)
+    assert choose_plan([b"tiny"], 4, 2) == DeflatePlan("zlib-ng", 6)
+    # libdeflate compresses a member in one call: never for members too big for that.
+    assert choose_plan([noisy_float], _deflate.WHOLE_LIMIT + 1, 2).engine != "libdeflate"
 
 
-def test_libdeflate_blocks_join_into_one_stream_close_to_numpys_size(tmp_path: Path, shared_data: Path) -> None:
-    assert _deflate.libdeflate_available()  # imagecodecs is a core dependency and libz is everywhere here
+@pytest.mark.parametrize("plan", [DeflatePlan("isal", 1), DeflatePlan("isal", 2), DeflatePlan("zlib-ng", 7)])
+def test_every_engine_joins_blocks_into_one_stream_close_to_numpys_size(plan: DeflatePlan, shared_data: Path) -> None:
     field = np.load(shared_data / "fields" / "ccsm_trefht_1890-1999.npy", allow_pickle=False)
     raw = io.BytesIO()
     with ZipStreamWriter(raw, threads=2) as archive:
         view = memoryview(field.tobytes())
         blocks = [view[i : i + 300_000] for i in range(0, len(view), 300_000)]
-        info = archive.write_member("f", blocks, len(view), DeflatePlan(6, engine="libdeflate"))
+        info = archive.write_member("f", blocks, len(view), plan)
     with zipfile.ZipFile(raw) as archive:
         assert archive.read("f") == field.tobytes()
     reference = len(zlib.compress(field.tobytes(), 6))
-    assert info.compressed_size <= reference * 1.02
+    assert info.compressed_size <= reference * 1.07  # isal's level 1 is the loosest, measured +4 %
 
 
-def test_a_failed_join_check_falls_back_to_zlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_zipwriter, "libdeflate_block", lambda block, level: None)
-    array = smooth_noisy((300, 500))
-    path = write_npz(tmp_path / "a.npz", {"a": array}, level=4)
-    assert np.array_equal(read_npz(path).entries["a"], array)
-
-
-def test_open_stream_rejects_streams_that_do_not_decode_to_their_input() -> None:
-    import imagecodecs
-
-    data = smooth_noisy((100, 100)).tobytes()
-    compressed = bytearray(imagecodecs.deflate_encode(data, 6, raw=True))
-    assert _deflate._open_stream(bytearray(compressed), len(data) + 1) is None  # wrong length
-    assert _deflate._open_stream(compressed[: len(compressed) // 2], len(data)) is None  # truncated
-    opened = _deflate._open_stream(bytearray(compressed), len(data))
-    assert opened is not None and zlib.decompress(opened + _deflate.FINAL_BLOCK, -15) == data
+def test_whole_member_libdeflate_plan_is_one_standard_stream(tmp_path: Path) -> None:
+    array = smooth_noisy((300, 400))
+    raw = io.BytesIO()
+    with ZipStreamWriter(raw, threads=2) as archive:
+        archive.write_member(
+            "a", [b"head", memoryview(array).cast("B")], 4 + array.nbytes, DeflatePlan("libdeflate", 6)
+        )
+    with zipfile.ZipFile(raw) as archive:
+        assert archive.read("a") == b"head" + array.tobytes()
 
 
 def test_explicit_levels_and_uncompressed(tmp_path: Path) -> None:
@@ -149,7 +144,7 @@ def test_forced_zip64_records_read_back(tmp_path: Path) -> None:
 
 def test_zip64_offsets_and_sizes_when_past_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Lower the limit so small members exercise the code paths of files over 2 GiB.
-    monkeypatch.setattr(_zipwriter, "ZIP64_LIMIT", 1000)
+    monkeypatch.setattr(_zip, "ZIP64_LIMIT", 1000)
     entries = {f"m{i}": smooth_noisy((40, 40), seed=i) for i in range(4)}
     path = write_npz(tmp_path / "big.npz", entries)
     found = members(path)
@@ -165,7 +160,7 @@ def test_writer_rejects_duplicates_and_size_mismatch() -> None:
         with pytest.raises(ArgumentError, match="only once"):
             archive.write_bytes("a", b"y")
         with pytest.raises(ValueError, match="announced"):
-            archive.write_member("b", [b"abc"], 5, DeflatePlan(6))
+            archive.write_member("b", [b"abc"], 5, DeflatePlan("zlib-ng", 6))
 
 
 def test_non_ascii_member_names_and_empty_archives(tmp_path: Path) -> None:
@@ -252,11 +247,29 @@ def test_deflate_stream_is_standard(tmp_path: Path) -> None:
     assert content[-array.nbytes :] == array.tobytes()
 
 
-def test_without_libdeflate_zlib_settings_are_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_zipwriter, "libdeflate_available", lambda: False)
-    field = smooth_noisy((400, 500))
-    assert all(plan.engine == "zlib" for plan in _zipwriter.fast_plans())
-    assert _zipwriter.plan_for_level(5) == DeflatePlan(5)
-    assert choose_plan([field.tobytes()]).engine == "zlib"
-    path = write_npz(tmp_path / "z.npz", {"f": field})
-    assert np.array_equal(read_npz(path).entries["f"], field)
+def test_keys_that_are_no_safe_member_names_are_escaped_and_round_trip(tmp_path: Path) -> None:
+    keys = ["..", "../up", "/abs", "a\\b", "c:d", "50%", "x/./y", "plain/nested"]
+    entries = {key: np.arange(i + 1) for i, key in enumerate(keys)}
+    path = write_npz(tmp_path / "k.npz", entries)
+    names = set(members(path))
+    assert all(_zip.zip_name_problem(name) is None for name in names)
+    assert "plain/nested.npy" in names and "50%25.npy" in names  # safe keys keep their names
+    loaded = read_npz(path).entries
+    assert set(loaded) == set(keys)
+    for key, value in entries.items():
+        assert np.array_equal(loaded[key], value)
+
+
+def test_whole_member_falls_back_to_blocks_when_the_sample_misjudged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_zip, "compress_whole", lambda data, level, capacity: None)
+    array = smooth_noisy((300, 400))
+    raw = io.BytesIO()
+    with ZipStreamWriter(raw, threads=2) as archive:
+        archive.write_member(
+            "a", [b"head", memoryview(array).cast("B")], 4 + array.nbytes, DeflatePlan("libdeflate", 6)
+        )
+    with zipfile.ZipFile(raw) as archive:
+        assert archive.read("a") == b"head" + array.tobytes()
+        assert archive.getinfo("a").compress_size < array.nbytes

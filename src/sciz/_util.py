@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+from pathlib import Path
 from typing import Any
 
 from .errors import MissingDependencyError
 
-__all__ = ["crc32", "require", "usable_cores"]
+__all__ = ["crc32", "memory_budget", "require", "usable_cores"]
 
 
 def usable_cores() -> int:
@@ -44,3 +46,29 @@ def require(module: str, extra: str, *, needed_for: str | None = None, otherwise
             f"{module} is needed for {needed_for or 'this'} and is not installed ({exc}); "
             f"install it with: pip install 'sciz[{extra}]'{around}"
         ) from exc
+
+
+def memory_budget() -> int:
+    """Bytes this process could still allocate: the smaller of the memory the OS calls available and
+    what the address-space limit (``RLIMIT_AS``) leaves; a large number where neither is known."""
+    budget = 1 << 62
+    try:
+        with Path("/proc/meminfo").open("rb") as handle:
+            for line in handle:
+                if line.startswith(b"MemAvailable:"):
+                    budget = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            budget = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit != resource.RLIM_INFINITY:
+            with Path("/proc/self/statm").open("rb") as handle:
+                used = int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            budget = min(budget, max(0, limit - used))
+    except (ImportError, OSError, ValueError, IndexError):
+        pass
+    return budget

@@ -12,6 +12,7 @@ inert tokens, and accepts the result only if it is a 0-d object array holding on
 from __future__ import annotations
 
 import pickletools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,17 +91,26 @@ def _reduce(func: Any, args: Any, where: str) -> Any:
     raise _refuse(where, f"calling {func.kind} is not allowed")
 
 
-def _interpret(payload: bytes, where: str) -> Any:
+def _opcodes(payload: Any, where: str) -> Iterator[tuple[str, Any]]:
+    # genops parses lazily from the stream: at most _MAX_OPS opcodes are ever read or kept.
+    operations = pickletools.genops(payload)
+    for count in range(_MAX_OPS + 1):
+        try:
+            opcode, arg, _pos = next(operations)
+        except StopIteration:
+            return
+        except Exception as exc:  # the parser raises ValueError and friends on damaged input
+            raise _refuse(where, f"damaged pickle stream: {exc}") from None
+        if count == _MAX_OPS:
+            break
+        yield opcode.name, arg
+    raise _refuse(where, f"pickle stream longer than {_MAX_OPS} opcodes")
+
+
+def _interpret(payload: Any, where: str) -> Any:
     stack: list[Any] = []
     memo: dict[int, Any] = {}
-    try:
-        ops = list(pickletools.genops(payload))
-    except Exception as exc:  # the parser raises ValueError and friends on damaged input
-        raise _refuse(where, f"damaged pickle stream: {exc}") from None
-    if len(ops) > _MAX_OPS:
-        raise _refuse(where, "pickle stream too long")
-    for opcode, arg, _pos in ops:
-        name = opcode.name
+    for name, arg in _opcodes(payload, where):
         if name in ("PROTO", "FRAME"):
             continue
         if name in _PUSH_ARG:
@@ -172,8 +182,9 @@ def _interpret(payload: bytes, where: str) -> Any:
     raise _refuse(where, "no STOP opcode")
 
 
-def read_object_string(payload: bytes, where: str) -> str | bytes:
-    """The single str or bytes inside the pickled 0-d object ndarray ``payload`` (a .npy body).
+def read_object_string(payload: Any, where: str) -> str | bytes:
+    """The single str or bytes inside the pickled 0-d object ndarray ``payload`` (a .npy body, as
+    bytes or a binary stream read no further than the pickle's STOP).
 
     Raises :class:`~sciz.errors.FormatError` naming ``where`` for anything else.
     """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +15,7 @@ from ..errors import FormatError, argument_error
 from ..model import Dataset, StoredArray, as_array
 from ._base import Format, single_array_problems
 
-__all__ = ["NpyFormat", "read_npy", "write_npy"]
+__all__ = ["MAX_HEADER_BYTES", "NPY_MAGIC", "NpyFormat", "header_length", "parse_header", "read_npy", "write_npy"]
 
 
 def _mmap_mode(mmap: Any) -> Literal["r", "r+", "c"] | None:
@@ -26,25 +28,67 @@ def _mmap_mode(mmap: Any) -> Literal["r", "r+", "c"] | None:
     raise argument_error("mmap", mmap, "must be False, True (read-only) or one of 'r', 'r+', 'c'")
 
 
+#: The .npy magic and the largest header sciz reads (numpy writes a few hundred bytes; huge
+#: structured dtypes need more).
+NPY_MAGIC = b"\x93NUMPY"
+MAX_HEADER_BYTES = 1 << 20
+_PREFIX = 12  # magic (6), version (2) and up to 4 bytes of header length
+
+
+def header_length(prefix: bytes, where: str, available: int) -> int:
+    """Bytes of magic + header from the first bytes of an .npy stream, checked before reading them.
+
+    ``available`` is how many bytes the file or member holds; a header longer than that, or than
+    :data:`MAX_HEADER_BYTES`, is refused before anything is read or allocated.
+    """
+    if len(prefix) < 10 or prefix[:6] != NPY_MAGIC:
+        raise FormatError(f"{where}: not a readable .npy file (no .npy magic)")
+    major, minor = prefix[6], prefix[7]
+    if (major, minor) == (1, 0):
+        total = 10 + int.from_bytes(prefix[8:10], "little")
+    elif (major, minor) in ((2, 0), (3, 0)) and len(prefix) >= 12:
+        total = 12 + int.from_bytes(prefix[8:12], "little")
+    else:
+        raise FormatError(f"{where}: unsupported .npy format version {major}.{minor} (1.0, 2.0 and 3.0 are read)")
+    if total > MAX_HEADER_BYTES or total > available:
+        raise FormatError(
+            f"{where}: the .npy header declares {total} bytes; the data holds {available} and at most "
+            f"{MAX_HEADER_BYTES} are read"
+        )
+    return total
+
+
+def parse_header(header: bytes, where: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Shape, Fortran order, dtype and data size in bytes of a complete .npy header (magic included)."""
+    stream = io.BytesIO(header)
+    try:
+        version = np.lib.format.read_magic(stream)
+        # 3.0 differs from 2.0 only in allowing UTF-8 field names, which the 2.0 parser reads.
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(stream, max_header_size=MAX_HEADER_BYTES)
+    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+        raise FormatError(f"{where}: not a readable .npy header ({exc})") from None
+    if any(n < 0 for n in shape):
+        raise FormatError(f"{where}: negative dimension in shape {shape}")
+    return shape, fortran, dtype, math.prod(shape) * dtype.itemsize
+
+
 def _header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """Shape, Fortran order, dtype and header length of an .npy file, checked before reading any data."""
     try:
         with path.open("rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle, max_header_size=1 << 20)
-            elif version in ((2, 0), (3, 0)):
-                # 3.0 differs from 2.0 only in allowing UTF-8 field names, which the 2.0 parser reads.
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle, max_header_size=1 << 20)
-            else:
-                raise FormatError(f"{path}: unsupported .npy format version {version}")
-            return shape, fortran, dtype, handle.tell()
+            size = os.fstat(handle.fileno()).st_size
+            prefix = handle.read(_PREFIX)
+            total = header_length(prefix, str(path), size)
+            header = prefix[:total] + handle.read(max(0, total - len(prefix)))
     except FileNotFoundError:
         raise FileNotFoundError(f"no such file: {path}") from None
-    except FormatError:
-        raise
-    except (ValueError, EOFError, SyntaxError, OSError) as exc:
+    except OSError as exc:
+        if isinstance(exc, FormatError):
+            raise
         raise FormatError(f"{path}: not a readable .npy file ({exc})") from None
+    shape, fortran, dtype, _nbytes = parse_header(header, str(path))
+    return shape, fortran, dtype, total
 
 
 def read_npy(path: str | os.PathLike[str], *, mmap: bool | str = False) -> np.ndarray:
@@ -65,13 +109,13 @@ def read_npy(path: str | os.PathLike[str], *, mmap: bool | str = False) -> np.nd
     """
     source = Path(os.fspath(path))
     mode = _mmap_mode(mmap)
-    shape, _fortran, dtype, offset = _header(source)
+    shape, fortran, dtype, offset = _header(source)
     if dtype.hasobject:
         raise FormatError(
             f"{source}: holds an object array ({dtype}) stored with pickle; sciz never unpickles (it could "
             "run code). Re-save it with numeric or string dtypes"
         )
-    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = offset + math.prod(shape) * dtype.itemsize
     actual = source.stat().st_size
     if actual != expected:
         problem = "truncated" if actual < expected else "oversized"
@@ -79,8 +123,20 @@ def read_npy(path: str | os.PathLike[str], *, mmap: bool | str = False) -> np.nd
             f"{source}: {problem}: a {dtype} array of shape {shape} needs {expected} bytes, the file has {actual}"
         )
     try:
-        return np.load(source, mmap_mode=mode, allow_pickle=False)
+        if mode is not None:
+            return np.load(source, mmap_mode=mode, allow_pickle=False, max_header_size=MAX_HEADER_BYTES)
+        from ._zip import check_allocation
+
+        check_allocation(expected - offset, str(source))
+        out = np.empty(shape[::-1] if fortran else shape, dtype=dtype)  # C order; transposed for Fortran
+        with source.open("rb") as handle:
+            handle.seek(offset)
+            if out.nbytes and handle.readinto(out.reshape(-1).view(np.uint8).data) != out.nbytes:
+                raise FormatError(f"{source}: truncated while reading")
+        return out.T if fortran else out
     except (ValueError, OSError, EOFError) as exc:
+        if isinstance(exc, FormatError):
+            raise
         raise FormatError(f"{source}: not a readable .npy file ({exc})") from None
 
 
