@@ -340,7 +340,7 @@ def _write_directory(
             raise FormatError(f"{target}: write_dataset=False needs an existing zspy directory")
         old = engine.DirectoryKV(target)
         keep = _kept_data(old, data_path, signal)
-    with atomic_directory(target) as temporary:
+    with atomic_directory(target, replace_if=is_zspy_store) as temporary:
         kv = engine.DirectoryKV(temporary)
         if keep:
             # Link (or copy) the stored chunks into the new tree: the data is not rewritten.
@@ -354,6 +354,11 @@ def _write_directory(
                 except OSError:
                     shutil.copy2(target / key, destination)
         engine.write_tree(kv, root, options, keep=keep)
+
+
+def is_zspy_store(path: Path) -> bool:
+    """Whether ``path`` is a zspy directory store, the only kind of directory a zspy write may replace."""
+    return ZspyFormat().sniff(path, b"")
 
 
 def _write_zip(
