@@ -62,6 +62,7 @@ __all__ = [
     "recover",
     "remove_debris",
     "scratch_directory",
+    "scratch_sibling",
 ]
 
 #: The kinds of temporary siblings: a tree or file being written, a complete tree waiting for the
@@ -377,17 +378,27 @@ def _swap_into_place(ready: Path, target: Path, replace_if: Callable[[Path], boo
     return old
 
 
-@contextlib.contextmanager
-def scratch_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """A temporary working directory beside ``path``, removed afterwards (or by the next write if killed)."""
+def scratch_sibling(path: str | os.PathLike[str]) -> Path:
+    """Create and return a working directory beside ``path`` that the caller removes when done.
+
+    If the caller is killed first, the next write of ``path`` removes it (its name marks it as a
+    sciz writer's, with the writer's pid). Prefer :func:`scratch_directory`, which removes it itself.
+    """
     target = prepare_target(path)
     with _wrap_os_errors(target):
         scratch = _sibling(target, "scratch")
         scratch.mkdir()
-        try:
-            yield scratch
-        finally:
-            _remove(scratch)
+    return scratch
+
+
+@contextlib.contextmanager
+def scratch_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary working directory beside ``path``, removed afterwards (or by the next write if killed)."""
+    scratch = scratch_sibling(path)
+    try:
+        yield scratch
+    finally:
+        _remove(scratch)
 
 
 def _fsync_tree(root: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_directory, atomic_file, prepare_target
+from ..atomic import atomic_directory, atomic_file, prepare_target, scratch_sibling
 from ..errors import CodecError, FormatError, argument_error
 from ..model import Dataset, StoredArray
 from ._base import Format, require, zip_member_names
@@ -373,7 +372,7 @@ def _write_zip(
             raise FormatError(f"{target}: write_dataset=False needs an existing zspy zip file")
         old = engine.ZipKV(target)
         keep = _kept_data(old, data_path, signal)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+    staging = scratch_sibling(target)  # removed below, or by the next write if this process is killed
     try:
         engine.write_tree(engine.DirectoryKV(staging), root, options, keep=keep)
 
