@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write every result to this file")
     args = parser.parse_args()
     names = args.formats.split(",") if args.formats else [f.name for f in formats.list_formats()]
-    writable = [n for n in names if formats.get_format(n).can_write]
+    writable = rel.writable_formats(names)
     folder = rel.scratch_folder()
     results: list[rel.Result] = []
     try:
@@ -60,6 +60,9 @@ def main() -> int:
         chosen = [r for r in results if r.kind == kind]
         if chosen:
             print(f"== {kind} ==\n{rel.table(chosen)}\n")
+    kills = [r for r in results if r.kind == "kill"]
+    missing = sum(not r.extra.get("present", True) for r in kills)
+    print(f"kills after which the target name was missing until sciz restored it: {missing} of {len(kills)}\n")
     bad = rel.failures(results)
     grouped = Counter((r.format, r.kind, r.name, r.outcome, r.detail[:140]) for r in bad)
     print(f"== {len(bad)} unacceptable results ==")

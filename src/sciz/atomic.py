@@ -20,10 +20,13 @@ Guarantees
   sciz (:func:`recover`, called by every sciz write of that target and by :func:`sciz.load`)
   renames it into place. So: through sciz, a read after any kill returns the old or the new
   complete tree, never nothing; a program that is not sciz may find the name missing until then.
-- **Debris**: every temporary sibling is named ``.<target name>.sciz-<kind>-<pid>-<start>-<token>``
-  (``<start>`` is the writer's process start time where the system tells it, so a reused pid is not
-  mistaken for the writer). The next write of the same target removes the siblings whose writer is
-  no longer running (:func:`remove_debris`); siblings of running writers are left alone.
+- **Debris**: every temporary sibling is named ``.<target>.sciz-<kind>-<host>-<pid>-<start>-<token>``
+  (``<host>`` a hash of the host name, ``<start>`` the writer's process start time where the system
+  tells it, so a reused pid is not mistaken for the writer). The next write of the same target
+  removes the siblings whose writer is no longer running on this host (:func:`remove_debris`);
+  siblings of running writers, and of other hosts sharing the folder, are left alone. (Writers in
+  another pid namespace on the same host, e.g. containers sharing a volume under one host name,
+  cannot be told apart from dead ones.)
 - **Concurrency**: writers of the same target each write their own sibling; the swap is serialised
   by the parent lock, so the last write to complete wins and no writer sees another's half-renamed
   state (no ``FileNotFoundError``/``ENOTEMPTY`` from a race).
@@ -68,7 +71,9 @@ __all__ = [
 #: The kinds of temporary siblings: a tree or file being written, a complete tree waiting for the
 #: swap, a replaced tree waiting for removal, debris being removed, scratch space of a writer.
 DEBRIS_KINDS = ("tmp", "ready", "old", "trash", "scratch")
-_SIBLING = re.compile(r"^\.(?P<name>.+)\.sciz-(?P<kind>[a-z]+)-(?P<pid>\d+)-(?P<start>\d+)-(?P<token>[0-9a-f]+)$")
+_SIBLING = re.compile(
+    r"^\.(?P<name>.+)\.sciz-(?P<kind>[a-z]+)-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-(?P<start>\d+)-(?P<token>[0-9a-f]+)$"
+)
 _counter = itertools.count()
 _thread_lock = threading.Lock()
 
@@ -107,10 +112,19 @@ def _process_start(pid: int) -> int:
     return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else 0
 
 
+@functools.cache
+def _host() -> str:
+    """Six hex digits naming this machine: another host's pids (a shared network folder) are not ours to judge."""
+    import socket
+    import zlib
+
+    return f"{zlib.crc32(socket.gethostname().encode()) & 0xFFFFFF:06x}"
+
+
 def _sibling(target: Path, kind: str) -> Path:
     pid = os.getpid()
     token = f"{time.time_ns():x}{next(_counter) & 0xFFFF:04x}{os.urandom(2).hex()}"
-    return target.with_name(f".{target.name}.sciz-{kind}-{pid}-{_process_start(pid)}-{token}")
+    return target.with_name(f".{target.name}.sciz-{kind}-{_host()}-{pid}-{_process_start(pid)}-{token}")
 
 
 def _owner_alive(pid: int, start: int) -> bool:
@@ -143,7 +157,7 @@ def debris_of(path: str | os.PathLike[str], *, include_live: bool = False) -> li
         match = _SIBLING.match(entry)
         if not match or match["name"] != target.name or match["kind"] not in DEBRIS_KINDS:
             continue
-        if include_live or not _owner_alive(int(match["pid"]), int(match["start"])):
+        if include_live or (match["host"] == _host() and not _owner_alive(int(match["pid"]), int(match["start"]))):
             found.append(target.parent / entry)
     return sorted(found, key=lambda p: _SIBLING.match(p.name)["token"])  # type: ignore[index]
 
@@ -169,7 +183,11 @@ def _parent_lock(directory: Path) -> Iterator[None]:
         except ImportError:  # Windows: threads are serialised, processes race (their renames fail cleanly)
             yield
             return
-        fd = os.open(directory, os.O_RDONLY)
+        try:
+            fd = os.open(directory, os.O_RDONLY)
+        except OSError:  # an unreadable folder: threads are still serialised
+            yield
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -208,9 +226,8 @@ def recover(path: str | os.PathLike[str]) -> bool:
     target = Path(os.fspath(path)).absolute()
     if target.exists() or target.is_symlink() or not target.parent.is_dir():
         return False
-    dead = [p for p in debris_of(target) if _SIBLING.match(p.name)["kind"] in ("ready", "old")]  # type: ignore[index]
-    if not dead:
-        return False
+    # Missing: a writer may be between its two renames right now. Its lock is held for just those
+    # two renames, so waiting for it means reading the new tree instead of finding nothing.
     with _parent_lock(target.parent):
         if target.exists():
             return False  # a running writer finished its swap meanwhile

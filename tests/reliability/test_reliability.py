@@ -1,10 +1,11 @@
 """The CI slice of the reliability suite (``benchmarks/reliability.py`` runs the full set).
 
 Every case here runs in a capped subprocess (3 GB address space, a timeout) and must end in a
-correct result or a clean sciz error. The cases that still fail on this branch are listed in
-``KNOWN_FAILING`` with what they do today; they are not run (a hang costs its whole timeout). Other
-branches fix them (zspy reader: zarr; NPZ/NPY: zip; HDF5/TIFF: hdf): after merging, delete their
-entries here and the slice widens by itself.
+correct result or a clean sciz error. What still fails on this branch is listed with what it does
+today — hostile cases in ``KNOWN_FAILING``, mutants of whole formats in ``MUTANTS_FAILING``, racing
+readers in ``RACE_FAILING`` — and not run (a hang costs its whole timeout). Other branches fix them
+(zspy reader: zarr; NPZ/NPY: zip; HDF5/TIFF: hdf): after merging, delete their entries here and the
+slice widens by itself; ``python benchmarks/reliability.py`` shows what is left.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ KNOWN_FAILING: dict[str, dict[str, str]] = {
         "shape 1e6 per axis": "memory blow-up: MemoryError allocating 3.5 EiB",
     },
 }
+#: Formats whose readers can return a failed read while the file is replaced (the race is not run for them).
+RACE_FAILING = {"afm-h5": "the fast path reopens the file by path per chunk: chunks of the next version, corrupt"}
 #: Formats whose mutants (bit flips, truncations) still give raw h5py/tifffile errors on this branch.
 MUTANTS_FAILING = {
     "afm-h5": "raw RuntimeError from h5py",
@@ -71,7 +74,7 @@ MUTANTS_FAILING = {
 }
 MUTANTS_PER_FORMAT = 10
 ALL = [f.name for f in formats.list_formats()]
-WRITABLE = [f.name for f in formats.list_formats() if f.can_write]
+WRITABLE = rel.writable_formats()
 
 
 def _check(results: list[rel.Result]) -> None:
@@ -100,9 +103,10 @@ def test_mutants(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", WRITABLE)
 def test_killed_and_raced_writers(name: str, tmp_path: Path) -> None:
     results = rel.kill_writers(name, tmp_path / "kill", 2, size=1)
-    results += rel.race_writers(name, tmp_path / "race", 3)
+    if name not in RACE_FAILING:
+        results += rel.race_writers(name, tmp_path / "race", 3)
+        assert any(r.name == "read while replaced" for r in results), "the reader never read"
     _check(results)
-    assert any(r.kind == "race" and r.name == "read while replaced" for r in results), "the reader never read"
 
 
 def test_the_harness_tells_garbage_from_correct(tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ __all__ = [
     "race_writers",
     "run_read_cases",
     "table",
+    "writable_formats",
 ]
 
 #: Every way a case can end; only the first two are acceptable.
@@ -67,6 +68,7 @@ OUTCOMES = (
     "hang",
     "memory blow-up",
     "silent garbage",
+    "failed read",
     "undetected change",
     "lost",
     "debris",
@@ -144,6 +146,14 @@ def _write_base(name: str, path: Path, data: np.ndarray) -> Path:
     if name == "stl" and data.ndim == 3:
         data = data[:, :3, :3] if data.shape[1:] != (3, 3) else data
     return Path(plugin.write(Dataset(data), path))
+
+
+def writable_formats(names: Iterable[str] | None = None) -> list[str]:
+    """The formats sciz writes (through the registry, or for AFM bundles through ``sciz.afm``)."""
+    from .. import formats
+
+    chosen = list(names) if names is not None else [f.name for f in formats.list_formats()]
+    return [n for n in chosen if formats.get_format(n).can_write or n in ("afm-npz", "afm-h5")]
 
 
 def sample_data(name: str, size: int = 0, seed: int = 0) -> np.ndarray:
@@ -787,8 +797,8 @@ def kill_writers(name: str, folder: Path, kills: int, *, size: int = 2, seed: in
 def race_writers(name: str, folder: Path, repeats: int, *, seed: int = 0) -> list[Result]:
     """Two writers replace a ``name`` target ``repeats`` times each while this process reads it in a loop.
 
-    Every read must be one complete version (or, between a directory swap's renames, a clean error
-    that the next read resolves); no writer may fail; nothing may be left beside the target.
+    Every read must be one complete version (an error reading it is a ``failed read``); no writer
+    may fail; nothing may be left beside the target.
     """
     from .. import formats
 
@@ -809,10 +819,15 @@ def race_writers(name: str, folder: Path, repeats: int, *, seed: int = 0) -> lis
         assert writer.stdin is not None
         writer.stdin.write("go\n")
         writer.stdin.flush()
-    reads: Counter[str] = Counter()
+    reads: Counter[tuple[str, str]] = Counter()
     while any(w.poll() is None for w in writers):
         seen = _identify(target, versions)
-        reads["correct" if seen in versions else seen.split(":")[0] if ":" in seen else "silent garbage"] += 1
+        if seen in versions:
+            reads["correct", ""] += 1
+        elif seen == "mixed":
+            reads["silent garbage", "a mixture of versions"] += 1
+        else:  # an error reading a complete file that is being replaced: a reader must hold one version
+            reads["raw error" if seen.startswith("raw") else "failed read", seen[:300]] += 1
     results = []
     for index, writer in enumerate(writers):
         _, stderr = writer.communicate()
@@ -822,8 +837,8 @@ def race_writers(name: str, folder: Path, repeats: int, *, seed: int = 0) -> lis
             results.append(Result(name, "race", f"writer {index}", "raw error", f"{kind}: {last}"))
         else:
             results.append(Result(name, "race", f"writer {index}", "correct"))
-    for outcome, count in reads.items():
-        results.extend(Result(name, "race", "read while replaced", outcome) for _ in range(count))
+    for (outcome, detail), count in reads.items():
+        results.extend(Result(name, "race", "read while replaced", outcome, detail) for _ in range(count))
     left = sorted(p.name for p in folder.iterdir() if p.name not in {target.name, "data.npy"})
     if left:
         results.append(Result(name, "race", "leftovers", "debris", f"left: {left}"))
