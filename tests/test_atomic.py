@@ -210,3 +210,38 @@ def test_concurrent_writers_never_fail_and_the_last_wins(tmp_path: Path) -> None
     assert (tmp_path / "tree" / "marker").read_text().endswith("-24")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tree"]
     assert seen, "the reader saw the tree"
+
+
+def test_convert_force_never_wipes_an_unrelated_folder(tmp_path: Path) -> None:
+    """`sciz convert x.tmd some_dir --to zspy --force` once wiped a project folder; now it is refused."""
+    import numpy as np
+
+    import sciz
+
+    sciz.save(sciz.Dataset(np.zeros((4, 5), np.float32)), tmp_path / "x.tmd")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("precious")
+    env = dict(os.environ, PYTHONPATH=SRC)
+    done = subprocess.run(
+        [sys.executable, "-m", "sciz", "convert", "x.tmd", "project", "--to", "zspy", "--force"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and "project" in done.stderr + done.stdout, done.stderr
+    assert sorted(p.name for p in project.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project", "x.tmd"]
+    sciz.save(sciz.Dataset(np.ones((4, 5), np.float32)), tmp_path / "store.zspy")
+    again = subprocess.run(
+        [sys.executable, "-m", "sciz", "convert", "x.tmd", "store.zspy", "--force"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    assert not np.asarray(sciz.load(tmp_path / "store.zspy").data).any(), "--force replaced the zspy store"
