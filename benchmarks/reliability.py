@@ -53,10 +53,12 @@ def main() -> int:
         for name in writable:
             results += rel.kill_writers(name, folder / "kill" / name, args.kills, seed=args.seed)
             results += rel.race_writers(name, folder / "race" / name, args.races, seed=args.seed)
+            if formats.get_format(name).can_write:
+                results += rel.hostile_writes(name, folder / "write" / name)
         print(f"{len(writable)} formats killed and raced in {time.monotonic() - started:.1f} s\n", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    for kind in ("hostile", "mutant", "kill", "race"):
+    for kind in ("hostile", "mutant", "kill", "race", "write"):
         chosen = [r for r in results if r.kind == kind]
         if chosen:
             print(f"== {kind} ==\n{rel.table(chosen)}\n")

@@ -128,8 +128,8 @@ def _sibling(target: Path, kind: str) -> Path:
 
 
 def _owner_alive(pid: int, start: int) -> bool:
-    if pid == os.getpid():
-        return True
+    if pid == os.getpid() or os.name != "posix":
+        return True  # on Windows os.kill(pid, 0) would terminate the process: assume alive, remove nothing
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -137,7 +137,7 @@ def _owner_alive(pid: int, start: int) -> bool:
     except PermissionError:
         pass  # exists, owned by someone else
     except OSError:
-        return True  # cannot tell (e.g. Windows): assume alive, remove nothing
+        return True  # cannot tell: assume alive, remove nothing
     if start == 0:
         return True
     _process_start.cache_clear()  # a pid's start time is only stable for a live process

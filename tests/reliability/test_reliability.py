@@ -66,6 +66,12 @@ KNOWN_FAILING: dict[str, dict[str, str]] = {
 }
 #: Formats whose readers can return a failed read while the file is replaced (the race is not run for them).
 RACE_FAILING = {"afm-h5": "the fast path reopens the file by path per chunk: chunks of the next version, corrupt"}
+#: Hostile writes (path-trick metadata keys, a "../.." title) that fail on this branch.
+WRITES_FAILING = {
+    "ome-tiff": {"hostile metadata keys": "metadata silently dropped", "hostile title": "metadata silently dropped"},
+    "zspy": {"hostile title": "written but unreadable"},
+    "zspy-zip": {"hostile title": "written but unreadable"},
+}
 #: Formats whose mutants (bit flips, truncations) still give raw h5py/tifffile errors on this branch.
 MUTANTS_FAILING = {
     "afm-h5": "raw RuntimeError from h5py",
@@ -106,6 +112,12 @@ def test_killed_and_raced_writers(name: str, tmp_path: Path) -> None:
     if name not in RACE_FAILING:
         results += rel.race_writers(name, tmp_path / "race", 3)
         assert any(r.name == "read while replaced" for r in results), "the reader never read"
+    _check(results)
+
+
+@pytest.mark.parametrize("name", [f.name for f in formats.list_formats() if f.can_write])
+def test_hostile_writes_stay_inside_the_target(name: str, tmp_path: Path) -> None:
+    results = [r for r in rel.hostile_writes(name, tmp_path) if r.name not in WRITES_FAILING.get(name, {})]
     _check(results)
 
 

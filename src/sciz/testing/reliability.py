@@ -51,6 +51,7 @@ __all__ = [
     "base_files",
     "failures",
     "hostile_cases",
+    "hostile_writes",
     "kill_writers",
     "mutant_cases",
     "race_writers",
@@ -843,6 +844,63 @@ def race_writers(name: str, folder: Path, repeats: int, *, seed: int = 0) -> lis
     if left:
         results.append(Result(name, "race", "leftovers", "debris", f"left: {left}"))
     return results
+
+
+#: Metadata keys and a title that once escaped the target or were lost (issue 9).
+HOSTILE_KEYS = ("..", ".", ".zattrs", ".zarray", "", "a/../../b", "../../outside", "normal")
+
+
+def hostile_writes(name: str, folder: Path) -> list[Result]:
+    """Write datasets whose metadata keys and title are path tricks; nothing may appear outside the target.
+
+    A format that can hold the metadata (:meth:`~sciz.formats.Format.problems` finds nothing) must
+    give every key and the title back exactly; one that cannot must refuse with a clean error.
+    """
+    from .. import formats
+    from ..errors import SciZError
+    from ..model import Dataset
+
+    plugin = formats.get_format(name)
+    results = []
+    for label, metadata, title in (
+        ("hostile metadata keys", {key: index for index, key in enumerate(HOSTILE_KEYS)}, "plain"),
+        ("hostile title", {"note": 1}, "../.."),
+    ):
+        where = folder / label.replace(" ", "_")
+        target = where / "out" / f"target{plugin.extensions[0]}"
+        target.parent.mkdir(parents=True)
+        dataset = Dataset(sample_data(name), metadata=metadata, name=title)
+        try:
+            formats.save(dataset, target, format=name)  # as users save: what the format cannot hold is refused
+        except SciZError as exc:
+            outcome, detail = "clean error", str(exc)[:200]
+        except Exception as exc:
+            outcome, detail = "raw error", f"{type(exc).__name__}: {exc}"[:200]
+        else:
+            outcome, detail = _check_hostile_write(plugin, dataset, target)
+        outside = sorted(p.relative_to(where).as_posix() for p in where.rglob("*") if not _inside(p, target))
+        if outside:
+            outcome, detail = "debris", f"written outside the target: {outside[:6]}"
+        results.append(Result(name, "write", label, outcome, detail))
+    return results
+
+
+def _inside(path: Path, target: Path) -> bool:
+    return path == target.parent or path == target or target in path.parents
+
+
+def _check_hostile_write(plugin: Any, dataset: Any, target: Path) -> tuple[str, str]:
+    from .. import formats
+    from ..errors import SciZError
+
+    try:
+        back = formats.load(target)
+    except SciZError as exc:
+        return "silent garbage", f"written but unreadable: {exc}"[:200]
+    lost = [key for key, value in dataset.metadata.items() if back.metadata.get(key) != value]
+    if lost or back.name != dataset.name:
+        return "silent garbage", f"lost or changed: keys {lost}, title {back.name!r}"
+    return "correct", ""
 
 
 # ----- reporting ----------------------------------------------------------------------------------
