@@ -245,3 +245,29 @@ def test_convert_force_never_wipes_an_unrelated_folder(tmp_path: Path) -> None:
     )
     assert again.returncode == 0, again.stderr
     assert not np.asarray(sciz.load(tmp_path / "store.zspy").data).any(), "--force replaced the zspy store"
+
+
+def test_a_reader_waits_for_a_swap_in_progress(tmp_path: Path) -> None:
+    """Between a writer's two renames the name is missing; recover() (called by sciz.load) waits for the swap."""
+    import threading
+    import time
+
+    target = tmp_path / "tree"
+    _write_tree(target, "old")
+    moved, done = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with atomic._parent_lock(tmp_path):
+            target.rename(tmp_path / "aside")
+            moved.set()
+            time.sleep(0.3)
+            (tmp_path / "aside").rename(target)
+            done.set()  # inside the lock: set before any waiter can go on
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    moved.wait(5)
+    assert not target.exists(), "the swap is in progress"
+    atomic.recover(target)
+    assert done.is_set() and (target / "marker").read_text() == "old", "recover returned before the swap ended"
+    thread.join()
