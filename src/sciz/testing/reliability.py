@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ._writer import write_as
 from .fresh import sciz_root
 
 __all__ = [
@@ -124,29 +125,6 @@ class Result:
 
 
 # ----- base files: what sciz writes for each format -----------------------------------------------
-def _afm_stack(data: np.ndarray) -> Any:
-    from ..stack import ImageStack
-
-    return ImageStack(data.astype(np.float64), pixel_size_nm=2.0)
-
-
-def _write_base(name: str, path: Path, data: np.ndarray) -> Path:
-    """Write ``data`` as format ``name`` at ``path`` the way sciz users do (AFM bundles through sciz.afm)."""
-    from .. import formats
-    from ..model import Dataset
-
-    if name == "afm-npz":
-        from ..afm import save_npz_bundle
-
-        return save_npz_bundle(path, _afm_stack(data))
-    if name == "afm-h5":
-        from ..afm import save_h5_bundle
-
-        return save_h5_bundle(path, _afm_stack(data))
-    plugin = formats.get_format(name)
-    if name == "stl" and data.ndim == 3:
-        data = data[:, :3, :3] if data.shape[1:] != (3, 3) else data
-    return Path(plugin.write(Dataset(data), path))
 
 
 def writable_formats(names: Iterable[str] | None = None) -> list[str]:
@@ -182,7 +160,7 @@ def base_files(folder: Path, names: Iterable[str] | None = None) -> dict[str, tu
         plugin = formats.get_format(name)
         path = folder / name / f"base{plugin.extensions[0]}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        written = _write_base(name, path, sample_data(name))
+        written = write_as(name, path, sample_data(name))
         expected = folder / name / "expected.npy"
         np.save(expected, np.asarray(formats.load(written).data), allow_pickle=False)
         out[name] = (written, expected)
@@ -562,7 +540,7 @@ def _zipped_zarr_builders(folder: Path, secret: Path) -> dict[str, Callable[[Pat
 
     tree = folder / "base.zspy"
     if not tree.exists():
-        _write_base("zspy", tree, sample_data("zspy"))
+        write_as("zspy", tree, sample_data("zspy"))
     builders: dict[str, Callable[[Path], Path]] = {}
     for label, build in _zarr_builders(tree, secret).items():
         if "symlink" in label or "FIFO" in label:
@@ -685,21 +663,25 @@ def run_read_cases(
 # ----- writers killed and raced -------------------------------------------------------------------
 _WRITER = textwrap.dedent(
     """
+    import importlib.util
+    import os
     import shutil
     import sys
     from pathlib import Path
     import numpy as np
     sys.path.insert(0, sys.argv[1])
-    from sciz.testing.reliability import _write_base
+    spec = importlib.util.spec_from_file_location("sciz_reliability_writer", sys.argv[7])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     name, target, value, repeats = sys.argv[2], Path(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
     data = np.load(sys.argv[6])
-    warm = target.parent.parent / f"warm-up-{target.parent.name}" / target.name
-    _write_base(name, warm, data)  # imports every library the write needs before the clock starts
+    warm = target.parent.parent / f"warm-up-{os.getpid()}" / target.name
+    module.write_as(name, warm, data)  # imports every library the write needs before the clock starts
     shutil.rmtree(warm.parent)
     print("ready", flush=True)
     sys.stdin.readline()
     for i in range(repeats):
-        _write_base(name, target, data + np.float32(value if i % 2 == 0 else -value))
+        module.write_as(name, target, data + np.float32(value if i % 2 == 0 else -value))
     print("done", flush=True)
     """
 )
@@ -727,25 +709,33 @@ def _expected_read(name: str, data: np.ndarray, folder: Path) -> np.ndarray:
     from .. import formats
 
     probe = folder / f"probe{formats.get_format(name).extensions[0]}"
-    _write_base(name, probe, data)
+    write_as(name, probe, data)
     loaded = np.asarray(formats.load(probe).data)
     shutil.rmtree(probe) if probe.is_dir() else probe.unlink()
     return loaded
 
 
 def _start_writer(name: str, target: Path, data_file: Path, value: float, repeats: int) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(sciz_root()), name, str(target), str(value), str(repeats), str(data_file)],
+    """Start a writer process; it imports what it needs, then waits for a line on stdin (see :func:`_ready`)."""
+    script = Path(__file__).with_name("_writer.py")
+    arguments = [str(sciz_root()), name, str(target), str(value), str(repeats), str(data_file), str(script)]
+    return subprocess.Popen(
+        [sys.executable, "-c", _WRITER, *arguments],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert process.stdout is not None
-    ready = process.stdout.readline()
-    if ready.strip() != "ready":
+
+
+def _ready(process: subprocess.Popen[str], name: str) -> subprocess.Popen[str]:
+    """Wait until ``process`` has started; then tell it to write."""
+    assert process.stdout is not None and process.stdin is not None
+    if process.stdout.readline().strip() != "ready":
         process.kill()
         raise RuntimeError(f"writer for {name} did not start: {process.communicate()[1][-2000:]}")
+    process.stdin.write("go\n")
+    process.stdin.flush()
     return process
 
 
@@ -765,16 +755,13 @@ def kill_writers(name: str, folder: Path, kills: int, *, size: int = 2, seed: in
     np.save(data_file, base)
     versions = {key: _expected_read(name, base + np.float32(v), folder) for key, v in (("+", 1.0), ("-", -1.0))}
     versions["old"] = _expected_read(name, base, folder)
-    _write_base(name, target, base)
+    write_as(name, target, base)
     start = time.monotonic()
-    _write_base(name, target, base)
+    write_as(name, target, base)
     duration = time.monotonic() - start
     results = []
     for _ in range(kills):
-        writer = _start_writer(name, target, data_file, 1.0, 1 << 30)
-        assert writer.stdin is not None
-        writer.stdin.write("go\n")
-        writer.stdin.flush()
+        writer = _ready(_start_writer(name, target, data_file, 1.0, 1 << 30), name)
         # The writer replaces the target again and again: a moment a few writes in falls anywhere in one.
         time.sleep(rng.uniform(duration, 4 * duration) + 0.02)
         writer.kill()
@@ -784,7 +771,7 @@ def kill_writers(name: str, folder: Path, kills: int, *, size: int = 2, seed: in
         outcome = "correct" if seen in versions else "lost" if "rror" in seen else "silent garbage"
         detail = seen if outcome != "correct" else ""
         try:
-            _write_base(name, target, base)
+            write_as(name, target, base)
         except Exception as exc:
             outcome, detail = "raw error", f"the next write failed: {type(exc).__name__}: {exc}"
         else:
@@ -814,12 +801,9 @@ def race_writers(name: str, folder: Path, repeats: int, *, seed: int = 0) -> lis
         for sign in (1, -1)
     }
     versions["base"] = _expected_read(name, base, folder)
-    _write_base(name, target, base)
-    writers = [_start_writer(name, target, data_file, value, repeats) for value in (1.0, 2.0)]
-    for writer in writers:
-        assert writer.stdin is not None
-        writer.stdin.write("go\n")
-        writer.stdin.flush()
+    write_as(name, target, base)
+    started = [_start_writer(name, target, data_file, value, repeats) for value in (1.0, 2.0)]
+    writers = [_ready(writer, name) for writer in started]
     reads: Counter[tuple[str, str]] = Counter()
     while any(w.poll() is None for w in writers):
         seen = _identify(target, versions)
