@@ -64,7 +64,7 @@ def test_atomic_directory(tmp_path: Path) -> None:
         (temporary / "b.txt").write_text("two")
         raise ValueError("crash")
     assert sorted(os.listdir(target)) == ["a.txt"]
-    with atomic.atomic_directory(target) as temporary:
+    with atomic.atomic_directory(target, replace_if=lambda path: (path / "a.txt").exists()) as temporary:
         (temporary / "c.txt").write_text("three")
     assert sorted(os.listdir(target)) == ["c.txt"], "the new tree replaces the old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tree"]

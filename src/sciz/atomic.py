@@ -1,28 +1,90 @@
-"""Atomic writing of files and directory trees: a crash never leaves a half-written file behind.
+"""Atomic writing of files and directory trees: a crash never leaves a half-written or missing target.
 
 Every writer in sciz writes into a temporary sibling (same directory, so the final rename stays on
 one file system), flushes and fsyncs it, then renames it over the target. Readers therefore see
-either the old complete file or the new complete file, never a mixture.
+either the old complete version or the new complete version, never a mixture.
+
+Guarantees
+----------
+- **Files** (:func:`atomic_file`): the new file takes the target's name with one ``rename(2)``,
+  which replaces the old file in one step: at every instant the name holds the old or the new
+  complete file, whatever is killed when.
+- **Directories** (:func:`atomic_directory`): POSIX has no portable call that swaps two directories
+  in one step (Linux's ``renameat2(RENAME_EXCHANGE)`` is not exposed by Python's standard library,
+  and the only PyPI wrapper, ``renameat2``, has had no release since 2022). So the swap takes two
+  renames, and the tree is recorded so that nothing is ever lost between them: the complete new
+  tree is first renamed to a *ready* sibling (the rename is the mark that it is complete), then,
+  under a lock on the parent directory, the old tree is renamed to an *old* sibling and the ready
+  tree to the target. A process killed between these two renames (a window of microseconds) leaves
+  the target name empty but the complete new tree under its ready name; the next access through
+  sciz (:func:`recover`, called by every sciz write of that target and by :func:`sciz.load`)
+  renames it into place. So: through sciz, a read after any kill returns the old or the new
+  complete tree, never nothing; a program that is not sciz may find the name missing until then.
+- **Debris**: every temporary sibling is named ``.<target>.sciz-<kind>-<host>-<pid>-<start>-<token>``
+  (``<host>`` a hash of the host name, ``<start>`` the writer's process start time where the system
+  tells it, so a reused pid is not mistaken for the writer). The next write of the same target
+  removes the siblings whose writer is no longer running on this host (:func:`remove_debris`);
+  siblings of running writers, and of other hosts sharing the folder, are left alone. (Writers in
+  another pid namespace on the same host, e.g. containers sharing a volume under one host name,
+  cannot be told apart from dead ones.)
+- **Concurrency**: writers of the same target each write their own sibling; the swap is serialised
+  by the parent lock, so the last write to complete wins and no writer sees another's half-renamed
+  state (no ``FileNotFoundError``/``ENOTEMPTY`` from a race).
+- **Never delete what is not ours**: an existing target is replaced only if ``replace_if(path)``
+  says it is a file or store of the format being written (or, without ``replace_if``, if it is a
+  regular file for :func:`atomic_file` or an empty directory for :func:`atomic_directory`);
+  anything else is a :class:`~sciz.errors.FormatError` naming the path, and nothing is touched.
+- **Errors**: an ``OSError`` while writing (``ENOSPC``, permissions...) becomes a
+  :class:`~sciz.errors.FormatError` naming the target and the reason; the temporary is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
+import re
 import shutil
-import tempfile
-from collections.abc import Iterator
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_directory", "atomic_file", "fsync_directory", "prepare_target"]
+from .errors import FormatError, SciZError
+
+__all__ = [
+    "DEBRIS_KINDS",
+    "atomic_directory",
+    "atomic_file",
+    "debris_of",
+    "fsync_directory",
+    "prepare_target",
+    "recover",
+    "remove_debris",
+    "scratch_directory",
+    "scratch_sibling",
+]
+
+#: The kinds of temporary siblings: a tree or file being written, a complete tree waiting for the
+#: swap, a replaced tree waiting for removal, debris being removed, scratch space of a writer.
+DEBRIS_KINDS = ("tmp", "ready", "old", "trash", "scratch")
+_SIBLING = re.compile(
+    r"^\.(?P<name>.+)\.sciz-(?P<kind>[a-z]+)-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-(?P<start>\d+)-(?P<token>[0-9a-f]+)$"
+)
+_counter = itertools.count()
+_thread_lock = threading.Lock()
 
 
 def prepare_target(path: str | os.PathLike[str]) -> Path:
     """Return ``path`` as an absolute :class:`Path`, creating its parent directories."""
     target = Path(os.fspath(path)).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FormatError(f"cannot write {target}: cannot create its folder ({exc.strerror or exc})") from exc
     return target.absolute()
 
 
@@ -37,20 +99,220 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _temporary_sibling(target: Path, *, directory: bool) -> Path:
-    prefix = f".{target.name}."
+# ----- names of temporary siblings -------------------------------------------------------------------
+@functools.cache
+def _process_start(pid: int) -> int:
+    """The start time of process ``pid`` in clock ticks since boot (0 where the system does not say)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return 0
+    # Field 22 counts from after the command name, which is in parentheses and may hold spaces.
+    fields = text[text.rfind(")") + 2 :].split()
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else 0
+
+
+@functools.cache
+def _host() -> str:
+    """Six hex digits naming this machine: another host's pids (a shared network folder) are not ours to judge."""
+    import socket
+    import zlib
+
+    return f"{zlib.crc32(socket.gethostname().encode()) & 0xFFFFFF:06x}"
+
+
+def _sibling(target: Path, kind: str) -> Path:
+    pid = os.getpid()
+    token = f"{time.time_ns():x}{next(_counter) & 0xFFFF:04x}{os.urandom(2).hex()}"
+    return target.with_name(f".{target.name}.sciz-{kind}-{_host()}-{pid}-{_process_start(pid)}-{token}")
+
+
+def _owner_alive(pid: int, start: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":
+        return True  # on Windows os.kill(pid, 0) would terminate the process: assume alive, remove nothing
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    except OSError:
+        return True  # cannot tell: assume alive, remove nothing
+    if start == 0:
+        return True
+    _process_start.cache_clear()  # a pid's start time is only stable for a live process
+    current = _process_start(pid)
+    return current == 0 or current == start
+
+
+def debris_of(path: str | os.PathLike[str], *, include_live: bool = False) -> list[Path]:
+    """Temporary siblings of ``path`` left by sciz writers (by default only those whose writer is gone)."""
+    target = Path(os.fspath(path)).absolute()
+    found = []
+    try:
+        entries = [entry.name for entry in target.parent.iterdir()]
+    except OSError:
+        return []
+    for entry in entries:
+        match = _SIBLING.match(entry)
+        if not match or match["name"] != target.name or match["kind"] not in DEBRIS_KINDS:
+            continue
+        if include_live or (match["host"] == _host() and not _owner_alive(int(match["pid"]), int(match["start"]))):
+            found.append(target.parent / entry)
+    return sorted(found, key=lambda p: _SIBLING.match(p.name)["token"])  # type: ignore[index]
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, a symlink or a whole tree, whatever it is; missing is fine."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+# ----- the parent lock and recovery --------------------------------------------------------------------
+@contextlib.contextmanager
+def _parent_lock(directory: Path) -> Iterator[None]:
+    """Serialise swaps in ``directory`` between threads and processes (flock on the folder itself)."""
+    with _thread_lock:
+        try:
+            import fcntl
+        except ImportError:  # Windows: threads are serialised, processes race (their renames fail cleanly)
+            yield
+            return
+        try:
+            fd = os.open(directory, os.O_RDONLY)
+        except OSError:  # an unreadable folder: threads are still serialised
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+def _recover_locked(target: Path) -> list[Path]:
+    """Under the parent lock: put a missing target back; return dead siblings to remove (renamed to trash)."""
+    dead = debris_of(target)
+    if not (target.exists() or target.is_symlink()):
+        # The newest complete tree wins: a ready tree (new data) before an old one (the data it replaced).
+        for kind in ("ready", "old"):
+            candidates = [p for p in dead if _SIBLING.match(p.name)["kind"] == kind]  # type: ignore[index]
+            if candidates:
+                candidates[-1].replace(target)
+                dead.remove(candidates[-1])
+                break
+    trash = []
+    for path in dead:
+        moved = _sibling(target, "trash")
+        try:
+            path.replace(moved)
+        except OSError:
+            continue  # another process took it first
+        trash.append(moved)
+    return trash
+
+
+def recover(path: str | os.PathLike[str]) -> bool:
+    """Finish what a killed writer of ``path`` left: restore a missing target from its complete sibling.
+
+    Returns True if the target was restored. Dead writers' siblings are removed only by writes
+    (:func:`remove_debris`), so a read never deletes anything.
+    """
+    target = Path(os.fspath(path)).absolute()
+    if target.exists() or target.is_symlink() or not target.parent.is_dir():
+        return False
+    # Missing: a writer may be between its two renames right now. Its lock is held for just those
+    # two renames, so waiting for it means reading the new tree instead of finding nothing.
+    with _parent_lock(target.parent):
+        if target.exists():
+            return False  # a running writer finished its swap meanwhile
+        for kind in ("ready", "old"):
+            candidates = [p for p in debris_of(target) if _SIBLING.match(p.name)["kind"] == kind]  # type: ignore[index]
+            if candidates:
+                candidates[-1].replace(target)
+                fsync_directory(target.parent)
+                return True
+    return False
+
+
+def remove_debris(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove what killed writers of ``path`` left (after restoring a missing target); return what was removed."""
+    target = Path(os.fspath(path)).absolute()
+    if not target.parent.is_dir() or not debris_of(target):
+        return []
+    with _parent_lock(target.parent):
+        trash = _recover_locked(target)
+    for path_ in trash:
+        _remove(path_)
+    return trash
+
+
+# ----- replacement checks and error wrapping ------------------------------------------------------------
+def _check_replaceable(target: Path, replace_if: Callable[[Path], bool] | None, *, directory: bool) -> None:
+    try:
+        info = target.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise FormatError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    if replace_if is not None:
+        try:
+            ours = bool(replace_if(target))
+        except (OSError, ValueError):
+            ours = False
+        if ours:
+            return
+        kind = "directory" if stat.S_ISDIR(info.st_mode) else "file"
+        raise FormatError(
+            f"cannot write {target}: a {kind} is there that is not a file of the format being written; "
+            "sciz replaces only its own format's files: remove it or choose another name"
+        )
     if directory:
-        return Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    return Path(name)
+        if stat.S_ISDIR(info.st_mode) and next(target.iterdir(), None) is None:
+            return
+        raise FormatError(f"cannot write {target}: it exists and is not known to be a store of this format")
+    if stat.S_ISDIR(info.st_mode):
+        raise FormatError(f"cannot write file {target}: a directory is in the way")
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+        raise FormatError(f"cannot write {target}: it is not a regular file (a FIFO, socket or device)")
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+def _wrap_os_errors(target: Path) -> Iterator[None]:
+    try:
+        yield
+    except SciZError:
+        raise
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        if exc.filename is not None and str(exc.filename) != str(target):
+            reason += f" ({exc.filename})"
+        raise FormatError(f"cannot write {target}: {reason}") from exc
+
+
+# ----- the writers ------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_file(
+    path: str | os.PathLike[str], *, replace_if: Callable[[Path], bool] | None = None
+) -> Iterator[BinaryIO]:
     """Open a temporary sibling of ``path`` for binary writing; on success it replaces ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    Parameters
+    ----------
+    path
+        The target file; parent directories are created.
+    replace_if
+        Called with an existing ``path``: True if it is a file of the format being written, which
+        may be replaced. Without it any regular file (or symlink) is replaced.
+
+    On any exception the temporary file is removed and ``path`` is left as it was; an ``OSError``
+    (``ENOSPC``...) comes out as a :class:`~sciz.errors.FormatError` naming ``path``. Temporary
+    files of killed writers of ``path`` are removed first.
 
     Example
     -------
@@ -58,56 +320,102 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     ...     fh.write(b"data")
     """
     target = prepare_target(path)
-    if target.is_dir():
-        raise IsADirectoryError(f"cannot write file {target}: a directory is in the way")
-    temporary = _temporary_sibling(target, directory=False)
-    try:
-        with temporary.open("wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.chmod(_default_file_mode())
-        temporary.replace(target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_directory(target.parent)
+    _check_replaceable(target, replace_if, directory=False)
+    with _wrap_os_errors(target):
+        remove_debris(target)
+        temporary = _sibling(target, "tmp")
+        try:
+            with temporary.open("xb") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            temporary.chmod(_default_file_mode())
+            _check_replaceable(target, replace_if, directory=False)
+            temporary.replace(target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        fsync_directory(target.parent)
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_directory(
+    path: str | os.PathLike[str], *, replace_if: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it takes the place of ``path``.
 
-    An existing directory (or file) at ``path`` is first moved aside and removed only after the new
-    tree is in place, so at every instant either the old or the new tree exists complete.
+    Parameters
+    ----------
+    path
+        The target directory; parent directories are created.
+    replace_if
+        Called with an existing ``path``: True if it is a store of the format being written, which
+        may be replaced. Without it only an empty directory is replaced. Anything else raises a
+        :class:`~sciz.errors.FormatError` before anything is written or removed.
+
+    See the module documentation for what a kill at any moment leaves (never a lost target).
     """
     target = prepare_target(path)
-    temporary = _temporary_sibling(target, directory=True)
+    _check_replaceable(target, replace_if, directory=True)
+    with _wrap_os_errors(target):
+        remove_debris(target)
+        temporary = _sibling(target, "tmp")
+        temporary.mkdir()
+        try:
+            yield temporary
+            _fsync_tree(temporary)
+            temporary.chmod(_default_directory_mode())
+            ready = _sibling(target, "ready")
+            temporary.replace(ready)  # the mark that the tree is complete
+        except BaseException:
+            _remove(temporary)
+            raise
+        try:
+            old = _swap_into_place(ready, target, replace_if)
+        except BaseException:
+            _remove(ready)
+            raise
+        if old is not None:
+            _remove(old)
+
+
+def _swap_into_place(ready: Path, target: Path, replace_if: Callable[[Path], bool] | None) -> Path | None:
+    """Under the parent lock: move the old target aside and the ready tree in; return the old one's new name."""
+    with _parent_lock(target.parent):
+        trash = _recover_locked(target)
+        old: Path | None = None
+        if target.exists() or target.is_symlink():
+            _check_replaceable(target, replace_if, directory=True)
+            old = _sibling(target, "old")
+            target.replace(old)
+        ready.replace(target)
+        fsync_directory(target.parent)
+    for path in trash:
+        _remove(path)
+    return old
+
+
+def scratch_sibling(path: str | os.PathLike[str]) -> Path:
+    """Create and return a working directory beside ``path`` that the caller removes when done.
+
+    If the caller is killed first, the next write of ``path`` removes it (its name marks it as a
+    sciz writer's, with the writer's pid). Prefer :func:`scratch_directory`, which removes it itself.
+    """
+    target = prepare_target(path)
+    with _wrap_os_errors(target):
+        scratch = _sibling(target, "scratch")
+        scratch.mkdir()
+    return scratch
+
+
+@contextlib.contextmanager
+def scratch_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary working directory beside ``path``, removed afterwards (or by the next write if killed)."""
+    scratch = scratch_sibling(path)
     try:
-        yield temporary
-        _fsync_tree(temporary)
-        temporary.chmod(_default_directory_mode())
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    backup: Path | None = None
-    if target.exists() or target.is_symlink():
-        backup = _temporary_sibling(target, directory=True)
-        backup.rmdir()
-        target.replace(backup)
-    try:
-        temporary.replace(target)
-    except BaseException:
-        if backup is not None:
-            backup.replace(target)
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    fsync_directory(target.parent)
-    if backup is not None:
-        if backup.is_dir() and not backup.is_symlink():
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            backup.unlink(missing_ok=True)
+        yield scratch
+    finally:
+        _remove(scratch)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -130,7 +438,7 @@ def _umask() -> int:
 
 
 def _default_file_mode() -> int:
-    # mkstemp creates 0600 files; give the file the mode a plain open() would have.
+    # Temporary files are created 0666 & ~umask by open(); keep that explicit for clarity.
     return 0o666 & ~_umask()
 
 

@@ -21,6 +21,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from ..atomic import recover
 from ..errors import FormatError, UnknownFormatError, argument_error
 from ..model import Dataset
 from ._base import CAPABILITIES, Format, require
@@ -187,6 +188,7 @@ def load(path: str | os.PathLike[str], *, format: str | None = None, **options: 
     >>> import sciz
     >>> ds = sciz.load("surface.tmd")  # doctest: +SKIP
     """
+    recover(path)  # a writer killed between the two renames of a directory swap left it beside the name
     plugin = get_format(format) if format else detect_format(path)
     dataset = plugin.read(Path(os.fspath(path)), **options)
     if dataset.source is None:

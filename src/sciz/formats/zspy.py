@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_directory, atomic_file, prepare_target
+from ..atomic import atomic_directory, atomic_file, prepare_target, scratch_sibling
 from ..errors import CodecError, FormatError, argument_error
 from ..model import Dataset, StoredArray
 from ._base import Format, require, zip_member_names
@@ -340,7 +339,7 @@ def _write_directory(
             raise FormatError(f"{target}: write_dataset=False needs an existing zspy directory")
         old = engine.DirectoryKV(target)
         keep = _kept_data(old, data_path, signal)
-    with atomic_directory(target) as temporary:
+    with atomic_directory(target, replace_if=is_zspy_store) as temporary:
         kv = engine.DirectoryKV(temporary)
         if keep:
             # Link (or copy) the stored chunks into the new tree: the data is not rewritten.
@@ -356,6 +355,11 @@ def _write_directory(
         engine.write_tree(kv, root, options, keep=keep)
 
 
+def is_zspy_store(path: Path) -> bool:
+    """Whether ``path`` is a zspy directory store, the only kind of directory a zspy write may replace."""
+    return ZspyFormat().sniff(path, b"")
+
+
 def _write_zip(
     target: Path, root: GroupNode, options: Any, data_path: str, signal: dict[str, Any], write_dataset: bool
 ) -> None:
@@ -368,7 +372,7 @@ def _write_zip(
             raise FormatError(f"{target}: write_dataset=False needs an existing zspy zip file")
         old = engine.ZipKV(target)
         keep = _kept_data(old, data_path, signal)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+    staging = scratch_sibling(target)  # removed below, or by the next write if this process is killed
     try:
         engine.write_tree(engine.DirectoryKV(staging), root, options, keep=keep)
 

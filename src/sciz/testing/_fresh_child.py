@@ -68,6 +68,16 @@ def _read(kind: str, item: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
             array = dataset[()]
             plist = dataset.id.get_create_plist()
             report["filters"] = [int(plist.get_filter(i)[0]) for i in range(plist.get_nfilters())]
+    elif kind == "load":
+        import sciz
+        from sciz.formats import detect_format
+
+        dataset = sciz.load(item["path"])
+        array = np.asarray(dataset.data)
+        report["format"] = detect_format(item["path"]).name
+        report["axes"] = [axis.to_dict() for axis in dataset.axes]
+        report["name"] = dataset.name
+        report["metadata"] = json.loads(json.dumps(dataset.metadata, default=repr))
     else:
         raise ValueError(f"unknown kind of reading {kind!r}")
     return array, report

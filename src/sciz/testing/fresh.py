@@ -30,6 +30,7 @@ READERS = {
     "zspy-zarr": "zarr.open_group alone",
     "hspy-sciz": "sciz.hspy.file_reader",
     "hspy-h5py": "h5py + hdf5plugin alone",
+    "load": "sciz.load (format detected from the file)",
 }
 
 
@@ -69,6 +70,7 @@ def read_in_fresh_process(
 
     ``jobs`` maps a kind of :data:`READERS` to its items, each a dict with ``key`` (a file-name-safe
     label), ``path`` and, where the reader needs them, ``codec`` (seed) or ``config`` (numcodecs).
+    ``load`` reports the detected ``format``, the ``axes``, ``name`` and ``metadata`` (JSON, others as repr).
     Returns ``{(kind, key): FreshRead}`` for every item, failed ones included (with the error).
     """
     unknown = sorted(set(jobs) - set(READERS))
