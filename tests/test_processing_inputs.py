@@ -114,7 +114,7 @@ def test_plain_arrays(tmp_path):
     with pytest.raises(FormatError, match=r"several arrays .* none is called 'data'"):
         load_stack(tmp_path / "two.npz")
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(FormatError, match="never unpickled"):
+    with pytest.raises(FormatError, match="never unpickle"):
         load_stack(tmp_path / "obj.npy")
     np.save(tmp_path / "flat.npy", np.zeros(7))
     with pytest.raises(FormatError, match="1-D float64"):

@@ -66,8 +66,8 @@ def parse_header(header: bytes, where: str) -> tuple[tuple[int, ...], bool, np.d
         # 3.0 differs from 2.0 only in allowing UTF-8 field names, which the 2.0 parser reads.
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read(stream, max_header_size=MAX_HEADER_BYTES)
-    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
-        raise FormatError(f"{where}: not a readable .npy header ({exc})") from None
+    except Exception as exc:  # numpy's parser of a hostile header raises anything (TokenError, RecursionError...)
+        raise FormatError(f"{where}: not a readable .npy header ({type(exc).__name__}: {exc})") from None
     if any(n < 0 for n in shape):
         raise FormatError(f"{where}: negative dimension in shape {shape}")
     return shape, fortran, dtype, math.prod(shape) * dtype.itemsize

@@ -164,37 +164,34 @@ def _dataset_stack(plugin: Format, source: Path, channel: str | None, pixel_size
 
 # -- bundles and plain arrays -------------------------------------------------------------------
 def _load_npz(source: Path, channel: str | None, pixel_size_nm: float | None) -> ImageStack:
-    import zipfile
+    from ..formats._zip import ZipReader
+    from ..formats.npz import read_npy_member
 
-    try:
-        with zipfile.ZipFile(source) as archive:
-            members = {Path(n).stem for n in archive.namelist()}
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise FormatError(f"{source}: not a readable NPZ archive ({exc})") from None
-    if {"data", "pixel_size_nm"} <= members:
-        # Has a bundle's keys but not all of them: the bundle reader says which are missing.
-        return get_format("afm-npz").read_stack(source, channel, pixel_size_nm)
-    try:
-        with np.load(source, allow_pickle=False) as archive:
-            names = list(archive.files)
-            key = "data" if "data" in names else (names[0] if len(names) == 1 else None)
+    # The checked ZIP reader: sizes, names and methods are verified before anything is inflated.
+    with ZipReader(source) as archive:
+        arrays = {Path(m.name).stem: m for m in archive.members.values() if m.name.endswith(".npy")}
+        if {"data", "pixel_size_nm"} <= arrays.keys():
+            bundle = True
+        else:
+            bundle = False
+            names = sorted(arrays)
+            key = "data" if "data" in arrays else (names[0] if len(names) == 1 else None)
             if key is None:
                 raise FormatError(
-                    f"{source}: holds several arrays ({', '.join(names)}) and none is called 'data'; "
+                    f"{source}: holds several arrays ({', '.join(names) or 'none'}) and none is called 'data'; "
                     "save the stack as 'data' or as the only array"
                 )
-            values = archive[key]
-    except ValueError as exc:
-        raise FormatError(f"{source}: unreadable NPZ member ({exc}); object arrays are never unpickled") from None
+            values = read_npy_member(archive, arrays[key])
+    if bundle:
+        # Has a bundle's keys but not all of them: the bundle reader says which are missing.
+        return get_format("afm-npz").read_stack(source, channel, pixel_size_nm)
     return _array_stack(values, source, channel, pixel_size_nm)
 
 
 def _load_npy(source: Path, channel: str | None, pixel_size_nm: float | None) -> ImageStack:
-    try:
-        values = np.load(source, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise FormatError(f"{source}: not a readable .npy array ({exc}); object arrays are never unpickled") from None
-    return _array_stack(values, source, channel, pixel_size_nm)
+    from ..formats.npy import read_npy
+
+    return _array_stack(read_npy(source), source, channel, pixel_size_nm)
 
 
 def _load_tiff(source: Path, channel: str | None, pixel_size_nm: float | None) -> ImageStack:
