@@ -274,7 +274,7 @@ def test_zip_store_detected_and_overwritten_atomically(tmp_path: Path) -> None:
     original = zspy.file_writer.__globals__["_write_zip"]
     try:
         zspy.file_writer.__globals__["_write_zip"] = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full"))
-        with pytest.raises(RuntimeError):
+        with pytest.raises(FormatError, match="disk full"):
             zspy.file_writer(path, signal(), store_type="zip", show_progressbar=False)
     finally:
         zspy.file_writer.__globals__["_write_zip"] = original
