@@ -312,3 +312,29 @@ def test_cyclic_directory_store_is_refused(tmp_path: Path) -> None:
     (path / "Experiments" / "scan" / "metadata" / "loop").symlink_to(path / "Experiments", target_is_directory=True)
     with pytest.raises(FormatError, match=r"loop.*symbolic link"):
         zspy.file_reader(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Chunk checksums
+# --------------------------------------------------------------------------------------------
+def test_damaged_chunk_is_an_error_thanks_to_the_crc32_which_zarr_python_also_checks(tmp_path: Path) -> None:
+    import zarr
+
+    data = np.random.default_rng(0).poisson(20, (4, 32, 32)).astype(np.float32)
+    path = tmp_path / "c.zspy"
+    zspy.file_writer(path, signal(data), show_progressbar=False)
+    zarray = json.loads((data_dir(path) / ".zarray").read_text())
+    assert zarray["compressor"] == {"id": "crc32"} and zarray["filters"][0]["id"] == "blosc"
+    stored = zarr.open_array(zarr.storage.LocalStore(path, read_only=True), path="Experiments/scan/data", mode="r")
+    np.testing.assert_array_equal(stored[...], data)  # a standard layout: zarr-python decodes and checks it
+    chunk = _chunk(path)
+    damaged = bytearray(chunk.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x10
+    chunk.write_bytes(bytes(damaged))
+    for lazy in (False, True):
+        with pytest.raises(FormatError, match="CRC-32 mismatch"):
+            np.asarray(zspy.file_reader(path, lazy=lazy)[0]["data"])
+    plain = tmp_path / "plain.zspy"
+    zspy.file_writer(plain, signal(data), show_progressbar=False, checksum=False)
+    assert json.loads((data_dir(plain) / ".zarray").read_text())["compressor"]["id"] == "blosc"
+    np.testing.assert_array_equal(zspy.file_reader(plain)[0]["data"], data)

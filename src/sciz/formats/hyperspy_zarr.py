@@ -18,6 +18,7 @@ import json
 import math
 import os
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -137,6 +138,38 @@ class FastBlosc:
         return dict(self.codec.get_config())
 
 
+class Crc32:
+    """numcodecs' ``crc32`` checksum codec (CRC-32 little-endian before the data), decoding without a copy.
+
+    sciz stores it as the zarr 2 compressor around the real one (``filters: [blosc]``), so a chunk
+    that changed on disk is an error instead of silently different data. RosettaSciIO/HyperSpy
+    (zarr 2) and zarr-python 3 read and check such chunks.
+    """
+
+    codec_id = "crc32"
+
+    def encode(self, buf: Any) -> bytes:
+        data = memoryview(buf).cast("B") if not isinstance(buf, bytes) else buf
+        return b"".join((zlib.crc32(data).to_bytes(4, "little"), data))
+
+    def decode(self, buf: Any, out: Any = None) -> memoryview:
+        view = memoryview(buf).cast("B")
+        if len(view) < 4:
+            raise ValueError("a checksummed chunk shorter than its checksum")
+        stored, computed = int.from_bytes(view[:4], "little"), zlib.crc32(view[4:])
+        if stored != computed:
+            raise ValueError(
+                f"CRC-32 mismatch (stored {stored:#010x}, computed {computed:#010x}): the chunk is damaged"
+            )
+        if out is not None:
+            np.frombuffer(out, np.uint8)[...] = np.frombuffer(view[4:], np.uint8)
+            return memoryview(out)
+        return view[4:]
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": "crc32"}
+
+
 def get_codec(config: dict[str, Any] | None, *, fast: bool = False) -> Any:
     """A numcodecs codec from its config (sciz's own codec registered on demand).
 
@@ -148,6 +181,8 @@ def get_codec(config: dict[str, Any] | None, *, fast: bool = False) -> Any:
 
     if fast and config.get("id") == "blosc" and _imagecodecs_blosc():
         return FastBlosc(get_codec(config))
+    if config.get("id") == "crc32" and set(config) <= {"id", "location"} and config.get("location", "start") == "start":
+        return Crc32()
 
     if config.get("id") == "sciz":
         import sciz.codecs.numcodecs_compat  # noqa: F401  (registers the "sciz" codec id)
@@ -338,7 +373,7 @@ class ArrayMeta:
         """(bytes-to-bytes codecs in encoding order, array-to-bytes codec or None, can encode)."""
         if self._coders is None:
             if self.zarr_format == 2:
-                filters = [get_codec(f) for f in self.filters]
+                filters = [get_codec(f, fast=True) for f in self.filters]
                 compressor = get_codec(self.compressor, fast=True)
                 self._coders = (filters, compressor, True)
             else:
@@ -404,6 +439,10 @@ class ArrayMeta:
         try:
             if self.zarr_format == 2:
                 buffer: Any = raw
+                if isinstance(array_codec, Crc32):
+                    # A checksummed chunk: check, then decode the codec inside as if it were the compressor.
+                    buffer = array_codec.decode(buffer)
+                    array_codec, chain = (chain[-1], chain[:-1]) if chain else (None, [])
                 if array_codec is not None:
                     if (
                         out is not None
@@ -850,10 +889,21 @@ class WriteOptions:
     #: Verifies an encoded chunk (lossy codecs keep their bound), raising if not.
     verify: Callable[[np.ndarray, bytes, ArrayMeta], None] | None = None
     threads: int | None = None
+    #: Zarr format 2: a CRC-32 around every chunk of the signal data (see :class:`Crc32`).
+    checksum: bool = True
 
 
-def _codec_documents(meta: ArrayMeta, codec: Any) -> None:
-    """Fill the compressor (format 2) or codec chain (format 3) of ``meta`` for a numcodecs codec."""
+#: Compressors that zarr 2 readers (RosettaSciIO, HyperSpy) also decode as a filter, i.e. inside a ``crc32``
+#: compressor: byte codecs. Array codecs (ZFPY, PCodec) need bytes where zarr 2 passes filters an
+#: ndarray; sciz's own stream carries a CRC-32 per chunk already.
+_CHECKSUMMED = frozenset({"blosc", "zstd", "gzip", "zlib", "lz4", "bz2", "lzma"})
+
+
+def _codec_documents(meta: ArrayMeta, codec: Any, checksum: bool = False) -> None:
+    """Fill the compressor (format 2) or codec chain (format 3) of ``meta`` for a numcodecs codec.
+
+    ``checksum`` (format 2) stores the codec as the only filter and ``crc32`` as the compressor.
+    """
     if meta.dtype.kind == "O":
         if meta.zarr_format == 3:
             raise FormatError(f"{meta.path}: ragged (object) arrays need zarr_format=2")
@@ -862,6 +912,8 @@ def _codec_documents(meta: ArrayMeta, codec: Any) -> None:
         return
     if meta.zarr_format == 2:
         meta.compressor = codec.get_config() if codec is not None else None
+        if checksum and meta.compressor and meta.compressor.get("id") in _CHECKSUMMED:
+            meta.filters, meta.compressor = [meta.compressor], Crc32().get_config()
         return
     endian = {"name": "bytes", "configuration": {"endian": "little"}} if meta.dtype.itemsize > 1 else {"name": "bytes"}
     if codec is None:
@@ -1063,7 +1115,7 @@ def _meta_for(node: ArrayNode, options: WriteOptions) -> ArrayMeta:
     )
     if dtype.kind == "O":
         node.data = _prepare_object(node, meta)
-    _codec_documents(meta, codec)
+    _codec_documents(meta, codec, checksum=options.checksum and node.role == "signal")
     return meta
 
 

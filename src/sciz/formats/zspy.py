@@ -52,6 +52,7 @@ _STORE_TYPES = ("local", "zip")
 #: file_writer options: the store's, then a named sciz codec's parameters.
 _WRITE_OPTIONS = (
     "zarr_format",
+    "checksum",
     "standard_codec",
     "threads",
     "tolerance",
@@ -143,7 +144,7 @@ def _bound_verifier(codec: Any, tolerance: float) -> Any:
     """Checks that a chunk encoded by a standard lossy codec decodes within ``tolerance``."""
 
     def verify(block: np.ndarray, encoded: bytes, meta: Any) -> None:
-        decoded = np.asarray(codec.decode(encoded)).reshape(block.shape)
+        decoded = meta.decode(encoded).reshape(block.shape)  # through the checksum, if any
         original = np.asarray(block)
         finite = np.isfinite(original)
         if not np.array_equal(np.isfinite(decoded), finite) or not np.array_equal(
@@ -176,6 +177,9 @@ def _write_options(
     if zarr_format not in (2, 3):
         raise argument_error("zarr_format", zarr_format, "must be 2 (HyperSpy's) or 3")
     threads = kwds.pop("threads", None)
+    checksum = kwds.pop("checksum", True)
+    if not isinstance(checksum, bool):
+        raise argument_error("checksum", checksum, "must be True or False")
     standard = kwds.pop("standard_codec", True)
     codec, verify = resolve_compressor(compressor, kwds, standard_codec=bool(standard))
     data = signal["data"]
@@ -205,6 +209,7 @@ def _write_options(
         show_progressbar=bool(show_progressbar),
         verify=verify,
         threads=threads,
+        checksum=checksum,
     )
 
 
@@ -253,7 +258,10 @@ def file_writer(
     **kwds
         ``zarr_format`` (2, HyperSpy's, or 3), ``tolerance`` / ``level`` / ``rate`` / ``precision``
         for a named codec, ``standard_codec`` (default True: sciz zfp with a tolerance and pcodec are
-        stored as numcodecs ZFPY / PCodec, which other readers decode), ``threads``.
+        stored as numcodecs ZFPY / PCodec, which other readers decode), ``threads``, ``checksum``
+        (default True, zarr format 2: every chunk of the data carries a CRC-32, stored as the
+        standard ``crc32`` compressor around the real one, which RosettaSciIO, HyperSpy and
+        zarr-python read and check; a damaged chunk is then an error, not different data).
 
     Example
     -------
@@ -507,7 +515,8 @@ def _storage(signal: dict[str, Any], path: Path) -> dict[str, StoredArray]:
         data = node.children["data"]
         assert isinstance(data, ArrayNode)
         meta = data.handle.meta
-        codec = (meta.compressor or {}).get("id", "none") if meta.zarr_format == 2 else meta.codecs[-1]["name"]
+        outer = meta.filters[-1] if (meta.compressor or {}).get("id") == "crc32" and meta.filters else meta.compressor
+        codec = (outer or {}).get("id", "none") if meta.zarr_format == 2 else meta.codecs[-1]["name"]
         stored = sum(kv.size(key) for key in kv.keys_under(meta.path) if not engine.is_document(key))
         if isinstance(kv, engine.ZipKV):
             kv.close()
