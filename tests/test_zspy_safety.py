@@ -117,6 +117,10 @@ def test_writer_never_deletes_a_directory_that_is_not_a_zspy_store(tmp_path: Pat
     zspy.file_writer(empty, signal(np.ones((2, 3, 4), np.float32)), show_progressbar=False)
     assert zspy.file_reader(empty)[0]["data"].sum() == 24
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "plain.txt", "project"]
+    foreign = {"notes.txt": b"precious"}
+    with pytest.raises(FormatError, match="not a zspy store"):
+        zspy.file_writer(foreign, signal(), show_progressbar=False)
+    assert foreign == {"notes.txt": b"precious"}
 
 
 def test_write_failure_is_a_format_error_naming_the_file_and_leaves_no_debris(tmp_path: Path) -> None:
@@ -332,8 +336,9 @@ def test_damaged_chunk_is_an_error_thanks_to_the_crc32_which_zarr_python_also_ch
     damaged[len(damaged) // 2] ^= 0x10
     chunk.write_bytes(bytes(damaged))
     for lazy in (False, True):
-        with pytest.raises(FormatError, match="CRC-32 mismatch"):
+        with pytest.raises(FormatError, match="CRC-32 mismatch") as caught:
             np.asarray(zspy.file_reader(path, lazy=lazy)[0]["data"])
+        assert str(path) in str(caught.value)
     plain = tmp_path / "plain.zspy"
     zspy.file_writer(plain, signal(data), show_progressbar=False, checksum=False)
     assert json.loads((data_dir(plain) / ".zarray").read_text())["compressor"]["id"] == "blosc"

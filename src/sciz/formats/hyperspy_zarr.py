@@ -780,6 +780,13 @@ class ChunkSource:
         return ("sciz-zarr", self.kv.describe(), self.identity, self.meta.path, self.meta.chunks, str(self.dtype))
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return self._read(key)
+        except FormatError as exc:  # raised when dask computes: name the store, as an eager read does
+            where = self.kv.describe()
+            raise FormatError(str(exc) if where in str(exc) else f"{where}: {exc}") from None
+
+    def _read(self, key: Any) -> np.ndarray:
         if self.identity is not None and _directory_identity(self.kv) != self.identity:
             raise FormatError(f"{self.kv.describe()} was replaced after it was opened lazily; open it again")
         if not isinstance(key, tuple):

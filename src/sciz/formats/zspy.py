@@ -386,9 +386,17 @@ def _kept_data(kv: Any, data_path: str, signal: dict[str, Any]) -> dict[str, Any
 
 
 def _clear_store(kv: Any, keep_prefix: str | None) -> None:
+    """Empty a store object before writing: only a zspy store (a root group with Experiments) or an empty one."""
     from .hyperspy_zarr import is_document
 
-    for key in list(kv.keys_under("")):
+    keys = list(kv.keys_under(""))
+    is_zspy = (".zgroup" in keys or "zarr.json" in keys) and any(k.startswith("Experiments/") for k in keys)
+    if keys and not is_zspy:
+        raise FormatError(
+            f"{kv.describe()}: the store holds {len(keys)} entries but is not a zspy store; sciz replaces only "
+            "zspy stores (clear it yourself)"
+        )
+    for key in keys:
         if keep_prefix and key.startswith(keep_prefix + "/") and not is_document(key):
             continue
         kv.delete(key)
@@ -434,7 +442,8 @@ def _write_zip(
             raise FormatError(f"{target}: write_dataset=False needs an existing zspy zip file")
         old = engine.ZipKV(target)
         keep = _kept_data(old, data_path, signal)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+    # Named like sciz.atomic's temporaries (".<name>.*.tmp"), whose cleanup removes those of killed writes.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         engine.write_tree(engine.DirectoryKV(staging), root, options, keep=keep)
 
