@@ -225,18 +225,6 @@ class DirectoryKV(KVStore):
         except OSError as exc:
             raise FormatError(f"{self.root}: cannot read entry {key!r} ({exc})") from None
 
-    def read_into(self, key: str, out: memoryview) -> int | None:
-        """Read ``key`` into ``out`` if it has exactly ``len(out)`` bytes; its size otherwise (None: missing)."""
-        fd = self._open(key)
-        if fd is None:
-            return None
-        with os.fdopen(fd, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size != len(out):
-                return size
-            handle.readinto(out)
-            return size
-
     def set(self, key: str, value: bytes) -> None:
         check_key(key, str(self.root))
         path = self.root / key
