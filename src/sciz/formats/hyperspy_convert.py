@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Axis, Dataset
-from .hyperspy_layout import _is_array, default_navigate, is_lazy_array
+from .hyperspy_layout import default_navigate, is_array, is_lazy_array
 
 __all__ = ["dataset_to_signal", "describe", "signal_to_dataset"]
 
@@ -100,8 +100,8 @@ def signal_to_dataset(signal: Mapping[str, Any], source: str | None = None) -> D
     if original:
         metadata["original_metadata"] = dict(original)
     title = (metadata.get("General") or {}).get("title", "") if isinstance(metadata.get("General"), dict) else ""
-    layers = {k: v for k, v in (extras.get("layers") or {}).items() if _is_array(v)}
-    masks = {k: v for k, v in (extras.get("masks") or {}).items() if _is_array(v)}
+    layers = {k: v for k, v in (extras.get("layers") or {}).items() if is_array(v)}
+    masks = {k: v for k, v in (extras.get("masks") or {}).items() if is_array(v)}
     return Dataset(
         data,
         axes=axes,

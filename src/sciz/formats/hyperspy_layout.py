@@ -26,14 +26,20 @@ __all__ = [
     "SIDECAR_ATTR",
     "ArrayLoader",
     "ArrayNode",
+    "ArrayRef",
     "GroupNode",
     "LayoutPolicy",
+    "Placeholder",
+    "TreeReader",
+    "TreeWriter",
     "default_navigate",
     "experiment_name",
+    "is_array",
     "is_lazy_array",
     "lay_out_signal",
     "normalize_signal",
     "parse_version",
+    "plain_value",
     "signal_chunks",
 ]
 
@@ -50,12 +56,12 @@ def is_lazy_array(value: Any) -> bool:
     return type(value).__module__.startswith("dask.") and hasattr(value, "chunks") and hasattr(value, "dask")
 
 
-def _is_array(value: Any) -> bool:
-    return isinstance(value, np.ndarray | _Placeholder) or is_lazy_array(value)
+def is_array(value: Any) -> bool:
+    return isinstance(value, np.ndarray | Placeholder) or is_lazy_array(value)
 
 
 @dataclass(frozen=True)
-class _Placeholder:
+class Placeholder:
     """Stands for an array whose values do not matter (checking the sciz record against the layout)."""
 
     shape: tuple[int, ...]
@@ -142,7 +148,7 @@ class ArrayRef:
         self.path = ""
 
 
-class _TreeWriter:
+class TreeWriter:
     """Lays a signal dictionary out as HyperSpy does (``dict2group`` semantics)."""
 
     def __init__(self, policy: LayoutPolicy) -> None:
@@ -179,7 +185,7 @@ class _TreeWriter:
             self.write_dict(value, group.group(key))
         elif isinstance(value, ArrayRef):
             self.write_array(group, key, value)
-        elif _is_array(value):
+        elif is_array(value):
             self.write_array(group, key, ArrayRef(value))
         elif value is None:
             group.attrs[key] = _NONE
@@ -294,7 +300,7 @@ def lay_out_signal(
     name = experiment_name(signal)
     experiment = GroupNode(path=_join(experiments.path, name))
     experiments.children[name] = experiment
-    _TreeWriter(policy).write_signal(signal, experiment, root)
+    TreeWriter(policy).write_signal(signal, experiment, root)
     return root, experiment
 
 
@@ -305,7 +311,7 @@ def lay_out_signal(
 ArrayLoader = Callable[[ArrayNode, bool], Any]
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """An attribute value as HyperSpy means it: Python scalars, str instead of bytes, None for ``_None_``."""
     if isinstance(value, bytes | np.bytes_):
         try:
@@ -321,7 +327,7 @@ def _plain(value: Any) -> Any:
         if value.dtype.kind == "S":
             value = value.astype("U")
         if value.dtype.kind == "O":
-            value = np.array([_plain(v) for v in value.ravel()]).reshape(value.shape)
+            value = np.array([plain_value(v) for v in value.ravel()]).reshape(value.shape)
     return value
 
 
@@ -343,7 +349,7 @@ def _legacy_datetime(key: str, value: Any) -> tuple[str, Any]:
     return name, made.isoformat()
 
 
-class _TreeReader:
+class TreeReader:
     """Reads HyperSpy's layout (``group2dict`` semantics), with its ordering faults fixed."""
 
     def __init__(self, root: GroupNode, loader: ArrayLoader, version: tuple[int, ...], lazy: bool) -> None:
@@ -357,9 +363,9 @@ class _TreeReader:
             if key == SIDECAR_ATTR or key.startswith("_sig_"):
                 continue
             if key.startswith("_bs_"):
-                out[key[4:]] = raw.tobytes() if hasattr(raw, "tobytes") else _plain(raw)
+                out[key[4:]] = raw.tobytes() if hasattr(raw, "tobytes") else plain_value(raw)
                 continue
-            value = _plain(raw)
+            value = plain_value(raw)
             if key.startswith("_list_empty_"):
                 out[key[len("_list_empty_") :]] = []
             elif key.startswith("_tuple_empty_"):
@@ -377,7 +383,7 @@ class _TreeReader:
     def read_array(self, group: GroupNode, key: str, node: ArrayNode, lazy: bool) -> Any:
         data = self.loader(node, lazy)
         shapes = group.children.get(f"_ragged_shapes_{key}")
-        if isinstance(shapes, ArrayNode) and node.dtype.kind == "O" and not isinstance(data, _Placeholder):
+        if isinstance(shapes, ArrayNode) and node.dtype.kind == "O" and not isinstance(data, Placeholder):
             data = _unflatten(np.asarray(data), np.asarray(self.loader(shapes, False)))
         return data
 
@@ -392,7 +398,7 @@ class _TreeReader:
             elif isinstance(child, ArrayNode):
                 if key.startswith(("_list_", "_tuple_")):
                     values = np.asarray(self.read_array(group, key, child, False))
-                    values = _plain(values)
+                    values = plain_value(values)
                     items = values.tolist() if isinstance(values, np.ndarray) else list(values)
                     if key.startswith("_list_"):
                         out[key[len("_list_") :]] = items
@@ -429,8 +435,8 @@ class _TreeReader:
             "original_metadata": self._child_dict(group, original_key, lazy),
             "attributes": self._child_dict(group, "attributes", lazy),
         }
-        package = _plain(group.attrs.get("package", "")) or ""
-        version = _plain(group.attrs.get("package_version", "")) or ""
+        package = plain_value(group.attrs.get("package", "")) or ""
+        version = plain_value(group.attrs.get("package_version", "")) or ""
         signal["package_info"] = {"package": str(package), "package_version": str(version)}
         data_node = group.children.get("data")
         if not isinstance(data_node, ArrayNode):
@@ -471,7 +477,7 @@ class _TreeReader:
 
 def _flatten_ragged(array: Any) -> tuple[Any, np.ndarray]:
     """A ragged (object) array as HyperSpy stores it: 1-D items plus an array of their shapes."""
-    if isinstance(array, _Placeholder):
+    if isinstance(array, Placeholder):
         return array, np.empty(array.shape, dtype=object)
     array = np.asarray(array.compute() if is_lazy_array(array) else array)
     flat = np.empty(array.shape, dtype=object)
@@ -488,7 +494,7 @@ def _unflatten(flat: np.ndarray, shapes: np.ndarray) -> np.ndarray:
     for index in np.ndindex(flat.shape):
         item = np.asarray(flat[index])
         if item.dtype.kind in "OS":
-            item = np.array([_plain(v) for v in item.ravel()])
+            item = np.array([plain_value(v) for v in item.ravel()])
         out[index] = item.reshape(tuple(int(n) for n in np.asarray(shapes[index]).ravel()))
     return out
 
@@ -543,7 +549,7 @@ def parse_version(value: Any, root: GroupNode) -> tuple[int, ...]:
         if "Analysis" in root.children:
             return (2, 0)
         raise FormatError("not a HyperSpy file: no file_format_version and no Experiments group")
-    value = _plain(value)
+    value = plain_value(value)
     if isinstance(value, float):
         value = f"{value:.2f}".rstrip("0")
     try:
@@ -568,7 +574,7 @@ def normalize_signal(signal: Mapping[str, Any]) -> dict[str, Any]:
     if "data" not in signal:
         raise argument_error("signal", sorted(signal), "needs a 'data' array")
     data = signal["data"]
-    if not _is_array(data):
+    if not is_array(data):
         data = np.asarray(data)
     out = dict(signal)
     out["data"] = data

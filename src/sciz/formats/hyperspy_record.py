@@ -24,12 +24,12 @@ from .hyperspy_layout import (
     ArrayRef,
     GroupNode,
     LayoutPolicy,
-    _is_array,
-    _Placeholder,
-    _plain,
-    _TreeReader,
+    Placeholder,
+    TreeReader,
     experiment_name,
+    is_array,
     lay_out_signal,
+    plain_value,
 )
 
 __all__ = ["SIDECAR_ATTR", "apply_record", "attach_record", "wrap_arrays"]
@@ -59,7 +59,7 @@ def _replace_arrays(value: Any, memo: dict[int, ArrayRef], role: str = "meta") -
 
     The same array object (met twice, e.g. in the metadata and in a Dataset record) gets the same ref.
     """
-    if _is_array(value):
+    if is_array(value):
         ref = memo.get(id(value))
         if ref is None:
             ref = memo[id(value)] = ArrayRef(value, role)
@@ -96,12 +96,12 @@ def _canon(value: Any) -> Any:
         return {str(k): _canon(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_canon(v) for v in value]
-    if isinstance(value, _Placeholder):
+    if isinstance(value, Placeholder):
         return ("array", value.shape)
     if isinstance(value, np.ndarray):
-        return ("array", value.shape) if value.dtype.kind not in "biufcUS" else _canon(_plain(value).tolist())
+        return ("array", value.shape) if value.dtype.kind not in "biufcUS" else _canon(plain_value(value).tolist())
     if isinstance(value, np.generic):
-        return _canon(_plain(value))
+        return _canon(plain_value(value))
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, float):
@@ -114,7 +114,7 @@ def _canon(value: Any) -> Any:
 
 
 def _memory_loader(node: ArrayNode, lazy: bool) -> Any:
-    return node.data if node.data is not None else _Placeholder(node.shape, node.dtype)
+    return node.data if node.data is not None else Placeholder(node.shape, node.dtype)
 
 
 def _list_loader(loader: ArrayLoader) -> ArrayLoader:
@@ -124,7 +124,7 @@ def _list_loader(loader: ArrayLoader) -> ArrayLoader:
         name = node.path.rsplit("/", 1)[-1]
         if name.startswith(("_list_", "_tuple_", "_ragged_shapes_")) or node.dtype.kind == "O":
             return loader(node, False)
-        return _Placeholder(node.shape, node.dtype)
+        return Placeholder(node.shape, node.dtype)
 
     return load
 
@@ -142,7 +142,7 @@ def apply_record(
     if raw is None:
         return signal
     try:
-        record = sciz_metadata.decode(_plain(raw) if not isinstance(raw, str) else raw)
+        record = sciz_metadata.decode(plain_value(raw) if not isinstance(raw, str) else raw)
     except FormatError:
         return signal
     if not isinstance(record, dict) or record.pop("__version__", None) != _SIDECAR_VERSION:
@@ -157,8 +157,8 @@ def apply_record(
         laid_out = _find(layout_root, f"Experiments/{experiment_name(projection_signal)}")
         if not isinstance(laid_out, GroupNode):
             return signal
-        projected = _TreeReader(layout_root, _list_loader(_memory_loader), version, lazy).signal_dict(laid_out, lazy)
-        stored = _TreeReader(root, _list_loader(loader), version, lazy).signal_dict(group, lazy)
+        projected = TreeReader(layout_root, _list_loader(_memory_loader), version, lazy).signal_dict(laid_out, lazy)
+        stored = TreeReader(root, _list_loader(loader), version, lazy).signal_dict(group, lazy)
     except (ArgumentError, FormatError, KeyError, TypeError, ValueError):
         return signal
     for part in ("metadata", "original_metadata", "axes", "learning_results"):
@@ -193,11 +193,11 @@ def _find(root: GroupNode, path: str) -> GroupNode | ArrayNode:
     return node
 
 
-def _placeholder_at(root: GroupNode, path: str) -> _Placeholder:
+def _placeholder_at(root: GroupNode, path: str) -> Placeholder:
     node = _find(root, path)
     if not isinstance(node, ArrayNode):
         raise KeyError(path)
-    return _Placeholder(node.shape, node.dtype)
+    return Placeholder(node.shape, node.dtype)
 
 
 def _load_path(root: GroupNode, path: str, loader: ArrayLoader, lazy: bool) -> Any:
@@ -208,7 +208,7 @@ def _load_path(root: GroupNode, path: str, loader: ArrayLoader, lazy: bool) -> A
     parent = _find(root, parent_path) if parent_path else root
     if isinstance(parent, GroupNode):
         # the layout reader also rebuilds ragged arrays from their stored shapes
-        data = _TreeReader(root, loader, (3, 3), lazy).read_array(parent, key, node, lazy)
+        data = TreeReader(root, loader, (3, 3), lazy).read_array(parent, key, node, lazy)
     else:
         data = loader(node, lazy)
     if isinstance(data, np.ndarray) and data.dtype.kind == "O" and node.attrs.get("_sciz_dtype"):

@@ -19,7 +19,7 @@ from .hyperspy_layout import (
     ArrayNode,
     GroupNode,
     LayoutPolicy,
-    _TreeReader,
+    TreeReader,
     default_navigate,
     experiment_name,
     is_lazy_array,
@@ -71,7 +71,7 @@ def read_signals(
     back exactly as written; the record is ignored otherwise.
     """
     version = parse_version(root.attrs.get("file_format_version"), root)
-    reader = _TreeReader(root, loader, version, lazy)
+    reader = TreeReader(root, loader, version, lazy)
     models: dict[str, dict[str, Any]] = {}
     standalone: list[dict[str, Any]] = []
     analysis = root.children.get("Analysis")
