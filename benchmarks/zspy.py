@@ -47,6 +47,21 @@ SIDE = textwrap.dedent(
 
     if side == "sciz":
         from sciz.zspy import file_writer, file_reader
+    elif side == "zarr3":
+        import zarr
+
+        def file_writer(target, signal, show_progressbar=False):
+            import numcodecs
+            from sciz.formats.hyperspy_tree import signal_chunks
+
+            data = signal["data"]
+            chunks = signal_chunks(data.shape, data.dtype.itemsize, [2, 3], 1e8)  # the chunks sciz writes
+            array = zarr.create_array(target, shape=data.shape, chunks=chunks, dtype=data.dtype, zarr_format=2,
+                                      compressors=numcodecs.Blosc("zstd", 1, numcodecs.Blosc.SHUFFLE))
+            array[...] = data
+
+        def file_reader(target):
+            return [{"data": zarr.open_array(target, mode="r")[...]}]
     else:
         from rsciio.zspy import file_writer, file_reader
     if action == "write":
@@ -71,12 +86,16 @@ SIDE = textwrap.dedent(
         cpu_used = cpu() - cpu0
         assert data.shape == reference.shape and np.array_equal(data[::7], reference[::7]), "data differs"
     size = sum(f.stat().st_size for f in __import__("pathlib").Path(target).rglob("*") if f.is_file())
-    print(json.dumps({"seconds": elapsed, "cpu": cpu_used, "bytes": size}))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
+    print(json.dumps({"seconds": elapsed, "cpu": cpu_used, "bytes": size, "peak": peak}))
     """
 )
 
 
 def rsciio_python() -> str:
+    given = os.environ.get("SCIZ_RSCIIO_PYTHON")  # an existing RosettaSciIO 0.15 environment (as the tests)
+    if given:
+        return given
     python = VENV / "bin" / "python"
     if not (VENV / ".ready").exists():
         print("creating the RosettaSciIO 0.15 environment ...", flush=True)
@@ -109,6 +128,10 @@ def run_side(python: str, side: str, source: Path, target: Path, action: str) ->
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+SIDES = ("rsciio", "zarr3", "sciz")
+LABELS = {"rsciio": "RosettaSciIO 0.15 (zarr 2)", "zarr3": "zarr-python 3 array[...]", "sciz": "sciz"}
+
+
 def part_one(workdir: Path, repeat: int) -> None:
     source = workdir / "signal_1gib.npy"
     make_data(source)
@@ -116,32 +139,38 @@ def part_one(workdir: Path, repeat: int) -> None:
     best: dict[tuple[str, str, str], float] = {}
     sizes: dict[str, int] = {}
     for _ in range(repeat):
-        for side, exe in (("rsciio", python), ("sciz", sys.executable)):
+        for side in SIDES:
+            exe = python if side == "rsciio" else sys.executable
             target = workdir / f"{side}.zspy"
             written = run_side(exe, side, source, target, "write")
             read = run_side(exe, side, source, target, "read")
             for action, result in (("write", written), ("read", read)):
-                for measure in ("seconds", "cpu"):
+                for measure in ("seconds", "cpu", "peak"):
                     key = (side, action, measure)
                     best[key] = min(best.get(key, 1e9), result[measure])
             sizes[side] = written["bytes"]
     gib = float(np.prod(SHAPE) * 4) / 2**30
-    print(f"\n1 GiB signal {SHAPE} float32, Blosc zstd clevel 1 + shuffle, best of {repeat}:")
-    print(f"{'':8}{'write s':>9}{'(cpu s)':>9}{'read s':>9}{'(cpu s)':>9}{'size MB':>10}")
-    for side in ("rsciio", "sciz"):
+    print(f"\n1 GiB signal {SHAPE} float32, Blosc zstd clevel 1 + shuffle, zarr format 2, best of {repeat}:")
+    print(
+        f"{'':28}{'write s':>9}{'(cpu s)':>9}{'peak MiB':>10}{'read s':>9}{'(cpu s)':>9}{'peak MiB':>10}{'size MB':>10}"
+    )
+    for side in SIDES:
         print(
-            f"{side:8}{best[(side, 'write', 'seconds')]:9.2f}{best[(side, 'write', 'cpu')]:9.2f}"
-            f"{best[(side, 'read', 'seconds')]:9.2f}{best[(side, 'read', 'cpu')]:9.2f}{sizes[side] / 1e6:10.1f}"
+            f"{LABELS[side]:28}{best[(side, 'write', 'seconds')]:9.2f}{best[(side, 'write', 'cpu')]:9.2f}"
+            f"{best[(side, 'write', 'peak')]:10.0f}{best[(side, 'read', 'seconds')]:9.2f}"
+            f"{best[(side, 'read', 'cpu')]:9.2f}{best[(side, 'read', 'peak')]:10.0f}{sizes[side] / 1e6:10.1f}"
         )
 
-    def ratio(action: str, measure: str) -> float:
-        return best[("rsciio", action, measure)] / best[("sciz", action, measure)]
+    def ratio(peer: str, action: str, measure: str) -> float:
+        return best[(peer, action, measure)] / best[("sciz", action, measure)]
 
-    print(
-        f"sciz vs RosettaSciIO: write {ratio('write', 'seconds'):.2f}x faster (cpu {ratio('write', 'cpu'):.2f}x less), "
-        f"read {ratio('read', 'seconds'):.2f}x faster (cpu {ratio('read', 'cpu'):.2f}x less), "
-        f"size ratio {sizes['sciz'] / sizes['rsciio']:.3f} ({gib:.2f} GiB of data)"
-    )
+    for peer in ("rsciio", "zarr3"):
+        print(
+            f"sciz vs {LABELS[peer]}: write {ratio(peer, 'write', 'seconds'):.2f}x faster "
+            f"(cpu {ratio(peer, 'write', 'cpu'):.2f}x less), read {ratio(peer, 'read', 'seconds'):.2f}x faster "
+            f"(cpu {ratio(peer, 'read', 'cpu'):.2f}x less), size ratio {sizes['sciz'] / sizes[peer]:.3f}"
+        )
+    print(f"targets vs RosettaSciIO: write >= 1.5x, read >= 3x, size ratio <= 1.0 ({gib:.2f} GiB of data)")
 
 
 LAZY = textwrap.dedent(

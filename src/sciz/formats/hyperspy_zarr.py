@@ -12,13 +12,14 @@ finished directory), a ``MutableMapping`` of bytes, or any zarr-python 3 store o
 from __future__ import annotations
 
 import base64
+import binascii
 import itertools
 import json
 import math
 import os
-import threading
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,22 @@ from typing import Any
 import numpy as np
 
 from .._util import usable_cores
-from ..errors import FormatError, argument_error
+from ..errors import FormatError
 from ..metadata import to_plain
+from ._zarr_stores import (
+    DirectoryKV,
+    KVStore,
+    MappingKV,
+    ZarrStoreKV,
+    ZipKV,
+    join_key,
+    kv_for,
+    store_path,
+    tree_name,
+)
 from .hyperspy_tree import ArrayNode, GroupNode, is_lazy_array
+
+_key = join_key
 
 __all__ = [
     "ArrayMeta",
@@ -44,285 +58,6 @@ __all__ = [
     "read_tree",
     "write_tree",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# Key-value stores
-# --------------------------------------------------------------------------------------------
-class KVStore:
-    """The few operations the engine needs from a store."""
-
-    #: Whether chunk writes may come from several processes (dask.distributed workers).
-    shareable = False
-
-    def get(self, key: str) -> bytes | None:
-        raise NotImplementedError
-
-    def set(self, key: str, value: bytes) -> None:
-        raise NotImplementedError
-
-    def list_dir(self, prefix: str) -> list[str]:
-        """Names directly below ``prefix`` ("" is the root)."""
-        raise NotImplementedError
-
-    def delete(self, key: str) -> None:
-        raise NotImplementedError
-
-    def keys_under(self, prefix: str) -> Iterator[str]:
-        """Every key below ``prefix`` (recursively)."""
-        for name in self.list_dir(prefix):
-            key = _key(prefix, name)
-            if self.get(key) is not None:
-                yield key
-            else:
-                yield from self.keys_under(key)
-
-    def size(self, key: str) -> int:
-        """Stored size of a key in bytes (0 if missing)."""
-        value = self.get(key)
-        return 0 if value is None else len(value)
-
-    def describe(self) -> str:
-        return type(self).__name__
-
-
-def _key(prefix: str, name: str) -> str:
-    return f"{prefix}/{name}" if prefix else name
-
-
-class DirectoryKV(KVStore):
-    """A directory tree; keys are relative paths. Safe to share between processes."""
-
-    shareable = True
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(os.fspath(root))
-        self._made: set[str] = set()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"root": self.root}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.root = state["root"]
-        self._made = set()
-
-    def get(self, key: str) -> bytes | None:
-        try:
-            with (self.root / key).open("rb") as handle:
-                return handle.read()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return None
-
-    def set(self, key: str, value: bytes) -> None:
-        path = self.root / key
-        parent = key.rpartition("/")[0]
-        if parent not in self._made:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made.add(parent)
-        with path.open("wb") as handle:
-            handle.write(value)
-
-    def list_dir(self, prefix: str) -> list[str]:
-        try:
-            return sorted(p.name for p in (self.root / prefix if prefix else self.root).iterdir())
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-
-    def delete(self, key: str) -> None:
-        (self.root / key).unlink(missing_ok=True)
-
-    def keys_under(self, prefix: str) -> Iterator[str]:
-        base = self.root / prefix if prefix else self.root
-        for directory, _dirs, files in os.walk(base):
-            relative = os.path.relpath(directory, self.root)
-            for name in files:
-                yield name if relative == "." else f"{relative.replace(os.sep, '/')}/{name}"
-
-    def size(self, key: str) -> int:
-        try:
-            return (self.root / key).stat().st_size
-        except OSError:
-            return 0
-
-    def describe(self) -> str:
-        return str(self.root)
-
-
-class ZipKV(KVStore):
-    """A zip file, read only. Duplicate entries (zarr 2 appends rewritten keys) resolve to the last one."""
-
-    shareable = True
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(os.fspath(path))
-        self._local = threading.local()
-        self._index: dict[str, dict[str, None]] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
-
-    def _zip(self) -> zipfile.ZipFile:
-        handle = getattr(self._local, "zip", None)
-        if handle is None:
-            try:
-                handle = zipfile.ZipFile(self.path, "r")
-            except (zipfile.BadZipFile, OSError) as exc:
-                raise FormatError(f"{self.path}: not a readable zip file ({exc})") from None
-            self._local.zip = handle
-        return handle
-
-    def close(self) -> None:
-        handle = getattr(self._local, "zip", None)
-        if handle is not None:
-            handle.close()
-            self._local.zip = None
-
-    def _children(self) -> dict[str, dict[str, None]]:
-        if self._index is None:
-            index: dict[str, dict[str, None]] = {}
-            for name in self._zip().namelist():
-                parts = name.rstrip("/").split("/")
-                for depth in range(len(parts)):
-                    index.setdefault("/".join(parts[:depth]), {})[parts[depth]] = None
-            self._index = index
-        return self._index
-
-    def get(self, key: str) -> bytes | None:
-        try:
-            return self._zip().read(key)
-        except KeyError:
-            return None
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise FormatError(f"{self.path}: entry {key!r} is damaged ({exc})") from None
-
-    def set(self, key: str, value: bytes) -> None:
-        raise FormatError(f"{self.path}: zip stores are written whole (store_type='zip'), not key by key")
-
-    def list_dir(self, prefix: str) -> list[str]:
-        return sorted(self._children().get(prefix, {}))
-
-    def keys_under(self, prefix: str) -> Iterator[str]:
-        start = f"{prefix}/" if prefix else ""
-        seen: set[str] = set()
-        for name in self._zip().namelist():
-            if name.startswith(start) and not name.endswith("/") and name not in seen:
-                seen.add(name)
-                yield name
-
-    def size(self, key: str) -> int:
-        try:
-            return int(self._zip().getinfo(key).compress_size)
-        except KeyError:
-            return 0
-
-    def describe(self) -> str:
-        return str(self.path)
-
-
-class MappingKV(KVStore):
-    """Any ``MutableMapping[str, bytes]`` (a dict, a zarr 2 style store)."""
-
-    def __init__(self, mapping: MutableMapping[str, Any]) -> None:
-        self.mapping = mapping
-
-    def get(self, key: str) -> bytes | None:
-        try:
-            value = self.mapping[key]
-        except KeyError:
-            return None
-        return bytes(value)
-
-    def set(self, key: str, value: bytes) -> None:
-        self.mapping[key] = value
-
-    def list_dir(self, prefix: str) -> list[str]:
-        start = f"{prefix}/" if prefix else ""
-        names = {k[len(start) :].split("/", 1)[0] for k in list(self.mapping) if k.startswith(start)}
-        return sorted(names)
-
-    def delete(self, key: str) -> None:
-        self.mapping.pop(key, None)
-
-    def keys_under(self, prefix: str) -> Iterator[str]:
-        start = f"{prefix}/" if prefix else ""
-        return iter([k for k in list(self.mapping) if k.startswith(start)])
-
-
-class ZarrStoreKV(KVStore):
-    """A zarr-python 3 store object (LocalStore, ZipStore, MemoryStore, FsspecStore...)."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    @property
-    def shareable(self) -> bool:  # type: ignore[override]
-        return type(self.store).__name__ in ("LocalStore", "FsspecStore", "ObjectStore")
-
-    def _sync(self, coroutine: Any) -> Any:
-        from zarr.core.sync import sync
-
-        return sync(coroutine)
-
-    def _open(self) -> None:
-        if not getattr(self.store, "_is_open", True):
-            self._sync(self.store._open())
-
-    def get(self, key: str) -> bytes | None:
-        from zarr.core.buffer import default_buffer_prototype
-
-        self._open()
-        buffer = self._sync(self.store.get(key, prototype=default_buffer_prototype()))
-        return None if buffer is None else buffer.to_bytes()
-
-    def set(self, key: str, value: bytes) -> None:
-        from zarr.core.buffer import default_buffer_prototype
-
-        self._open()
-        self._sync(self.store.set(key, default_buffer_prototype().buffer.from_bytes(value)))
-
-    def list_dir(self, prefix: str) -> list[str]:
-        self._open()
-
-        async def collect() -> list[str]:
-            return [name async for name in self.store.list_dir(prefix)]
-
-        return sorted({n.rstrip("/") for n in self._sync(collect())})
-
-    def delete(self, key: str) -> None:
-        self._open()
-        self._sync(self.store.delete(key))
-
-    def keys_under(self, prefix: str) -> Iterator[str]:
-        self._open()
-
-        async def collect() -> list[str]:
-            return [name async for name in self.store.list_prefix(f"{prefix}/" if prefix else "")]
-
-        return iter(self._sync(collect()))
-
-    def describe(self) -> str:
-        return repr(self.store)
-
-
-def kv_for(target: Any) -> KVStore:
-    """The key-value adapter of a path (directory or zip file), mapping or zarr store."""
-    if isinstance(target, KVStore):
-        return target
-    if isinstance(target, str | os.PathLike):
-        path = Path(os.fspath(target))
-        if path.is_file():
-            if not zipfile.is_zipfile(path):
-                raise FormatError(f"{path}: a file that is not a zip archive cannot be a Zarr store")
-            return ZipKV(path)
-        return DirectoryKV(path)
-    if isinstance(target, MutableMapping):
-        return MappingKV(target)
-    if hasattr(target, "list_dir") and hasattr(target, "supports_writes"):
-        return ZarrStoreKV(target)
-    raise argument_error("filename", target, "must be a path, a zarr store or a MutableMapping of bytes")
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,6 +139,38 @@ class FastBlosc:
         return dict(self.codec.get_config())
 
 
+class Crc32:
+    """numcodecs' ``crc32`` checksum codec (CRC-32 little-endian before the data), decoding without a copy.
+
+    sciz stores it as the zarr 2 compressor around the real one (``filters: [blosc]``), so a chunk
+    that changed on disk is an error instead of silently different data. RosettaSciIO/HyperSpy
+    (zarr 2) and zarr-python 3 read and check such chunks.
+    """
+
+    codec_id = "crc32"
+
+    def encode(self, buf: Any) -> bytes:
+        data = memoryview(buf).cast("B") if not isinstance(buf, bytes) else buf
+        return b"".join((zlib.crc32(data).to_bytes(4, "little"), data))
+
+    def decode(self, buf: Any, out: Any = None) -> memoryview:
+        view = memoryview(buf).cast("B")
+        if len(view) < 4:
+            raise ValueError("a checksummed chunk shorter than its checksum")
+        stored, computed = int.from_bytes(view[:4], "little"), zlib.crc32(view[4:])
+        if stored != computed:
+            raise ValueError(
+                f"CRC-32 mismatch (stored {stored:#010x}, computed {computed:#010x}): the chunk is damaged"
+            )
+        if out is not None:
+            np.frombuffer(out, np.uint8)[...] = np.frombuffer(view[4:], np.uint8)
+            return memoryview(out)
+        return view[4:]
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": "crc32"}
+
+
 def get_codec(config: dict[str, Any] | None, *, fast: bool = False) -> Any:
     """A numcodecs codec from its config (sciz's own codec registered on demand).
 
@@ -415,6 +182,8 @@ def get_codec(config: dict[str, Any] | None, *, fast: bool = False) -> Any:
 
     if fast and config.get("id") == "blosc" and _imagecodecs_blosc():
         return FastBlosc(get_codec(config))
+    if config.get("id") == "crc32" and set(config) <= {"id", "location"} and config.get("location", "start") == "start":
+        return Crc32()
 
     if config.get("id") == "sciz":
         import sciz.codecs.numcodecs_compat  # noqa: F401  (registers the "sciz" codec id)
@@ -467,10 +236,60 @@ def _fill_from_json(value: Any, dtype: np.dtype) -> Any:
         if isinstance(value, str) and dtype.kind in "fc":
             return float(value.replace("Infinity", "inf"))
         if dtype.kind in "US":
+            if not isinstance(value, str):
+                raise TypeError("not a string")
             return value
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if isinstance(value, bool) or not isinstance(value, int) or not info.min <= value <= info.max:
+                raise ValueError("not an integer in the dtype's range")
+        elif dtype.kind == "b" and value not in (True, False):
+            raise ValueError("not a boolean")
+        elif dtype.kind in "fc" and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError("not a number")
         return np.array(value).astype(dtype)[()]
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError, IndexError, binascii.Error):
         raise FormatError(f"fill_value {value!r} does not fit dtype {dtype}") from None
+
+
+def _machine_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # not POSIX: no limit known
+        return 1 << 62
+
+
+def check_allocation(nbytes: int, what: str) -> None:
+    """Refuse to allocate more than this machine's memory for something a file declares."""
+    memory = _machine_memory()
+    if nbytes > memory:
+        raise FormatError(f"{what} declares {nbytes} bytes, more than this machine's memory ({memory} bytes)")
+
+
+def _grid_ints(values: Any, field_name: str, document: str, minimum: int) -> tuple[int, ...]:
+    if not isinstance(values, list | tuple) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values
+    ):
+        raise FormatError(f"{document}: {field_name} {values!r} must be a list of integers >= {minimum}")
+    return tuple(values)
+
+
+def _validate(meta: ArrayMeta, document: str) -> ArrayMeta:
+    """Reject metadata that would make reading allocate garbage, loop forever or leave the store."""
+    if len(meta.chunks) != len(meta.shape):
+        raise FormatError(f"{document}: chunks {list(meta.chunks)} do not match shape {list(meta.shape)}")
+    if meta.separator not in (".", "/"):
+        raise FormatError(f"{document}: dimension_separator {meta.separator!r} must be '.' or '/'")
+    if meta.order not in ("C", "F"):
+        raise FormatError(f"{document}: order {meta.order!r} must be 'C' or 'F'")
+    if meta.dtype.kind != "O" and meta.dtype.itemsize == 0:
+        raise FormatError(f"{document}: dtype {meta.dtype} has no size")
+    if meta.compressor is not None and not (isinstance(meta.compressor, dict) and "id" in meta.compressor):
+        raise FormatError(f"{document}: compressor {meta.compressor!r} must be null or a codec config with an id")
+    if not all(isinstance(f, dict) and "id" in f for f in meta.filters):
+        raise FormatError(f"{document}: filters {meta.filters!r} must be codec configs with an id")
+    check_allocation(math.prod(meta.chunks) * max(1, meta.dtype.itemsize), f"{document}: a chunk")
+    return meta
 
 
 @dataclass
@@ -555,7 +374,7 @@ class ArrayMeta:
         """(bytes-to-bytes codecs in encoding order, array-to-bytes codec or None, can encode)."""
         if self._coders is None:
             if self.zarr_format == 2:
-                filters = [get_codec(f) for f in self.filters]
+                filters = [get_codec(f, fast=True) for f in self.filters]
                 compressor = get_codec(self.compressor, fast=True)
                 self._coders = (filters, compressor, True)
             else:
@@ -621,8 +440,18 @@ class ArrayMeta:
         try:
             if self.zarr_format == 2:
                 buffer: Any = raw
+                if isinstance(array_codec, Crc32):
+                    # A checksummed chunk: check, then decode the codec inside as if it were the compressor.
+                    buffer = array_codec.decode(buffer)
+                    array_codec, chain = (chain[-1], chain[:-1]) if chain else (None, [])
                 if array_codec is not None:
-                    if out is not None and not chain and self.order == "C" and self.dtype.kind != "O":
+                    if (
+                        out is not None
+                        and not chain
+                        and self.order == "C"
+                        and self.dtype.kind != "O"
+                        and _blosc_size(array_codec, buffer) == out.nbytes
+                    ):
                         array_codec.decode(buffer, out=out)
                         return out
                     buffer = array_codec.decode(buffer)
@@ -652,6 +481,17 @@ class ArrayMeta:
             raise
         except Exception as exc:
             raise FormatError(f"chunk of {self.path or '/'} cannot be decoded ({type(exc).__name__}: {exc})") from None
+
+
+def _blosc_size(codec: Any, raw: bytes) -> int | None:
+    """The decoded size a Blosc chunk declares in its header (None for other codecs or a short chunk).
+
+    Decoding into a preallocated chunk is only safe when the sizes agree: Blosc fills a larger
+    destination partly and leaves the rest as it was.
+    """
+    if getattr(codec, "codec_id", None) != "blosc" or len(raw) < 16:
+        return None
+    return int.from_bytes(bytes(raw[4:8]), "little")
 
 
 class _Unsupported(Exception):
@@ -717,14 +557,19 @@ def _json_default(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 def _array_meta_v2(doc: dict[str, Any], attrs: dict[str, Any], path: str) -> ArrayMeta:
     try:
+        document = f"{path}/.zarray"
+        if doc.get("zarr_format", 2) != 2:
+            raise FormatError(f"{document}: zarr_format {doc.get('zarr_format')!r} must be 2")
         dtype = _dtype_from_v2(doc["dtype"], path)
-        filters = list(doc.get("filters") or [])
+        filters = doc.get("filters") or []
+        if not isinstance(filters, list):
+            raise FormatError(f"{document}: filters {filters!r} must be a list or null")
         if dtype.kind == "O" and not filters:
             raise FormatError(f"{path}: object array without an object codec")
-        return ArrayMeta(
+        meta = ArrayMeta(
             path=path,
-            shape=tuple(int(n) for n in doc["shape"]),
-            chunks=tuple(int(n) for n in doc["chunks"]),
+            shape=_grid_ints(doc["shape"], "shape", document, 0),
+            chunks=_grid_ints(doc["chunks"], "chunks", document, 1),
             dtype=dtype,
             zarr_format=2,
             fill_value=_fill_from_json(doc.get("fill_value"), dtype) if dtype.kind != "O" else None,
@@ -734,7 +579,10 @@ def _array_meta_v2(doc: dict[str, Any], attrs: dict[str, Any], path: str) -> Arr
             separator=str(doc.get("dimension_separator") or "."),
             attrs=attrs,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+        return _validate(meta, document)
+    except FormatError as exc:
+        raise FormatError(str(exc) if path in str(exc) else f"{path}/.zarray: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise FormatError(f"{path}/.zarray is malformed ({type(exc).__name__}: {exc})") from None
 
 
@@ -751,10 +599,11 @@ def _array_meta_v3(doc: dict[str, Any], path: str) -> ArrayMeta:
             dtype = _dtype_from_v3(doc["data_type"])
         except _Unsupported:
             dtype = np.dtype("V1")
+        document = f"{path}/zarr.json"
         meta = ArrayMeta(
             path=path,
-            shape=tuple(int(n) for n in doc["shape"]),
-            chunks=tuple(int(n) for n in grid["configuration"]["chunk_shape"]),
+            shape=_grid_ints(doc["shape"], "shape", document, 0),
+            chunks=_grid_ints(grid["configuration"]["chunk_shape"], "chunk_shape", document, 1),
             dtype=dtype,
             zarr_format=3,
             fill_value=None,
@@ -765,8 +614,10 @@ def _array_meta_v3(doc: dict[str, Any], path: str) -> ArrayMeta:
         )
         if dtype != np.dtype("V1"):
             meta.fill_value = _fill_from_json(doc.get("fill_value"), dtype)
-        return meta
-    except (KeyError, TypeError, ValueError) as exc:
+        return _validate(meta, document)
+    except FormatError as exc:
+        raise FormatError(str(exc) if path in str(exc) else f"{path}/zarr.json: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise FormatError(f"{path}/zarr.json is malformed ({type(exc).__name__}: {exc})") from None
 
 
@@ -778,6 +629,12 @@ class ZarrHandle:
     meta: ArrayMeta
     #: The array needs zarr-python (a zarr 3 feature this engine does not decode).
     fallback: bool = False
+
+
+#: Most chunks one array may have (a tiny chunk shape over a huge array would take hours to iterate).
+MAX_CHUNKS = 10_000_000
+#: Deepest group nesting read (HyperSpy trees are about ten levels deep); deeper is a hostile file.
+MAX_DEPTH = 200
 
 
 def read_tree(kv: KVStore) -> tuple[GroupNode, int]:
@@ -793,8 +650,11 @@ def read_tree(kv: KVStore) -> tuple[GroupNode, int]:
     return root, zarr_format
 
 
-def _read_group(kv: KVStore, prefix: str, group: GroupNode, zarr_format: int) -> None:
+def _read_group(kv: KVStore, prefix: str, group: GroupNode, zarr_format: int, depth: int = 0) -> None:
+    """Read the group stored at ``prefix`` (a store path) into ``group`` (whose path is the node path)."""
     where = f"{kv.describe()}:{prefix or '/'}"
+    if depth > MAX_DEPTH:
+        raise FormatError(f"{where}: groups nested deeper than {MAX_DEPTH} levels")
     if zarr_format == 2:
         group.attrs = dict(_json(kv.get(_key(prefix, ".zattrs")), where) or {})
     else:
@@ -804,28 +664,29 @@ def _read_group(kv: KVStore, prefix: str, group: GroupNode, zarr_format: int) ->
         if name.startswith(".") or name == "zarr.json":
             continue
         path = _key(prefix, name)
+        logical = _key(group.path, tree_name(name))
         if zarr_format == 2:
             if kv.get(_key(path, ".zgroup")) is not None:
-                child = GroupNode(path=path)
-                group.children[name] = child
-                _read_group(kv, path, child, 2)
+                child = GroupNode(path=logical)
+                group.children[tree_name(name)] = child
+                _read_group(kv, path, child, 2, depth + 1)
                 continue
             array_doc = _json(kv.get(_key(path, ".zarray")), path)
             if array_doc is None:
                 continue
             attrs = dict(_json(kv.get(_key(path, ".zattrs")), path) or {})
             meta = _array_meta_v2(array_doc, attrs, path)
-            group.children[name] = ArrayNode(
-                shape=meta.shape, dtype=meta.dtype, handle=ZarrHandle(kv, meta), attrs=attrs, path=path
+            group.children[tree_name(name)] = ArrayNode(
+                shape=meta.shape, dtype=meta.dtype, handle=ZarrHandle(kv, meta), attrs=attrs, path=logical
             )
         else:
             doc = _json(kv.get(_key(path, "zarr.json")), path)
             if not isinstance(doc, dict):
                 continue
             if doc.get("node_type") == "group":
-                child = GroupNode(path=path)
-                group.children[name] = child
-                _read_group(kv, path, child, 3)
+                child = GroupNode(path=logical)
+                group.children[tree_name(name)] = child
+                _read_group(kv, path, child, 3, depth + 1)
                 continue
             try:
                 meta = _array_meta_v3(doc, path)
@@ -835,11 +696,15 @@ def _read_group(kv: KVStore, prefix: str, group: GroupNode, zarr_format: int) ->
                 meta = ArrayMeta(path=path, shape=tuple(doc.get("shape", ())), chunks=(), dtype=np.dtype("V1"))
                 fallback = True
             node = ArrayNode(
-                shape=meta.shape, dtype=meta.dtype, handle=ZarrHandle(kv, meta, fallback), attrs=meta.attrs, path=path
+                shape=meta.shape,
+                dtype=meta.dtype,
+                handle=ZarrHandle(kv, meta, fallback),
+                attrs=meta.attrs,
+                path=logical,
             )
             if fallback:
                 _fill_from_zarr(node)
-            group.children[name] = node
+            group.children[tree_name(name)] = node
 
 
 def _zarr_python_array(handle: ZarrHandle) -> Any:
@@ -848,6 +713,8 @@ def _zarr_python_array(handle: ZarrHandle) -> Any:
 
     kv = handle.kv
     if isinstance(kv, DirectoryKV):
+        for _key_checked in kv.keys_under(handle.meta.path):  # zarr's LocalStore follows symlinks: refuse them first
+            pass
         store: Any = zarr.storage.LocalStore(kv.root, read_only=True)
     elif isinstance(kv, ZipKV):
         store = zarr.storage.ZipStore(kv.path, mode="r")
@@ -910,6 +777,13 @@ class ChunkSource:
         return ("sciz-zarr", self.kv.describe(), self.identity, self.meta.path, self.meta.chunks, str(self.dtype))
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return self._read(key)
+        except FormatError as exc:  # raised when dask computes: name the store, as an eager read does
+            where = self.kv.describe()
+            raise FormatError(str(exc) if where in str(exc) else f"{where}: {exc}") from None
+
+    def _read(self, key: Any) -> np.ndarray:
         if self.identity is not None and _directory_identity(self.kv) != self.identity:
             raise FormatError(f"{self.kv.describe()} was replaced after it was opened lazily; open it again")
         if not isinstance(key, tuple):
@@ -959,6 +833,10 @@ def load_array(node: ArrayNode, lazy: bool, *, threads: int | None = None) -> An
 
 def read_all(kv: KVStore, meta: ArrayMeta, *, threads: int | None = None) -> np.ndarray:
     """Read a whole array, decoding chunks on several threads straight into the result where possible."""
+    where = f"{kv.describe()}: {meta.path}"
+    check_allocation(math.prod(meta.shape) * max(1, meta.dtype.itemsize), where)
+    if math.prod(meta.grid()) > MAX_CHUNKS:
+        raise FormatError(f"{where}: {math.prod(meta.grid())} chunks, more than sciz reads ({MAX_CHUNKS})")
     out = np.empty(meta.shape, dtype=meta.dtype)
     if out.size == 0:
         return out
@@ -1015,10 +893,21 @@ class WriteOptions:
     #: Verifies an encoded chunk (lossy codecs keep their bound), raising if not.
     verify: Callable[[np.ndarray, bytes, ArrayMeta], None] | None = None
     threads: int | None = None
+    #: Zarr format 2: a CRC-32 around every chunk of the signal data (see :class:`Crc32`).
+    checksum: bool = True
 
 
-def _codec_documents(meta: ArrayMeta, codec: Any) -> None:
-    """Fill the compressor (format 2) or codec chain (format 3) of ``meta`` for a numcodecs codec."""
+#: Compressors that zarr 2 readers (RosettaSciIO, HyperSpy) also decode as a filter, i.e. inside a ``crc32``
+#: compressor: byte codecs. Array codecs (ZFPY, PCodec) need bytes where zarr 2 passes filters an
+#: ndarray; sciz's own stream carries a CRC-32 per chunk already.
+_CHECKSUMMED = frozenset({"blosc", "zstd", "gzip", "zlib", "lz4", "bz2", "lzma"})
+
+
+def _codec_documents(meta: ArrayMeta, codec: Any, checksum: bool = False) -> None:
+    """Fill the compressor (format 2) or codec chain (format 3) of ``meta`` for a numcodecs codec.
+
+    ``checksum`` (format 2) stores the codec as the only filter and ``crc32`` as the compressor.
+    """
     if meta.dtype.kind == "O":
         if meta.zarr_format == 3:
             raise FormatError(f"{meta.path}: ragged (object) arrays need zarr_format=2")
@@ -1027,6 +916,8 @@ def _codec_documents(meta: ArrayMeta, codec: Any) -> None:
         return
     if meta.zarr_format == 2:
         meta.compressor = codec.get_config() if codec is not None else None
+        if checksum and meta.compressor and meta.compressor.get("id") in _CHECKSUMMED:
+            meta.filters, meta.compressor = [meta.compressor], Crc32().get_config()
         return
     endian = {"name": "bytes", "configuration": {"endian": "little"}} if meta.dtype.itemsize > 1 else {"name": "bytes"}
     if codec is None:
@@ -1161,13 +1052,14 @@ def write_tree(
     documents: dict[str, Any] = {}
     arrays: list[tuple[ArrayNode, ArrayMeta]] = []
     for node in root.walk():
+        where = store_path(node.path)
         if isinstance(node, GroupNode):
             if options.zarr_format == 2:
-                documents[_key(node.path, ".zgroup")] = {"zarr_format": 2}
+                documents[_key(where, ".zgroup")] = {"zarr_format": 2}
                 if node.attrs:
-                    documents[_key(node.path, ".zattrs")] = node.attrs
+                    documents[_key(where, ".zattrs")] = node.attrs
             else:
-                documents[_key(node.path, "zarr.json")] = {
+                documents[_key(where, "zarr.json")] = {
                     "zarr_format": 3,
                     "node_type": "group",
                     "attributes": node.attrs,
@@ -1176,11 +1068,11 @@ def write_tree(
         meta = keep[node.path] if node.path in keep else _meta_for(node, options)
         arrays.append((node, meta))
         if options.zarr_format == 2:
-            documents[_key(node.path, ".zarray")] = meta.document()
+            documents[_key(where, ".zarray")] = meta.document()
             if meta.attrs:
-                documents[_key(node.path, ".zattrs")] = meta.attrs
+                documents[_key(where, ".zattrs")] = meta.attrs
         else:
-            documents[_key(node.path, "zarr.json")] = meta.document()
+            documents[_key(where, "zarr.json")] = meta.document()
     for key, value in documents.items():
         kv.set(key, _dump(value))
     if options.zarr_format == 2:
@@ -1216,7 +1108,7 @@ def _meta_for(node: ArrayNode, options: WriteOptions) -> ArrayMeta:
     chunks = tuple(max(1, min(int(c), max(1, n))) for c, n in zip(chunks, node.shape, strict=True))
     fill: Any = None if dtype.kind == "O" else np.zeros((), dtype=dtype)[()]
     meta = ArrayMeta(
-        path=node.path,
+        path=store_path(node.path),
         shape=node.shape,
         chunks=chunks,
         dtype=dtype,
@@ -1227,7 +1119,7 @@ def _meta_for(node: ArrayNode, options: WriteOptions) -> ArrayMeta:
     )
     if dtype.kind == "O":
         node.data = _prepare_object(node, meta)
-    _codec_documents(meta, codec)
+    _codec_documents(meta, codec, checksum=options.checksum and node.role == "signal")
     return meta
 
 

@@ -8,17 +8,18 @@ or zip is built beside the target and renamed over it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..atomic import atomic_directory, atomic_file, prepare_target, scratch_sibling
-from ..errors import CodecError, FormatError, argument_error
+from ..errors import CodecError, FormatError, SciZError, argument_error
 from ..model import Dataset, StoredArray
 from ._base import Format, require, zip_member_names
 from .hyperspy_tree import (
@@ -50,6 +51,7 @@ _STORE_TYPES = ("local", "zip")
 #: file_writer options: the store's, then a named sciz codec's parameters.
 _WRITE_OPTIONS = (
     "zarr_format",
+    "checksum",
     "standard_codec",
     "threads",
     "tolerance",
@@ -141,7 +143,7 @@ def _bound_verifier(codec: Any, tolerance: float) -> Any:
     """Checks that a chunk encoded by a standard lossy codec decodes within ``tolerance``."""
 
     def verify(block: np.ndarray, encoded: bytes, meta: Any) -> None:
-        decoded = np.asarray(codec.decode(encoded)).reshape(block.shape)
+        decoded = meta.decode(encoded).reshape(block.shape)  # through the checksum, if any
         original = np.asarray(block)
         finite = np.isfinite(original)
         if not np.array_equal(np.isfinite(decoded), finite) or not np.array_equal(
@@ -174,6 +176,9 @@ def _write_options(
     if zarr_format not in (2, 3):
         raise argument_error("zarr_format", zarr_format, "must be 2 (HyperSpy's) or 3")
     threads = kwds.pop("threads", None)
+    checksum = kwds.pop("checksum", True)
+    if not isinstance(checksum, bool):
+        raise argument_error("checksum", checksum, "must be True or False")
     standard = kwds.pop("standard_codec", True)
     codec, verify = resolve_compressor(compressor, kwds, standard_codec=bool(standard))
     data = signal["data"]
@@ -203,6 +208,7 @@ def _write_options(
         show_progressbar=bool(show_progressbar),
         verify=verify,
         threads=threads,
+        checksum=checksum,
     )
 
 
@@ -251,7 +257,10 @@ def file_writer(
     **kwds
         ``zarr_format`` (2, HyperSpy's, or 3), ``tolerance`` / ``level`` / ``rate`` / ``precision``
         for a named codec, ``standard_codec`` (default True: sciz zfp with a tolerance and pcodec are
-        stored as numcodecs ZFPY / PCodec, which other readers decode), ``threads``.
+        stored as numcodecs ZFPY / PCodec, which other readers decode), ``threads``, ``checksum``
+        (default True, zarr format 2: every chunk of the data carries a CRC-32, stored as the
+        standard ``crc32`` compressor around the real one, which RosettaSciIO, HyperSpy and
+        zarr-python read and check; a damaged chunk is then an error, not different data).
 
     Example
     -------
@@ -277,19 +286,76 @@ def file_writer(
         if store_type is not None:
             raise argument_error("store_type", store_type, "must be None when filename is a store object")
         kv = engine.kv_for(filename)
-        keep = _kept_data(kv, data_path, full) if not write_dataset else {}
-        _clear_store(kv, keep_prefix=data_path if keep else None)
-        engine.write_tree(kv, root, options, keep=keep)
+        with _as_format_error(kv.describe()):
+            keep = _kept_data(kv, data_path, full) if not write_dataset else {}
+            _clear_store(kv, keep_prefix=next(iter(keep.values())).path if keep else None)
+            engine.write_tree(kv, root, options, keep=keep)
         if close_file and hasattr(filename, "close"):
             filename.close()
         return
 
     target = prepare_target(filename)
     as_zip = store_type == "zip" or (store_type is None and not write_dataset and target.is_file())
-    if as_zip:
-        _write_zip(target, root, options, data_path, full, write_dataset)
-    else:
-        _write_directory(target, root, options, data_path, full, write_dataset)
+    require_replaceable(target, directory=not as_zip)
+    with _as_format_error(str(target)):
+        if as_zip:
+            _write_zip(target, root, options, data_path, full, write_dataset)
+        else:
+            _write_directory(target, root, options, data_path, full, write_dataset)
+
+
+@contextlib.contextmanager
+def _as_format_error(where: str) -> Iterator[None]:
+    """OS errors (ENOSPC...), codec and deep-nesting failures reach the user as a FormatError naming the file."""
+    try:
+        yield
+    except FormatError as exc:
+        if where in str(exc):
+            raise
+        raise FormatError(f"{where}: {exc}") from None
+    except SciZError:
+        raise
+    except RecursionError:
+        raise FormatError(f"{where}: the tree is nested too deeply to read or write") from None
+    except MemoryError:
+        raise FormatError(f"{where}: not enough memory") from None
+    except OSError as exc:
+        raise FormatError(f"{where}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")) from None
+    except (ValueError, TypeError, KeyError, RuntimeError, AttributeError) as exc:
+        raise FormatError(f"{where}: {type(exc).__name__}: {exc}") from None
+
+
+def is_zspy_store(path: Path) -> bool:
+    """Whether ``path`` is a zspy store: a directory or zip holding a Zarr group with an ``Experiments`` group."""
+    if path.is_symlink():
+        return False
+    if path.is_dir():
+        root = [(path / name) for name in (".zgroup", "zarr.json")]
+        experiments = path / "Experiments"
+        return any(p.is_file() and not p.is_symlink() for p in root) and experiments.is_dir()
+    names = zip_member_names(path) if path.is_file() else None
+    return bool(names and names & {".zgroup", "zarr.json"} and any(n.startswith("Experiments/") for n in names))
+
+
+def require_replaceable(target: Path, *, directory: bool) -> None:
+    """Refuse to overwrite anything at ``target`` but a zspy store, an empty directory or a plain file.
+
+    A directory is replaced whole, so it must be a zspy store (or empty): an unrelated directory
+    given by mistake is never deleted. A file that is not a zspy zip is not replaced by a directory.
+    """
+    if not (target.exists() or target.is_symlink()):
+        return
+    if target.is_dir() and not target.is_symlink():
+        if is_zspy_store(target) or not any(target.iterdir()):
+            return
+        raise FormatError(
+            f"{target}: an existing directory that is not a zspy store; sciz replaces only zspy stores "
+            "(remove it yourself or choose another path)"
+        )
+    if target.is_symlink():
+        raise FormatError(f"{target}: a symbolic link; sciz does not replace it (remove it or choose another path)")
+    if directory and not is_zspy_store(target):
+        raise FormatError(f"{target}: an existing file that is not a zspy store; sciz does not replace it by a store")
 
 
 def _kept_data(kv: Any, data_path: str, signal: dict[str, Any]) -> dict[str, Any]:
@@ -319,9 +385,17 @@ def _kept_data(kv: Any, data_path: str, signal: dict[str, Any]) -> dict[str, Any
 
 
 def _clear_store(kv: Any, keep_prefix: str | None) -> None:
+    """Empty a store object before writing: only a zspy store (a root group with Experiments) or an empty one."""
     from .hyperspy_zarr import is_document
 
-    for key in list(kv.keys_under("")):
+    keys = list(kv.keys_under(""))
+    is_zspy = (".zgroup" in keys or "zarr.json" in keys) and any(k.startswith("Experiments/") for k in keys)
+    if keys and not is_zspy:
+        raise FormatError(
+            f"{kv.describe()}: the store holds {len(keys)} entries but is not a zspy store; sciz replaces only "
+            "zspy stores (clear it yourself)"
+        )
+    for key in keys:
         if keep_prefix and key.startswith(keep_prefix + "/") and not is_document(key):
             continue
         kv.delete(key)
@@ -343,7 +417,7 @@ def _write_directory(
         kv = engine.DirectoryKV(temporary)
         if keep:
             # Link (or copy) the stored chunks into the new tree: the data is not rewritten.
-            for key in old.keys_under(data_path):
+            for key in old.keys_under(next(iter(keep.values())).path):
                 if engine.is_document(key):
                     continue
                 destination = temporary / key
@@ -353,11 +427,6 @@ def _write_directory(
                 except OSError:
                     shutil.copy2(target / key, destination)
         engine.write_tree(kv, root, options, keep=keep)
-
-
-def is_zspy_store(path: Path) -> bool:
-    """Whether ``path`` is a zspy directory store, the only kind of directory a zspy write may replace."""
-    return ZspyFormat().sniff(path, b"")
 
 
 def _write_zip(
@@ -377,7 +446,7 @@ def _write_zip(
         engine.write_tree(engine.DirectoryKV(staging), root, options, keep=keep)
 
         def copy_kept(archive: zipfile.ZipFile) -> None:
-            for key in old.keys_under(data_path):
+            for key in old.keys_under(next(iter(keep.values())).path):
                 if not engine.is_document(key):
                     archive.writestr(zipfile.ZipInfo(key, date_time=(1980, 1, 1, 0, 0, 0)), old.get(key) or b"")
 
@@ -422,14 +491,15 @@ def file_reader(filename: Any, lazy: bool = False, **kwds: Any) -> list[dict[str
         raise FileNotFoundError(f"no such zspy file or directory: {os.fspath(filename)}")
     kv = engine.kv_for(filename)
     try:
-        root, _ = engine.read_tree(kv)
-        signals = read_signals(
-            root,
-            lambda node, as_lazy: engine.load_array(node, as_lazy, threads=threads),
-            LayoutPolicy("zarr"),
-            lazy=lazy,
-            exact=bool(exact),
-        )
+        with _as_format_error(kv.describe()):
+            root, _ = engine.read_tree(kv)
+            signals = read_signals(
+                root,
+                lambda node, as_lazy: engine.load_array(node, as_lazy, threads=threads),
+                LayoutPolicy("zarr"),
+                lazy=lazy,
+                exact=bool(exact),
+            )
     except FormatError as exc:
         where = kv.describe()
         raise FormatError(str(exc) if where in str(exc) else f"{where}: {exc}") from None
@@ -452,7 +522,8 @@ def _storage(signal: dict[str, Any], path: Path) -> dict[str, StoredArray]:
         data = node.children["data"]
         assert isinstance(data, ArrayNode)
         meta = data.handle.meta
-        codec = (meta.compressor or {}).get("id", "none") if meta.zarr_format == 2 else meta.codecs[-1]["name"]
+        outer = meta.filters[-1] if (meta.compressor or {}).get("id") == "crc32" and meta.filters else meta.compressor
+        codec = (outer or {}).get("id", "none") if meta.zarr_format == 2 else meta.codecs[-1]["name"]
         stored = sum(kv.size(key) for key in kv.keys_under(meta.path) if not engine.is_document(key))
         if isinstance(kv, engine.ZipKV):
             kv.close()

@@ -1,0 +1,345 @@
+"""zspy against hostile stores and faults: writes stay inside the target, reads stay inside the store.
+
+Cases that could hang (FIFOs) or read forever (/dev/zero) run in a subprocess with a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import sciz
+from sciz.errors import FormatError
+from sciz.formats import zspy
+
+HOSTILE_KEYS = ["..", ".", ".zattrs", ".zarray", ".zgroup", "zarr.json", "", "~", "~x", "a/b", "..\\..", "x\x00y"]
+
+
+def signal(data: np.ndarray | None = None, title: str = "scan", **metadata: Any) -> dict[str, Any]:
+    data = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4) if data is None else data
+    return {"data": data, "metadata": {"General": {"title": title}, "Signal": {}, **metadata}}
+
+
+def store(tmp_path: Path, name: str = "s.zspy", **kwargs: Any) -> Path:
+    path = tmp_path / name
+    zspy.file_writer(path, signal(), show_progressbar=False, **kwargs)
+    return path
+
+
+def data_dir(path: Path) -> Path:
+    return path / "Experiments" / "scan" / "data"
+
+
+def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+# --------------------------------------------------------------------------------------------
+# Writes never escape the target; every key and title round-trips exactly
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["local", "zip"])
+def test_hostile_keys_and_titles_stay_inside_and_round_trip_in_a_fresh_process(tmp_path: Path, kind: str) -> None:
+    nested = {key: {"value": index, "array": np.arange(index + 1)} for index, key in enumerate(HOSTILE_KEYS)}
+    scalars = {key: f"scalar {index}" for index, key in enumerate(HOSTILE_KEYS)}
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    titles = ["../..", "..", ".zattrs", "~", "a\\b"]
+    targets = [str(work / f"out-{i}.zspy") for i in range(len(titles))]
+    for title, target in zip(titles, targets, strict=True):
+        zspy.file_writer(
+            target, signal(title=title, Nested=nested, Scalars=scalars), store_type=kind, show_progressbar=False
+        )
+    assert sorted(str(p) for p in work.iterdir()) == sorted(targets)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+    code = f"""
+        import json, numpy as np
+        from sciz.zspy import file_reader
+        out = []
+        for target in {targets!r}:
+            (back,) = file_reader(target)
+            md = back["metadata"]
+            out.append({{
+                "title": md["General"]["title"],
+                "nested": {{k: [v["value"], v["array"].tolist()] for k, v in md["Nested"].items()}},
+                "scalars": md["Scalars"],
+            }})
+        print(json.dumps(out))
+    """
+    result = run_python(textwrap.dedent(code))
+    assert result.returncode == 0, result.stderr
+    for title, back in zip(titles, json.loads(result.stdout), strict=True):
+        assert back["title"] == title
+        assert back["nested"] == {k: [i, list(range(i + 1))] for i, k in enumerate(HOSTILE_KEYS)}
+        assert back["scalars"] == scalars
+
+
+def test_escaped_names_are_plain_children_of_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "s.zspy"
+    zspy.file_writer(path, signal(title="..", Bad={"..": {"x": 1}}), show_progressbar=False)
+    experiment = path / "Experiments" / "~.."
+    assert (experiment / "metadata" / "Bad" / "~.." / ".zattrs").is_file()
+    assert json.loads((experiment / "metadata" / "Bad" / "~.." / ".zattrs").read_text()) == {"x": 1}
+
+
+# --------------------------------------------------------------------------------------------
+# A writer replaces only a zspy store
+# --------------------------------------------------------------------------------------------
+def test_writer_never_deletes_a_directory_that_is_not_a_zspy_store(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "notes.txt").write_text("precious")
+    for write in (
+        lambda: zspy.file_writer(project, signal(), show_progressbar=False),
+        lambda: zspy.file_writer(project, signal(), store_type="zip", show_progressbar=False),
+        lambda: sciz.save(sciz.Dataset(np.zeros((2, 2))), project, format="zspy"),
+    ):
+        with pytest.raises(FormatError, match="not a zspy store"):
+            write()
+    assert (project / "notes.txt").read_text() == "precious" and (project / "src").is_dir()
+    plain = tmp_path / "plain.txt"
+    plain.write_text("keep")
+    with pytest.raises(FormatError, match="not a zspy store"):
+        zspy.file_writer(plain, signal(), show_progressbar=False)
+    assert plain.read_text() == "keep"
+    # A zspy store and an empty directory are replaced.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    zspy.file_writer(empty, signal(), show_progressbar=False)
+    zspy.file_writer(empty, signal(np.ones((2, 3, 4), np.float32)), show_progressbar=False)
+    assert zspy.file_reader(empty)[0]["data"].sum() == 24
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "plain.txt", "project"]
+    foreign = {"notes.txt": b"precious"}
+    with pytest.raises(FormatError, match="not a zspy store"):
+        zspy.file_writer(foreign, signal(), show_progressbar=False)
+    assert foreign == {"notes.txt": b"precious"}
+
+
+def test_write_failure_is_a_format_error_naming_the_file_and_leaves_no_debris(tmp_path: Path) -> None:
+    # A file size limit makes the OS refuse the chunk write (EFBIG), as a full disk would (ENOSPC).
+    target = tmp_path / "big.zspy"
+    code = f"""
+        import resource, signal, numpy as np
+        from sciz.errors import FormatError
+        from sciz.zspy import file_writer
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+        data = np.random.default_rng(0).random((4, 200, 200))
+        try:
+            file_writer({str(target)!r}, {{"data": data}}, show_progressbar=False, compressor="zstd")
+        except FormatError as exc:
+            print("FormatError:", exc)
+    """
+    result = run_python(textwrap.dedent(code))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("FormatError:") and str(target) in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Reads never leave the store
+# --------------------------------------------------------------------------------------------
+def _chunk(path: Path) -> Path:
+    return data_dir(path) / "0" / "0" / "0"
+
+
+@pytest.mark.parametrize("separator", ["/../", "/../../..", "\\", "..", "-", ""])
+def test_dimension_separator_other_than_dot_or_slash_is_refused(tmp_path: Path, separator: str) -> None:
+    path = store(tmp_path)
+    zarray = data_dir(path) / ".zarray"
+    doc = json.loads(zarray.read_text())
+    doc["dimension_separator"] = separator or 5
+    zarray.write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match="dimension_separator"):
+        zspy.file_reader(path)
+
+
+@pytest.mark.parametrize("entry", ["chunk", "zattrs", "group", "zgroup"])
+def test_symlinks_inside_a_directory_store_are_refused(tmp_path: Path, entry: str) -> None:
+    path = store(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret"
+    secret.write_bytes(b'{"stolen": true}')
+    if entry == "chunk":
+        victim, name = _chunk(path), "0/0/0"
+        victim.unlink()
+        victim.symlink_to(secret)
+    elif entry == "zattrs":
+        victim, name = path / "Experiments" / "scan" / ".zattrs", ".zattrs"
+        victim.unlink()
+        victim.symlink_to(secret)
+    elif entry == "zgroup":
+        victim, name = path / "Experiments" / "scan" / "metadata" / ".zgroup", ".zgroup"
+        victim.unlink()
+        victim.symlink_to(secret)
+    else:
+        (outside / "metadata").mkdir()
+        (outside / "metadata" / ".zgroup").write_text('{"zarr_format": 2}')
+        (outside / "metadata" / ".zattrs").write_text('{"stolen": true}')
+        victim, name = path / "Experiments" / "scan" / "metadata", "metadata"
+        for child in sorted(victim.rglob("*"), reverse=True):
+            child.unlink() if child.is_file() else child.rmdir()
+        victim.rmdir()
+        victim.symlink_to(outside / "metadata", target_is_directory=True)
+    for lazy in (False, True):
+        with pytest.raises(FormatError, match=f"{name}.*symbolic link"):
+            back = zspy.file_reader(path, lazy=lazy)
+            np.asarray(back[0]["data"])
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero-link", "device"])
+def test_fifo_and_device_entries_are_refused_without_blocking(tmp_path: Path, kind: str) -> None:
+    path = store(tmp_path)
+    chunk = _chunk(path)
+    chunk.unlink()
+    if kind == "fifo":
+        os.mkfifo(chunk)
+    elif kind == "dev-zero-link":
+        chunk.symlink_to("/dev/zero")
+    else:
+        try:
+            os.mknod(chunk, 0o600 | __import__("stat").S_IFCHR, os.makedev(1, 5))  # /dev/zero's numbers
+        except PermissionError:
+            pytest.skip("creating a device node needs privileges")
+    code = f"""
+        from sciz.errors import FormatError
+        from sciz.zspy import file_reader
+        for lazy in (False, True):
+            try:
+                signals = file_reader({str(path)!r}, lazy=lazy)
+                signals[0]["data"][...].sum() if not lazy else signals[0]["data"].sum().compute()
+                print("read")
+            except FormatError as exc:
+                print("FormatError:", exc)
+    """
+    result = run_python(textwrap.dedent(code), timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith("FormatError:") and "0/0/0" in line for line in lines), lines
+
+
+def test_zip_store_with_traversal_names_reads_only_its_own_members(tmp_path: Path) -> None:
+    path = store(tmp_path, "z.zspy", store_type="zip")
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("Experiments/../../evil/.zgroup", '{"zarr_format": 2}')
+        archive.writestr("Experiments/scan/metadata/../../../x/.zattrs", "{}")
+    (back,) = zspy.file_reader(path)
+    np.testing.assert_array_equal(back["data"], signal()["data"])
+
+
+# --------------------------------------------------------------------------------------------
+# Malformed metadata is a clean error, never uninitialised memory
+# --------------------------------------------------------------------------------------------
+MALFORMED = {
+    "zero chunks": {"chunks": [0, 0, 0]},
+    "negative chunks": {"chunks": [-1, 48, 48]},
+    "float chunks": {"chunks": [1.5, 3, 4]},
+    "chunks rank": {"chunks": [2, 3]},
+    "negative shape": {"shape": [-2, 3, 4]},
+    "shape rank": {"shape": [2, 3]},
+    "string shape": {"shape": "abc"},
+    "dtype wider than chunks": {"dtype": "<f8"},
+    "dtype narrower than chunks": {"dtype": "<f2"},
+    "bad dtype": {"dtype": "<q99"},
+    "empty dtype": {"dtype": "|V0"},
+    "int fill too big": {"dtype": "<f4", "fill_value": "abc"},
+    "order": {"order": "Z"},
+    "compressor": {"compressor": "blosc"},
+    "filters": {"filters": "crc32"},
+    "huge": {"shape": [10**7, 10**7, 10**7], "chunks": [10**6, 10**6, 10**6]},
+    "too many chunks": {"shape": [10**6, 10**6, 10**3], "chunks": [1, 1, 1]},
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_zarray_is_a_clean_format_error(tmp_path: Path, case: str) -> None:
+    path = store(tmp_path)
+    zarray = data_dir(path) / ".zarray"
+    doc = json.loads(zarray.read_text())
+    doc.update(MALFORMED[case])
+    zarray.write_text(json.dumps(doc))
+    with pytest.raises(FormatError) as caught:
+        back = zspy.file_reader(path)
+        np.asarray(back[0]["data"])
+    assert "data" in str(caught.value) and str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fill"), [("|u1", 300), ("<i4", 1.5), ("<i4", "NaN"), ("|b1", 2), ("<f4", True), ("<i2", -40000)]
+)
+def test_impossible_fill_values_are_refused(tmp_path: Path, dtype: str, fill: Any) -> None:
+    path = tmp_path / "s.zspy"
+    zspy.file_writer(path, signal(np.zeros((2, 3, 4), dtype)), show_progressbar=False)
+    zarray = data_dir(path) / ".zarray"
+    doc = json.loads(zarray.read_text())
+    doc["fill_value"] = fill
+    zarray.write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match="fill_value"):
+        zspy.file_reader(path)
+
+
+def test_missing_chunks_read_as_the_fill_value(tmp_path: Path) -> None:
+    path = store(tmp_path)
+    zarray = data_dir(path) / ".zarray"
+    doc = json.loads(zarray.read_text())
+    doc["fill_value"] = 5.0
+    zarray.write_text(json.dumps(doc))
+    _chunk(path).unlink()
+    assert (zspy.file_reader(path)[0]["data"] == 5.0).all()
+
+
+# --------------------------------------------------------------------------------------------
+# Deep and cyclic trees
+# --------------------------------------------------------------------------------------------
+def test_deeply_nested_groups_are_a_clean_format_error() -> None:
+    memory: dict[str, bytes] = {}
+    zspy.file_writer(memory, signal(), show_progressbar=False)
+    prefix = "Experiments/scan/metadata"
+    for _depth in range(2000):
+        prefix += "/g"
+        memory[f"{prefix}/.zgroup"] = b'{"zarr_format": 2}'
+    with pytest.raises(FormatError, match="nested deeper"):
+        zspy.file_reader(memory)
+
+
+def test_cyclic_directory_store_is_refused(tmp_path: Path) -> None:
+    path = store(tmp_path)
+    (path / "Experiments" / "scan" / "metadata" / "loop").symlink_to(path / "Experiments", target_is_directory=True)
+    with pytest.raises(FormatError, match=r"loop.*symbolic link"):
+        zspy.file_reader(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Chunk checksums
+# --------------------------------------------------------------------------------------------
+def test_damaged_chunk_is_an_error_thanks_to_the_crc32_which_zarr_python_also_checks(tmp_path: Path) -> None:
+    import zarr
+
+    data = np.random.default_rng(0).poisson(20, (4, 32, 32)).astype(np.float32)
+    path = tmp_path / "c.zspy"
+    zspy.file_writer(path, signal(data), show_progressbar=False)
+    zarray = json.loads((data_dir(path) / ".zarray").read_text())
+    assert zarray["compressor"] == {"id": "crc32"} and zarray["filters"][0]["id"] == "blosc"
+    stored = zarr.open_array(zarr.storage.LocalStore(path, read_only=True), path="Experiments/scan/data", mode="r")
+    np.testing.assert_array_equal(stored[...], data)  # a standard layout: zarr-python decodes and checks it
+    chunk = _chunk(path)
+    damaged = bytearray(chunk.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x10
+    chunk.write_bytes(bytes(damaged))
+    for lazy in (False, True):
+        with pytest.raises(FormatError, match="CRC-32 mismatch") as caught:
+            np.asarray(zspy.file_reader(path, lazy=lazy)[0]["data"])
+        assert str(path) in str(caught.value)
+    plain = tmp_path / "plain.zspy"
+    zspy.file_writer(plain, signal(data), show_progressbar=False, checksum=False)
+    assert json.loads((data_dir(plain) / ".zarray").read_text())["compressor"]["id"] == "blosc"
+    np.testing.assert_array_equal(zspy.file_reader(plain)[0]["data"], data)
