@@ -25,6 +25,15 @@ from pathlib import Path
 from sciz import formats
 from sciz.testing import reliability as rel
 
+#: Real files of the read-only vendor formats (nobody here wrote them; see ../shared/data/SOURCES.md).
+SHARED_AFM = Path(__file__).resolve().parents[2] / "shared" / "data" / "afm"
+
+
+def vendor_samples() -> dict[str, Path]:
+    """The real vendor files the mutants and hostile cases of read-only formats start from."""
+    found = {"asd": SHARED_AFM / "asd_sample_0.asd", "h5-jpk": SHARED_AFM / "sample_0.h5-jpk"}
+    return {name: path for name, path in found.items() if path.is_file()}
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,8 +51,9 @@ def main() -> int:
     results: list[rel.Result] = []
     try:
         started = time.monotonic()
-        cases = rel.hostile_cases(folder / "hostile", names) + rel.mutant_cases(
-            folder / "mutants", args.mutants, names, seed=args.seed
+        samples = vendor_samples()
+        cases = rel.hostile_cases(folder / "hostile", names, samples=samples) + rel.mutant_cases(
+            folder / "mutants", args.mutants, names, seed=args.seed, samples=samples
         )
         print(f"{len(cases)} read cases built in {time.monotonic() - started:.1f} s", flush=True)
         started = time.monotonic()

@@ -35,46 +35,14 @@ KNOWN_FAILING: dict[str, dict[str, str]] = {
         "group cycle": "raw error: RecursionError",
     },
     "ome-tiff": {"IFD 65535x65535": "memory blow-up: MemoryError allocating 16 GiB"},
-    "npy": {"v2 header length 0xFFFFFFF0": "memory blow-up: MemoryError"},
-    "npz": {
-        "declared 16 GiB": "memory blow-up: MemoryError allocating 16 GiB",
-        "unknown zip method": "raw error: NotImplementedError from zipfile",
-        "encrypted member": "raw error: RuntimeError from zipfile",
-    },
-    "afm-npz": {
-        "declared 16 GiB": "memory blow-up: MemoryError allocating 16 GiB",
-        "unknown zip method": "raw error: NotImplementedError from zipfile",
-        "encrypted member": "raw error: RuntimeError from zipfile",
-    },
-    "zspy": {
-        "fifo metadata": "hang",
-        "chunk FIFO": "hang",
-        "chunk symlink to /dev/zero": "memory blow-up",
-        "dimension_separator /../": "silent garbage",
-        "chunks [0,0,0]": "silent garbage: uninitialised memory",
-        "chunks [-1,...]": "silent garbage: uninitialised memory",
-        "dtype <f8 over f4 chunks": "silent garbage",
-        "shape 1e6 per axis": "memory blow-up: MemoryError allocating 3.5 EiB",
-    },
-    "zspy-zip": {
-        "dimension_separator /../": "silent garbage",
-        "chunks [0,0,0]": "silent garbage: uninitialised memory",
-        "chunks [-1,...]": "silent garbage: uninitialised memory",
-        "dtype <f8 over f4 chunks": "silent garbage",
-        "shape 1e6 per axis": "memory blow-up: MemoryError allocating 3.5 EiB",
-    },
 }
 #: Formats whose readers can return a failed read while the file is replaced (the race is not run for them).
 RACE_FAILING = {"afm-h5": "the fast path reopens the file by path per chunk: chunks of the next version, corrupt"}
 #: Hostile writes (path-trick metadata keys, a "../.." title) that fail on this branch.
 WRITES_FAILING = {
     "ome-tiff": {"hostile metadata keys": "metadata silently dropped", "hostile title": "metadata silently dropped"},
-    "zspy": {"hostile title": "written but unreadable"},
-    "zspy-zip": {"hostile title": "written but unreadable"},
 }
 #: Formats whose mutants (bit flips, truncations) still give raw h5py/tifffile errors on this branch.
-#: (The CI seeds of npy, npz, afm-npz and zspy-zip pass; the full run still finds a few raw errors
-#: there at other seeds: numpy's TokenError on a flipped .npy header, zipfile's NotImplementedError.)
 MUTANTS_FAILING = {
     "afm-h5": "raw RuntimeError from h5py",
     "hspy": "raw RuntimeError from h5py",
@@ -87,6 +55,13 @@ ALL = [f.name for f in formats.list_formats()]
 WRITABLE = rel.writable_formats()
 
 
+def _vendor_samples(names: list[str]) -> dict[str, Path]:
+    """Real files of the read-only vendor formats (AFMReader's), where the mutants of those start."""
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "afm"
+    found = {"asd": shared / "asd_sample_0.asd", "h5-jpk": shared / "sample_0.h5-jpk"}
+    return {name: path for name, path in found.items() if name in names and path.is_file()}
+
+
 def _check(results: list[rel.Result]) -> None:
     bad = rel.failures(results)
     assert not bad, "unacceptable outcomes:\n" + "\n".join(
@@ -97,8 +72,8 @@ def _check(results: list[rel.Result]) -> None:
 @pytest.mark.parametrize("half", [0, 1])
 def test_hostile_corpus(half: int, tmp_path: Path) -> None:
     names = ALL[half::2]  # two halves: one worker interpreter each, spread over the test workers
-    cases = rel.hostile_cases(tmp_path, names, skip=KNOWN_FAILING)
-    for name in names:
+    cases = rel.hostile_cases(tmp_path, names, skip=KNOWN_FAILING, samples=_vendor_samples(names))
+    for name in {c.format for c in cases}:
         count = sum(c.format == name for c in cases)
         assert count >= 5, f"{name}: only {count} hostile cases"
     _check(rel.run_read_cases(cases, tmp_path / "run", workers=1))
@@ -106,7 +81,8 @@ def test_hostile_corpus(half: int, tmp_path: Path) -> None:
 
 def test_mutants(tmp_path: Path) -> None:
     names = [n for n in ALL if n not in MUTANTS_FAILING]
-    cases = rel.mutant_cases(tmp_path, MUTANTS_PER_FORMAT, names)
+    cases = rel.mutant_cases(tmp_path, MUTANTS_PER_FORMAT, names, samples=_vendor_samples(names))
+    assert {c.format for c in cases} >= {"asd", "h5-jpk"} & set(names), "the real vendor files are mutated too"
     results = rel.run_read_cases(cases, tmp_path / "run", workers=1)
     _check(results)
     refused = sum(r.outcome == "clean error" for r in results)

@@ -149,18 +149,31 @@ def sample_data(name: str, size: int = 0, seed: int = 0) -> np.ndarray:
     return rng.standard_normal((3 + size * 13, rows, rows + 1)).astype(np.float32)
 
 
-def base_files(folder: Path, names: Iterable[str] | None = None) -> dict[str, tuple[Path, Path]]:
-    """Write one small file per format into ``folder``: ``{format: (file, expected .npy of sciz.load's data)}``."""
+def base_files(
+    folder: Path, names: Iterable[str] | None = None, samples: Mapping[str, Path] | None = None
+) -> dict[str, tuple[Path, Path]]:
+    """One small file per format in ``folder``: ``{format: (file, expected .npy of sciz.load's data)}``.
+
+    Formats sciz writes get a file it writes; read-only formats (vendor AFM files) need a real file
+    in ``samples`` (``{format: path}``), copied in, and are left out without one.
+    """
     from .. import formats
 
     folder.mkdir(parents=True, exist_ok=True)
     chosen = list(names) if names is not None else [f.name for f in formats.list_formats()]
+    samples = samples or {}
+    writable = set(writable_formats(chosen))
     out = {}
     for name in chosen:
         plugin = formats.get_format(name)
+        if name not in writable and name not in samples:
+            continue
         path = folder / name / f"base{plugin.extensions[0]}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        written = write_as(name, path, sample_data(name))
+        if name in writable:
+            written = write_as(name, path, sample_data(name))
+        else:
+            written = Path(shutil.copyfile(samples[name], path))
         expected = folder / name / "expected.npy"
         np.save(expected, np.asarray(formats.load(written).data), allow_pickle=False)
         out[name] = (written, expected)
@@ -561,13 +574,17 @@ def _zipped_zarr_builders(folder: Path, secret: Path) -> dict[str, Callable[[Pat
 
 
 def hostile_cases(
-    folder: Path, names: Iterable[str] | None = None, *, skip: Mapping[str, Collection[str]] | None = None
+    folder: Path,
+    names: Iterable[str] | None = None,
+    *,
+    skip: Mapping[str, Collection[str]] | None = None,
+    samples: Mapping[str, Path] | None = None,
 ) -> list[Case]:
     """Build the hostile corpus in ``folder`` (formats ``names``, default all; without the case names
-    ``skip`` lists per format). Each case must end in a clean error (or, for :data:`MAY_READ`
-    cases, the intact data)."""
+    ``skip`` lists per format; read-only formats from ``samples``, see :func:`base_files`). Each case
+    must end in a clean error (or, for :data:`MAY_READ` cases, the intact data)."""
     skip = skip or {}
-    bases = base_files(folder / "bases", names)
+    bases = base_files(folder / "bases", names, samples)
     secret = _secret(folder)
     cases = []
     for name, (base, expected) in bases.items():
@@ -593,9 +610,15 @@ def hostile_cases(
     return cases
 
 
-def mutant_cases(folder: Path, per_format: int, names: Iterable[str] | None = None, seed: int = 0) -> list[Case]:
+def mutant_cases(
+    folder: Path,
+    per_format: int,
+    names: Iterable[str] | None = None,
+    seed: int = 0,
+    samples: Mapping[str, Path] | None = None,
+) -> list[Case]:
     """``per_format`` mutants of each format's base file: half bit flips, half truncations (made in the child)."""
-    bases = base_files(folder / "bases", names)
+    bases = base_files(folder / "bases", names, samples)
     cases = []
     for name, (base, expected) in bases.items():
         for i in range(per_format):
