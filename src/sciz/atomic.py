@@ -260,6 +260,12 @@ def _check_replaceable(target: Path, replace_if: Callable[[Path], bool] | None, 
         return
     except OSError as exc:
         raise FormatError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    try:
+        empty_directory = stat.S_ISDIR(info.st_mode) and next(target.iterdir(), None) is None
+    except OSError as exc:
+        raise FormatError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    if directory and empty_directory:
+        return  # nothing there to lose: a directory write may always take an empty directory's place
     if replace_if is not None:
         try:
             ours = bool(replace_if(target))
@@ -273,8 +279,6 @@ def _check_replaceable(target: Path, replace_if: Callable[[Path], bool] | None, 
             "sciz replaces only its own format's files: remove it or choose another name"
         )
     if directory:
-        if stat.S_ISDIR(info.st_mode) and next(target.iterdir(), None) is None:
-            return
         raise FormatError(f"cannot write {target}: it exists and is not known to be a store of this format")
     if stat.S_ISDIR(info.st_mode):
         raise FormatError(f"cannot write file {target}: a directory is in the way")
