@@ -38,6 +38,7 @@ from ..atomic import atomic_file
 from ..errors import ArgumentError, FormatError, argument_error
 from ..formats import _hdf5
 from ..formats._base import require
+from ..formats._guard import write_errors
 from ..stack import ImageStack
 from . import _plan
 from ._common import (
@@ -257,7 +258,7 @@ def save_h5_bundle(
 
     # h5py writes by name into atomic_file's temporary sibling, which is then fsynced and renamed.
     with (
-        _hdf5.write_errors(target),
+        write_errors(target),
         atomic_file(target) as handle,
         ThreadPoolExecutor(workers, thread_name_prefix="sciz-h5") as pool,
         h5py.File(handle.name, "w") as f,

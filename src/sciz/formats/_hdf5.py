@@ -52,6 +52,7 @@ import numpy as np
 
 from .._util import usable_cores
 from ..errors import CodecError, FormatError
+from ._guard import check_declared_size
 
 __all__ = [
     "FILTER_CODECS",
@@ -70,8 +71,6 @@ __all__ = [
     "read_dataset",
     "read_lossy",
     "write_deflate_chunks",
-    "write_error",
-    "write_errors",
 ]
 
 FILTER_ZFP, FILTER_SZ3, FILTER_SPERR = 32013, 32024, 32028
@@ -263,15 +262,14 @@ def check_dataset(dataset: Any, where: str) -> None:
     """Refuse a dataset whose data lives outside the file or cannot fit in this machine's memory.
 
     External raw storage (``dataset.external``, e.g. ``/etc/passwd``) and virtual datasets (which
-    map other files) are refused; so are sizes above :func:`sciz._util.memory_budget` and, for
-    contiguous data, above the file's own size.
+    map other files) are refused; so are sizes above :func:`sciz._util.memory_budget` (chunks
+    may compress far, so the file's size is no bound; HDF5 itself refuses reads past its end).
     """
     try:
         external = dataset.external
         virtual = dataset.is_virtual
         shape = tuple(int(n) for n in dataset.shape) if dataset.shape is not None else ()
         itemsize = int(dataset.dtype.itemsize)
-        contiguous = dataset.chunks is None and dataset.id.get_create_plist().get_layout() == 1  # H5D_CONTIGUOUS
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise FormatError(f"{where}: its layout cannot be read ({type(exc).__name__}: {exc})") from None
     if external:
@@ -280,21 +278,7 @@ def check_dataset(dataset: Any, where: str) -> None:
     if virtual:
         raise FormatError(f"{where}: a virtual dataset (it maps other datasets or files); sciz does not read those")
     nbytes = math.prod(shape) * itemsize
-    from .._util import memory_budget
-
-    budget = memory_budget()
-    if nbytes > budget:
-        raise FormatError(
-            f"{where}: declares {shape} x {itemsize} bytes = {nbytes / 2**30:.3g} GiB, more than this process can "
-            f"allocate ({budget / 2**30:.3g} GiB available)"
-        )
-    if contiguous and nbytes:
-        try:
-            size = os.fstat(dataset.file.id.get_vfd_handle()).st_size
-        except (OSError, ValueError, RuntimeError, TypeError, AttributeError):
-            return  # not a POSIX file handle (in-memory or driver file): HDF5 checks reads itself
-        if nbytes > size:
-            raise FormatError(f"{where}: declares {nbytes} bytes of contiguous data but the file has {size} bytes")
+    check_declared_size(nbytes, where, f"{shape} x {itemsize} bytes")
 
 
 # ----- writing -----------------------------------------------------------------------------------
@@ -477,34 +461,6 @@ def write_deflate_chunks(
             future.cancel()
         if owned:
             executor.shutdown(wait=True)
-
-
-@contextlib.contextmanager
-def write_errors(target: Any) -> Iterator[None]:
-    """Turn an OSError of the writes inside (full disk, h5py's write errors) into :func:`write_error`."""
-    try:
-        yield
-    except FormatError:
-        raise
-    except OSError as exc:
-        raise write_error(target, exc) from None
-
-
-def write_error(target: Any, exc: BaseException) -> FormatError:
-    """The error for a write to ``target`` that failed with ``exc`` (an OSError from the OS or h5py).
-
-    h5py reports a full disk as ``OSError: Can't write data (... errno = 28 ...)`` without
-    ``errno`` set; both forms of ENOSPC (and of EFBIG, EDQUOT) are named plainly.
-    """
-    import errno
-
-    text = str(exc)
-    code = getattr(exc, "errno", None)
-    for number, meaning in ((errno.ENOSPC, "no space left on the device"), (errno.EDQUOT, "disk quota exceeded"),
-                            (errno.EFBIG, "the file is larger than this system allows")):  # fmt: skip
-        if code == number or f"errno = {number}," in text or os.strerror(number) in text:
-            return FormatError(f"{target}: cannot write the file: {meaning} (nothing was replaced)")
-    return FormatError(f"{target}: cannot write the file ({type(exc).__name__}: {text})")
 
 
 def _fill_value(codec: Any, fill_value: Any) -> Any:

@@ -23,6 +23,7 @@ from ..errors import FormatError, argument_error
 from ..model import Dataset, StoredArray
 from . import _hdf5
 from ._base import Format, require
+from ._guard import write_errors
 from .hyperspy_tree import (
     SIDECAR_ATTR,
     ArrayNode,
@@ -515,7 +516,7 @@ def file_writer(
     target = prepare_target(filename)
     H5Source.close_all(os.fspath(target))
     data_path = experiment.path + "/data"
-    with _hdf5.write_errors(target), atomic_file(target) as handle:
+    with write_errors(target), atomic_file(target) as handle:
         if not write_dataset:
             if not target.is_file():
                 raise FormatError(f"{target}: write_dataset=False needs an existing hspy file")
