@@ -139,15 +139,17 @@ class H5Source:
     _files: ClassVar[dict[tuple[int, str, int, int], Any]] = {}
     _lock = threading.RLock()
 
-    def __init__(self, path: str, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    def __init__(
+        self, path: str, name: str, shape: tuple[int, ...], dtype: np.dtype, identity: tuple[int, int] | None = None
+    ) -> None:
         self.path = path
         self.name = name
         self.shape = shape
         self.dtype = dtype
         self.ndim = len(shape)
-        status = Path(path).stat()
-        # The file this array was read from: a file replaced since then is not read by mistake.
-        self.identity = (int(status.st_ino), int(status.st_mtime_ns))
+        # The file this array was read from (by default the one at ``path`` now): a file replaced
+        # since then is not read by mistake.
+        self.identity = identity or _identity(Path(path).stat())
 
     def __dask_tokenize__(self) -> Any:
         return ("sciz-h5", self.path, self.identity, self.name)
@@ -159,8 +161,7 @@ class H5Source:
             if handle is None or not handle.id.valid:
                 handle = _hdf5.open_file(self.path)
                 # The file this handle holds (not the path, which may have been replaced since).
-                status = os.fstat(handle.id.get_vfd_handle())
-                if (int(status.st_ino), int(status.st_mtime_ns)) != self.identity:
+                if _identity(os.fstat(handle.id.get_vfd_handle())) != self.identity:
                     handle.close()
                     raise FormatError(f"{self.path} was replaced after it was opened lazily; open it again")
                 H5Source._files[key] = handle
@@ -190,6 +191,10 @@ class H5Source:
             for key in [k for k in cls._files if k[1] == path]:
                 with contextlib.suppress(Exception):
                     cls._files.pop(key).close()
+
+
+def _identity(status: os.stat_result) -> tuple[int, int]:
+    return (int(status.st_ino), int(status.st_mtime_ns))
 
 
 def _as_region(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...] | None:
@@ -259,6 +264,8 @@ def _read(path: str, dataset: Any) -> Any:
 
 def _loader(handle: Any) -> Any:
     h5py = _h5py()
+    # Lazy arrays read the file this handle holds, not whatever is at the path later.
+    identity = _identity(os.fstat(handle.id.get_vfd_handle()))
 
     def load(node: ArrayNode, lazy: bool) -> Any:
         path, name = node.handle
@@ -266,7 +273,7 @@ def _loader(handle: Any) -> Any:
         if lazy and node.dtype.kind != "O":
             import dask.array as da
 
-            source = H5Source(path, name, node.shape, node.dtype)
+            source = H5Source(path, name, node.shape, node.dtype, identity)
             return da.from_array(source, chunks=dataset.chunks or node.shape, asarray=False, fancy=False)
         if h5py.check_string_dtype(dataset.dtype) is not None:
             _hdf5.check_dataset(dataset, f"{path}: {name}")
@@ -555,8 +562,10 @@ def _storage(path: Path, signal: dict[str, Any]) -> dict[str, StoredArray]:
     from .hyperspy_tree import experiment_name
 
     try:
-        with _h5py().File(path, "r") as handle:
-            data = handle[f"Experiments/{experiment_name(signal)}/data"]
+        with _hdf5.open_file(path) as handle:
+            data = _hdf5.get(handle, f"Experiments/{experiment_name(signal)}/data", str(path))
+            if data is None:
+                return {}
             filters = list(data._filters) or ["none"]
             codec = "+".join(str(f) for f in filters if f != "shuffle") or "none"
             return {
@@ -593,8 +602,10 @@ class HspyFormat(Format):
                 fmt = handle.attrs.get("file_format")
                 if isinstance(fmt, bytes):
                     fmt = fmt.decode("utf-8", "replace")
-                return fmt == "HyperSpy" or ("Experiments" in handle and self.matches_extension(path) > 0)
-        except (OSError, ImportError):
+                # A link is looked at, never followed (a hostile link is reported by the reader).
+                experiments = handle.get("Experiments", getlink=True) is not None
+                return fmt == "HyperSpy" or (experiments and self.matches_extension(path) > 0)
+        except (OSError, ImportError, ValueError, KeyError, RuntimeError):
             return False
 
     def read(self, path: Path, **options: Any) -> Dataset:
