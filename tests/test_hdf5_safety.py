@@ -13,7 +13,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import pytest
 h5py = pytest.importorskip("h5py")
 pytest.importorskip("hdf5plugin")
 
-from sciz.afm import load_h5_bundle, save_h5_bundle  # noqa: E402
+from sciz.afm import save_h5_bundle  # noqa: E402
 from sciz.errors import FormatError  # noqa: E402
 from sciz.hspy import file_reader, file_writer  # noqa: E402
 from sciz.stack import ImageStack  # noqa: E402
@@ -244,34 +243,55 @@ def test_mutants_are_errors_or_correct_data(tmp_path, kind, count):
 
 # ----- one version of a file while it is replaced ----------------------------------------------------
 def test_reads_see_one_version_while_the_file_is_replaced(tmp_path):
-    versions = [save_h5_bundle(tmp_path / f"v{i}.h5", _stack(float(100 * i), n=12)) for i in range(2)]
-    blobs = [v.read_bytes() for v in versions]
-    expected = [load_h5_bundle(v).data for v in versions]
-    target = tmp_path / "live.h5"
-    target.write_bytes(blobs[0])
-    stop = threading.Event()
+    """A thread replaces the bundle (os.replace) between two versions while 40 reads run, in a child process
+    with a timeout: each read returns exactly one version (the reader holds one handle for the whole read)."""
+    for index in range(2):
+        save_h5_bundle(tmp_path / f"v{index}.h5", _stack(float(100 * index), n=12))
+    script = textwrap.dedent(
+        """
+        import json, os, sys, threading
+        import numpy as np
+        from pathlib import Path
+        from sciz.afm import load_h5_bundle
+        folder = Path(sys.argv[1])
+        blobs = [(folder / f"v{i}.h5").read_bytes() for i in range(2)]
+        expected = [load_h5_bundle(folder / f"v{i}.h5").data for i in range(2)]
+        target = folder / "live.h5"
+        target.write_bytes(blobs[0])
+        stop = threading.Event()
 
-    def replace_forever() -> None:
-        index = 0
-        while not stop.is_set():
-            index ^= 1
-            temporary = tmp_path / f".live.{index}.tmp"
-            temporary.write_bytes(blobs[index])
-            os.replace(temporary, target)
+        def replace_forever():
+            index = 0
+            while not stop.is_set():
+                index ^= 1
+                temporary = folder / f".live.{index}.tmp"
+                temporary.write_bytes(blobs[index])
+                os.replace(temporary, target)
 
-    writer = threading.Thread(target=replace_forever)
-    writer.start()
-    seen = set()
-    try:
-        for _ in range(40):
-            data = load_h5_bundle(target).data
-            matches = [i for i, want in enumerate(expected) if np.array_equal(data, want)]
-            assert len(matches) == 1, "a read mixed chunks of two versions of the file"
-            seen.add(matches[0])
-    finally:
-        stop.set()
-        writer.join()
-    assert seen  # at least one version read whole (usually both)
+        writer = threading.Thread(target=replace_forever)
+        writer.start()
+        outcomes = []
+        try:
+            for _ in range(40):
+                data = load_h5_bundle(target).data
+                outcomes.append([i for i, want in enumerate(expected) if np.array_equal(data, want)])
+        finally:
+            stop.set()
+            writer.join()
+        print(json.dumps(outcomes))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, os.fspath(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcomes = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(outcomes) == 40
+    assert all(len(matches) == 1 for matches in outcomes), outcomes  # never a mixture of two versions
 
 
 # ----- failed writes ---------------------------------------------------------------------------------

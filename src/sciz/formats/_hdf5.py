@@ -1,6 +1,17 @@
-"""HDF5 datasets through the standard lossy filters (ZFP 32013, SZ3 32024, SPERR 32028), safe both ways.
+"""sciz's one HDF5 chunk path: the chunk writer and reader of hspy files and AFM ``.h5`` bundles, kept safe.
 
-Shared by the hspy writer/reader and the AFM ``.h5`` bundles.
+* Writing: :func:`write_deflate_chunks` compresses (shuffle +) deflate chunks on all cores and stores
+  them directly; :class:`LossyDatasetWriter` writes through the lossy filters (below).
+* Reading: :func:`read_dataset` is the one read path. Chunks sciz decodes itself (deflate with or
+  without shuffle, the lossy filters; optional Fletcher-32) are read by the calling thread through
+  the one open file handle and decoded on all cores from plain bytes: worker threads never call
+  h5py (whose global lock the caller may hold), and a file replaced during the read is never mixed
+  in. Other layouts are read by h5py; every failure is a FormatError naming the file and object.
+* Safety: :func:`get` and :func:`items` resolve names link by link inside the file (external links,
+  soft-link cycles refused), :func:`check_dataset` refuses external raw storage, virtual datasets
+  and sizes beyond this process's memory, :func:`open_file` wraps HDF5's open errors.
+
+The rest of these notes concern the lossy filters (ZFP 32013, SZ3 32024, SPERR 32028), safe both ways.
 
 Writing. The lossy filters must never see NaN, +-Inf or a fill value: they destroy them silently
 (hdf5plugin's SZ3 returns NaN as about -2.1e7..-2.1e12 and is ~100x slower on NaN chunks; ZFP and
