@@ -2,7 +2,7 @@
 
 Run by ``tests/test_hdf5_safety.py`` on a small slice; run it directly for the full count:
 
-    python tests/hdf5_mutants.py afm 900      # AFM .h5 bundle, 900 mutants
+    python tests/hdf5_mutants.py afm 900      # AFM .h5 bundle, 900 mutants (afm-zfp, afm-sz3: lossy filters)
     python tests/hdf5_mutants.py hspy 300 /tmp/mutants 10   # work directory, seconds per mutant
 
 One driver process (address space capped, sciz imported once) forks a child per mutant; the child
@@ -35,14 +35,16 @@ ADDRESS_SPACE = 3 << 30
 OUTCOMES = ("error", "correct", "changed", "unwrapped", "hang", "crash")
 
 
-def make_afm(path: Path) -> Path:
-    """A small AFM bundle: /data, two /processed layers (the deadlock's group), one mask, text blobs."""
+def make_afm(path: Path, codec: str | None = None) -> Path:
+    """A small AFM bundle: /data, two /processed layers (the deadlock's group), one mask, text blobs;
+    with ``codec`` (e.g. "zfp") the float arrays go through that lossy filter (+ Fletcher-32, NaN mask)."""
     from sciz.afm import save_h5_bundle
     from sciz.stack import ImageStack
 
     rng = np.random.default_rng(5)
     raw = rng.normal(0, 1, (6, 48, 64)).astype(np.float32)
     flat = (raw - raw.mean()).astype(np.float32)
+    flat[0, :3, :5] = np.nan  # a NaN mask under /sciz_masks when written through a lossy filter
     stack = ImageStack(
         flat,
         pixel_size_nm=2.0,
@@ -52,7 +54,7 @@ def make_afm(path: Path) -> Path:
         masks={"high": flat > 0.5},
         provenance={"steps": ["flat"]},
     )
-    return save_h5_bundle(path, stack)
+    return save_h5_bundle(path, stack, codec=codec, tolerance=1e-3 if codec else None)
 
 
 def make_hspy(path: Path) -> Path:
@@ -68,7 +70,7 @@ def make_hspy(path: Path) -> Path:
 
 
 def read_arrays(kind: str, path: Path) -> dict[str, np.ndarray]:
-    if kind == "afm":
+    if kind.startswith("afm"):
         from sciz.afm import load_h5_bundle
 
         stack = load_h5_bundle(path)
@@ -134,13 +136,14 @@ def _child(kind: str, path: Path, want: dict[str, np.ndarray], write_end: int) -
 def run(kind: str, count: int, workdir: Path, *, seed: int = 0, timeout: float = 30.0) -> dict[str, Any]:
     """Mutate a fresh ``kind`` file ``count`` times and read each mutant in a forked child."""
     workdir.mkdir(parents=True, exist_ok=True)
-    original_path = (make_afm if kind == "afm" else make_hspy)(
-        workdir / f"original.{'h5' if kind == 'afm' else 'hspy'}"
-    )
+    if kind.startswith("afm"):  # afm, afm-zfp, afm-sz3, afm-sperr
+        original_path = make_afm(workdir / "original.h5", kind.partition("-")[2] or None)
+    else:
+        original_path = make_hspy(workdir / "original.hspy")
     want = read_arrays(kind, original_path)
     results: Counter[str] = Counter()
     findings: list[str] = []
-    spans = chunk_spans(original_path, "processed" if kind == "afm" else "Experiments/m")
+    spans = chunk_spans(original_path, "processed" if kind.startswith("afm") else "Experiments/m")
     for name, blob in mutants(original_path.read_bytes(), count, seed, spans):
         path = workdir / f"mutant{original_path.suffix}"
         path.write_bytes(blob)

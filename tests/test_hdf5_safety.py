@@ -21,7 +21,7 @@ import pytest
 h5py = pytest.importorskip("h5py")
 pytest.importorskip("hdf5plugin")
 
-from sciz.afm import save_h5_bundle  # noqa: E402
+from sciz.afm import load_h5_bundle, save_h5_bundle  # noqa: E402
 from sciz.errors import FormatError  # noqa: E402
 from sciz.hspy import file_reader, file_writer  # noqa: E402
 from sciz.stack import ImageStack  # noqa: E402
@@ -222,7 +222,7 @@ def test_damaged_processed_chunk_is_an_error_not_a_deadlock(tmp_path):
     assert outcome.startswith("FormatError: ") and "/processed/raw chunk at" in outcome, outcome
 
 
-@pytest.mark.parametrize(("kind", "count"), [("afm", 120), ("hspy", 80)])
+@pytest.mark.parametrize(("kind", "count"), [("afm", 120), ("hspy", 80), ("afm-sperr", 60)])
 def test_mutants_are_errors_or_correct_data(tmp_path, kind, count):
     """Flipped bits (a quarter inside the chunks of /processed or the hspy data) and truncations:
     each mutant read in a forked child of a capped process: no hang, crash or unwrapped error."""
@@ -239,6 +239,19 @@ def test_mutants_are_errors_or_correct_data(tmp_path, kind, count):
     assert sum(outcomes.values()) == count
     assert outcomes["hang"] == outcomes["crash"] == outcomes["unwrapped"] == outcomes["changed"] == 0, report
     assert outcomes["error"] > count // 2  # most single-bit damage is detected (checksums, structure)
+
+
+def test_one_damaged_mask_attribute_never_drops_the_nan_mask(tmp_path):
+    stack = _stack()
+    stack.processed["raw"][0, :2, :3] = np.nan
+    path = save_h5_bundle(tmp_path / "z.h5", stack, codec="zfp", tolerance=1e-3)
+    with h5py.File(path, "r+") as f:  # the writer's own name of the mask is lost: CF's still finds it
+        del f["processed/raw"].attrs["sciz_mask"]
+    assert np.isnan(load_h5_bundle(path).processed["raw"][0, :2, :3]).all()
+    with h5py.File(path, "r+") as f:  # the two names disagree: an error, not a guess
+        f["processed/raw"].attrs["sciz_mask"] = "/sciz_masks/elsewhere"
+    with pytest.raises(FormatError, match=r"/processed/raw: its mask is named '/sciz_masks/elsewhere' by sciz_mask"):
+        load_h5_bundle(path)
 
 
 # ----- one version of a file while it is replaced ----------------------------------------------------

@@ -133,14 +133,33 @@ def invalid_codes(block: np.ndarray, fill_value: Any = None) -> np.ndarray | Non
     return codes
 
 
-def mask_path(dataset: Any) -> str | None:
-    """The absolute path of ``dataset``'s sciz mask, or None when it has none."""
-    value = dataset.attrs.get(MASK_ATTR)
+def _text_attr(dataset: Any, name: str) -> str | None:
+    value = dataset.attrs.get(name)
     if value is None:
         return None
     if isinstance(value, bytes | np.bytes_):
         value = bytes(value).decode("utf-8", "replace")
     return str(value)
+
+
+def mask_path(dataset: Any, where: str = "") -> str | None:
+    """The absolute path of ``dataset``'s sciz mask, or None when it has none.
+
+    The writer names the mask twice (``sciz_mask`` and CF's ``ancillary_variables``), so one damaged
+    attribute is found instead of silently dropping the mask: when both are present they must agree,
+    and an ``ancillary_variables`` alone counts when it names a sciz mask dataset.
+    """
+    own, cf = _text_attr(dataset, MASK_ATTR), _text_attr(dataset, "ancillary_variables")
+    if own is not None and cf is not None and own != cf:
+        raise FormatError(
+            f"{where or dataset.name}: its mask is named {own!r} by {MASK_ATTR} but {cf!r} by ancillary_variables"
+        )
+    if own is None and cf is not None and cf.startswith("/"):
+        target = get(dataset.file, cf, where or dataset.name)
+        import h5py
+
+        return cf if isinstance(target, h5py.Dataset) and is_mask_dataset(target) else None
+    return own
 
 
 def is_mask_dataset(dataset: Any) -> bool:
@@ -153,10 +172,10 @@ def is_mask_dataset(dataset: Any) -> bool:
 
 def apply_mask(dataset: Any, array: np.ndarray, region: tuple[slice, ...] | None = None, *, where: str = "") -> None:
     """Put the exact NaN/Inf/fill values back into ``array`` (``dataset[region]``), in place."""
-    path = mask_path(dataset)
+    where = where or dataset.name
+    path = mask_path(dataset, where)
     if path is None:
         return
-    where = where or dataset.name
     import h5py
 
     mask = get(dataset.file, path, where)
@@ -281,8 +300,10 @@ def check_dataset(dataset: Any, where: str) -> None:
         virtual = dataset.is_virtual
         shape = tuple(int(n) for n in dataset.shape) if dataset.shape is not None else ()
         itemsize = int(dataset.dtype.itemsize)
+        # A damaged attribute table hides attributes from attrs.get (e.g. the NaN mask's name).
+        list(dataset.attrs.keys())
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
-        raise FormatError(f"{where}: its layout cannot be read ({type(exc).__name__}: {exc})") from None
+        raise FormatError(f"{where}: its layout or attributes cannot be read ({type(exc).__name__}: {exc})") from None
     if external:
         files = ", ".join(str(entry[0]) for entry in external)
         raise FormatError(f"{where}: its data is stored in other files ({files}); sciz reads nothing outside the file")
