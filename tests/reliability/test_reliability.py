@@ -20,34 +20,15 @@ from sciz import formats
 from sciz.testing import reliability as rel
 
 #: Hostile cases per format that fail on this branch, with today's outcome (see the module docstring).
-KNOWN_FAILING: dict[str, dict[str, str]] = {
-    "afm-h5": {
-        "external raw storage": "silent garbage: returns the other file's bytes",
-        "external link": "silent garbage: returns the linked file's data",
-        "virtual dataset": "silent garbage: returns the source file's data",
-        "declared 16 GiB chunked": "memory blow-up: MemoryError allocating 1 PiB",
-    },
-    "hspy": {
-        "external raw storage": "silent garbage: returns the other file's bytes",
-        "virtual dataset": "silent garbage: returns the source file's data",
-        "declared 16 GiB chunked": "memory blow-up: MemoryError allocating 1 PiB",
-        "3000 nested groups": "raw error: RecursionError",
-        "group cycle": "raw error: RecursionError",
-    },
-    "ome-tiff": {"IFD 65535x65535": "memory blow-up: MemoryError allocating 16 GiB"},
-}
+KNOWN_FAILING: dict[str, dict[str, str]] = {}
 #: Formats whose readers can return a failed read while the file is replaced (the race is not run for them).
-RACE_FAILING = {"afm-h5": "the fast path reopens the file by path per chunk: chunks of the next version, corrupt"}
+RACE_FAILING: dict[str, str] = {}
 #: Hostile writes (path-trick metadata keys, a "../.." title) that fail on this branch.
 WRITES_FAILING = {
     "ome-tiff": {"hostile metadata keys": "metadata silently dropped", "hostile title": "metadata silently dropped"},
 }
 #: Formats whose mutants (bit flips, truncations) still give raw h5py/tifffile errors on this branch.
-MUTANTS_FAILING = {
-    "afm-h5": "raw RuntimeError from h5py",
-    "hspy": "raw RuntimeError from h5py",
-    "ome-tiff": "raw RuntimeError from tifffile",
-}
+MUTANTS_FAILING: dict[str, str] = {}
 MUTANTS_PER_FORMAT = 10
 KILLS = 1
 RACE_REPEATS = 2

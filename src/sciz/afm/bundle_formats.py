@@ -85,12 +85,13 @@ class AfmH5Format(Format):
             return False
         try:
             with h5py.File(path, "r") as f:
+                # Links only, never followed: a hostile link is reported by the reader, not opened here.
                 return (
-                    isinstance(f.get("data"), h5py.Dataset)
+                    f.get("data", getlink=True) is not None
                     and "pixel_size_nm" in f.attrs
-                    and "frame_metadata_json" in f
+                    and f.get("frame_metadata_json", getlink=True) is not None
                 )
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, RuntimeError):
             return False
 
     def read(self, path: Path, **options: Any) -> Dataset:

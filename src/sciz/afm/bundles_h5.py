@@ -23,23 +23,22 @@ back by sciz without running the filter on them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import zlib
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._util import usable_cores
+from .._util import memory_budget, usable_cores
 from .._version import __version__
 from ..atomic import atomic_file
 from ..errors import ArgumentError, FormatError, argument_error
+from ..formats import _hdf5
 from ..formats._base import require
+from ..formats._guard import write_errors
 from ..stack import ImageStack
 from . import _plan
 from ._common import (
@@ -80,32 +79,9 @@ def _chunk_shape(shape: tuple[int, ...], itemsize: int, shuffle: bool = True) ->
     return (depth, rows, cols)
 
 
-def _chunk_origins(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
-    for t in range(0, shape[0], chunks[0]):
-        for y in range(0, shape[1], chunks[1]):
-            for x in range(0, shape[2], chunks[2]):
-                yield (t, y, x)
-
-
 def _shuffled(raw: np.ndarray, itemsize: int) -> np.ndarray:
     # HDF5's shuffle filter: the first bytes of all elements, then all second bytes, ...
     return np.ascontiguousarray(raw.reshape(-1, itemsize).T) if itemsize > 1 else raw
-
-
-def _encode_chunk(
-    array: np.ndarray, origin: tuple[int, ...], chunks: tuple[int, ...], shuffle: bool, level: int
-) -> bytes:
-    index = tuple(slice(o, o + c) for o, c in zip(origin, chunks, strict=True))
-    block = array[index]
-    if block.shape != chunks:
-        # HDF5 stores edge chunks at full size; the part outside the dataset is never read.
-        padded = np.zeros(chunks, dtype=array.dtype)
-        padded[tuple(slice(0, s) for s in block.shape)] = block
-        block = padded
-    raw = np.ascontiguousarray(block).reshape(-1).view(np.uint8)
-    if shuffle:
-        raw = _shuffled(raw, array.dtype.itemsize)
-    return raw_deflate(raw, level, raw=False)  # zlib-wrapped, as HDF5's deflate filter stores it
 
 
 def _gzip4_size(sample: Any) -> int:
@@ -114,7 +90,7 @@ def _gzip4_size(sample: Any) -> int:
 
 def _samples(array: np.ndarray, chunks: tuple[int, ...], part: tuple[int, ...]) -> list[np.ndarray]:
     # The leading ``part`` of four chunks spread over the array, as bytes.
-    origins = list(_chunk_origins(array.shape, chunks))
+    origins = list(_hdf5.chunk_origins(array.shape, chunks))
     picks = [origins[round(i * (len(origins) - 1) / 3)] for i in range(4)]
     out = []
     for origin in picks:
@@ -146,7 +122,7 @@ def _estimate(array: np.ndarray, levels: tuple[int, ...]) -> _plan.Estimate | No
 
 
 def _write_lossless(
-    group: Any, name: str, array: np.ndarray, option: tuple[bool, int], pool: ThreadPoolExecutor, workers: int
+    group: Any, name: str, array: np.ndarray, option: tuple[bool, int], pool: ThreadPoolExecutor
 ) -> None:
     shuffle, level = option
     shuffle = shuffle and array.dtype.itemsize > 1
@@ -162,16 +138,11 @@ def _write_lossless(
     )
     if array.size == 0:
         return
-    # Bounded look-ahead: a few chunks are compressed ahead of the writer, never the whole array.
-    pending: deque[tuple[tuple[int, ...], Future[bytes]]] = deque()
-    for origin in _chunk_origins(array.shape, chunks):
-        pending.append((origin, pool.submit(_encode_chunk, array, origin, chunks, shuffle, level)))
-        while len(pending) > 2 * workers:
-            start, future = pending.popleft()
-            dataset.id.write_direct_chunk(start, future.result())
-    while pending:
-        start, future = pending.popleft()
-        dataset.id.write_direct_chunk(start, future.result())
+    blocks = (
+        (origin, array[tuple(slice(o, o + c) for o, c in zip(origin, chunks, strict=True))])
+        for origin in _hdf5.chunk_origins(array.shape, chunks)
+    )
+    _hdf5.write_deflate_chunks(dataset, blocks, level=level, shuffle=shuffle, pool=pool)
 
 
 def _resolve_codec(codec: Any, tolerance: float | None) -> Any:
@@ -191,8 +162,6 @@ def _resolve_codec(codec: Any, tolerance: float | None) -> Any:
 
 
 def _write_with_codec(group: Any, name: str, array: np.ndarray, codec: Any) -> None:
-    from ..formats import _hdf5
-
     require("hdf5plugin", "hdf5")
     chunks = _chunk_shape(array.shape, array.dtype.itemsize)
     if codec.name == "auto":  # codec="auto": the filter that compresses this array best
@@ -291,6 +260,7 @@ def save_h5_bundle(
 
     # h5py writes by name into atomic_file's temporary sibling, which is then fsynced and renamed.
     with (
+        write_errors(target),
         atomic_file(target) as handle,
         ThreadPoolExecutor(workers, thread_name_prefix="sciz-h5") as pool,
         h5py.File(handle.name, "w") as f,
@@ -312,7 +282,7 @@ def save_h5_bundle(
                 continue
             first_path[j] = name
             if j in options:
-                _write_lossless(f, name, unique[j], options[j], pool, workers)
+                _write_lossless(f, name, unique[j], options[j], pool)
             else:
                 _write_with_codec(f, name, unique[j], chosen)
         f.create_dataset("timestamps", data=stack_timestamps(frames))
@@ -330,68 +300,17 @@ def save_h5_bundle(
 _TEXT_DATASETS = ("frame_metadata_json", "provenance_json", "state_backups_json")
 
 
-_SHUFFLE_ID, _DEFLATE_ID = 2, 1
-
-
-def _read_fast(path: Path, dataset: Any) -> np.ndarray | None:
-    """Read a chunked shuffle/deflate dataset by decoding its chunks on all cores (libdeflate), or
-    ``None`` when its layout is not that (then h5py reads it)."""
-    if dataset.chunks is None or dataset.dtype.kind not in "fiub" or dataset.size == 0:
-        return None
-    if dataset.file.userblock_size:  # chunk addresses would need the base address; let h5py do it
-        return None
-    plist = dataset.id.get_create_plist()
-    filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
-    if filters not in ([_DEFLATE_ID], [_SHUFFLE_ID, _DEFLATE_ID]):
-        return None
-    shuffle = filters[0] == _SHUFFLE_ID
-    chunks, dtype, shape = tuple(dataset.chunks), np.dtype(dataset.dtype), tuple(dataset.shape)
-    infos = [dataset.id.get_chunk_info(i) for i in range(dataset.id.get_num_chunks())]
-    out = np.zeros(shape, dtype=dtype)  # chunks never written read as the fill value, 0 here
-    chunk_bytes = int(np.prod(chunks)) * dtype.itemsize
-
-    def decode(info: Any) -> None:
-        import imagecodecs
-
-        with path.open("rb") as handle:  # own handle per thread: no shared file position
-            handle.seek(info.byte_offset)
-            stored = handle.read(info.size)
-        if len(stored) != info.size:
-            raise FormatError(f"{path}: {dataset.name} chunk at {info.chunk_offset} is truncated")
-        raw = np.frombuffer(stored, dtype=np.uint8)
-        if not info.filter_mask & (1 << (len(filters) - 1)):  # deflate applied
-            buffer = np.empty(chunk_bytes, dtype=np.uint8)
-            try:
-                imagecodecs.deflate_decode(stored, out=buffer.data)
-            except Exception as exc:  # imagecodecs raises DeflateError and friends
-                raise FormatError(f"{path}: {dataset.name} chunk at {info.chunk_offset} is corrupt ({exc})") from None
-            raw = buffer
-        if raw.size != chunk_bytes:
-            raise FormatError(f"{path}: {dataset.name} chunk at {info.chunk_offset} has {raw.size} bytes")
-        if shuffle and not info.filter_mask & 1 and dtype.itemsize > 1:
-            raw = np.ascontiguousarray(raw.reshape(dtype.itemsize, -1).T)
-        block = raw.view(dtype).reshape(chunks)
-        region = tuple(slice(o, min(o + c, n)) for o, c, n in zip(info.chunk_offset, chunks, shape, strict=True))
-        out[region] = block[tuple(slice(0, r.stop - r.start) for r in region)]
-
-    with ThreadPoolExecutor(usable_cores(), thread_name_prefix="sciz-h5-read") as pool:
-        list(pool.map(decode, infos))
-    return out
-
-
-def _read_array(path: Path, dataset: Any) -> np.ndarray:
-    from ..formats import _hdf5
-
-    if _hdf5.filter_codec(dataset) is not None:  # never let a lossy filter run on an untrusted chunk
-        return _hdf5.read_lossy(dataset, where=f"{path}: {dataset.name}")
-    fast = _read_fast(path, dataset)
-    return dataset[()] if fast is None else fast
+def _read_array(source: Path, dataset: Any) -> np.ndarray:
+    # The one HDF5 chunk reader: lossy-filter chunks are never run through the filter, deflate
+    # chunks are decoded on all cores, and every read goes through this file's one open handle.
+    return _hdf5.read_dataset(dataset, where=f"{source}: {dataset.name}")
 
 
 def _read_text(f: Any, name: str, path: Path) -> str | None:
-    if name not in f:
+    dataset = _hdf5.get(f, name, str(path))
+    if dataset is None:
         return None
-    value = f[name][()]
+    value = _hdf5.read_dataset(dataset, where=f"{path}: /{name}")[()]
     if isinstance(value, np.ndarray):
         value = value.reshape(-1)[0] if value.size == 1 else value
     if isinstance(value, bytes | np.bytes_):
@@ -405,6 +324,56 @@ def _attr_text(value: Any) -> str:
     if isinstance(value, np.ndarray) and value.size == 1:
         value = value.reshape(-1)[0]
     return decode_text(value)
+
+
+def _read_group(f: Any, name: str, source: Path, read: Any) -> dict[str, np.ndarray]:
+    import h5py
+
+    group = _hdf5.get(f, name, str(source))
+    if group is None:
+        return {}
+    if not isinstance(group, h5py.Group):
+        raise FormatError(f"{source}: /{name} must be a group of (frames, H, W) datasets, found a dataset")
+    out = {}
+    for key, dataset in _hdf5.items(group, str(source)):
+        if not isinstance(dataset, h5py.Dataset):
+            raise FormatError(f"{source}: /{name}/{key} must be a (frames, H, W) dataset, found a group")
+        out[key] = read(dataset)
+    return out
+
+
+def _read_bundle(f: Any, source: Path, channel: str) -> tuple[Any, ...]:
+    """Every array and text of an open bundle (the caller wraps h5py's errors)."""
+    import h5py
+
+    where = str(source)
+    data_set = _hdf5.get(f, "data", where)
+    if not isinstance(data_set, h5py.Dataset):
+        raise FormatError(f"{source}: not an AFM stack bundle (no /data dataset)")
+    if "pixel_size_nm" not in f.attrs:
+        raise FormatError(f"{source}: not an AFM stack bundle (no pixel_size_nm attribute)")
+    data = _read_array(source, data_set)
+    if data.ndim != 3:
+        raise FormatError(f"{source}: /data must be (frames, H, W), found shape {data.shape}")
+    # Hard-linked datasets (equal layers) are read once.
+    seen: dict[Any, np.ndarray] = {data_set.id: data}
+
+    def read(dataset: Any) -> np.ndarray:
+        if dataset.id in seen:  # a copy, so the layers stay independent arrays
+            if seen[dataset.id].nbytes > memory_budget():  # e.g. thousands of links to one big dataset
+                raise FormatError(f"{source}: {dataset.name} is another name of an array that no longer fits in memory")
+            return seen[dataset.id].copy()
+        seen[dataset.id] = _read_array(source, dataset)
+        return seen[dataset.id]
+
+    processed = _read_group(f, "processed", source, read)
+    masks = {k: v.astype(np.bool_, copy=False) for k, v in _read_group(f, "masks", source, read).items()}
+    stamps = _hdf5.get(f, "timestamps", where)
+    timestamps = None if stamps is None else _hdf5.read_dataset(stamps, where=f"{source}: /timestamps")
+    texts = {name: _read_text(f, name, source) for name in _TEXT_DATASETS}
+    pixel_size = float(np.asarray(f.attrs["pixel_size_nm"]).reshape(-1)[0])
+    name = _attr_text(f.attrs["channel"]) if "channel" in f.attrs else channel
+    return data, processed, masks, timestamps, texts, pixel_size, name
 
 
 def load_h5_bundle(path: str | os.PathLike[str], channel: str = "height_trace") -> ImageStack:
@@ -423,42 +392,16 @@ def load_h5_bundle(path: str | os.PathLike[str], channel: str = "height_trace") 
         If the file is unreadable or damaged, ``/data`` or ``pixel_size_nm`` is missing, or a JSON
         blob is invalid.
     """
-    h5py = require("h5py", "hdf5")
-    # Registers the codec filters (zfp, sz3, blosc2, ...) so bundles written with a codec read too.
-    with contextlib.suppress(ImportError):
-        import hdf5plugin  # noqa: F401
     source = source_path(path)
     try:
-        with h5py.File(source, "r") as f:
-            if "data" not in f or not isinstance(f["data"], h5py.Dataset):
-                raise FormatError(f"{source}: not an AFM stack bundle (no /data dataset)")
-            if "pixel_size_nm" not in f.attrs:
-                raise FormatError(f"{source}: not an AFM stack bundle (no pixel_size_nm attribute)")
-            data = _read_array(source, f["data"])
-            if data.ndim != 3:
-                raise FormatError(f"{source}: /data must be (frames, H, W), found shape {data.shape}")
-            # Hard-linked datasets (equal layers) are read once.
-            seen: dict[Any, np.ndarray] = {f["data"].id: data}
-
-            def read(dataset: Any) -> np.ndarray:
-                if dataset.id in seen:  # a copy, so the layers stay independent arrays
-                    return seen[dataset.id].copy()
-                seen[dataset.id] = _read_array(source, dataset)
-                return seen[dataset.id]
-
-            processed = {k: read(v) for k, v in f["processed"].items()} if "processed" in f else {}
-            masks = {k: read(v).astype(np.bool_, copy=False) for k, v in f["masks"].items()} if "masks" in f else {}
-            timestamps = f["timestamps"][()] if "timestamps" in f else None
-            texts = {
-                name: _read_text(f, name, source)
-                for name in ("frame_metadata_json", "provenance_json", "state_backups_json")
-            }
-            pixel_size = float(np.asarray(f.attrs["pixel_size_nm"]).reshape(-1)[0])
-            name = _attr_text(f.attrs["channel"]) if "channel" in f.attrs else channel
+        with _hdf5.open_file(source) as f:
+            data, processed, masks, timestamps, texts, pixel_size, name = _read_bundle(f, source, channel)
     except FormatError:
         raise
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:
-        raise FormatError(f"{source}: unreadable HDF5 bundle ({exc})") from None
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise FormatError(f"{source}: unreadable HDF5 bundle ({type(exc).__name__}: {exc})") from None
+    except RecursionError:
+        raise FormatError(f"{source}: unreadable HDF5 bundle (its structure nests too deeply)") from None
     frames = (
         None
         if texts["frame_metadata_json"] is None

@@ -26,6 +26,7 @@ import numpy as np
 from ..atomic import atomic_file
 from ..errors import FormatError
 from ..formats._base import require
+from ..formats._guard import check_declared_size, write_errors
 from ..stack import ImageStack
 from ._common import as_image_stack, bundle_provenance, json_text, source_path, target_path
 
@@ -107,7 +108,7 @@ def save_ome_tiff_stack(
         _bytes_tag(TAG_FRAME_METADATA, json_text(frames)),
     ]
     dpi = _NM_PER_INCH / stack.pixel_size_nm
-    with atomic_file(target) as handle:
+    with write_errors(target), atomic_file(target) as handle:
         tifffile.imwrite(
             handle,
             values.reshape(n_frames, 1, 1, height, width),
@@ -203,6 +204,7 @@ def load_ome_tiff_stack(path: str | os.PathLike[str], channel: str = "height_tra
                 raise FormatError(f"{source}: not an OME-TIFF (no OME-XML in the first page)")
             info = _parse_ome(tif.ome_metadata, source)
             series = tif.series[0]
+            _check_series_size(tif, series, source)
             values = series.asarray()
             axes = series.get_axes(False)
             shape = series.get_shape(False)
@@ -211,8 +213,10 @@ def load_ome_tiff_stack(path: str | os.PathLike[str], channel: str = "height_tra
             stored_frames = _tag_json(page, TAG_FRAME_METADATA, source)
     except FormatError:
         raise
-    except (OSError, ValueError, KeyError, IndexError, tifffile.TiffFileError) as exc:
-        raise FormatError(f"{source}: unreadable OME-TIFF ({exc})") from None
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # tifffile raises many kinds on damaged files (struct.error, RecursionError, ...)
+        raise FormatError(f"{source}: unreadable OME-TIFF ({type(exc).__name__}: {exc})") from None
     data = _to_frames(np.asarray(values).reshape(shape), axes, source)
     n_frames = data.shape[0]
     frames: list[dict[str, Any]]
@@ -236,6 +240,22 @@ def load_ome_tiff_stack(path: str | os.PathLike[str], channel: str = "height_tra
         )
     except ValueError as exc:
         raise FormatError(f"{source}: inconsistent OME-TIFF ({exc})") from None
+
+
+#: TIFF compressions whose ratio is bounded (deflate cannot exceed about 1032:1; PackBits 64:1).
+_MAX_RATIO = {1: 1, 8: 1100, 32946: 1100, 50013: 1100, 32773: 70}
+
+
+def _check_series_size(tif: Any, series: Any, source: Path) -> None:
+    """Refuse a series whose declared size this process cannot hold, or that its file cannot encode."""
+    shape = tuple(int(n) for n in series.shape)
+    nbytes = math.prod(shape) * np.dtype(series.dtype).itemsize
+    kinds = {int(getattr(page, "compression", 1)) for page in series.pages if page is not None}
+    ratio = max((_MAX_RATIO.get(kind, 0) for kind in kinds), default=1) if kinds <= _MAX_RATIO.keys() else 0
+    size = os.fstat(tif.filehandle.fileno()).st_size
+    check_declared_size(
+        nbytes, str(source), f"a {series.dtype} series of shape {shape}", file_size=ratio * size if ratio else None
+    )
 
 
 def _to_frames(values: np.ndarray, axes: str, source: Path) -> np.ndarray:

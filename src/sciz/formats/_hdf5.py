@@ -1,6 +1,17 @@
-"""HDF5 datasets through the standard lossy filters (ZFP 32013, SZ3 32024, SPERR 32028), safe both ways.
+"""sciz's one HDF5 chunk path: the chunk writer and reader of hspy files and AFM ``.h5`` bundles, kept safe.
 
-Shared by the hspy writer/reader and the AFM ``.h5`` bundles.
+* Writing: :func:`write_deflate_chunks` compresses (shuffle +) deflate chunks on all cores and stores
+  them directly; :class:`LossyDatasetWriter` writes through the lossy filters (below).
+* Reading: :func:`read_dataset` is the one read path. Chunks sciz decodes itself (deflate with or
+  without shuffle, the lossy filters; optional Fletcher-32) are read by the calling thread through
+  the one open file handle and decoded on all cores from plain bytes: worker threads never call
+  h5py (whose global lock the caller may hold), and a file replaced during the read is never mixed
+  in. Other layouts are read by h5py; every failure is a FormatError naming the file and object.
+* Safety: :func:`get` and :func:`items` resolve names link by link inside the file (external links,
+  soft-link cycles refused), :func:`check_dataset` refuses external raw storage, virtual datasets
+  and sizes beyond this process's memory, :func:`open_file` wraps HDF5's open errors.
+
+The rest of these notes concern the lossy filters (ZFP 32013, SZ3 32024, SPERR 32028), safe both ways.
 
 Writing. The lossy filters must never see NaN, +-Inf or a fill value: they destroy them silently
 (hdf5plugin's SZ3 returns NaN as about -2.1e7..-2.1e12 and is ~100x slower on NaN chunks; ZFP and
@@ -38,27 +49,39 @@ through :func:`sciz.codecs.driver.decode_payload`, never by the filter itself:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
 import struct
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
 
 from .._util import usable_cores
 from ..errors import CodecError, FormatError
+from ._guard import check_declared_size
 
 __all__ = [
     "FILTER_CODECS",
     "LossyDatasetWriter",
     "apply_mask",
+    "check_dataset",
+    "chunk_origins",
+    "chunk_plan",
+    "deflate_chunk",
     "filter_codec",
+    "get",
     "is_mask_dataset",
+    "items",
     "mask_path",
+    "open_file",
+    "read_dataset",
     "read_lossy",
+    "write_deflate_chunks",
 ]
 
 FILTER_ZFP, FILTER_SZ3, FILTER_SPERR = 32013, 32024, 32028
@@ -75,10 +98,11 @@ _CHILD_SECONDS = 60.0
 _BATCH_BYTES = 64 << 20
 
 
-def _chunk_regions(
-    shape: tuple[int, ...], chunks: tuple[int, ...], region: tuple[slice, ...]
+def chunk_origins(
+    shape: tuple[int, ...], chunks: tuple[int, ...], region: tuple[slice, ...] | None = None
 ) -> Iterator[tuple[int, ...]]:
-    """Origins of the chunks that intersect ``region``."""
+    """Origins of the chunks that intersect ``region`` (all of ``shape`` by default), in C order."""
+    region = _full_region(shape) if region is None else region
     ranges = [
         range((r.start // c) * c, r.stop, c) if r.stop > r.start else range(0)
         for r, c in zip(region, chunks, strict=True)
@@ -109,14 +133,33 @@ def invalid_codes(block: np.ndarray, fill_value: Any = None) -> np.ndarray | Non
     return codes
 
 
-def mask_path(dataset: Any) -> str | None:
-    """The absolute path of ``dataset``'s sciz mask, or None when it has none."""
-    value = dataset.attrs.get(MASK_ATTR)
+def _text_attr(dataset: Any, name: str) -> str | None:
+    value = dataset.attrs.get(name)
     if value is None:
         return None
     if isinstance(value, bytes | np.bytes_):
         value = bytes(value).decode("utf-8", "replace")
     return str(value)
+
+
+def mask_path(dataset: Any, where: str = "") -> str | None:
+    """The absolute path of ``dataset``'s sciz mask, or None when it has none.
+
+    The writer names the mask twice (``sciz_mask`` and CF's ``ancillary_variables``), so one damaged
+    attribute is found instead of silently dropping the mask: when both are present they must agree,
+    and an ``ancillary_variables`` alone counts when it names a sciz mask dataset.
+    """
+    own, cf = _text_attr(dataset, MASK_ATTR), _text_attr(dataset, "ancillary_variables")
+    if own is not None and cf is not None and own != cf:
+        raise FormatError(
+            f"{where or dataset.name}: its mask is named {own!r} by {MASK_ATTR} but {cf!r} by ancillary_variables"
+        )
+    if own is None and cf is not None and cf.startswith("/"):
+        target = get(dataset.file, cf, where or dataset.name)
+        import h5py
+
+        return cf if isinstance(target, h5py.Dataset) and is_mask_dataset(target) else None
+    return own
 
 
 def is_mask_dataset(dataset: Any) -> bool:
@@ -129,13 +172,13 @@ def is_mask_dataset(dataset: Any) -> bool:
 
 def apply_mask(dataset: Any, array: np.ndarray, region: tuple[slice, ...] | None = None, *, where: str = "") -> None:
     """Put the exact NaN/Inf/fill values back into ``array`` (``dataset[region]``), in place."""
-    path = mask_path(dataset)
+    where = where or dataset.name
+    path = mask_path(dataset, where)
     if path is None:
         return
-    where = where or dataset.name
     import h5py
 
-    mask = dataset.file.get(path)
+    mask = get(dataset.file, path, where)
     if not isinstance(mask, h5py.Dataset) or mask.shape != dataset.shape or mask.dtype != np.uint8:
         raise FormatError(f"{where}: its mask {path!r} is missing or is not a uint8 array of shape {dataset.shape}")
     codes = np.asarray(mask[region if region is not None else ()])
@@ -152,6 +195,122 @@ def apply_mask(dataset: Any, array: np.ndarray, region: tuple[slice, ...] | None
         if FILL_ATTR not in dataset.attrs:
             raise FormatError(f"{where}: its mask marks fill values but the data has no {FILL_ATTR} attribute")
         array[codes == FILL] = np.asarray(dataset.attrs[FILL_ATTR]).astype(array.dtype).reshape(-1)[0]
+
+
+# ----- safe access -------------------------------------------------------------------------------
+#: Deepest group nesting, soft links followed per lookup, and objects visited by a walk that sciz
+#: accepts: deep, cyclic or exploding structures are a clean error, never a RecursionError or a hang.
+MAX_DEPTH, MAX_SOFT_LINKS, MAX_OBJECTS = 64, 32, 1_000_000
+
+
+def open_file(path: Any) -> Any:
+    """``path`` opened read-only with h5py (hdf5plugin's filters registered when installed).
+
+    Raises :class:`~sciz.errors.FormatError` naming the file when HDF5 cannot open it.
+    """
+    from ._base import require
+
+    h5py = require("h5py", "hdf5")
+    with contextlib.suppress(ImportError):
+        import hdf5plugin  # noqa: F401  (registers the plugin filters: zfp, sz3, blosc...)
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise FormatError(f"{path}: not a readable HDF5 file ({type(exc).__name__}: {exc})") from None
+
+
+def get(group: Any, name: str, where: str) -> Any:
+    """``group[name]`` (or None when it does not exist), resolved link by link inside the file.
+
+    External links are refused (they read other files), soft links are followed only within the
+    file and at most :data:`MAX_SOFT_LINKS` deep (a cycle is an error), and a dataset found is
+    checked with :func:`check_dataset`. Errors name ``where`` and the entry.
+    """
+    import h5py
+
+    absolute = name.startswith("/")
+    node = group.file["/"] if absolute else group
+    base = "" if absolute else group.name.rstrip("/")
+    parts = [part for part in name.split("/") if part and part != "."]
+    hops = 0
+    position = 0
+    while position < len(parts):
+        part = parts[position]
+        entry = f"{base}/{part}"
+        if not isinstance(node, h5py.Group):
+            raise FormatError(f"{where}: {base or '/'} is not a group, so {name!r} cannot be found in it")
+        try:
+            link = node.get(part, getlink=True)
+            if link is None:
+                return None
+            if isinstance(link, h5py.ExternalLink):
+                raise FormatError(
+                    f"{where}: {entry} is an external link to {link.filename}:{link.path}; sciz reads nothing "
+                    "outside the file"
+                )
+            if isinstance(link, h5py.SoftLink):
+                hops += 1
+                if hops > MAX_SOFT_LINKS:
+                    raise FormatError(f"{where}: {entry} is a soft link in a cycle (over {MAX_SOFT_LINKS} links)")
+                target = str(link.path)
+                rest = parts[position + 1 :]
+                if target.startswith("/"):
+                    node, base = group.file["/"], ""
+                parts = [p for p in target.split("/") if p and p != "."] + rest
+                position = 0
+                continue
+            if not isinstance(link, h5py.HardLink):
+                raise FormatError(f"{where}: {entry} is a {type(link).__name__}; sciz follows hard and soft links only")
+            node = node[part]
+        except FormatError:
+            raise
+        except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise FormatError(f"{where}: {entry} cannot be read ({type(exc).__name__}: {exc})") from None
+        base = entry
+        position += 1
+    if isinstance(node, h5py.Dataset):
+        check_dataset(node, f"{where}: {node.name}" if node.name else where)
+    return node
+
+
+def items(group: Any, where: str) -> list[tuple[str, Any]]:
+    """The (name, object) pairs of ``group``, each found through :func:`get`.
+
+    The names are listed first and the objects looked up one by one: h5py's ``items()`` holds the
+    HDF5 lock while its caller works on each item, which stalls any thread that then calls h5py.
+    """
+    try:
+        names = list(group.keys())
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise FormatError(f"{where}: group {group.name} cannot be listed ({type(exc).__name__}: {exc})") from None
+    return [(name, get(group, name, where)) for name in names]
+
+
+def check_dataset(dataset: Any, where: str) -> None:
+    """Refuse a dataset whose data lives outside the file or cannot fit in this machine's memory.
+
+    External raw storage (``dataset.external``, e.g. ``/etc/passwd``) and virtual datasets (which
+    map other files) are refused; so are sizes above :func:`sciz._util.memory_budget` (chunks
+    may compress far, so the file's size is no bound; HDF5 itself refuses reads past its end).
+    """
+    try:
+        external = dataset.external
+        virtual = dataset.is_virtual
+        shape = tuple(int(n) for n in dataset.shape) if dataset.shape is not None else ()
+        itemsize = int(dataset.dtype.itemsize)
+        # A damaged attribute table hides attributes from attrs.get (e.g. the NaN mask's name).
+        list(dataset.attrs.keys())
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise FormatError(f"{where}: its layout or attributes cannot be read ({type(exc).__name__}: {exc})") from None
+    if external:
+        files = ", ".join(str(entry[0]) for entry in external)
+        raise FormatError(f"{where}: its data is stored in other files ({files}); sciz reads nothing outside the file")
+    if virtual:
+        raise FormatError(f"{where}: a virtual dataset (it maps other datasets or files); sciz does not read those")
+    nbytes = math.prod(shape) * itemsize
+    check_declared_size(nbytes, where, f"{shape} x {itemsize} bytes")
 
 
 # ----- writing -----------------------------------------------------------------------------------
@@ -275,6 +434,67 @@ class LossyDatasetWriter:
             self.write(region, array[region])
 
 
+def deflate_chunk(block: np.ndarray, chunks: tuple[int, ...], level: int, shuffle: bool) -> bytes:
+    """One chunk as HDF5's (shuffle +) deflate filters store it, compressed with libdeflate.
+
+    Edge blocks are padded to the full chunk (HDF5 stores edge chunks whole; the part outside the
+    dataset is never read). Runs in worker threads: pure numpy and imagecodecs, no h5py.
+    """
+    import imagecodecs
+
+    if block.shape != chunks:
+        padded = np.zeros(chunks, dtype=block.dtype)
+        padded[tuple(slice(0, n) for n in block.shape)] = block
+        block = padded
+    raw = np.ascontiguousarray(block).reshape(-1).view(np.uint8)
+    if shuffle and block.dtype.itemsize > 1:  # the first bytes of all elements, then all second bytes, ...
+        raw = np.ascontiguousarray(raw.reshape(-1, block.dtype.itemsize).T)
+    encode: Any = imagecodecs.deflate_encode  # zlib-wrapped, as HDF5's deflate filter stores it
+    return bytes(encode(raw, level=max(1, min(int(level), 12))))
+
+
+def write_deflate_chunks(
+    dataset: Any,
+    blocks: Iterable[tuple[tuple[int, ...], np.ndarray]],
+    *,
+    level: int,
+    shuffle: bool,
+    pool: Executor | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> None:
+    """Write ``(origin, block)`` pairs of a deflate (+ shuffle) ``dataset``, compressed on all cores.
+
+    The one HDF5 chunk writer: HDF5 compresses on one thread, so the blocks are compressed by
+    :func:`deflate_chunk` in worker threads and only this thread calls h5py, storing each finished
+    chunk as it is (``write_direct_chunk``) with a bounded look-ahead (a few chunks per worker,
+    never the whole array). ``advance(nbytes)`` is called per chunk written (progress bars).
+    """
+    chunks = tuple(int(c) for c in dataset.chunks)
+    workers = usable_cores()
+    owned = pool is None
+    executor = ThreadPoolExecutor(workers, thread_name_prefix="sciz-h5-write") if pool is None else pool
+    pending: deque[tuple[tuple[int, ...], int, Future[bytes]]] = deque()
+
+    def store_oldest() -> None:
+        origin, nbytes, future = pending.popleft()
+        dataset.id.write_direct_chunk(origin, future.result())
+        if advance is not None:
+            advance(nbytes)
+
+    try:
+        for origin, block in blocks:
+            pending.append((origin, block.nbytes, executor.submit(deflate_chunk, block, chunks, level, shuffle)))
+            while len(pending) > 2 * workers:
+                store_oldest()
+        while pending:
+            store_oldest()
+    finally:
+        for _, _, future in pending:
+            future.cancel()
+        if owned:
+            executor.shutdown(wait=True)
+
+
 def _fill_value(codec: Any, fill_value: Any) -> Any:
     return fill_value if fill_value is not None else getattr(codec, "fill_value", None)
 
@@ -371,7 +591,7 @@ class _ChunkPlan:
     def fail(self, message: str) -> FormatError:
         return FormatError(f"{self.where}: {message}")
 
-    def payload(self, raw: bytes, origin: tuple[int, ...]) -> Any:
+    def payload(self, raw: bytes, origin: tuple[int, ...], filter_mask: int = 0) -> Any:
         """The engine payload for a chunk stored at ``origin``; raises FormatError on a bad chunk."""
         raise NotImplementedError
 
@@ -447,7 +667,7 @@ class _ZfpPlan(_ChunkPlan):
         # zfp never checks the end of its buffer: sciz's zfp decoder pads each payload to the most
         # the decoder can read (sciz.codecs.zfp), so a short chunk cannot make it read past it.
 
-    def payload(self, raw: bytes, origin: tuple[int, ...]) -> Any:
+    def payload(self, raw: bytes, origin: tuple[int, ...], filter_mask: int = 0) -> Any:
         if self.header_bits % 8 == 0:
             head = np.packbits(self.header, bitorder="little").tobytes()
             stream = bytearray(head + raw)
@@ -485,7 +705,7 @@ class _SperrPlan(_ChunkPlan):
         self.dims = dims  # (x, y[, z]) as SPERR was told: x fastest
         self.engine_shape = tuple(dims[::-1])
 
-    def payload(self, raw: bytes, origin: tuple[int, ...]) -> Any:
+    def payload(self, raw: bytes, origin: tuple[int, ...], filter_mask: int = 0) -> Any:
         offset = 1 if self.magic >= 1 else 0
         if len(raw) <= offset:
             raise self.fail(f"SPERR chunk at {origin} is empty")
@@ -542,7 +762,7 @@ class _Sz3Plan(_ChunkPlan):
         self.error_values = values[2 + count :]
         self.elements = math.prod(self.chunks)
 
-    def payload(self, raw: bytes, origin: tuple[int, ...]) -> Any:
+    def payload(self, raw: bytes, origin: tuple[int, ...], filter_mask: int = 0) -> Any:
         nbytes = self.elements * self.dtype.itemsize
         if self.elements < 20:  # the filter leaves chunks of fewer than 20 elements as they are
             if len(raw) != nbytes:
@@ -644,7 +864,77 @@ def _sz3_in_child(plan: _Sz3Plan, items: list[tuple[bytes, np.ndarray]]) -> None
         chunk[...] = decoded
 
 
+class _DeflatePlan(_ChunkPlan):
+    """HDF5's own deflate (optionally after shuffle): decoded with libdeflate on all cores."""
+
+    codec = "deflate"
+
+    def __init__(self, dataset: Any, values: tuple[int, ...], where: str, *, shuffle: bool) -> None:
+        super().__init__(dataset, values, where)
+        self.shuffle = shuffle and self.dtype.itemsize > 1
+        #: Bits of a chunk's filter mask that say the shuffle / deflate filter was skipped.
+        self.shuffle_bit, self.deflate_bit = (1, 2) if shuffle else (0, 1)
+        self.chunk_bytes = math.prod(self.chunks) * self.dtype.itemsize
+
+    def payload(self, raw: bytes, origin: tuple[int, ...], filter_mask: int = 0) -> Any:
+        return (raw, origin, filter_mask)
+
+    def decode(self, items: list[tuple[Any, np.ndarray, str]]) -> None:
+        import imagecodecs
+
+        def one(item: tuple[Any, np.ndarray, str]) -> None:  # pure data only: never h5py in a worker
+            (raw, _, filter_mask), chunk, where = item
+            flat = chunk.reshape(-1).view(np.uint8)
+            if filter_mask & self.deflate_bit:
+                if len(raw) != self.chunk_bytes:
+                    raise FormatError(f"{where}: uncompressed chunk of {len(raw)} bytes, expected {self.chunk_bytes}")
+                stored = np.frombuffer(raw, np.uint8)
+            else:
+                stored = np.empty(self.chunk_bytes, np.uint8) if self.shuffle else flat
+                try:
+                    size = len(imagecodecs.deflate_decode(raw, out=stored.data))
+                except Exception as exc:  # imagecodecs raises DeflateError and friends
+                    raise FormatError(f"{where}: damaged ({type(exc).__name__}: {exc})") from None
+                if size != self.chunk_bytes:
+                    raise FormatError(f"{where}: inflates to {size} bytes, expected {self.chunk_bytes}")
+            if self.shuffle and not filter_mask & self.shuffle_bit:
+                flat[:] = stored.reshape(self.dtype.itemsize, -1).T.reshape(-1)
+            elif stored is not flat:
+                flat[:] = stored
+
+        if len(items) <= 1:
+            for item in items:
+                one(item)
+            return
+        with ThreadPoolExecutor(min(usable_cores(), len(items)), thread_name_prefix="sciz-h5-decode") as pool:
+            list(pool.map(one, items))
+
+
 _PLANS: dict[int, type[_ChunkPlan]] = {FILTER_ZFP: _ZfpPlan, FILTER_SZ3: _Sz3Plan, FILTER_SPERR: _SperrPlan}
+FILTER_DEFLATE, FILTER_SHUFFLE = 1, 2
+
+
+def chunk_plan(dataset: Any, where: str) -> _ChunkPlan | None:
+    """How sciz decodes ``dataset``'s chunks itself, or None when h5py (HDF5's filters) should read it.
+
+    sciz decodes the lossy filters (never run on untrusted chunks, see the module notes) and HDF5's
+    deflate with or without shuffle (on all cores); each optionally followed by Fletcher-32.
+    """
+    if dataset.chunks is None or dataset.dtype.kind not in "fiub" or dataset.dtype.byteorder == ">":
+        if dataset.chunks is not None and filter_codec(dataset) is not None:
+            raise FormatError(f"{where}: big-endian {dataset.dtype} data through a lossy filter is not read by sciz")
+        return None
+    filters = _filters(dataset)
+    codes = [code for code, _, _ in filters]
+    if codes[-1:] == [FILTER_FLETCHER32]:
+        codes = codes[:-1]
+    if len(codes) == 1 and codes[0] in _PLANS:
+        return _PLANS[codes[0]](dataset, filters[0][2], where)
+    if codes in ([FILTER_DEFLATE], [FILTER_SHUFFLE, FILTER_DEFLATE]):
+        return _DeflatePlan(dataset, (), where, shuffle=codes[0] == FILTER_SHUFFLE)
+    if any(code in FILTER_CODECS for code in codes):
+        filter_codec(dataset)  # raises: a lossy filter combined with others
+    return None
 
 
 def read_lossy(dataset: Any, region: tuple[slice, ...] | None = None, *, where: str | None = None) -> np.ndarray:
@@ -656,22 +946,75 @@ def read_lossy(dataset: Any, region: tuple[slice, ...] | None = None, *, where: 
     :class:`~sciz.errors.FormatError` or the codec's :class:`~sciz.errors.CodecError`.
     """
     where = where or dataset.name
-    filters = _filters(dataset)
-    checksum = [code for code, _, _ in filters[1:]] == [FILTER_FLETCHER32]
-    if not filters or filters[0][0] not in _PLANS or len(filters) != 1 + checksum:
+    if filter_codec(dataset) is None:
         raise FormatError(f"{where}: not a dataset of one of the lossy filters {sorted(_PLANS)} (+ fletcher32)")
-    code, _, values = filters[0]
+    return read_dataset(dataset, region, where=where)
+
+
+def read_dataset(dataset: Any, region: tuple[slice, ...] | None = None, *, where: str | None = None) -> np.ndarray:
+    """``dataset[region]`` (all of it by default): the one HDF5 read path of sciz's formats.
+
+    The dataset is checked first (:func:`check_dataset`: no storage outside the file, a size this
+    machine can hold). Chunks sciz decodes itself (:func:`chunk_plan`) are read by this thread
+    through the one open file handle, then decoded on all cores from plain bytes: worker threads
+    never call h5py, so they cannot wait for the HDF5 lock this thread may hold (a damaged chunk is
+    an error, not a deadlock). Other layouts are read by h5py. Every failure is a
+    :class:`~sciz.errors.FormatError` (or the codec's error) naming ``where`` and the chunk.
+    """
+    where = where or dataset.name
+    check_dataset(dataset, where)
     shape = tuple(int(n) for n in dataset.shape)
-    region = _full_region(shape) if region is None else region
-    dtype = np.dtype(dataset.dtype)
-    if dtype.byteorder == ">":
-        raise FormatError(f"{where}: big-endian {dtype} data through a lossy filter is not read by sciz")
-    plan = _PLANS[code](dataset, values, where)
-    chunks = plan.chunks
-    out = np.empty(tuple(r.stop - r.start for r in region), dtype)
+    plan = chunk_plan(dataset, where)
+    if plan is None:
+        try:
+            return np.asarray(dataset[region if region is not None else ()])
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+            raise FormatError(f"{where}: cannot be read ({type(exc).__name__}: {exc})") from None
+    out = _read_chunks(dataset, plan, shape, region, where)
+    apply_mask(dataset, out, region, where=where)
+    return out
+
+
+def _stored_chunks(dataset: Any, shape: tuple[int, ...], chunks: tuple[int, ...], where: str) -> list[tuple[int, ...]]:
+    """Origins of the chunks the file stores (its chunk index, checked against the dataset's shape)."""
+    origins: list[tuple[int, ...]] = []
+    try:
+        if hasattr(dataset.id, "chunk_iter"):
+            dataset.id.chunk_iter(lambda info: origins.append(tuple(int(o) for o in info.chunk_offset)))
+        else:
+            for index in range(dataset.id.get_num_chunks()):
+                origins.append(tuple(int(o) for o in dataset.id.get_chunk_info(index).chunk_offset))
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        raise FormatError(f"{where}: its chunk index cannot be read ({type(exc).__name__}: {exc})") from None
+    for origin in origins:
+        if len(origin) != len(shape) or any(
+            o % c or not 0 <= o < n for o, c, n in zip(origin, chunks, shape, strict=True)
+        ):
+            raise FormatError(f"{where}: its chunk index lists a chunk at {origin}, outside shape {shape}")
+    return list(dict.fromkeys(origins))
+
+
+def _read_chunks(
+    dataset: Any, plan: _ChunkPlan, shape: tuple[int, ...], region: tuple[slice, ...] | None, where: str
+) -> np.ndarray:
+    chunks, dtype = plan.chunks, plan.dtype
+    chunk_bytes = math.prod(chunks) * dtype.itemsize
+    if region is None:
+        region = _full_region(shape)
+        listed = _stored_chunks(dataset, shape, chunks, where)
+        count = math.prod(-(-n // c) for n, c in zip(shape, chunks, strict=True)) if all(shape) else 0
+        out = np.empty(shape, dtype) if len(listed) == count else np.full(shape, dataset.fillvalue, dtype)
+        origins: Iterator[tuple[int, ...]] = iter(listed)
+        indexed = True
+    else:
+        indexed = False
+        out = np.empty(tuple(r.stop - r.start for r in region), dtype)
+        origins = chunk_origins(shape, chunks, region)
+    filters = _filters(dataset)
+    checksum_bit = 1 << (len(filters) - 1) if filters[-1][0] == FILTER_FLETCHER32 else 0
+    lossy = not isinstance(plan, _DeflatePlan)
     pending: list[tuple[Any, np.ndarray, str]] = []
     placements: list[tuple[np.ndarray, tuple[int, ...]]] = []
-    chunk_bytes = math.prod(chunks) * dtype.itemsize
 
     def flush() -> None:
         # Decode what is pending and place it: memory stays near out + one batch (found by review:
@@ -687,30 +1030,30 @@ def read_lossy(dataset: Any, region: tuple[slice, ...] | None = None, *, where: 
         pending.clear()
         placements.clear()
 
-    for origin in _chunk_regions(shape, chunks, region):
+    for origin in origins:
         if len(placements) * chunk_bytes >= _BATCH_BYTES:
             flush()
-        chunk = np.empty(chunks, dtype)
-        placements.append((chunk, origin))
         chunk_where = f"{where} chunk at {origin}"
         try:
-            info = dataset.id.get_chunk_info_by_coord(origin)
-            if info.byte_offset is None:  # never written: the fill value
-                chunk[...] = dataset.fillvalue
-                continue
+            if not indexed:
+                info = dataset.id.get_chunk_info_by_coord(origin)
+                if info.byte_offset is None:  # never written: the fill value
+                    placements.append((np.full(chunks, dataset.fillvalue, dtype), origin))
+                    continue
             filter_mask, raw = dataset.id.read_direct_chunk(origin)
         except (RuntimeError, OSError, ValueError, KeyError) as exc:  # h5py's errors on a damaged index
             raise FormatError(f"{chunk_where}: cannot be read ({exc})") from None
-        if checksum and not filter_mask & 2:
+        chunk = np.empty(chunks, dtype)
+        placements.append((chunk, origin))
+        if checksum_bit and not filter_mask & checksum_bit:
             if len(raw) < 4 or fletcher32(raw[:-4]) != struct.unpack("<I", raw[-4:])[0]:
                 raise FormatError(f"{chunk_where}: damaged (its Fletcher-32 checksum does not match)")
             raw = raw[:-4]
-        if filter_mask & 1:  # stored unfiltered (sciz does this where the filter missed the bound)
+        if lossy and filter_mask & 1:  # stored unfiltered (sciz does this where the filter missed the bound)
             if len(raw) != chunk_bytes:
                 raise FormatError(f"{chunk_where}: unfiltered chunk of {len(raw)} bytes, expected {chunk_bytes}")
             chunk.reshape(-1)[:] = np.frombuffer(raw, dtype)
             continue
-        pending.append((plan.payload(raw, origin), chunk, chunk_where))
+        pending.append((plan.payload(raw, origin, filter_mask), chunk, chunk_where))
     flush()
-    apply_mask(dataset, out, region, where=where)
     return out

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .._util import crc32, memory_budget, usable_cores
+from .._util import crc32, usable_cores
 from ..errors import FormatError, argument_error
 from ._deflate import (
     FINAL_BLOCK,
@@ -46,6 +46,7 @@ from ._deflate import (
     compress_block,
     compress_whole,
 )
+from ._guard import check_declared_size
 
 __all__ = [
     "MemberInfo",
@@ -54,7 +55,6 @@ __all__ = [
     "ZipReader",
     "ZipStreamWriter",
     "block_size_for",
-    "check_allocation",
     "iterate_blocks",
     "zip_name_problem",
 ]
@@ -426,15 +426,6 @@ def zip_name_problem(name: str) -> str | None:
     return None
 
 
-def check_allocation(size: int, where: str) -> None:
-    """Refuse to allocate ``size`` bytes for ``where`` when this machine cannot give them."""
-    available = memory_budget()
-    if size > available:
-        raise FormatError(
-            f"{where}: declares {size} bytes of data, more than the {available} bytes of memory available"
-        )
-
-
 class ZipReader:
     """A ZIP archive opened once for reading, its directory checked before anything is inflated.
 
@@ -553,7 +544,7 @@ class ZipReader:
 
     def read(self, member: ZipMember) -> bytes:
         """The whole member (its declared size checked against the memory available first)."""
-        check_allocation(member.size, f"{self.path}: member {member.name!r}")
+        check_declared_size(member.size, f"{self.path}: member {member.name!r}")
         out = bytearray(member.size)
         with self.open(member) as stream:
             stream.readinto(out)

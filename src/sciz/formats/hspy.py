@@ -18,12 +18,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._util import usable_cores
 from ..atomic import atomic_file, prepare_target
 from ..errors import FormatError, argument_error
 from ..model import Dataset, StoredArray
 from . import _hdf5
 from ._base import Format, require
+from ._guard import write_errors
 from .hyperspy_tree import (
     SIDECAR_ATTR,
     ArrayNode,
@@ -142,15 +142,17 @@ class H5Source:
     _files: ClassVar[dict[tuple[int, str, int, int], Any]] = {}
     _lock = threading.RLock()
 
-    def __init__(self, path: str, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    def __init__(
+        self, path: str, name: str, shape: tuple[int, ...], dtype: np.dtype, identity: tuple[int, int] | None = None
+    ) -> None:
         self.path = path
         self.name = name
         self.shape = shape
         self.dtype = dtype
         self.ndim = len(shape)
-        status = Path(path).stat()
-        # The file this array was read from: a file replaced since then is not read by mistake.
-        self.identity = (int(status.st_ino), int(status.st_mtime_ns))
+        # The file this array was read from (by default the one at ``path`` now): a file replaced
+        # since then is not read by mistake.
+        self.identity = identity or _identity(Path(path).stat())
 
     def __dask_tokenize__(self) -> Any:
         return ("sciz-h5", self.path, self.identity, self.name)
@@ -160,22 +162,30 @@ class H5Source:
         with H5Source._lock:
             handle = H5Source._files.get(key)
             if handle is None or not handle.id.valid:
-                status = Path(self.path).stat()
-                if (int(status.st_ino), int(status.st_mtime_ns)) != self.identity:
+                handle = _hdf5.open_file(self.path)
+                # The file this handle holds (not the path, which may have been replaced since).
+                if _identity(os.fstat(handle.id.get_vfd_handle())) != self.identity:
+                    handle.close()
                     raise FormatError(f"{self.path} was replaced after it was opened lazily; open it again")
-                handle = _h5py().File(self.path, "r")
                 H5Source._files[key] = handle
-        return handle[self.name]
+        dataset = _hdf5.get(handle, self.name, self.path)
+        if dataset is None:
+            raise FormatError(f"{self.path}: {self.name} is missing")
+        return dataset
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        where = f"{self.path}: {self.name}"
         with H5Source._lock:
             dataset = self._dataset()
-            if _hdf5.filter_codec(dataset) is None:
-                return np.asarray(dataset[key])
             region = _as_region(key, self.shape)
+            if _hdf5.filter_codec(dataset) is None:
+                try:
+                    return np.asarray(dataset[key])
+                except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+                    raise FormatError(f"{where}: cannot be read ({type(exc).__name__}: {exc})") from None
             if region is None:
-                return _hdf5.read_lossy(dataset, where=f"{self.path}: {self.name}")[key]
-            return _hdf5.read_lossy(dataset, region, where=f"{self.path}: {self.name}")
+                return _hdf5.read_dataset(dataset, where=where)[key]
+            return _hdf5.read_dataset(dataset, region, where=where)
 
     @classmethod
     def close_all(cls, path: str) -> None:
@@ -184,6 +194,10 @@ class H5Source:
             for key in [k for k in cls._files if k[1] == path]:
                 with contextlib.suppress(Exception):
                     cls._files.pop(key).close()
+
+
+def _identity(status: os.stat_result) -> tuple[int, int]:
+    return (int(status.st_ino), int(status.st_mtime_ns))
 
 
 def _as_region(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...] | None:
@@ -200,15 +214,33 @@ def _as_region(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...] | None:
     return tuple(region)
 
 
-def _tree_from_h5(node: Any, group: GroupNode, path: str) -> None:
+class _Walk:
+    """Bounds of one walk over a file's groups: depth, objects visited, the groups on the current path."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.visited = 0
+        self.ancestors: list[Any] = []
+
+
+def _tree_from_h5(node: Any, group: GroupNode, path: str, walk: _Walk | None = None) -> None:
     h5py = _h5py()
+    walk = walk or _Walk(path)
+    if len(walk.ancestors) >= _hdf5.MAX_DEPTH:
+        raise FormatError(f"{node.name}: groups nest deeper than {_hdf5.MAX_DEPTH} levels")
+    if node.id in walk.ancestors:  # a hard link back to a group that contains it
+        raise FormatError(f"{node.name}: a group that contains itself (a cycle of hard links)")
+    walk.ancestors.append(node.id)
     group.attrs = {k: node.attrs[k] for k in node.attrs}
-    for name, child in node.items():
+    for name, child in _hdf5.items(node, path):
+        walk.visited += 1
+        if walk.visited > _hdf5.MAX_OBJECTS:
+            raise FormatError(f"the file's groups reach more than {_hdf5.MAX_OBJECTS} objects")
         child_path = f"{group.path}/{name}" if group.path else name
         if isinstance(child, h5py.Group):
             sub = GroupNode(path=child_path)
             group.children[name] = sub
-            _tree_from_h5(child, sub, path)
+            _tree_from_h5(child, sub, path, walk)
         elif isinstance(child, h5py.Dataset):
             if _hdf5.is_mask_dataset(child):  # a sciz NaN/Inf mask: part of the dataset it describes
                 continue
@@ -225,27 +257,29 @@ def _tree_from_h5(node: Any, group: GroupNode, path: str) -> None:
                 attrs={k: child.attrs[k] for k in child.attrs},
                 path=child_path,
             )
+    walk.ancestors.pop()
 
 
 def _read(path: str, dataset: Any) -> Any:
-    """A whole dataset; lossy-filter chunks are decoded by sciz, never by the filter."""
-    if _hdf5.filter_codec(dataset) is not None:
-        return _hdf5.read_lossy(dataset, where=f"{path}: {dataset.name}")
-    return dataset[()]
+    """A whole dataset through the one HDF5 chunk reader (lossy chunks never run through the filter)."""
+    return _hdf5.read_dataset(dataset, where=f"{path}: {dataset.name}")
 
 
 def _loader(handle: Any) -> Any:
     h5py = _h5py()
+    # Lazy arrays read the file this handle holds, not whatever is at the path later.
+    identity = _identity(os.fstat(handle.id.get_vfd_handle()))
 
     def load(node: ArrayNode, lazy: bool) -> Any:
         path, name = node.handle
-        dataset = handle[name]
+        dataset = _hdf5.get(handle, name, path)
         if lazy and node.dtype.kind != "O":
             import dask.array as da
 
-            source = H5Source(path, name, node.shape, node.dtype)
+            source = H5Source(path, name, node.shape, node.dtype, identity)
             return da.from_array(source, chunks=dataset.chunks or node.shape, asarray=False, fancy=False)
         if h5py.check_string_dtype(dataset.dtype) is not None:
+            _hdf5.check_dataset(dataset, f"{path}: {name}")
             values = dataset.asstr()[()]
             return np.asarray(values, dtype=object) if not isinstance(values, str) else values
         data = _read(path, dataset)
@@ -275,7 +309,6 @@ def file_reader(filename: str | os.PathLike[str], lazy: bool = False, **kwds: An
     list of dict
         One signal dictionary per ``Experiments/<name>`` group.
     """
-    h5py = _h5py()
     exact = kwds.pop("exact", True)
     kwds.pop("mode", None)
     if kwds:
@@ -284,18 +317,17 @@ def file_reader(filename: str | os.PathLike[str], lazy: bool = False, **kwds: An
     path = Path(os.fspath(filename))
     if not path.exists():
         raise FileNotFoundError(f"no such hspy file: {path}")
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as exc:
-        raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from None
+    handle = _hdf5.open_file(path)
     try:
         root = GroupNode(path="")
         _tree_from_h5(handle, root, os.fspath(path.absolute()))
         return read_signals(root, _loader(handle), _POLICY, lazy=lazy, exact=bool(exact))
     except FormatError as exc:
         raise FormatError(f"{path}: {exc}") from None
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
         raise FormatError(f"{path}: damaged or not a HyperSpy file ({type(exc).__name__}: {exc})") from None
+    except RecursionError:
+        raise FormatError(f"{path}: damaged or not a HyperSpy file (its structure nests too deeply)") from None
     finally:
         handle.close()
 
@@ -375,33 +407,6 @@ def _gzip_plan(dataset: Any) -> tuple[int, bool] | None:
     return (4 if level is None else int(level)), bool(dataset.shuffle)
 
 
-def _encode_gzip_chunk(block: np.ndarray, chunks: tuple[int, ...], level: int, shuffle: bool) -> bytes:
-    """One chunk as HDF5's shuffle + deflate filters store it (libdeflate when available: same format)."""
-    if block.shape != chunks:
-        padded = np.zeros(chunks, dtype=block.dtype)
-        padded[tuple(slice(0, n) for n in block.shape)] = block
-        block = padded
-    raw = np.ascontiguousarray(block)
-    if shuffle and raw.dtype.itemsize > 1:
-        raw = np.ascontiguousarray(raw.reshape(-1).view(np.uint8).reshape(-1, raw.dtype.itemsize).T)
-    try:
-        import imagecodecs
-
-        return bytes(imagecodecs.deflate_encode(raw, level=max(1, min(level, 12))))  # type: ignore[arg-type]
-    except (ImportError, AttributeError):
-        import zlib
-
-        return zlib.compress(raw.tobytes(), level)
-
-
-def _chunk_regions(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[tuple[slice, ...]]:
-    import itertools
-
-    grid = [range(0, n, c) for n, c in zip(shape, chunks, strict=True)]
-    for start in itertools.product(*grid):
-        yield tuple(slice(a, min(a + c, n)) for a, c, n in zip(start, chunks, shape, strict=True))
-
-
 def _write_dataset(dataset: Any, node: ArrayNode, show_progressbar: bool) -> None:
     from ._streaming import iter_blocks, progress_bar
 
@@ -420,7 +425,11 @@ def _write_dataset(dataset: Any, node: ArrayNode, show_progressbar: bool) -> Non
         blocks: Iterator[tuple[tuple[slice, ...], np.ndarray]] = iter_blocks(data, chunks, show_progressbar=show)
     else:
         array = np.asarray(data)
-        blocks = ((region, array[region]) for region in _chunk_regions(node.shape, chunks))
+        boxes = (
+            tuple(slice(o, min(o + c, n)) for o, c, n in zip(origin, chunks, node.shape, strict=True))
+            for origin in _hdf5.chunk_origins(node.shape, chunks)
+        )
+        blocks = ((box, array[box]) for box in boxes)
     plan = None if lossy is not None else _gzip_plan(dataset)
     with progress_bar(
         int(np.prod(node.shape)) * node.dtype.itemsize, f"writing {node.path}", enabled=show and not is_lazy_array(data)
@@ -433,30 +442,15 @@ def _write_dataset(dataset: Any, node: ArrayNode, show_progressbar: bool) -> Non
                     dataset[region] = block
                 advance(block.nbytes)
             return
-        # HDF5 compresses on one thread; encode the chunks on every core and store them as they are.
-        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-
+        # HDF5 compresses on one thread; the one chunk writer compresses on every core.
         level, shuffle = plan
-        workers = usable_cores()
-        pending: dict[Future[bytes], tuple[tuple[int, ...], int]] = {}
-
-        def drain(block_until: int) -> None:
-            while len(pending) > block_until:
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                for future in done:
-                    offset, nbytes = pending.pop(future)
-                    dataset.id.write_direct_chunk(offset, future.result())
-                    advance(nbytes)
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for region, block in blocks:
-                drain(2 * workers)
-                offset = tuple(s.start for s in region)
-                pending[pool.submit(_encode_gzip_chunk, np.asarray(block), chunks, level, shuffle)] = (
-                    offset,
-                    block.nbytes,
-                )
-            drain(0)
+        _hdf5.write_deflate_chunks(
+            dataset,
+            ((tuple(s.start for s in region), np.asarray(block)) for region, block in blocks),
+            level=level,
+            shuffle=shuffle,
+            advance=advance,
+        )
 
 
 def file_writer(
@@ -532,7 +526,7 @@ def file_writer(
     target = prepare_target(filename)
     H5Source.close_all(os.fspath(target))
     data_path = experiment.path + "/data"
-    with atomic_file(target) as handle:
+    with write_errors(target), atomic_file(target) as handle:
         if not write_dataset:
             if not target.is_file():
                 raise FormatError(f"{target}: write_dataset=False needs an existing hspy file")
@@ -571,8 +565,10 @@ def _storage(path: Path, signal: dict[str, Any]) -> dict[str, StoredArray]:
     from .hyperspy_tree import experiment_name
 
     try:
-        with _h5py().File(path, "r") as handle:
-            data = handle[f"Experiments/{experiment_name(signal)}/data"]
+        with _hdf5.open_file(path) as handle:
+            data = _hdf5.get(handle, f"Experiments/{experiment_name(signal)}/data", str(path))
+            if data is None:
+                return {}
             filters = list(data._filters) or ["none"]
             codec = "+".join(str(f) for f in filters if f != "shuffle") or "none"
             return {
@@ -610,8 +606,10 @@ class HspyFormat(Format):
                 fmt = handle.attrs.get("file_format")
                 if isinstance(fmt, bytes):
                     fmt = fmt.decode("utf-8", "replace")
-                return fmt == "HyperSpy" or ("Experiments" in handle and self.matches_extension(path) > 0)
-        except (OSError, ImportError):
+                # A link is looked at, never followed (a hostile link is reported by the reader).
+                experiments = handle.get("Experiments", getlink=True) is not None
+                return fmt == "HyperSpy" or (experiments and self.matches_extension(path) > 0)
+        except (OSError, ImportError, ValueError, KeyError, RuntimeError):
             return False
 
     def read(self, path: Path, **options: Any) -> Dataset:

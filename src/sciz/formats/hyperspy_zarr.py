@@ -30,6 +30,7 @@ import numpy as np
 from .._util import usable_cores
 from ..errors import FormatError
 from ..metadata import to_plain
+from ._guard import check_declared_size
 from ._zarr_stores import (
     DirectoryKV,
     KVStore,
@@ -252,20 +253,6 @@ def _fill_from_json(value: Any, dtype: np.dtype) -> Any:
         raise FormatError(f"fill_value {value!r} does not fit dtype {dtype}") from None
 
 
-def _machine_memory() -> int:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):  # not POSIX: no limit known
-        return 1 << 62
-
-
-def check_allocation(nbytes: int, what: str) -> None:
-    """Refuse to allocate more than this machine's memory for something a file declares."""
-    memory = _machine_memory()
-    if nbytes > memory:
-        raise FormatError(f"{what} declares {nbytes} bytes, more than this machine's memory ({memory} bytes)")
-
-
 def _grid_ints(values: Any, field_name: str, document: str, minimum: int) -> tuple[int, ...]:
     if not isinstance(values, list | tuple) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values
@@ -288,7 +275,7 @@ def _validate(meta: ArrayMeta, document: str) -> ArrayMeta:
         raise FormatError(f"{document}: compressor {meta.compressor!r} must be null or a codec config with an id")
     if not all(isinstance(f, dict) and "id" in f for f in meta.filters):
         raise FormatError(f"{document}: filters {meta.filters!r} must be codec configs with an id")
-    check_allocation(math.prod(meta.chunks) * max(1, meta.dtype.itemsize), f"{document}: a chunk")
+    check_declared_size(math.prod(meta.chunks) * max(1, meta.dtype.itemsize), f"{document}: a chunk")
     return meta
 
 
@@ -834,7 +821,7 @@ def load_array(node: ArrayNode, lazy: bool, *, threads: int | None = None) -> An
 def read_all(kv: KVStore, meta: ArrayMeta, *, threads: int | None = None) -> np.ndarray:
     """Read a whole array, decoding chunks on several threads straight into the result where possible."""
     where = f"{kv.describe()}: {meta.path}"
-    check_allocation(math.prod(meta.shape) * max(1, meta.dtype.itemsize), where)
+    check_declared_size(math.prod(meta.shape) * max(1, meta.dtype.itemsize), where)
     if math.prod(meta.grid()) > MAX_CHUNKS:
         raise FormatError(f"{where}: {math.prod(meta.grid())} chunks, more than sciz reads ({MAX_CHUNKS})")
     out = np.empty(meta.shape, dtype=meta.dtype)

@@ -125,9 +125,9 @@ def read_npy(path: str | os.PathLike[str], *, mmap: bool | str = False) -> np.nd
     try:
         if mode is not None:
             return np.load(source, mmap_mode=mode, allow_pickle=False, max_header_size=MAX_HEADER_BYTES)
-        from ._zip import check_allocation
+        from ._guard import check_declared_size
 
-        check_allocation(expected - offset, str(source))
+        check_declared_size(expected - offset, str(source))
         out = np.empty(shape[::-1] if fortran else shape, dtype=dtype)  # C order; transposed for Fortran
         with source.open("rb") as handle:
             handle.seek(offset)

@@ -34,13 +34,13 @@ from ..metadata import decode, encode
 from ..model import Axis, Dataset, StoredArray, is_array
 from ._base import Format, zip_member_names
 from ._deflate import STORED, choose_plan, plan_for_level
+from ._guard import check_declared_size
 from ._zip import (
     MemberStream,
     ZipMember,
     ZipReader,
     ZipStreamWriter,
     block_size_for,
-    check_allocation,
     zip_name_problem,
 )
 from .npy import header_length, parse_header
@@ -327,7 +327,7 @@ def read_npy_member(
             return on_object(stream, where)
         if nbytes != stream.remaining:
             raise FormatError(f"{where}: {stream.remaining} data bytes for a {dtype} array of shape {shape} ({nbytes})")
-        check_allocation(nbytes, where)
+        check_declared_size(nbytes, where)
         out = np.empty(shape[::-1] if fortran else shape, dtype=dtype)  # C order; transposed for Fortran
         if nbytes:
             stream.readinto(out.reshape(-1).view(np.uint8))

@@ -25,6 +25,7 @@ from ..atomic import atomic_file
 from ..errors import FormatError, argument_error
 from ..model import Axis, Dataset, StoredArray, as_array
 from ._base import Format
+from ._guard import write_errors
 
 __all__ = ["RECORD", "StlFormat", "heightmap_triangle_count", "read_stl", "write_heightmap_stl", "write_triangles"]
 
@@ -273,7 +274,7 @@ def write_heightmap_stl(
         raise argument_error(
             "heights", f"<array of shape {values.shape}>", "binary STL holds at most 2**32-1 triangles"
         )
-    with atomic_file(path) as handle:
+    with write_errors(path), atomic_file(path) as handle:
         if binary:
             handle.write(_header(header))
             handle.write(np.uint32(count).astype("<u4").tobytes())
@@ -296,7 +297,7 @@ def write_triangles(
     data = np.asarray(as_array(triangles, "triangles"))
     if data.ndim != 3 or data.shape[1:] != (3, 3) or data.dtype.kind not in "biuf":
         raise argument_error("triangles", f"<{data.dtype} array {data.shape}>", "must be a real (n, 3, 3) array")
-    with atomic_file(path) as handle:
+    with write_errors(path), atomic_file(path) as handle:
         if binary:
             handle.write(_header(header))
             handle.write(np.uint32(len(data)).astype("<u4").tobytes())

@@ -28,6 +28,7 @@ from ..atomic import atomic_file
 from ..errors import FormatError, argument_error
 from ..model import Axis, Dataset, StoredArray, as_array
 from ._base import Format
+from ._guard import write_errors
 
 __all__ = ["NODATA_VALUE", "TmdFormat", "TmdHeader", "read_tmd", "read_tmd_header", "write_tmd"]
 
@@ -338,7 +339,7 @@ def write_tmd(
         CANONICAL_MAGIC + _comment_bytes(comment) + np.array([cols, rows], dtype="<u4").tobytes() + fields.tobytes()
     )
     step = max(1, (4 << 20) // (4 * cols))  # about 4 MiB per write: bounded memory for any size
-    with atomic_file(path) as handle:
+    with write_errors(path), atomic_file(path) as handle:
         handle.write(header)
         for start in range(0, rows, step):
             block = np.asarray(data[start : start + step]).astype("<f4")

@@ -1,0 +1,78 @@
+"""Guards every reader and writer of a file format shares: declared sizes before allocation, write errors named.
+
+A reader calls :func:`check_declared_size` with the size a header declares before it allocates
+anything of that size, so a hostile header (a 65535 x 65535 TIFF page, a huge HDF5 dataset) is a
+clean :class:`~sciz.errors.FormatError` instead of a MemoryError, an OOM kill or a long hang. A
+writer wraps its work in :func:`write_errors`, so a full disk is an error naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from .._util import memory_budget
+from ..errors import FormatError
+
+__all__ = ["check_declared_size", "write_error", "write_errors"]
+
+
+def check_declared_size(nbytes: int, where: str, what: str = "", *, file_size: int | None = None) -> None:
+    """Refuse ``nbytes`` declared by a file before allocating them.
+
+    Parameters
+    ----------
+    nbytes
+        The bytes the header asks for.
+    where
+        The file (and entry) named in the error.
+    what
+        How the size arises (e.g. ``"(65535, 65535) x 4 bytes"``), shown in the error.
+    file_size
+        The most the file can hold: its size for data stored uncompressed (or its size times the
+        compression's largest ratio).
+    """
+    shown = f"{what} = " if what else ""
+    if file_size is not None and nbytes > file_size:
+        raise FormatError(f"{where}: declares {shown}{nbytes} bytes, but the file can hold at most {file_size}")
+    budget = memory_budget()
+    if nbytes > budget:
+        raise FormatError(
+            f"{where}: declares {shown}{nbytes / 2**30:.3g} GiB, more than this process can allocate "
+            f"({budget / 2**30:.3g} GiB available)"
+        )
+
+
+@contextlib.contextmanager
+def write_errors(target: Any) -> Iterator[None]:
+    """Turn an OSError of the writes inside (full disk, h5py's and tifffile's write errors) into :func:`write_error`.
+
+    Put it outside :func:`sciz.atomic.atomic_file`, so the temporary file is gone when the error is raised.
+    """
+    try:
+        yield
+    except FormatError:
+        raise
+    except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError when a flush at close fails
+        raise write_error(target, exc) from None
+
+
+def write_error(target: Any, exc: BaseException) -> FormatError:
+    """The error for a write to ``target`` that failed with ``exc``.
+
+    h5py reports a full disk as ``OSError: Can't write data (... errno = 28 ...)`` without
+    ``errno`` set; both forms of ENOSPC (and of EDQUOT, EFBIG) are named plainly.
+    """
+    text = str(exc)
+    code = getattr(exc, "errno", None)
+    for number, meaning in (
+        (errno.ENOSPC, "no space left on the device"),
+        (errno.EDQUOT, "disk quota exceeded"),
+        (errno.EFBIG, "the file is larger than this system allows"),
+    ):
+        if code == number or f"errno = {number}," in text or os.strerror(number) in text:
+            return FormatError(f"{target}: cannot write the file: {meaning} (the target was left as it was)")
+    return FormatError(f"{target}: cannot write the file ({type(exc).__name__}: {text})")
