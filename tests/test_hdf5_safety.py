@@ -352,7 +352,9 @@ def test_a_full_disk_is_an_error_naming_the_file_and_keeps_the_old_target(tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     outcomes = json.loads(done.stdout.strip().splitlines()[-1])
     for name, outcome in outcomes.items():
-        assert outcome.startswith(f"FormatError: {tmp_path / name}: cannot write the file"), (name, outcome)
+        # The format's own guard or sciz.atomic's (whichever sees the OSError first) names the file.
+        assert outcome.startswith("FormatError: ") and str(tmp_path / name) in outcome, (name, outcome)
+        assert "cannot write" in outcome, (name, outcome)
         if name != "c.ome.tif":  # tifffile reports a short write without the errno
             assert "the file is larger than this system allows" in outcome, (name, outcome)
         assert (tmp_path / name).read_bytes() == b"old"
