@@ -359,3 +359,30 @@ def test_zarr_nonfinite_through_zfpy_pcodec_and_sciz_ids(tmp_path, sst_with_nan_
                 """
                 run_fresh(plain, str(path), str(tmp_path / "plain.npy"))
                 assert np.array_equal(np.load(tmp_path / "plain.npy"), field, equal_nan=True)
+
+
+@pytest.mark.parametrize("codec", ["sperr", "zfp", "sz3"])
+def test_only_the_signal_gets_the_lossy_filter(tmp_path, codec, shared_data):
+    """Found by a user trial: a playNano bundle converted to hspy with compression=sperr gave the
+    lossy filter to every array after the signal (int lists, strings, bool masks, layers): the
+    filter failed and the process died with a bus error. Metadata, layers and masks stay exact."""
+    import sciz
+
+    source = sciz.load(shared_data / "playnano" / "processed.npz")
+    target = tmp_path / "bundle.hspy"
+    sciz.save(source, target, compression=codec, tolerance=1e-3)
+    back = sciz.load(target)
+    assert np.abs(np.asarray(back.data, np.float64) - np.asarray(source.data, np.float64)).max() <= 1e-3
+    for name, layer in source.layers.items():
+        np.testing.assert_array_equal(back.layers[name], layer)
+    for name, mask in source.masks.items():
+        np.testing.assert_array_equal(back.masks[name], mask)
+    with h5py.File(target) as handle:
+        lossy: list[str] = []
+
+        def visit(name: str, node: object) -> None:
+            if isinstance(node, h5py.Dataset) and any(str(k) in ("32013", "32024", "32028") for k in node._filters):
+                lossy.append(name)
+
+        handle.visititems(visit)
+    assert lossy == ["Experiments/height_trace/data"], lossy

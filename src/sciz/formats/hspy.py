@@ -378,12 +378,13 @@ def _write_node(h5: Any, group: GroupNode, signal_kwargs: dict[str, Any], option
             continue
         if child.role == "signal" and _LOSSY in kwargs and all(child.shape):
             codec, fill_value = kwargs[_LOSSY]
-            options = {k: v for k, v in kwargs.items() if k not in ("chunks", _LOSSY)}
+            # Not ``options``: those are the metadata arrays' (a reused name gave them the lossy filter).
+            filter_options = {k: v for k, v in kwargs.items() if k not in ("chunks", _LOSSY)}
             chunk_shape = tuple(chunks) if chunks is not None else child.shape
             yield (
                 _hdf5.LossyDatasetWriter(
                     h5, name, child.shape, child.dtype, chunk_shape, codec, np.empty(0, child.dtype),
-                    fill_value=fill_value, filter_options=options,
+                    fill_value=fill_value, filter_options=filter_options,
                 ),
                 child,
             )  # fmt: skip
