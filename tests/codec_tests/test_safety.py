@@ -467,7 +467,7 @@ def test_child_runner_reports_crashes_exits_hangs_and_falls_back_to_the_pipe(mon
     )
     real_span = _isolate._read_span
     with monkeypatch.context() as patch:
-        patch.setattr(_isolate, "usable_cores", lambda: 2)
+        patch.setattr(_isolate, "usable_cores", lambda: 2)  # the parallel copy even on one core
         first_only = lambda d, t, a, start, stop: start == 0 and real_span(d, t, a, start, stop)  # noqa: E731
         patch.setattr(_isolate, "_read_span", first_only)
         piped = _isolate.run_in_child(fill, big.shape, np.dtype("f8"), error=CodecError, timeout=30, what="x")
