@@ -377,3 +377,6 @@ def test_a_store_read_across_a_replace_sees_only_the_tree_it_opened(tmp_path: Pa
     fresh.close()
     assert zspy.file_reader(path)[0]["data"].sum() == 48
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zspy"]
+    link = tmp_path / "link.zspy"  # a root given through a symlink is resolved once, then read the same way
+    link.symlink_to(path)
+    assert zspy.file_reader(link)[0]["data"].sum() == 48

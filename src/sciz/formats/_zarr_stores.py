@@ -164,6 +164,7 @@ class DirectoryKV(KVStore):
         self._holders = 0
         self._locked = False
         self._closer: weakref.finalize | None = None
+        self._real: Path | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"root": self.root, "identity": self._identity or self._expected}
@@ -174,7 +175,10 @@ class DirectoryKV(KVStore):
 
     # ----- the root, held once --------------------------------------------------------------------
     def _real_root(self) -> Path:
-        return Path(os.path.realpath(self.root))
+        """The root with symlinks resolved, once: the tree the store reads is the one it names then."""
+        if self._real is None:
+            self._real = Path(os.path.realpath(self.root))
+        return self._real
 
     def _replaced(self) -> FormatError:
         return FormatError(f"{self.root}: the store was replaced while being read; open it again")
