@@ -380,3 +380,7 @@ def test_a_store_read_across_a_replace_sees_only_the_tree_it_opened(tmp_path: Pa
     link = tmp_path / "link.zspy"  # a root given through a symlink is resolved once, then read the same way
     link.symlink_to(path)
     assert zspy.file_reader(link)[0]["data"].sum() == 48
+    # Keeping the stored data (write_dataset=False) links it from the one tree it read, and leaves nothing behind.
+    zspy.file_writer(path, signal(np.zeros(shape, np.float32)), write_dataset=False, show_progressbar=False)
+    assert zspy.file_reader(path)[0]["data"].sum() == 48
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.zspy", "s.zspy"]

@@ -373,6 +373,26 @@ class DirectoryKV(KVStore):
     def list_dir(self, prefix: str) -> list[str]:
         return [name for name, _mode in self._listing(prefix)]
 
+    def link_into(self, key: str, destination: Path) -> None:
+        """Hard-link the file ``key`` of the tree this store reads to ``destination`` (copy it if links fail)."""
+        check_key(key, str(self.root))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        parts = key.split("/")
+        with self.reading() as root:
+            directory = self._walk(root, parts[:-1]) if root is not None and _CONFINED else None
+            if directory is not None:
+                try:
+                    os.link(parts[-1], destination, src_dir_fd=directory, follow_symlinks=False)
+                    return
+                except OSError:
+                    pass  # another file system, no hard links: copy
+                finally:
+                    os.close(directory)
+            value = self.get(key)
+        if value is None:
+            raise FormatError(f"{self.root}: entry {key!r} is missing")
+        destination.write_bytes(value)
+
     def delete(self, key: str) -> None:
         check_key(key, str(self.root))
         (self.root / key).unlink(missing_ok=True)

@@ -413,26 +413,27 @@ def _write_directory(
 
     keep: dict[str, Any] = {}
     old: Any = None
-    if not write_dataset:
-        if not target.is_dir():
-            raise FormatError(f"{target}: write_dataset=False needs an existing zspy directory")
-        old = engine.DirectoryKV(target)
-        keep = _kept_data(old, data_path, signal)
-    with atomic_directory(target, replace_if=_replaceable_directory) as temporary:
-        kv = engine.DirectoryKV(temporary)
-        if keep:
-            # Link (or copy) the stored chunks into the new tree: the data is not rewritten.
-            for key in old.keys_under(next(iter(keep.values())).path):
-                if engine.is_document(key):
-                    continue
-                destination = temporary / key
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(target / key, destination)
-                except OSError:
-                    shutil.copy2(target / key, destination)
-            old.close()  # before the swap: a tree this process still held would be left behind
-        engine.write_tree(kv, root, options, keep=keep)
+    held = contextlib.ExitStack()  # the old tree, read as one version until its chunks are linked
+    try:
+        if not write_dataset:
+            if not target.is_dir():
+                raise FormatError(f"{target}: write_dataset=False needs an existing zspy directory")
+            old = engine.DirectoryKV(target)
+            held.enter_context(old.reading())
+            keep = _kept_data(old, data_path, signal)
+        with atomic_directory(target, replace_if=_replaceable_directory) as temporary:
+            kv = engine.DirectoryKV(temporary)
+            if keep:
+                # Link (or copy) the stored chunks into the new tree: the data is not rewritten.
+                for key in old.keys_under(next(iter(keep.values())).path):
+                    if not engine.is_document(key):
+                        old.link_into(key, temporary / key)
+            held.close()  # before the swap: a tree this process still held would be left behind
+            engine.write_tree(kv, root, options, keep=keep)
+    finally:
+        held.close()
+        if old is not None:
+            old.close()
 
 
 def _write_zip(
