@@ -271,3 +271,66 @@ def test_a_reader_waits_for_a_swap_in_progress(tmp_path: Path) -> None:
     atomic.recover(target)
     assert done.is_set() and (target / "marker").read_text() == "old", "recover returned before the swap ended"
     thread.join()
+
+
+def test_a_tree_a_reader_holds_is_left_to_it_and_removed_by_a_later_write(tmp_path: Path) -> None:
+    """A writer never deletes a replaced tree under a reader (another process); the next write removes it."""
+    target = tmp_path / "tree"
+    _write_tree(target, "old")
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import os, sys
+                from sciz import atomic
+                fd, _ = atomic.hold_directory({str(target)!r})
+                print("held", flush=True)
+                sys.stdin.readline()  # the parent replaces the tree meanwhile
+                sub = os.open("sub", os.O_RDONLY, dir_fd=fd)
+                for name, where in (("marker", fd), ("data", sub)):
+                    handle = os.open(name, os.O_RDONLY, dir_fd=where)
+                    print(os.read(handle, 100).decode(), flush=True)
+                sys.stdin.readline()
+                """
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=SRC),
+    )
+    assert reader.stdin is not None and reader.stdout is not None
+    try:
+        assert reader.stdout.readline().strip() == "held"
+        _write_tree(target, "new")
+        left = atomic.debris_of(target, include_live=True)
+        assert [p.name.split(".sciz-")[1].split("-")[0] for p in left] == ["old"], "the held tree was deleted"
+        _write_tree(target, "newer")  # the reader still holds it: a later write leaves it too
+        assert atomic.debris_of(target, include_live=True) == left
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        assert [reader.stdout.readline().strip() for _ in range(2)] == ["old", "oldoldold"], "not the tree it opened"
+    finally:
+        reader.kill()  # dies holding it: the lock goes with it, the tree stays
+        reader.communicate(timeout=30)
+    assert atomic.debris_of(target, include_live=True) == left
+    _write_tree(target, "last")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tree"], "the next write removes the released tree"
+    assert (target / "marker").read_text() == "last"
+
+
+def test_hold_directory_waits_for_a_missing_name_and_refuses_no_directory(tmp_path: Path) -> None:
+    target = tmp_path / "tree"
+    with pytest.raises(FileNotFoundError):
+        atomic.hold_directory(target)
+    _write_tree(target, "old")
+    ready = target.with_name(f".tree.sciz-ready-{atomic._host()}-999999999-1-ab")
+    target.rename(ready)  # as a writer killed between its two renames leaves it
+    fd, identity = atomic.hold_directory(target)
+    try:
+        assert (target / "marker").read_text() == "old" and identity == (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+    finally:
+        atomic.release_directory(fd, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tree"]

@@ -343,3 +343,44 @@ def test_damaged_chunk_is_an_error_thanks_to_the_crc32_which_zarr_python_also_ch
     zspy.file_writer(plain, signal(data), show_progressbar=False, checksum=False)
     assert json.loads((data_dir(plain) / ".zarray").read_text())["compressor"]["id"] == "blosc"
     np.testing.assert_array_equal(zspy.file_reader(plain)[0]["data"], data)
+
+
+def test_a_store_read_across_a_replace_sees_only_the_tree_it_opened(tmp_path: Path) -> None:
+    """A DirectoryKV reads the tree it opened while the name is replaced; then it refuses, never mixes."""
+    import copy
+
+    from sciz import atomic
+    from sciz.formats.hyperspy_zarr import DirectoryKV, load_array, read_tree
+
+    path = tmp_path / "s.zspy"
+    shape = (4, 3, 4)
+    zspy.file_writer(path, signal(np.zeros(shape, np.float32)), chunks=(1, 3, 4), show_progressbar=False)
+    kv = DirectoryKV(path)
+    with kv.reading():
+        root, _ = read_tree(kv)  # the tree and its metadata come from the first version
+        zspy.file_writer(path, signal(np.ones(shape, np.float32)), chunks=(1, 3, 4), show_progressbar=False)
+        node = root.children["Experiments"].children["scan"].children["data"]  # type: ignore[union-attr]
+        np.testing.assert_array_equal(load_array(node, False), np.zeros(shape), "chunks of another version")  # type: ignore[arg-type]
+        assert len(atomic.debris_of(path, include_live=True)) == 1, "the writer deleted the tree under the reader"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zspy"], "the last reader removes the replaced tree"
+    with pytest.raises(FormatError, match="replaced while being read"):
+        kv.get(".zgroup")  # a later read through the same store: its tree is gone, the name holds another
+    kv.close()
+    # A store sent to another process (dask workers) checks that the name still holds the tree it opened.
+    fresh = DirectoryKV(path)
+    assert fresh.get(".zgroup") is not None
+    moved = copy.copy(fresh)  # what pickling sends: the path and the identity of the tree
+    assert moved.get(".zgroup") is not None
+    zspy.file_writer(path, signal(np.ones(shape, np.float32)), show_progressbar=False)
+    with pytest.raises(FormatError, match="replaced while being read"):
+        copy.copy(fresh).get(".zgroup")
+    fresh.close()
+    assert zspy.file_reader(path)[0]["data"].sum() == 48
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zspy"]
+    link = tmp_path / "link.zspy"  # a root given through a symlink is resolved once, then read the same way
+    link.symlink_to(path)
+    assert zspy.file_reader(link)[0]["data"].sum() == 48
+    # Keeping the stored data (write_dataset=False) links it from the one tree it read, and leaves nothing behind.
+    zspy.file_writer(path, signal(np.zeros(shape, np.float32)), write_dataset=False, show_progressbar=False)
+    assert zspy.file_reader(path)[0]["data"].sum() == 48
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.zspy", "s.zspy"]

@@ -27,6 +27,12 @@ Guarantees
   siblings of running writers, and of other hosts sharing the folder, are left alone. (Writers in
   another pid namespace on the same host, e.g. containers sharing a volume under one host name,
   cannot be told apart from dead ones.)
+- **Readers of a tree** (:func:`hold_directory`) open its root once and every entry relative to it,
+  so a read sees the one tree it opened, whatever renames happen; they hold a shared ``flock`` on
+  it while reading. A writer that has renamed the old tree aside deletes it only if it can take an
+  exclusive lock without waiting; otherwise it leaves it, and the last reader
+  (:func:`release_directory`) or the next write of the target removes it. Writers never wait for
+  readers. (Where ``flock`` is unavailable, e.g. Windows, trees are deleted as before.)
 - **Concurrency**: writers of the same target each write their own sibling; the swap is serialised
   by the parent lock, so the last write to complete wins and no writer sees another's half-renamed
   state (no ``FileNotFoundError``/``ENOTEMPTY`` from a race).
@@ -61,8 +67,10 @@ __all__ = [
     "atomic_file",
     "debris_of",
     "fsync_directory",
+    "hold_directory",
     "prepare_target",
     "recover",
+    "release_directory",
     "remove_debris",
     "scratch_directory",
     "scratch_sibling",
@@ -74,6 +82,9 @@ DEBRIS_KINDS = ("tmp", "ready", "old", "trash", "scratch")
 _SIBLING = re.compile(
     r"^\.(?P<name>.+)\.sciz-(?P<kind>[a-z]+)-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-(?P<start>\d+)-(?P<token>[0-9a-f]+)$"
 )
+#: Kinds no writer needs once they have their name: a replaced tree (left behind while a reader held it)
+#: and trash. Any write of the target may remove them, even while their writer runs.
+_LEFT_BEHIND = ("old", "trash")
 _counter = itertools.count()
 _thread_lock = threading.Lock()
 
@@ -157,19 +168,69 @@ def debris_of(path: str | os.PathLike[str], *, include_live: bool = False) -> li
         match = _SIBLING.match(entry)
         if not match or match["name"] != target.name or match["kind"] not in DEBRIS_KINDS:
             continue
-        if include_live or (match["host"] == _host() and not _owner_alive(int(match["pid"]), int(match["start"]))):
+        if include_live or (
+            match["host"] == _host()
+            and (match["kind"] in _LEFT_BEHIND or not _owner_alive(int(match["pid"]), int(match["start"])))
+        ):
             found.append(target.parent / entry)
     return sorted(found, key=lambda p: _SIBLING.match(p.name)["token"])  # type: ignore[index]
 
 
-def _remove(path: Path) -> None:
-    """Remove a file, a symlink or a whole tree, whatever it is; missing is fine."""
+def _remove(path: Path) -> bool:
+    """Remove a file, a symlink or a whole tree, whatever it is; missing is fine.
+
+    A tree a reader holds (:func:`hold_directory`) is left where it is (False): writers never wait
+    for readers; the last reader or a later write removes it.
+    """
     try:
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
+            fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW)
+            try:
+                if not _try_lock(fd, exclusive=True):
+                    return False
+                shutil.rmtree(path, ignore_errors=True)  # holding the lock: no reader takes it meanwhile
+            finally:
+                os.close(fd)
         else:
             path.unlink(missing_ok=True)
     except OSError:
+        pass
+    return True
+
+
+def _held(path: Path) -> bool:
+    """Whether a reader holds the tree ``path`` (a shared lock taken by :func:`hold_directory`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        return not _try_lock(fd, exclusive=True)
+    finally:
+        os.close(fd)
+
+
+def _try_lock(fd: int, *, exclusive: bool) -> bool:
+    """flock ``fd`` without waiting: False if another holder conflicts (True where locks are unsupported)."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # no locks on this file system (some network mounts): behave as before locks
+    return True
+
+
+def _unlock(fd: int) -> None:
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except (ImportError, OSError):
         pass
 
 
@@ -208,6 +269,8 @@ def _recover_locked(target: Path) -> list[Path]:
                 break
     trash = []
     for path in dead:
+        if _held(path):
+            continue  # a reader still reads this replaced tree: the last reader or a later write removes it
         moved = _sibling(target, "trash")
         try:
             path.replace(moved)
@@ -221,7 +284,7 @@ def recover(path: str | os.PathLike[str]) -> bool:
     """Finish what a killed writer of ``path`` left: restore a missing target from its complete sibling.
 
     Returns True if the target was restored. Dead writers' siblings are removed only by writes
-    (:func:`remove_debris`), so a read never deletes anything.
+    (:func:`remove_debris`): a read deletes nothing but a replaced tree it alone still held.
     """
     target = Path(os.fspath(path)).absolute()
     if target.exists() or target.is_symlink() or not target.parent.is_dir():
@@ -231,13 +294,96 @@ def recover(path: str | os.PathLike[str]) -> bool:
     with _parent_lock(target.parent):
         if target.exists():
             return False  # a running writer finished its swap meanwhile
-        for kind in ("ready", "old"):
-            candidates = [p for p in debris_of(target) if _SIBLING.match(p.name)["kind"] == kind]  # type: ignore[index]
-            if candidates:
-                candidates[-1].replace(target)
-                fsync_directory(target.parent)
-                return True
+        return _restore_locked(target)
+
+
+def _restore_locked(target: Path) -> bool:
+    """Under the parent lock, with ``target`` missing: rename its newest complete sibling into place."""
+    for kind in ("ready", "old"):
+        candidates = [p for p in debris_of(target) if _SIBLING.match(p.name)["kind"] == kind]  # type: ignore[index]
+        if candidates:
+            candidates[-1].replace(target)
+            fsync_directory(target.parent)
+            return True
     return False
+
+
+# ----- readers of directory trees ----------------------------------------------------------------------
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+#: How often a reader tries again to take a tree that is replaced under it while it opens it.
+_HOLD_ATTEMPTS = 1000
+
+
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
+
+
+def _names(target: Path, fd: int) -> bool:
+    """Whether ``target`` names the tree open as ``fd`` right now."""
+    try:
+        return _identity(target.stat()) == _identity(os.fstat(fd))
+    except OSError:
+        return False
+
+
+def _open_current(target: Path) -> int:
+    """Open the directory ``target`` names; a name missing during a swap is waited for (or restored)."""
+    flags = os.O_RDONLY | _O_DIRECTORY
+    try:
+        return os.open(target, flags)
+    except FileNotFoundError:
+        if not target.parent.is_dir():
+            raise
+    # Between the two renames of a swap the name is missing; the writer holds the parent lock for them.
+    with _parent_lock(target.parent):
+        if not (target.exists() or target.is_symlink()):
+            _restore_locked(target)
+        return os.open(target, flags)
+
+
+def hold_directory(path: str | os.PathLike[str]) -> tuple[int, tuple[int, int]]:
+    """Open the directory tree ``path`` names now, to read one version of it whatever replaces it.
+
+    Returns a descriptor of the tree's root, to open every entry relative to (``dir_fd``), holding a
+    shared lock, and the tree's identity ``(st_dev, st_ino)``. While the lock is held, sciz writers
+    that replace the tree do not delete it: they leave it, renamed, to its readers
+    (:func:`release_directory` removes it when the last one is done) or to a later write. A name
+    missing between the two renames of a swap is waited for, or restored as by :func:`recover`.
+    Raises ``FileNotFoundError`` if there is no such directory.
+    """
+    target = Path(os.fspath(path)).absolute()
+    for _ in range(_HOLD_ATTEMPTS):
+        fd = _open_current(target)
+        # Lock, then check the name still holds this tree: a writer renames a tree away before it
+        # checks for readers, so a tree that still has its name after the lock is safe to read.
+        if _try_lock(fd, exclusive=False) and _names(target, fd):
+            return fd, _identity(os.fstat(fd))
+        os.close(fd)
+    raise FormatError(f"cannot read {target}: it was replaced {_HOLD_ATTEMPTS} times while being opened; try again")
+
+
+def release_directory(fd: int, path: str | os.PathLike[str], *, close: bool = True) -> None:
+    """Give up the lock of :func:`hold_directory` (and close ``fd`` unless ``close`` is False).
+
+    If the tree was replaced meanwhile, its writer left it behind for its readers: the last reader
+    removes it, so nothing is left beside the target.
+    """
+    target = Path(os.fspath(path)).absolute()
+    try:
+        if not _names(target, fd) and _try_lock(fd, exclusive=True):  # fails while other readers hold it
+            identity = _identity(os.fstat(fd))
+            for sibling in debris_of(target, include_live=True):
+                if _SIBLING.match(sibling.name)["kind"] in _LEFT_BEHIND:  # type: ignore[index]
+                    with contextlib.suppress(OSError):
+                        if _identity(sibling.lstat()) == identity:
+                            shutil.rmtree(sibling, ignore_errors=True)
+                            break
+    finally:
+        if close:
+            os.close(fd)
+        else:
+            _unlock(fd)
 
 
 def remove_debris(path: str | os.PathLike[str]) -> list[Path]:

@@ -189,7 +189,16 @@ def load(path: str | os.PathLike[str], *, format: str | None = None, **options: 
     >>> ds = sciz.load("surface.tmd")  # doctest: +SKIP
     """
     recover(path)  # a writer killed between the two renames of a directory swap left it beside the name
-    plugin = get_format(format) if format else detect_format(path)
+    if format:
+        plugin = get_format(format)
+    else:
+        try:
+            plugin = detect_format(path)
+        except (FileNotFoundError, FormatError):
+            # Detection looks at the name several times; a directory swap's two renames may fall
+            # between the looks (the name missing for a moment). Wait for it and look once more.
+            recover(path)
+            plugin = detect_format(path)
     dataset = plugin.read(Path(os.fspath(path)), **options)
     if dataset.source is None:
         dataset.source = os.fspath(path)

@@ -18,10 +18,12 @@ escaped by :func:`store_name` and restored exactly by :func:`tree_name`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import stat
 import threading
+import weakref
 import zipfile
 from collections.abc import Coroutine, Iterator, MutableMapping
 from pathlib import Path
@@ -95,6 +97,10 @@ class KVStore:
     #: Whether chunk writes may come from several processes (dask.distributed workers).
     shareable = False
 
+    def reading(self) -> contextlib.AbstractContextManager[Any]:
+        """Hold one version of the store for the reads inside (see :meth:`DirectoryKV.reading`)."""
+        return contextlib.nullcontext()
+
     def get(self, key: str) -> bytes | None:
         raise NotImplementedError
 
@@ -134,6 +140,16 @@ class DirectoryKV(KVStore):
     """A directory tree; keys are relative paths. Safe to share between processes.
 
     Reads refuse symlinks, FIFOs, sockets and devices anywhere inside the store.
+
+    The root directory is opened once (a symlinked root path is resolved then) and every entry is
+    opened relative to that descriptor, so all reads of one store object see the one tree it
+    opened, even while :func:`sciz.atomic.atomic_directory` replaces the store under its name.
+    While :meth:`reading` (every read takes it; :func:`~sciz.zspy.file_reader` holds it for the
+    whole eager read) a shared lock on the tree keeps writers from deleting it. A lazy read
+    (:class:`~sciz.formats.hyperspy_zarr.ChunkSource`) refuses a tree that was replaced since; a
+    store unpickled in another process (dask workers) opens the root again and refuses it if it is
+    no longer the tree first opened: a :class:`~sciz.errors.FormatError` saying the store was
+    replaced, never a mixture of versions. :meth:`close` (or garbage collection) closes the root.
     """
 
     shareable = True
@@ -141,16 +157,113 @@ class DirectoryKV(KVStore):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(os.fspath(root))
         self._made: set[str] = set()
+        self._mutex = threading.Lock()
+        self._fd: int | None = None
+        self._identity: tuple[int, int] | None = None
+        self._expected: tuple[int, int] | None = None  # the identity a pickled store was opened with
+        self._holders = 0
+        self._locked = False
+        self._closer: weakref.finalize | None = None
+        self._real: Path | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"root": self.root}
+        return {"root": self.root, "identity": self._identity or self._expected}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.root = state["root"]
-        self._made = set()
+        self.__init__(state["root"])  # type: ignore[misc]
+        self._expected = state.get("identity")
 
+    # ----- the root, held once --------------------------------------------------------------------
+    def _real_root(self) -> Path:
+        """The root with symlinks resolved, once: the tree the store reads is the one it names then."""
+        if self._real is None:
+            self._real = Path(os.path.realpath(self.root))
+        return self._real
+
+    def _replaced(self) -> FormatError:
+        return FormatError(f"{self.root}: the store was replaced while being read; open it again")
+
+    def _open_root(self) -> int | None:
+        """The root descriptor (under the mutex), locked; None if there is no such directory."""
+        if self._fd is None:
+            from ..atomic import hold_directory, release_directory
+
+            try:
+                fd, identity = hold_directory(self._real_root())
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except OSError as exc:
+                raise FormatError(f"{self.root}: cannot open the store ({exc.strerror or exc})") from None
+            if self._expected is not None and identity != self._expected:
+                release_directory(fd, self._real_root())
+                raise self._replaced()
+            self._fd, self._identity, self._locked = fd, identity, True
+            self._closer = weakref.finalize(self, _close_quietly, fd)
+        elif not self._locked:
+            # Between holds a writer may have replaced the tree: read it again only if it still has its name.
+            from ..atomic import _names, _try_lock, _unlock
+
+            if not _try_lock(self._fd, exclusive=False):  # a writer is deleting it: it was replaced
+                raise self._replaced()
+            if not _names(self._real_root(), self._fd):
+                _unlock(self._fd)
+                raise self._replaced()
+            self._locked = True
+        return self._fd
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[int | None]:
+        """Hold the tree for the reads inside (yields its root descriptor; None if there is no store).
+
+        Reads inside one hold see one tree, which no sciz writer deletes meanwhile. A new hold after
+        all holds were given up (a lazy read later on) refuses a tree that no longer has the store's
+        name: the store was replaced.
+        """
+        from ..atomic import release_directory
+
+        with self._mutex:
+            fd = self._open_root()
+            self._holders += 1
+        try:
+            yield fd
+        finally:
+            with self._mutex:
+                self._holders -= 1
+                if self._holders == 0 and self._locked and self._fd is not None:
+                    self._locked = False
+                    release_directory(self._fd, self._real_root(), close=False)
+
+    def identity(self) -> tuple[int, int] | None:
+        """``(st_dev, st_ino)`` of the tree this store reads (None if there is none)."""
+        with self.reading():
+            return self._identity
+
+    def close(self) -> None:
+        """Close the root descriptor (a later read opens the tree the name holds then)."""
+        with self._mutex:
+            if self._closer is not None:
+                self._closer()
+            self._fd, self._closer, self._locked = None, None, False
+
+    # ----- reading entries relative to the root -------------------------------------------------------
     def _refuse(self, key: str, what: str) -> FormatError:
         return FormatError(f"{self.root}: entry {key!r} is {what}; a zspy store holds only plain files and directories")
+
+    def _walk(self, root: int, parts: list[str]) -> int | None:
+        """A descriptor of the directory ``parts`` below ``root`` (the caller closes it), None if missing."""
+        directory = os.dup(root)
+        for depth, part in enumerate(parts):
+            try:
+                child = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=directory)
+            except OSError as exc:
+                try:
+                    self._explain(exc, "/".join(parts[: depth + 1]), directory, part)
+                finally:
+                    os.close(directory)
+                return None
+            os.close(directory)
+            directory = child
+        return directory
 
     def _open(self, key: str) -> int | None:
         """A read descriptor of the regular file ``key``, None if there is none."""
@@ -158,23 +271,19 @@ class DirectoryKV(KVStore):
         if not _CONFINED:  # no openat/O_NOFOLLOW (Windows): check with lstat, then open
             return self._open_checked(key)
         parts = key.split("/")
-        directory = os.open(self.root, os.O_RDONLY | _DIRECTORY)
-        try:
-            for depth, part in enumerate(parts[:-1]):
-                try:
-                    child = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=directory)
-                except OSError as exc:
-                    self._explain(exc, "/".join(parts[: depth + 1]), directory, part)
-                    return None
-                os.close(directory)
-                directory = child
+        with self.reading() as root:
+            if root is None:
+                return None
+            directory = self._walk(root, parts[:-1])
+            if directory is None:
+                return None
             try:
                 fd = os.open(parts[-1], os.O_RDONLY | _NOFOLLOW | _NONBLOCK, dir_fd=directory)
             except OSError as exc:
                 self._explain(exc, key, directory, parts[-1])
                 return None
-        finally:
-            os.close(directory)
+            finally:
+                os.close(directory)
         mode = os.fstat(fd).st_mode
         if stat.S_ISREG(mode):
             return fd
@@ -238,66 +347,99 @@ class DirectoryKV(KVStore):
         except OSError as exc:
             raise FormatError(f"{self.root}: cannot write entry {key!r} ({exc.strerror or exc})") from None
 
-    def _listing(self, prefix: str) -> list[os.DirEntry[str]]:
+    def _listing(self, prefix: str) -> list[tuple[str, int]]:
+        """``(name, st_mode type bits)`` of the entries directly below ``prefix``, sorted by name."""
         if prefix:
-            fd = self._open_directory(prefix)
+            check_key(prefix, str(self.root))
+        if not _CONFINED:
+            directory = self.root / prefix if prefix else self.root
+            try:
+                with os.scandir(directory) as entries:
+                    return sorted((e.name, stat.S_IFMT(e.stat(follow_symlinks=False).st_mode)) for e in entries)
+            except OSError:
+                return []
+        with self.reading() as root:
+            if root is None:
+                return []
+            fd = self._walk(root, prefix.split("/")) if prefix else os.dup(root)
             if fd is None:
                 return []
             try:
-                return sorted(os.scandir(fd), key=lambda entry: entry.name)
+                with os.scandir(fd) as entries:
+                    return sorted((entry.name, _entry_type(entry, fd)) for entry in entries)
             finally:
                 os.close(fd)
-        try:
-            return sorted(os.scandir(self.root), key=lambda entry: entry.name)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-
-    def _open_directory(self, prefix: str) -> int | None:
-        check_key(prefix, str(self.root))
-        path = self.root
-        for depth, part in enumerate(prefix.split("/")):
-            path = path / part
-            try:
-                mode = path.lstat().st_mode
-            except OSError:
-                return None
-            if stat.S_ISLNK(mode):
-                raise self._refuse("/".join(prefix.split("/")[: depth + 1]), "a symbolic link")
-            if not stat.S_ISDIR(mode):
-                return None
-        try:
-            return os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW)
-        except OSError:
-            return None
 
     def list_dir(self, prefix: str) -> list[str]:
-        return [entry.name for entry in self._listing(prefix)]
+        return [name for name, _mode in self._listing(prefix)]
+
+    def link_into(self, key: str, destination: Path) -> None:
+        """Hard-link the file ``key`` of the tree this store reads to ``destination`` (copy it if links fail)."""
+        check_key(key, str(self.root))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        parts = key.split("/")
+        with self.reading() as root:
+            directory = self._walk(root, parts[:-1]) if root is not None and _CONFINED else None
+            if directory is not None:
+                try:
+                    os.link(parts[-1], destination, src_dir_fd=directory, follow_symlinks=False)
+                    return
+                except OSError:
+                    pass  # another file system, no hard links: copy
+                finally:
+                    os.close(directory)
+            value = self.get(key)
+        if value is None:
+            raise FormatError(f"{self.root}: entry {key!r} is missing")
+        destination.write_bytes(value)
 
     def delete(self, key: str) -> None:
         check_key(key, str(self.root))
         (self.root / key).unlink(missing_ok=True)
 
     def keys_under(self, prefix: str) -> Iterator[str]:
-        for entry in self._listing(prefix):
-            key = join_key(prefix, entry.name)
-            if entry.is_symlink():
-                raise self._refuse(key, "a symbolic link")
-            if entry.is_dir(follow_symlinks=False):
+        for name, mode in self._listing(prefix):
+            key = join_key(prefix, name)
+            if stat.S_ISDIR(mode):
                 yield from self.keys_under(key)
-            elif entry.is_file(follow_symlinks=False):
+            elif stat.S_ISREG(mode):
                 yield key
             else:
-                raise self._refuse(key, _kind(entry.stat(follow_symlinks=False).st_mode))
+                raise self._refuse(key, _kind(mode))
 
     def size(self, key: str) -> int:
         try:
-            info = (self.root / check_key(key, str(self.root))).lstat()
-        except OSError:
+            fd = self._open(key)
+        except FormatError:
             return 0
-        return info.st_size if stat.S_ISREG(info.st_mode) else 0
+        if fd is None:
+            return 0
+        try:
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
 
     def describe(self) -> str:
         return str(self.root)
+
+
+def _entry_type(entry: os.DirEntry[str], directory: int) -> int:
+    """The file type bits of a directory entry, without following a symlink (asked while ``directory`` is open)."""
+    if entry.is_symlink():
+        return stat.S_IFLNK
+    if entry.is_dir(follow_symlinks=False):
+        return stat.S_IFDIR
+    if entry.is_file(follow_symlinks=False):
+        return stat.S_IFREG
+    try:
+        return stat.S_IFMT(os.stat(entry.name, dir_fd=directory, follow_symlinks=False).st_mode)
+    except OSError:
+        return 0
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def _kind(mode: int) -> str:

@@ -738,13 +738,8 @@ def _read_chunk(kv: KVStore, meta: ArrayMeta, index: tuple[int, ...]) -> np.ndar
     return meta.decode(raw)
 
 
-def _directory_identity(kv: KVStore) -> int | None:
-    if not isinstance(kv, DirectoryKV):
-        return None
-    try:
-        return int(kv.root.stat().st_ino)
-    except OSError:
-        return None
+def _directory_identity(kv: KVStore) -> tuple[int, int] | None:
+    return kv.identity() if isinstance(kv, DirectoryKV) else None
 
 
 class ChunkSource:
@@ -756,8 +751,8 @@ class ChunkSource:
         self.shape = meta.shape
         self.dtype = meta.dtype
         self.ndim = len(meta.shape)
-        # A directory store replaced after opening (sciz rewrites atomically: a new directory)
-        # must not be read chunk by chunk as if it were the old one.
+        # A directory store replaced after opening (sciz rewrites atomically: a new directory) is
+        # refused by the store (DirectoryKV.reading), never read chunk by chunk as if it were the old one.
         self.identity = _directory_identity(kv)
 
     def __dask_tokenize__(self) -> Any:
@@ -771,8 +766,10 @@ class ChunkSource:
             raise FormatError(str(exc) if where in str(exc) else f"{where}: {exc}") from None
 
     def _read(self, key: Any) -> np.ndarray:
-        if self.identity is not None and _directory_identity(self.kv) != self.identity:
-            raise FormatError(f"{self.kv.describe()} was replaced after it was opened lazily; open it again")
+        with self.kv.reading():  # all chunks of this block from one version of the store
+            return self._read_held(key)
+
+    def _read_held(self, key: Any) -> np.ndarray:
         if not isinstance(key, tuple):
             key = (key,)
         key = key + (slice(None),) * (self.ndim - len(key))

@@ -12,13 +12,13 @@ import contextlib
 import os
 import shutil
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_directory, atomic_file, prepare_target, scratch_sibling
+from ..atomic import atomic_directory, atomic_file, prepare_target, recover, scratch_sibling
 from ..errors import CodecError, FormatError, SciZError, argument_error
 from ..model import Dataset, StoredArray
 from ._base import Format, require, zip_member_names
@@ -358,6 +358,11 @@ def require_replaceable(target: Path, *, directory: bool) -> None:
         raise FormatError(f"{target}: an existing file that is not a zspy store; sciz does not replace it by a store")
 
 
+def _replaceable_directory(path: Path) -> bool:
+    """What a zspy directory write may replace: a zspy store or an empty directory (as :func:`require_replaceable`)."""
+    return is_zspy_store(path) or (path.is_dir() and not path.is_symlink() and not any(path.iterdir()))
+
+
 def _kept_data(kv: Any, data_path: str, signal: dict[str, Any]) -> dict[str, Any]:
     """The stored data array that ``write_dataset=False`` keeps, checked against the signal."""
     from .hyperspy_zarr import read_tree
@@ -408,25 +413,27 @@ def _write_directory(
 
     keep: dict[str, Any] = {}
     old: Any = None
-    if not write_dataset:
-        if not target.is_dir():
-            raise FormatError(f"{target}: write_dataset=False needs an existing zspy directory")
-        old = engine.DirectoryKV(target)
-        keep = _kept_data(old, data_path, signal)
-    with atomic_directory(target, replace_if=is_zspy_store) as temporary:
-        kv = engine.DirectoryKV(temporary)
-        if keep:
-            # Link (or copy) the stored chunks into the new tree: the data is not rewritten.
-            for key in old.keys_under(next(iter(keep.values())).path):
-                if engine.is_document(key):
-                    continue
-                destination = temporary / key
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(target / key, destination)
-                except OSError:
-                    shutil.copy2(target / key, destination)
-        engine.write_tree(kv, root, options, keep=keep)
+    held = contextlib.ExitStack()  # the old tree, read as one version until its chunks are linked
+    try:
+        if not write_dataset:
+            if not target.is_dir():
+                raise FormatError(f"{target}: write_dataset=False needs an existing zspy directory")
+            old = engine.DirectoryKV(target)
+            held.enter_context(old.reading())
+            keep = _kept_data(old, data_path, signal)
+        with atomic_directory(target, replace_if=_replaceable_directory) as temporary:
+            kv = engine.DirectoryKV(temporary)
+            if keep:
+                # Link (or copy) the stored chunks into the new tree: the data is not rewritten.
+                for key in old.keys_under(next(iter(keep.values())).path):
+                    if not engine.is_document(key):
+                        old.link_into(key, temporary / key)
+            held.close()  # before the swap: a tree this process still held would be left behind
+            engine.write_tree(kv, root, options, keep=keep)
+    finally:
+        held.close()
+        if old is not None:
+            old.close()
 
 
 def _write_zip(
@@ -476,7 +483,18 @@ def file_reader(filename: Any, lazy: bool = False, **kwds: Any) -> list[dict[str
     list of dict
         One signal dictionary per ``Experiments/<name>`` group (``data``, ``axes``, ``metadata``,
         ``original_metadata``, ``attributes``, ``models``, ``package_info``).
+
+    A directory store is read as the one tree its name held when it was opened, even while a
+    writer replaces it (see :class:`~sciz.formats._zarr_stores.DirectoryKV`); lazy data of a store
+    replaced since is refused with a :class:`~sciz.errors.FormatError`, never mixed.
     """
+    return _read(filename, lazy, kwds)[0]
+
+
+def _read(
+    filename: Any, lazy: bool, kwds: dict[str, Any], then: Callable[[Any, list[dict[str, Any]]], Any] | None = None
+) -> tuple[list[dict[str, Any]], Any]:
+    """:func:`file_reader`, and ``then(store, signals)`` called on the same version of the store."""
     from . import hyperspy_zarr as engine
 
     exact = kwds.pop("exact", True)
@@ -487,11 +505,14 @@ def file_reader(filename: Any, lazy: bool = False, **kwds: Any) -> list[dict[str
         raise argument_error(name, kwds[name], "file_reader options are exact, threads, mode")
     if not isinstance(lazy, bool):
         raise argument_error("lazy", lazy, "must be True or False")
-    if isinstance(filename, str | os.PathLike) and not Path(os.fspath(filename)).exists():
-        raise FileNotFoundError(f"no such zspy file or directory: {os.fspath(filename)}")
+    if isinstance(filename, str | os.PathLike):
+        path = Path(os.fspath(filename))
+        # A name missing for a moment while a writer swaps a new tree in: wait for it (or restore it).
+        if not path.exists() and not recover(path) and not path.exists():
+            raise FileNotFoundError(f"no such zspy file or directory: {os.fspath(filename)}")
     kv = engine.kv_for(filename)
     try:
-        with _as_format_error(kv.describe()):
+        with _as_format_error(kv.describe()), kv.reading():  # one version of a directory for the whole read
             root, _ = engine.read_tree(kv)
             signals = read_signals(
                 root,
@@ -500,20 +521,20 @@ def file_reader(filename: Any, lazy: bool = False, **kwds: Any) -> list[dict[str
                 lazy=lazy,
                 exact=bool(exact),
             )
+            extra = then(kv, signals) if then is not None else None
     except FormatError as exc:
         where = kv.describe()
         raise FormatError(str(exc) if where in str(exc) else f"{where}: {exc}") from None
     finally:
-        if not lazy and isinstance(kv, engine.ZipKV):
+        if not lazy and isinstance(kv, engine.ZipKV | engine.DirectoryKV) and kv is not filename:
             kv.close()
-    return signals
+    return signals, extra
 
 
-def _storage(signal: dict[str, Any], path: Path) -> dict[str, StoredArray]:
+def _storage(signal: dict[str, Any], kv: Any) -> dict[str, StoredArray]:
     from . import hyperspy_zarr as engine
 
     try:
-        kv = engine.kv_for(path)
         root, _ = engine.read_tree(kv)
         experiments = root.children["Experiments"]
         assert isinstance(experiments, GroupNode)
@@ -525,8 +546,6 @@ def _storage(signal: dict[str, Any], path: Path) -> dict[str, StoredArray]:
         outer = meta.filters[-1] if (meta.compressor or {}).get("id") == "crc32" and meta.filters else meta.compressor
         codec = (outer or {}).get("id", "none") if meta.zarr_format == 2 else meta.codecs[-1]["name"]
         stored = sum(kv.size(key) for key in kv.keys_under(meta.path) if not engine.is_document(key))
-        if isinstance(kv, engine.ZipKV):
-            kv.close()
         return {"data": StoredArray(codec=str(codec), stored_bytes=stored, chunks=meta.chunks)}
     except (FormatError, KeyError, AssertionError, IndexError):
         return {}
@@ -558,14 +577,22 @@ class ZspyFormat(Format):
 
     def read(self, path: Path, **options: Any) -> Dataset:
         index = options.pop("signal", 0)
-        signals = [s for s in file_reader(path, **options) if "data" in s]
+        lazy = options.pop("lazy", False)
+
+        def storage(kv: Any, found: list[dict[str, Any]]) -> dict[str, StoredArray]:
+            with_data = [s for s in found if "data" in s]
+            if isinstance(index, int) and -len(with_data) <= index < len(with_data):
+                return _storage(with_data[index], kv)
+            return {}
+
+        found, stored = _read(path, lazy, options, storage)
+        signals = [s for s in found if "data" in s]
         if not signals:
             raise FormatError(f"{path}: no signal in the file")
         if not isinstance(index, int) or not -len(signals) <= index < len(signals):
             raise argument_error("signal", index, f"the file holds {len(signals)} signal(s)")
-        signal = signals[index]
-        dataset = signal_to_dataset(signal, source=os.fspath(path))
-        dataset.storage.update(_storage(signal, path))
+        dataset = signal_to_dataset(signals[index], source=os.fspath(path))
+        dataset.storage.update(stored)
         return dataset
 
     def write(self, dataset: Dataset, path: Path, **options: Any) -> Path:
