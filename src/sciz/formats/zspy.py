@@ -358,11 +358,6 @@ def require_replaceable(target: Path, *, directory: bool) -> None:
         raise FormatError(f"{target}: an existing file that is not a zspy store; sciz does not replace it by a store")
 
 
-def _replaceable_directory(path: Path) -> bool:
-    """What a zspy directory write may replace: a zspy store or an empty directory (as :func:`require_replaceable`)."""
-    return is_zspy_store(path) or (path.is_dir() and not path.is_symlink() and not any(path.iterdir()))
-
-
 def _kept_data(kv: Any, data_path: str, signal: dict[str, Any]) -> dict[str, Any]:
     """The stored data array that ``write_dataset=False`` keeps, checked against the signal."""
     from .hyperspy_zarr import read_tree
@@ -421,7 +416,7 @@ def _write_directory(
             old = engine.DirectoryKV(target)
             held.enter_context(old.reading())
             keep = _kept_data(old, data_path, signal)
-        with atomic_directory(target, replace_if=_replaceable_directory) as temporary:
+        with atomic_directory(target, replace_if=is_zspy_store) as temporary:  # or an empty directory
             kv = engine.DirectoryKV(temporary)
             if keep:
                 # Link (or copy) the stored chunks into the new tree: the data is not rewritten.
