@@ -190,3 +190,10 @@ def test_a_refused_convert_names_formats_that_hold_everything(shared_data: Path,
     result = runner.invoke(app, ["convert", str(source), str(tmp_path / "m.zspy")])
     assert result.exit_code == 0, result.output
 
+
+def test_write_options_take_python_spellings_of_booleans() -> None:
+    from sciz.cli.info_cmd import parse_options
+
+    # "-w standard_codec=False" used to pass the text "False", a true value: the option was ignored.
+    parsed = parse_options(["a=False", "b=TRUE", "c=None", "d=false", "e=2.5", "f=zfp", "g=null"], "-w")
+    assert parsed == {"a": False, "b": True, "c": None, "d": False, "e": 2.5, "f": "zfp", "g": None}
