@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import app, disk_size, fail
+from .app import app, disk_size, fail, range_outlier_warning
 from .info_cmd import parse_options, read_dataset
 
 __all__ = ["compress_command"]
@@ -69,6 +69,10 @@ def compress_command(
         fail(str(exc))
     reader, dataset = read_dataset(source, None, parse_options(read_option or [], "--read-option"))
     data = np.asarray(dataset.data)
+    if tolerance is None:
+        warning = range_outlier_warning(data, fill_value)
+        if warning:
+            typer.echo(warning, err=True)
     # HDF5 holds the codecs that have a registered filter (other readers decode those)
     names = [n for n in codecs.list_codecs() if writer.name != "hspy" or getattr(spec(n), "hdf5_filter_id", None)]
     try:
