@@ -169,3 +169,17 @@ def test_compress_warns_when_an_unmarked_fill_sets_the_range_of_a_relative_bound
     assert "warning" not in result.output and "bound 0.016" in result.output
     result = runner.invoke(app, ["compress", str(source), str(tmp_path / "c.scz"), "--tolerance", "0.01"])
     assert "warning" not in result.output  # an absolute bound does not depend on the range
+
+
+def test_compress_gives_the_data_ratio_apart_from_lossless_layers(tmp_path: Path) -> None:
+    # A playNano bundle compressed to .zspy reported "ratio 0.16": the whole file, whose processed
+    # layers and masks stay lossless, against the one compressed array.
+    import sciz
+
+    _, field = _field(tmp_path)
+    source = tmp_path / "layered.npz"
+    sciz.save(sciz.Dataset(field, layers={"raw": field + 1}, masks={"m": field > 280}), source)
+    result = runner.invoke(app, ["compress", str(source), str(tmp_path / "o.zspy"), "--rel-tolerance", "1e-3"])
+    assert result.exit_code == 0, result.output
+    found = re.search(r"ratio ([\d.]+) \(the data; the whole file with 2 lossless layers/masks", result.output)
+    assert found is not None and float(found.group(1)) > 2, result.output
