@@ -96,3 +96,25 @@ def test_ome_tiff_format_writes_stacks_and_refuses_what_it_cannot_hold(tmp_path)
         sciz.save(small_stack().to_dataset(), tmp_path / "y.ome.tif")
     with pytest.raises(FormatError, match="4-D"):
         sciz.save(sciz.Dataset(np.zeros((2, 2, 2, 2))), tmp_path / "z.ome.tif")
+
+
+def test_ome_tiff_refuses_metadata_dtype_and_calibration_it_would_drop(tmp_path):
+    # A HyperSpy signal (int32 counts, 1/nm axes with offsets, microscope metadata) used to be
+    # written as a float32 stack with 1 nm pixels and none of its metadata, without a word.
+    signal = sciz.Dataset(
+        np.arange(2 * 16 * 16, dtype=np.int64).reshape(2, 16, 16) * 12345679,
+        axes=[sciz.Axis("t"), sciz.Axis("y", "1/nm", 0.17, 131.8), sciz.Axis("x", "1/nm", 0.17, 137.1)],
+        metadata={"General": {"title": "diffraction"}},
+    )
+    with pytest.raises(FormatError) as caught:
+        sciz.save(signal, tmp_path / "x.ome.tif")
+    message = str(caught.value)
+    assert "metadata ['General']" in message and "dtype int64" in message and "['y', 'x']" in message
+    assert not (tmp_path / "x.ome.tif").exists()
+    # float64 values that float32 holds exactly, and nm/s calibration, still fit.
+    exact = sciz.Dataset(
+        np.arange(24, dtype=np.float64).reshape(2, 3, 4) / 4,
+        axes=[sciz.Axis("time", "s", 0.5), sciz.Axis("y", "nm", 2.0), sciz.Axis("x", "nm", 2.0)],
+    )
+    back = sciz.load(sciz.save(exact, tmp_path / "exact.ome.tif"))
+    assert np.array_equal(back.data, exact.data) and back.axes[2].scale == pytest.approx(2.0)

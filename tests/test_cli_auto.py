@@ -80,6 +80,10 @@ def test_evaluate_writes_json_plots_and_a_self_contained_page(tmp_path: Path) ->
         png = (out / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and base64.b64decode(data) == png
     assert page.count("<tr>") == 1 + len(rows)
+    # The bound is a share of the range; the page and the summary also give the absolute tolerance,
+    # so "bound 0.01, max abs error 0.9" does not read as a broken bound.
+    assert "<th>bound / range</th><th>tolerance</th><th>bound holds</th>" in page
+    assert "of the range (tolerance " in result.output
 
 
 def test_figures_hold_one_curve_per_codec_with_the_rows_data() -> None:
@@ -148,3 +152,34 @@ def test_afm_h5_bundle_codec_auto_uses_a_registered_filter(tmp_path: Path) -> No
     assert _max_error_in_fresh_process(path, source) <= 0.01
     with h5py.File(path, "r") as h5:
         assert set(h5["data"]._filters) & {"32013", "32024", "32028"}
+
+
+def test_compress_warns_when_an_unmarked_fill_sets_the_range_of_a_relative_bound(tmp_path: Path) -> None:
+    # The SST field's 1e20 land without --fill-value made --rel-tolerance 1e-3 a 1e17 bound: the
+    # ocean came back as -8192 K with "ratio 254" and no word of warning.
+    source, field = _field(tmp_path)
+    field[:10] = 1e20
+    np.save(source, field)
+    result = runner.invoke(app, ["compress", str(source), str(tmp_path / "a.scz"), "--rel-tolerance", "1e-3"])
+    assert result.exit_code == 0, result.output
+    assert "equal 1e+20, far outside the others" in result.output and "--fill-value 1e+20" in result.output
+    marked = ["--rel-tolerance", "1e-3", "--fill-value", "1e20"]
+    result = runner.invoke(app, ["compress", str(source), str(tmp_path / "b.scz"), *marked])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output and "bound 0.016" in result.output
+    result = runner.invoke(app, ["compress", str(source), str(tmp_path / "c.scz"), "--tolerance", "0.01"])
+    assert "warning" not in result.output  # an absolute bound does not depend on the range
+
+
+def test_compress_gives_the_data_ratio_apart_from_lossless_layers(tmp_path: Path) -> None:
+    # A playNano bundle compressed to .zspy reported "ratio 0.16": the whole file, whose processed
+    # layers and masks stay lossless, against the one compressed array.
+    import sciz
+
+    _, field = _field(tmp_path)
+    source = tmp_path / "layered.npz"
+    sciz.save(sciz.Dataset(field, layers={"raw": field + 1}, masks={"m": field > 280}), source)
+    result = runner.invoke(app, ["compress", str(source), str(tmp_path / "o.zspy"), "--rel-tolerance", "1e-3"])
+    assert result.exit_code == 0, result.output
+    found = re.search(r"ratio ([\d.]+) \(the data; the whole file with 2 lossless layers/masks", result.output)
+    assert found is not None and float(found.group(1)) > 2, result.output

@@ -174,3 +174,26 @@ def test_convert_and_info_through_other_registered_formats(shared_data: Path, tm
     final = sciz.load(steps[-1])
     assert np.array_equal(final.data, original.data) and final.metadata == original.metadata
     assert [(a.name, a.units, a.scale) for a in final.axes] == [(a.name, a.units, a.scale) for a in original.axes]
+
+
+def test_a_refused_convert_names_formats_that_hold_everything(shared_data: Path, tmp_path: Path) -> None:
+    # The unicode ragged markers (object arrays of strings) fit neither npz nor hspy; the message
+    # used to suggest ".npz keeps everything" even when .npz was the refused target, and hspy
+    # claimed to hold them, then failed half-way through writing.
+    source = shared_data / "zspy" / "signal2d_20x10x10-ragged_markers_unicode.zspy"
+    for target in ("m.npz", "m.hspy"):
+        result = runner.invoke(app, ["convert", str(source), str(tmp_path / target)])
+        assert result.exit_code == 1, result.output
+        assert "(.zspy would keep everything)" in result.output and ".npz keeps" not in result.output
+        assert not (tmp_path / target).exists()
+    assert "ragged string arrays cannot be stored in hspy" in result.output
+    result = runner.invoke(app, ["convert", str(source), str(tmp_path / "m.zspy")])
+    assert result.exit_code == 0, result.output
+
+
+def test_write_options_take_python_spellings_of_booleans() -> None:
+    from sciz.cli.info_cmd import parse_options
+
+    # "-w standard_codec=False" used to pass the text "False", a true value: the option was ignored.
+    parsed = parse_options(["a=False", "b=TRUE", "c=None", "d=false", "e=2.5", "f=zfp", "g=null"], "-w")
+    assert parsed == {"a": False, "b": True, "c": None, "d": False, "e": 2.5, "f": "zfp", "g": None}

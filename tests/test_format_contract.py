@@ -9,11 +9,7 @@ from sciz.testing import FormatTests
 
 
 class TestEveryFormat(FormatTests):
-    known_failures = {  # noqa: RUF012  (a ClassVar of the contract)
-        "test_round_trip_in_fresh_process": {
-            "ome-tiff": "axis offsets and metadata are dropped on write but OmeTiffFormat.problems() does not say so",
-        },
-    }
+    known_failures = {}  # noqa: RUF012  (a ClassVar of the contract)
 
     @pytest.fixture(params=[plugin.name for plugin in list_formats()])
     def format_name(self, request: pytest.FixtureRequest) -> str:

@@ -342,6 +342,45 @@ def test_zarr_format_3_is_read_by_zarr_python(tmp_path: Path) -> None:
     np.testing.assert_array_equal(lazy["data"].compute(), data)
 
 
+def test_zarr_format_3_sciz_streams_are_read_and_written_by_zarr_python(tmp_path: Path) -> None:
+    # sciz wrote "numcodecs.sciz" into zarr 3 stores but registered it only with numcodecs (zarr 2):
+    # zarr-python failed with "Unknown codec: 'numcodecs.sciz'" even after importing sciz.
+    import subprocess
+    import sys
+
+    data = np.random.default_rng(3).random((4, 6, 5)).astype(np.float32)
+    data[0, 0, :2] = [np.nan, np.inf]
+    path = tmp_path / "v3.zspy"
+    zspy.file_writer(
+        path, signal(data), zarr_format=3, compressor="sz3", tolerance=1e-3, chunks=(2, 6, 5), show_progressbar=False
+    )
+    check = (
+        "import sys, warnings, numpy as np, zarr; warnings.simplefilter('ignore'); "
+        "import sciz.codecs.numcodecs_compat as n; "
+        "a = zarr.open_array(sys.argv[1] + '/Experiments/scan/data', mode='r')[...]; "
+        "np.save(sys.argv[2], a); "
+        "z = zarr.create_array(sys.argv[3], shape=a.shape, chunks=(2, 6, 5), dtype='f4', "
+        "compressors=[n.SciZZarr3Codec(codec={'id': 'sz3', 'tolerance': 1e-3})]); z[...] = a"
+    )
+    out, written = tmp_path / "read.npy", tmp_path / "written.zarr"
+    run = subprocess.run(
+        [sys.executable, "-c", check, str(path), str(out), str(written)], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    read = np.load(out)
+    finite = np.isfinite(data)
+    assert np.array_equal(np.isnan(read), np.isnan(data)) and read[0, 0, 1] == np.inf
+    assert np.abs(read[finite] - data[finite]).max() <= 1e-3
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():  # zarr: "Numcodecs codecs are not in the Zarr version 3 specification"
+        warnings.simplefilter("ignore")
+        again = zarr.open_array(written, mode="r")[...]
+    assert np.array_equal(np.isnan(again), np.isnan(data)) and np.abs(again[finite] - data[finite]).max() <= 2e-3
+
+
 def test_zarr_python_written_v3_array_is_read(tmp_path: Path) -> None:
     # A zarr 3 feature sciz's engine leaves to zarr-python (sharding) still reads.
     import zarr

@@ -216,7 +216,9 @@ def plot_pareto(rows: list[dict[str, Any]]) -> Any:
 
 _COLUMNS = (
     ("codec", "codec"),
-    ("bound", "bound"),
+    ("bound", "bound / range"),
+    ("tolerance", "tolerance"),
+    ("bound_holds", "bound holds"),
     ("ratio", "ratio"),
     ("bits_per_value", "bits/value"),
     ("encode_mb_s", "encode MB/s"),

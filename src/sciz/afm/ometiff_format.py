@@ -11,13 +11,43 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ..formats._base import Format
 from ..model import Dataset
-from ..stack import ImageStack
+from ..stack import _NM_PER_UNIT, _SECONDS_PER_UNIT, METADATA_KEY, ImageStack
 
 __all__ = ["OmeTiffFormat"]
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _exact_in_float32(data: Any) -> bool:
+    """Whether ``data`` (a numpy array) survives the cast to float32 unchanged; lazy data counts as not."""
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in "biuf":
+        return False
+    with np.errstate(all="ignore"):
+        return bool(np.array_equal(data.astype(np.float32).astype(data.dtype), data, equal_nan=True))
+
+
+def _lost_calibration(dataset: Dataset) -> list[str]:
+    """Axes whose calibration an OME-TIFF stack made by :meth:`ImageStack.from_dataset` cannot keep."""
+    axes = list(dataset.axes)
+    spatial, time = axes[-2:], axes[0] if dataset.ndim == 3 else None
+    lost = []
+    nm = [_NM_PER_UNIT.get(a.units.strip()) for a in spatial]
+    for axis, factor in zip(spatial, nm, strict=True):
+        calibrated = bool(axis.units) or axis.scale != 1.0 or axis.offset != 0.0
+        if calibrated and (factor is None or axis.offset != 0.0 or axis.scale <= 0):
+            lost.append(axis.name)
+    if not lost and None not in nm:
+        y, x = (a.scale * f for a, f in zip(spatial, nm, strict=True) if f is not None)
+        if not np.isclose(y, x, rtol=1e-6):
+            lost.append(spatial[0].name)
+    calibrated_time = time is not None and (bool(time.units) or time.scale != 1.0 or time.offset != 0.0)
+    if time is not None and calibrated_time and _SECONDS_PER_UNIT.get(time.units.strip()) is None:
+        lost.append(time.name)
+    return lost
 
 
 class OmeTiffFormat(Format):
@@ -59,6 +89,15 @@ class OmeTiffFormat(Format):
         found = []
         if dataset.ndim not in (2, 3):
             found.append(f"it holds 2-D frames or 3-D (frames, H, W) stacks, not {dataset.ndim}-D data")
+        other = sorted(str(k) for k in dataset.metadata if k != METADATA_KEY)
+        if other:
+            found.append(f"metadata {other} (OME-TIFF keeps only an AFM stack's pixel size, channel and frame times)")
+        if dataset.data.dtype != np.float32 and not _exact_in_float32(dataset.data):
+            found.append(f"data of dtype {dataset.data.dtype} (OME-TIFF stacks are float32; the values would change)")
+        if METADATA_KEY not in dataset.metadata and dataset.ndim in (2, 3):
+            lost = _lost_calibration(dataset)
+            if lost:
+                found.append(f"axis calibration of {lost} (OME-TIFF keeps a pixel size in nm and frame times)")
         extra = sorted(k for k in dataset.layers if k != "raw")
         if extra or dataset.masks:
             found.append(

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import app, disk_size, fail
+from .app import app, disk_size, fail, range_outlier_warning
 from .info_cmd import parse_options, read_dataset
 
 __all__ = ["compress_command"]
@@ -69,6 +69,10 @@ def compress_command(
         fail(str(exc))
     reader, dataset = read_dataset(source, None, parse_options(read_option or [], "--read-option"))
     data = np.asarray(dataset.data)
+    if tolerance is None:
+        warning = range_outlier_warning(data, fill_value)
+        if warning:
+            typer.echo(warning, err=True)
     # HDF5 holds the codecs that have a registered filter (other readers decode those)
     names = [n for n in codecs.list_codecs() if writer.name != "hspy" or getattr(spec(n), "hdf5_filter_id", None)]
     try:
@@ -90,14 +94,22 @@ def compress_command(
         written = Path(writer.write(dataset, target, **options))
     except (SciZError, OSError, ValueError, TypeError) as exc:
         fail(f"writing {target} as {writer.name} failed: {exc}")
-    restored = np.asarray(load(written).data)
+    loaded = load(written)
+    restored = np.asarray(loaded.data)
     valid = valid_mask(data, fill_value)
     error = float(np.max(np.abs(restored[valid].astype(np.float64) - data[valid]))) if valid.any() else 0.0
-    ratio = data.nbytes / max(1, disk_size(written))
+    file_ratio = data.nbytes / max(1, disk_size(written))
+    stored = getattr(loaded.storage.get("data"), "stored_bytes", None)
+    extra = len(dataset.layers) + len(dataset.masks)
+    if extra and stored:  # the layers and masks are stored losslessly beside the compressed data
+        ratio_text = f"ratio {data.nbytes / max(1, stored):.2f} (the data; the whole file with {extra} lossless "
+        ratio_text += f"layers/masks and the metadata: {file_ratio:.2f})"
+    else:
+        ratio_text = f"ratio {file_ratio:.2f}"
     predicted = next(c["predicted_ratio"] for c in choice["candidates"] if c["label"] == choice["chosen"])
     typer.echo(f"chose {choice['chosen']} ({choice['reason']}; predicted ratio {predicted:g})")
     typer.echo(
-        f"wrote {written} ({writer.name}) from {source} ({reader.name}): ratio {ratio:.2f}, "
+        f"wrote {written} ({writer.name}) from {source} ({reader.name}): {ratio_text}, "
         f"max error {error:.4g} (bound {codec.tolerance:.4g})"
     )
     if codec.tolerance is not None and error > codec.tolerance:

@@ -61,9 +61,11 @@ def convert_command(
     problems = writer.problems(dataset)
     if problems and not drop_unsupported:
         listing = "".join(f"\n  - {p}" for p in problems)
+        fits = _formats_that_hold(dataset, writer.name)
+        hint = f" ({', '.join(fits)} would keep everything)" if fits else ""
         fail(
             f"{writer.name} cannot hold everything in {source} ({reader.name}):{listing}\n"
-            "Nothing was written. Choose a target format that holds it (e.g. .npz keeps everything), "
+            f"Nothing was written. Choose a target format that holds it{hint}, "
             "or pass --drop-unsupported to write only what fits."
         )
     for problem in problems:
@@ -75,3 +77,21 @@ def convert_command(
     size = Path(written).stat().st_size if Path(written).is_file() else None
     detail = f" ({size} bytes)" if size is not None else ""
     typer.echo(f"converted {source} ({reader.name}) -> {written} ({writer.name}){detail}")
+
+
+def _formats_that_hold(dataset: object, exclude: str) -> list[str]:
+    """The extensions of the writable formats (other than ``exclude``) that can hold ``dataset`` whole."""
+    from ..formats import list_formats
+
+    fits: list[str] = []
+    for plugin in list_formats("write"):
+        if plugin.name == exclude or not plugin.extensions:
+            continue
+        try:
+            if plugin.problems(dataset):  # type: ignore[arg-type]
+                continue
+        except Exception:  # a format that cannot even judge the dataset does not hold it
+            continue
+        if plugin.extensions[0] not in fits:
+            fits.append(plugin.extensions[0])
+    return fits

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import app, console, fail
+from .app import app, console, fail, range_outlier_warning
 from .info_cmd import parse_options, read_dataset
 
 __all__ = ["evaluate_command"]
@@ -58,6 +58,9 @@ def evaluate_command(
         fail(f"--tolerances {tolerances!r}: bounds are shares of the data range, between 0 and 1", code=2)
     reader, dataset = read_dataset(source, None, parse_options(read_option or [], "--read-option"))
     data = np.asarray(dataset.data)
+    warning = range_outlier_warning(data, fill_value)
+    if warning:
+        console.print(warning, markup=False, highlight=False)
     names = _split(codecs, "--codecs") or default_codecs(data)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"evaluating {source.name}", total=len(names) * len(bounds))
@@ -76,6 +79,9 @@ def evaluate_command(
     )
     best = max((r for r in rows if "ratio" in r), key=lambda r: r["ratio"], default=None)
     if best is not None:
-        console.print(f"best ratio {best['ratio']:.2f}: {best['codec']} at bound {best['bound']:g}")
+        console.print(
+            f"best ratio {best['ratio']:.2f}: {best['codec']} at bound {best['bound']:g} of the range "
+            f"(tolerance {best['tolerance']:.4g})"
+        )
     for kind, path in paths.items():
         console.print(f"{kind}: {path}")

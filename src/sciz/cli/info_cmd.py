@@ -16,17 +16,28 @@ from .app import app, disk_size, fail, human_size
 __all__ = ["info_command", "parse_options", "read_dataset"]
 
 
+_WORDS: dict[str, Any] = {"true": True, "false": False, "none": None, "null": None}
+
+
 def parse_options(items: Sequence[str], flag: str) -> dict[str, Any]:
-    """``KEY=VALUE`` strings to a dict; values are JSON when they parse (``true``, ``2.5``), else text."""
+    """``KEY=VALUE`` strings to a dict; values are JSON when they parse (``true``, ``2.5``), else text.
+
+    ``True``/``False``/``None`` in any case are the Python values too: a text ``"False"`` would be
+    a true value to every writer option that expects a bool.
+    """
     options: dict[str, Any] = {}
     for item in items:
         key, separator, text = item.partition("=")
         if not separator or not key.strip():
             fail(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} nodata_to_nan=true", code=2)
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = text
+        spelled = text.strip().lower()
+        if spelled in _WORDS:  # True/False/None as Python spells them, not only JSON's true/false/null
+            value = _WORDS[spelled]
+        else:
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = text
         options[key.strip()] = value
     return options
 

@@ -7,6 +7,7 @@ it from the stored config alone.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from numcodecs.registry import register_codec
 
 from .registry import from_config
 
-__all__ = ["SciZNumcodec"]
+__all__ = ["SciZNumcodec", "SciZZarr3Codec"]
 
 
 class SciZNumcodec(NumcodecsCodec):
@@ -56,3 +57,44 @@ class SciZNumcodec(NumcodecsCodec):
 
 
 register_codec(SciZNumcodec)
+
+
+def _zarr3_base() -> Any:
+    try:
+        from zarr.codecs.numcodecs import _NumcodecsBytesBytesCodec
+    except ImportError:  # zarr 2 or no zarr: sciz's own zarr reader and writer still work
+        return None
+    return _NumcodecsBytesBytesCodec
+
+
+_Zarr3Base = _zarr3_base()
+
+if _Zarr3Base is not None:
+
+    class SciZZarr3Codec(_Zarr3Base, codec_name="sciz"):  # type: ignore[misc,valid-type,call-arg]
+        """zarr 3's ``numcodecs.sciz`` codec (after ``bytes``), as sciz writes zarr format 3 stores.
+
+        A sciz stream carries its dtype and shape, so the chunk is coded as the typed array
+        (the chunk spec's dtype, little-endian as the ``bytes`` codec lays it out), never as raw bytes.
+        """
+
+        async def _decode_single(self, chunk_data: Any, chunk_spec: Any) -> Any:
+            decoded = await asyncio.to_thread(self._codec.decode, chunk_data.as_numpy_array())
+            array = np.asarray(decoded)
+            little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+            return chunk_spec.prototype.buffer.from_bytes(little.tobytes())
+
+        async def _encode_single(self, chunk_data: Any, chunk_spec: Any) -> Any:
+            dtype = chunk_spec.dtype
+            native = np.dtype(dtype.to_native_dtype() if hasattr(dtype, "to_native_dtype") else dtype)
+            raw = np.frombuffer(chunk_data.as_numpy_array(), dtype=native.newbyteorder("<"))
+            typed = raw.reshape(chunk_spec.shape).astype(native.newbyteorder("="), copy=False)
+            encoded = await asyncio.to_thread(self._codec.encode, typed)
+            return chunk_spec.prototype.buffer.from_bytes(bytes(encoded))
+
+    try:
+        from zarr.registry import register_codec as _register_zarr_codec
+
+        _register_zarr_codec("numcodecs.sciz", SciZZarr3Codec)
+    except ImportError:  # pragma: no cover - zarr without a codec registry
+        pass

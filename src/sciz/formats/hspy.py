@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -583,6 +583,28 @@ def _storage(path: Path, signal: dict[str, Any]) -> dict[str, StoredArray]:
         return {}
 
 
+def _ragged_strings(value: Any, where: str, depth: int = 0) -> str | None:
+    """Where in ``value`` (nested dicts, lists, tuples) an object array holds strings, which hspy cannot store."""
+    if depth > 64:
+        return None
+    if isinstance(value, np.ndarray) and value.dtype.kind == "O":
+        for item in value.ravel():
+            if isinstance(item, str | bytes) or np.asarray(item).dtype.kind in "USO":
+                return where
+        return None
+    if isinstance(value, dict):
+        items: Iterable[tuple[str, Any]] = ((f"{where}[{k!r}]", v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for label, item in items:
+        found = _ragged_strings(item, label, depth + 1)
+        if found:
+            return found
+    return None
+
+
 class HspyFormat(Format):
     """HyperSpy's HDF5 signal format (``.hspy``).
 
@@ -621,6 +643,12 @@ class HspyFormat(Format):
         dataset = signal_to_dataset(signals[index], source=os.fspath(path))
         dataset.storage.update(_storage(path, signals[index]))
         return dataset
+
+    def problems(self, dataset: Dataset) -> list[str]:
+        ragged = _ragged_strings(dataset.metadata, "metadata")
+        if ragged:
+            return [f"{ragged}: ragged string arrays cannot be stored in hspy (.zspy holds them)"]
+        return []
 
     def write(self, dataset: Dataset, path: Path, **options: Any) -> Path:
         options.setdefault("show_progressbar", False)
