@@ -458,13 +458,19 @@ def _kind(mode: int) -> str:
 # Zip files, mappings and zarr-python stores
 # --------------------------------------------------------------------------------------------
 class ZipKV(KVStore):
-    """A zip file, read only. Duplicate entries (zarr 2 appends rewritten keys) resolve to the last one."""
+    """A zip file, read only, through sciz's one checked ZIP reader (:class:`._zip.ZipReader`).
+
+    The file is opened once (every thread reads it with ``pread``): a read sees one version even
+    while the file is replaced. Names, sizes, local headers and CRCs are checked. Duplicate entries
+    (zarr 2 appends rewritten keys) resolve to the last one.
+    """
 
     shareable = True
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(os.fspath(path))
-        self._local = threading.local()
+        self._reader: Any = None
+        self._lock = threading.Lock()
         self._index: dict[str, dict[str, None]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -473,26 +479,28 @@ class ZipKV(KVStore):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"])  # type: ignore[misc]
 
-    def _zip(self) -> zipfile.ZipFile:
-        handle = getattr(self._local, "zip", None)
-        if handle is None:
-            try:
-                handle = zipfile.ZipFile(self.path, "r")
-            except (zipfile.BadZipFile, OSError, ValueError) as exc:
-                raise FormatError(f"{self.path}: not a readable zip file ({exc})") from None
-            self._local.zip = handle
-        return handle
+    def _zip(self) -> Any:
+        with self._lock:
+            if self._reader is None:
+                from ._zip import ZipReader
+
+                self._reader = ZipReader(self.path, last_duplicate_wins=True)
+            return self._reader
 
     def close(self) -> None:
-        handle = getattr(self._local, "zip", None)
-        if handle is not None:
-            handle.close()
-            self._local.zip = None
+        with self._lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
     def _children(self) -> dict[str, dict[str, None]]:
         if self._index is None:
             index: dict[str, dict[str, None]] = {}
-            for name in self._zip().namelist():
+            for name in self._zip().members:
                 parts = name.rstrip("/").split("/")
                 for depth in range(len(parts)):
                     index.setdefault("/".join(parts[:depth]), {})[parts[depth]] = None
@@ -501,11 +509,15 @@ class ZipKV(KVStore):
 
     def get(self, key: str) -> bytes | None:
         check_key(key, str(self.path))
-        try:
-            return self._zip().read(key)
-        except KeyError:
+        reader = self._zip()
+        member = reader.members.get(key)
+        if member is None or member.is_dir:
             return None
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        try:
+            return bytes(reader.read(member))
+        except FormatError:
+            raise
+        except (OSError, EOFError, ValueError, RuntimeError) as exc:
             raise FormatError(f"{self.path}: entry {key!r} is damaged ({exc})") from None
 
     def set(self, key: str, value: bytes) -> None:
@@ -516,17 +528,13 @@ class ZipKV(KVStore):
 
     def keys_under(self, prefix: str) -> Iterator[str]:
         start = f"{prefix}/" if prefix else ""
-        seen: set[str] = set()
-        for name in self._zip().namelist():
-            if name.startswith(start) and not name.endswith("/") and name not in seen:
-                seen.add(name)
+        for name in self._zip().members:
+            if name.startswith(start) and not name.endswith("/"):
                 yield check_key(name, str(self.path))
 
     def size(self, key: str) -> int:
-        try:
-            return int(self._zip().getinfo(key).compress_size)
-        except KeyError:
-            return 0
+        member = self._zip().members.get(key)
+        return 0 if member is None else int(member.compressed_size)
 
     def describe(self) -> str:
         return str(self.path)

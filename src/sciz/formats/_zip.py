@@ -442,8 +442,10 @@ class ZipReader:
         unencrypted, uniquely and safely named, and whose declared sizes fit the file.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, last_duplicate_wins: bool = False) -> None:
         self.path = Path(os.fspath(path))
+        # zarr 2's zip stores append a rewritten key as a second entry: the last one is the value.
+        self._last_duplicate_wins = last_duplicate_wins
         try:
             self._handle: BinaryIO = self.path.open("rb")
         except FileNotFoundError:
@@ -487,9 +489,13 @@ class ZipReader:
                 info.filename, info.compress_type, info.CRC, info.compress_size, info.file_size, info.header_offset
             )
             self._check(member, info.flag_bits)
-            if member.name in members:
+            if member.name in members and not self._last_duplicate_wins:
                 raise self._error(member.name, "appears twice in the archive")
             members[member.name] = member
+        for member in members.values():
+            # A name damaged in the central directory would make the member look missing (a Zarr
+            # reader then returns fill values): each must match its local header's name.
+            self._local_start(member)
         return members
 
     def _check(self, member: ZipMember, flags: int) -> None:
@@ -530,6 +536,10 @@ class ZipReader:
 
     def open(self, member: ZipMember) -> MemberStream:
         """A stream of the member's uncompressed bytes (bounded, CRC-checked by its ``finish``)."""
+        return MemberStream(self, member, self._local_start(member))
+
+    def _local_start(self, member: ZipMember) -> int:
+        """Where the member's data starts, after checking its local header against the directory."""
         local = self._pread(member.header_offset, _LOCAL_HEADER.size)
         if len(local) != _LOCAL_HEADER.size or local[:4] != b"PK\x03\x04":
             raise self._error(member.name, "bad local header (the file is damaged)")
@@ -540,7 +550,7 @@ class ZipReader:
         local_name = self._pread(member.header_offset + _LOCAL_HEADER.size, name_length)
         if local_name.decode("utf-8", "replace") != member.name and local_name.decode("cp437") != member.name:
             raise self._error(member.name, "the local header names another member (the file is damaged)")
-        return MemberStream(self, member, start)
+        return start
 
     def read(self, member: ZipMember) -> bytes:
         """The whole member (its declared size checked against the memory available first)."""

@@ -29,6 +29,7 @@ from .._util import require
 from ..errors import FormatError, MissingDependencyError, argument_error
 from ..metadata import decode_text
 from ..model import Dataset
+from . import _hdf5
 from ._base import Format
 
 if TYPE_CHECKING:
@@ -207,10 +208,10 @@ class H5JpkFormat(VendorAfmFormat):
     def channels(self, path: Path) -> list[str]:
         """Channel names as AFMReader spells them (``<name>_trace``/``<name>_retrace``), from the
         ``channel.name`` and ``retrace`` attributes of each ``Measurement_*/Channel_*`` group."""
-        h5py = require("h5py", "hdf5")
         names: list[str] = []
         try:
-            with h5py.File(path, "r") as handle:
+            # sciz's HDF5 door: the structure probed in a child first, nothing outside the file.
+            with _hdf5.open_file(path) as handle:
                 for measurement in (handle[k] for k in handle if k.startswith("Measurement_")):
                     for key in measurement:
                         attrs = measurement[key].attrs if key.startswith("Channel_") else {}
@@ -219,8 +220,10 @@ class H5JpkFormat(VendorAfmFormat):
                         name = decode_text(attrs["channel.name"]).lower()
                         retrace = decode_text(attrs.get("retrace", "false")).lower() in ("true", "1")
                         names.append(f"{name}_{'retrace' if retrace else 'trace'}")
-        except OSError as exc:
-            raise FormatError(f"{path}: unreadable JPK HDF5 file ({exc})") from None
+        except (FileNotFoundError, FormatError):
+            raise
+        except Exception as exc:  # h5py raises KeyError/OSError/ValueError... on damaged files
+            raise FormatError(f"{path}: unreadable JPK HDF5 file ({type(exc).__name__}: {exc})") from None
         return names
 
     def read_stack(self, path: Path, channel: str | None = None, pixel_size_nm: float | None = None) -> ImageStack:
@@ -256,9 +259,8 @@ class H5JpkFormat(VendorAfmFormat):
 
 
 def _jpk_frame_times(source: Path, n: int) -> tuple[np.ndarray | None, np.ndarray | None, float | None]:
-    h5py = require("h5py", "hdf5")
     try:
-        with h5py.File(source, "r") as handle:
+        with _hdf5.open_file(source) as handle:
             names = sorted(k for k in handle if k.startswith("Measurement_"))
             if not names:
                 return None, None, None
@@ -271,8 +273,10 @@ def _jpk_frame_times(source: Path, n: int) -> tuple[np.ndarray | None, np.ndarra
             ends = None
             if "meta-data/end-times" in group:
                 ends = np.asarray(group["meta-data/end-times"][()], dtype=np.int64).ravel()
-    except OSError as exc:
-        raise FormatError(f"{source}: unreadable JPK HDF5 file ({exc})") from None
+    except (FileNotFoundError, FormatError):
+        raise
+    except Exception as exc:  # h5py raises KeyError/OSError/ValueError... on damaged files
+        raise FormatError(f"{source}: unreadable JPK HDF5 file ({type(exc).__name__}: {exc})") from None
     if starts.size != n:
         return None, None, line_rate
     return starts, ends if ends is not None and ends.size == n else None, line_rate
