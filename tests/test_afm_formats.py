@@ -96,3 +96,15 @@ def test_ome_tiff_format_writes_stacks_and_refuses_what_it_cannot_hold(tmp_path)
         sciz.save(small_stack().to_dataset(), tmp_path / "y.ome.tif")
     with pytest.raises(FormatError, match="4-D"):
         sciz.save(sciz.Dataset(np.zeros((2, 2, 2, 2))), tmp_path / "z.ome.tif")
+
+
+@pytest.mark.parametrize("name", ["x\x00y", "x\x01y", "x\ud800y", "tab\there", "line\nbreak"])
+def test_ome_tiff_refuses_channel_names_its_xml_cannot_give_back(tmp_path, name):
+    # A NUL or control character wrote a file that could not be read back, a lone surrogate escaped as
+    # a raw UnicodeEncodeError, and tabs and newlines came back as spaces.
+    stack = ImageStack(np.ones((2, 4, 5), np.float32), 2.0, name, [{"timestamp": t} for t in (0, 1)])
+    with pytest.raises(FormatError, match="OME-XML cannot give back"):
+        sciz.save(stack.to_dataset(), tmp_path / "x.ome.tif")
+    assert list(tmp_path.iterdir()) == []
+    fine = ImageStack(np.ones((2, 4, 5), np.float32), 2.0, "height µm", [{"timestamp": t} for t in (0, 1)])
+    assert sciz.load(sciz.save(fine.to_dataset(), tmp_path / "y.ome.tif")).name == "height µm"
