@@ -413,3 +413,26 @@ def test_read_dataset_errors_name_file_and_object(tmp_path):
     garbage.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     with pytest.raises(FormatError, match=r"garbage\.h5: not a readable HDF5 file"):
         _hdf5.open_file(garbage)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "title", "problem"),
+    [
+        ({"a\x00b": 2, "a\x00c": 3}, "t", "holds a NUL character"),  # both came back as one key "a"
+        ({"g": {"a\x00b": 2}}, "t", "holds a NUL character"),  # came back as {"g": {"a": 2}}
+        ({"note": 1}, "x\x00y", "holds a NUL character"),  # a raw ValueError
+        ({"v": "a\x00b"}, "t", "cannot be stored in HDF5"),  # a raw ValueError
+        ({"v": "x\ud800y"}, "t", "cannot be stored in HDF5"),  # a raw UnicodeEncodeError
+    ],
+)
+def test_hspy_refuses_names_and_strings_hdf5_cannot_hold(tmp_path: Path, metadata, title, problem) -> None:
+    import sciz
+
+    target = tmp_path / "out.hspy"
+    with pytest.raises(FormatError, match=problem) as caught:
+        sciz.save(sciz.Dataset(np.zeros((3, 4)), metadata=metadata, name=title), target)
+    assert str(target) in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+    kept = {"a.b": 1, "..": 2, "tab\tkey": "x\ty"}
+    back = sciz.load(sciz.save(sciz.Dataset(np.zeros((3, 4)), metadata=kept, name="t"), target))
+    assert back.metadata == kept and back.name == "t"
