@@ -423,6 +423,8 @@ def test_read_dataset_errors_name_file_and_object(tmp_path):
         ({"note": 1}, "x\x00y", "holds a NUL character"),  # a raw ValueError
         ({"v": "a\x00b"}, "t", "cannot be stored in HDF5"),  # a raw ValueError
         ({"v": "x\ud800y"}, "t", "cannot be stored in HDF5"),  # a raw UnicodeEncodeError
+        ({"g": {".": {"x": 5}, "x": 1}}, "t", "named '.'"),  # came back as {"g": {"x": 5}}
+        ({"note": 1}, ".", "named '.'"),  # the experiment group '.' is /Experiments itself
     ],
 )
 def test_hspy_refuses_names_and_strings_hdf5_cannot_hold(tmp_path: Path, metadata, title, problem) -> None:

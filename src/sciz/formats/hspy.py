@@ -339,10 +339,14 @@ def _attr(value: Any) -> Any:
     return value
 
 
-def _check_h5_name(h5: Any, name: str) -> None:
-    """HDF5 cuts names at a NUL (a key ``"a\\x00b"`` came back as ``"a"``, two such keys as one)."""
+def _check_h5_name(h5: Any, name: str, *, child: bool = False) -> None:
+    """HDF5 cuts names at a NUL (a key ``"a\\x00b"`` came back as ``"a"``, two such keys as one), and a
+    group or dataset ``"."`` is the group itself (``{"g": {".": {"x": 5}, "x": 1}}`` came back as
+    ``{"g": {"x": 5}}``, a layer ``"."`` was a raw ValueError)."""
     if "\x00" in name:
         raise FormatError(f"the name {name!r} in {h5.name!r} holds a NUL character, which HDF5 names cannot hold")
+    if child and name == ".":
+        raise FormatError(f"a group or dataset named '.' in {h5.name!r}: HDF5 takes it for {h5.name!r} itself")
 
 
 def _write_node(h5: Any, group: GroupNode, signal_kwargs: dict[str, Any], options: dict[str, Any]) -> Iterator[Any]:
@@ -358,7 +362,7 @@ def _write_node(h5: Any, group: GroupNode, signal_kwargs: dict[str, Any], option
         except (ValueError, TypeError, UnicodeError) as exc:  # a NUL inside a string, a lone surrogate...
             raise FormatError(f"attribute {key!r} of {h5.name!r} cannot be stored in HDF5 ({exc})") from None
     for name, child in group.children.items():
-        _check_h5_name(h5, name)
+        _check_h5_name(h5, name, child=True)
         if isinstance(child, GroupNode):
             sub = h5.require_group(name)
             yield from _write_node(sub, child, signal_kwargs, options)
