@@ -343,3 +343,27 @@ def test_damaged_chunk_is_an_error_thanks_to_the_crc32_which_zarr_python_also_ch
     zspy.file_writer(plain, signal(data), show_progressbar=False, checksum=False)
     assert json.loads((data_dir(plain) / ".zarray").read_text())["compressor"]["id"] == "blosc"
     np.testing.assert_array_equal(zspy.file_reader(plain)[0]["data"], data)
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize(("fmt", "deepest"), [("zspy", 197), ("zspy-zip", 197), ("hspy", 60), ("npz", None)])
+def test_writers_refuse_metadata_nested_deeper_than_their_reader_reads(tmp_path: Path, fmt: str, deepest) -> None:
+    # zspy wrote metadata 198-1000 levels deep and hspy 61-1000 levels deep into files their own readers
+    # refused; 2000 levels were a raw RecursionError in every writer.
+    suffix = sciz.formats.get_format(fmt).extensions[0]
+    if deepest is not None:
+        back = sciz.load(sciz.save(sciz.Dataset(np.zeros(3), metadata=_nested(deepest)), tmp_path / f"a{suffix}"))
+        assert back.metadata["k"] is not None
+        with pytest.raises(FormatError, match="levels") as caught:
+            sciz.save(sciz.Dataset(np.zeros(3), metadata=_nested(deepest + 1)), tmp_path / f"b{suffix}", format=fmt)
+        assert f"b{suffix}" in str(caught.value)
+    with pytest.raises(FormatError, match=r"nests too deeply|levels") as caught:
+        sciz.save(sciz.Dataset(np.zeros(3), metadata=_nested(2000)), tmp_path / f"c{suffix}", format=fmt)
+    assert f"c{suffix}" in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([f"a{suffix}"] if deepest is not None else [])

@@ -364,6 +364,10 @@ def _write_node(h5: Any, group: GroupNode, signal_kwargs: dict[str, Any], option
     for name, child in group.children.items():
         _check_h5_name(h5, name, child=True)
         if isinstance(child, GroupNode):
+            if h5.name.rstrip("/").count("/") + 1 >= _hdf5.MAX_DEPTH:  # written, the file could not be read back
+                raise FormatError(
+                    f"{h5.name}/{name}: groups would nest {_hdf5.MAX_DEPTH} levels deep or more, more than sciz reads"
+                )
             sub = h5.require_group(name)
             yield from _write_node(sub, child, signal_kwargs, options)
             continue

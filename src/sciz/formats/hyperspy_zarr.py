@@ -1041,6 +1041,8 @@ def write_tree(
     for node in root.walk():
         where = store_path(node.path)
         if isinstance(node, GroupNode):
+            if where.count("/") >= MAX_DEPTH:  # written, the store could not be read back
+                raise FormatError(f"{where}: groups would nest deeper than {MAX_DEPTH} levels, more than sciz reads")
             if options.zarr_format == 2:
                 documents[_key(where, ".zgroup")] = {"zarr_format": 2}
                 if node.attrs:
