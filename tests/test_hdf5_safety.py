@@ -438,3 +438,22 @@ def test_hspy_refuses_names_and_strings_hdf5_cannot_hold(tmp_path: Path, metadat
     kept = {"a.b": 1, "..": 2, "tab\tkey": "x\ty"}
     back = sciz.load(sciz.save(sciz.Dataset(np.zeros((3, 4)), metadata=kept, name="t"), target))
     assert back.metadata == kept and back.name == "t"
+
+
+@pytest.mark.parametrize(
+    "fill",
+    [np.zeros(0, "f4"), np.array(["1", "2"], dtype=object), 1 + 2j, np.zeros(1, dtype=[("a", "f4")])],
+    ids=["empty", "strings", "complex", "compound"],
+)
+def test_a_fill_value_attribute_that_is_not_one_real_number_is_a_clean_error(tmp_path: Path, fill) -> None:
+    # An empty sciz_fill_value was a raw IndexError; a complex one was silently taken for its real part.
+    import sciz
+
+    data = np.arange(64 * 64, dtype="f4").reshape(64, 64) / 100
+    data[5, 5] = -999
+    path = sciz.save(sciz.Dataset(data), tmp_path / "x.hspy", compression="zfp", tolerance=0.01, fill_value=-999)
+    assert sciz.load(path).data[5, 5] == -999
+    with h5py.File(path, "r+") as handle:
+        handle["Experiments/__unnamed__/data"].attrs["sciz_fill_value"] = fill
+    with pytest.raises(FormatError, match=r"sciz_fill_value attribute .* is not one real number"):
+        sciz.load(path)
