@@ -367,3 +367,40 @@ def test_writers_refuse_metadata_nested_deeper_than_their_reader_reads(tmp_path:
         sciz.save(sciz.Dataset(np.zeros(3), metadata=_nested(2000)), tmp_path / f"c{suffix}", format=fmt)
     assert f"c{suffix}" in str(caught.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ([f"a{suffix}"] if deepest is not None else [])
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        # zarr's sharding codec divided by the inner chunk shape: a raw ZeroDivisionError
+        (
+            {
+                "codecs": [
+                    {
+                        "name": "sharding_indexed",
+                        "configuration": {
+                            "chunk_shape": [0, 4],
+                            "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+                            "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+                            "index_location": "end",
+                        },
+                    }
+                ]
+            },
+            "ZeroDivisionError",
+        ),
+        # unknown key encodings found no chunk and read as all fill values; transformers were ignored
+        ({"chunk_key_encoding": {"name": "evil"}}, "chunk_key_encoding 'evil'"),
+        ({"storage_transformers": [{"name": "evil"}]}, "storage_transformers"),
+    ],
+    ids=["sharding inner chunk 0", "unknown key encoding", "storage transformer"],
+)
+def test_forged_zarr_v3_array_metadata_is_a_clean_error(tmp_path: Path, change: dict[str, Any], problem: str) -> None:
+    data = np.arange(12, dtype="f4").reshape(3, 4)
+    path = sciz.save(sciz.Dataset(data, name="t"), tmp_path / "x.zspy", zarr_format=3)
+    document = path / "Experiments" / "t" / "data" / "zarr.json"
+    meta = json.loads(document.read_text())
+    meta.update(change)
+    document.write_text(json.dumps(meta))
+    with pytest.raises(FormatError, match=problem):
+        sciz.load(path)

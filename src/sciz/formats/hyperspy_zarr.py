@@ -579,6 +579,12 @@ def _array_meta_v3(doc: dict[str, Any], path: str) -> ArrayMeta:
         if grid.get("name") != "regular":
             raise _Unsupported(f"chunk grid {grid.get('name')!r}")
         encoding = doc.get("chunk_key_encoding") or {"name": "default"}
+        # Unknown ones found no chunk and read as all fill values (the spec says: fail).
+        if encoding.get("name") not in ("default", "v2"):
+            raise FormatError(f"{path}/zarr.json: chunk_key_encoding {encoding.get('name')!r} is not 'default' or 'v2'")
+        if doc.get("storage_transformers"):
+            transformers = doc["storage_transformers"]
+            raise FormatError(f"{path}/zarr.json: storage_transformers {transformers!r} are not supported")
         config = encoding.get("configuration") or {}
         prefix = encoding.get("name") == "default"
         separator = str(config.get("separator", "/" if prefix else "."))
