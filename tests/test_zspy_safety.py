@@ -404,3 +404,25 @@ def test_forged_zarr_v3_array_metadata_is_a_clean_error(tmp_path: Path, change: 
     document.write_text(json.dumps(meta))
     with pytest.raises(FormatError, match=problem):
         sciz.load(path)
+
+
+@pytest.mark.parametrize("how", ["inflates past its chunk", "bzip2"])
+def test_zip_store_entries_are_bounded_before_inflating(tmp_path: Path, how: str) -> None:
+    # zipfile inflated any entry whole: a 1.2 MB store whose 48-byte chunk inflated to 1.2 GB read as
+    # 2.4 GB resident before the chunk was found damaged (as bzip2, such an entry is a few kB).
+    data = np.arange(12, dtype="f4").reshape(3, 4)
+    base = sciz.save(sciz.Dataset(data, name="t"), tmp_path / "base.zspy", format="zspy-zip")
+    forged = tmp_path / "forged.zspy"
+    chunk = "Experiments/t/data/0/0"
+    with zipfile.ZipFile(base) as source, zipfile.ZipFile(forged, "w") as target:
+        for info in source.infolist():
+            if info.filename != chunk:
+                target.writestr(info, source.read(info))
+            elif how == "bzip2":
+                target.writestr(chunk, source.read(info), compress_type=zipfile.ZIP_BZIP2)
+            else:
+                target.writestr(chunk, bytes(8 << 20), compress_type=zipfile.ZIP_DEFLATED)
+    problem = "only stored and deflate" if how == "bzip2" else "more than a chunk of its array can take"
+    with pytest.raises(FormatError, match=problem):
+        sciz.load(forged)
+    assert np.array_equal(sciz.load(base).data, data)

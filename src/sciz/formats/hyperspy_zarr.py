@@ -305,6 +305,14 @@ class ArrayMeta:
         state["_coders"] = None
         return state
 
+    @property
+    def max_chunk_bytes(self) -> int | None:
+        """The most bytes a stored chunk of this array can sanely take (None: no bound, ragged items):
+        4x its raw size (a lossless fallback with every element patched is about 3x) plus 1 MiB."""
+        if self.dtype.kind == "O":
+            return None
+        return 4 * math.prod(self.chunks) * self.dtype.itemsize + (1 << 20)
+
     # -- keys and grid --------------------------------------------------------------------------
     def grid(self) -> tuple[int, ...]:
         return tuple(math.ceil(n / c) if c else 0 for n, c in zip(self.shape, self.chunks, strict=True))
@@ -731,7 +739,7 @@ def _fill_from_zarr(node: ArrayNode) -> None:
 # Reading array data
 # --------------------------------------------------------------------------------------------
 def _read_chunk(kv: KVStore, meta: ArrayMeta, index: tuple[int, ...]) -> np.ndarray:
-    raw = kv.get(meta.chunk_key(index))
+    raw = kv.get(meta.chunk_key(index), meta.max_chunk_bytes)
     if raw is None:
         block = np.empty(meta.chunks, dtype=meta.dtype)
         if meta.dtype.kind == "O":
@@ -838,7 +846,7 @@ def read_all(kv: KVStore, meta: ArrayMeta, *, threads: int | None = None) -> np.
     def one(index: tuple[int, ...]) -> None:
         region = meta.region(index)
         target = out[region]
-        raw = kv.get(meta.chunk_key(index))
+        raw = kv.get(meta.chunk_key(index), meta.max_chunk_bytes)
         if raw is None:
             target[...] = _read_chunk(kv, meta, index)[tuple(slice(0, s.stop - s.start) for s in region)]
             return
