@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import h5py
 import numpy as np
@@ -118,3 +119,55 @@ def test_ome_tiff_refuses_metadata_dtype_and_calibration_it_would_drop(tmp_path)
     )
     back = sciz.load(sciz.save(exact, tmp_path / "exact.ome.tif"))
     assert np.array_equal(back.data, exact.data) and back.axes[2].scale == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("name", ["x\x00y", "x\x01y", "x\ud800y", "tab\there", "line\nbreak"])
+def test_ome_tiff_refuses_channel_names_its_xml_cannot_give_back(tmp_path, name):
+    # A NUL or control character wrote a file that could not be read back, a lone surrogate escaped as
+    # a raw UnicodeEncodeError, and tabs and newlines came back as spaces.
+    stack = ImageStack(np.ones((2, 4, 5), np.float32), 2.0, name, [{"timestamp": t} for t in (0, 1)])
+    with pytest.raises(FormatError, match="OME-XML cannot give back"):
+        sciz.save(stack.to_dataset(), tmp_path / "x.ome.tif")
+    assert list(tmp_path.iterdir()) == []
+    fine = ImageStack(np.ones((2, 4, 5), np.float32), 2.0, "height µm", [{"timestamp": t} for t in (0, 1)])
+    assert sciz.load(sciz.save(fine.to_dataset(), tmp_path / "y.ome.tif")).name == "height µm"
+
+
+def _hostile_jpk(path, how):
+    os.chmod(path, 0o644)
+    secret = path.parent / "secret.bin"
+    with h5py.File(path, "r+") as handle:
+        group = handle["Measurement_000/Channel_001"]
+        del group["Height"]
+        if how == "external storage":
+            secret.write_bytes(b"SECRET!!" * (16384 * 4 * 4 // 8))
+            group.create_dataset("Height", shape=(16384, 4), dtype="i4", external=[(str(secret), 0, 16384 * 16)])
+        elif how == "fifo storage":
+            os.mkfifo(secret)
+            group.create_dataset("Height", shape=(16384, 4), dtype="i4", external=[(str(secret), 0, 16384 * 16)])
+        else:
+            with h5py.File(secret, "w") as other:
+                other.create_dataset("x", data=np.full((16384, 4), 7, "i4"))
+            group["Height"] = h5py.ExternalLink(str(secret), "/x")
+
+
+@pytest.mark.parametrize("how", ["external storage", "fifo storage", "external link"])
+def test_h5_jpk_reads_nothing_outside_the_file(copy_shared, how):
+    # AFMReader opens the file with plain h5py: another file's bytes came back as heights, and a FIFO
+    # named as external storage blocked forever.
+    path = copy_shared("afm/sample_0.h5-jpk")
+    _hostile_jpk(path, how)
+    with pytest.raises(FormatError, match="outside the file"):
+        sciz.load(path, channel="height_trace")
+
+
+@pytest.mark.parametrize(("offset", "patch"), [(685, "9d05daa1c127b43b"), (884, "569f1eb619f4917b"), (684, "ffffff7f")])
+def test_damaged_h5_jpk_files_are_format_errors(copy_shared, offset, patch):
+    # Mutants of the real file whose link tables are damaged raised h5py's raw RuntimeError/KeyError.
+    path = copy_shared("afm/sample_0.h5-jpk")
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[offset : offset + len(patch) // 2] = bytes.fromhex(patch)
+    path.write_bytes(bytes(data))
+    with pytest.raises(FormatError):
+        sciz.load(path)

@@ -446,3 +446,47 @@ def test_a_file_that_crashes_the_hdf5_library_is_a_clean_error(tmp_path):
     probed = subprocess.run([sys.executable, "-c", read, "probed"], capture_output=True, text=True, timeout=120)
     assert probed.returncode == 0, probed.stderr[-2000:]
     assert probed.stdout.startswith("FormatError") and "crashed (signal 11)" in probed.stdout, probed.stdout
+
+
+@pytest.mark.parametrize(
+    ("metadata", "title", "problem"),
+    [
+        ({"a\x00b": 2, "a\x00c": 3}, "t", "holds a NUL character"),  # both came back as one key "a"
+        ({"g": {"a\x00b": 2}}, "t", "holds a NUL character"),  # came back as {"g": {"a": 2}}
+        ({"note": 1}, "x\x00y", "holds a NUL character"),  # a raw ValueError
+        ({"v": "a\x00b"}, "t", "cannot be stored in HDF5"),  # a raw ValueError
+        ({"v": "x\ud800y"}, "t", "cannot be stored in HDF5"),  # a raw UnicodeEncodeError
+        ({"g": {".": {"x": 5}, "x": 1}}, "t", "named '.'"),  # came back as {"g": {"x": 5}}
+        ({"note": 1}, ".", "named '.'"),  # the experiment group '.' is /Experiments itself
+    ],
+)
+def test_hspy_refuses_names_and_strings_hdf5_cannot_hold(tmp_path: Path, metadata, title, problem) -> None:
+    import sciz
+
+    target = tmp_path / "out.hspy"
+    with pytest.raises(FormatError, match=problem) as caught:
+        sciz.save(sciz.Dataset(np.zeros((3, 4)), metadata=metadata, name=title), target)
+    assert str(target) in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+    kept = {"a.b": 1, "..": 2, "tab\tkey": "x\ty"}
+    back = sciz.load(sciz.save(sciz.Dataset(np.zeros((3, 4)), metadata=kept, name="t"), target))
+    assert back.metadata == kept and back.name == "t"
+
+
+@pytest.mark.parametrize(
+    "fill",
+    [np.zeros(0, "f4"), np.array(["1", "2"], dtype=object), 1 + 2j, np.zeros(1, dtype=[("a", "f4")])],
+    ids=["empty", "strings", "complex", "compound"],
+)
+def test_a_fill_value_attribute_that_is_not_one_real_number_is_a_clean_error(tmp_path: Path, fill) -> None:
+    # An empty sciz_fill_value was a raw IndexError; a complex one was silently taken for its real part.
+    import sciz
+
+    data = np.arange(64 * 64, dtype="f4").reshape(64, 64) / 100
+    data[5, 5] = -999
+    path = sciz.save(sciz.Dataset(data), tmp_path / "x.hspy", compression="zfp", tolerance=0.01, fill_value=-999)
+    assert sciz.load(path).data[5, 5] == -999
+    with h5py.File(path, "r+") as handle:
+        handle["Experiments/__unnamed__/data"].attrs["sciz_fill_value"] = fill
+    with pytest.raises(FormatError, match=r"sciz_fill_value attribute .* is not one real number"):
+        sciz.load(path)

@@ -384,3 +384,88 @@ def test_a_store_read_across_a_replace_sees_only_the_tree_it_opened(tmp_path: Pa
     zspy.file_writer(path, signal(np.zeros(shape, np.float32)), write_dataset=False, show_progressbar=False)
     assert zspy.file_reader(path)[0]["data"].sum() == 48
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.zspy", "s.zspy"]
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize(("fmt", "deepest"), [("zspy", 197), ("zspy-zip", 197), ("hspy", 60), ("npz", None)])
+def test_writers_refuse_metadata_nested_deeper_than_their_reader_reads(tmp_path: Path, fmt: str, deepest) -> None:
+    # zspy wrote metadata 198-1000 levels deep and hspy 61-1000 levels deep into files their own readers
+    # refused; 2000 levels were a raw RecursionError in every writer.
+    suffix = sciz.formats.get_format(fmt).extensions[0]
+    if deepest is not None:
+        back = sciz.load(sciz.save(sciz.Dataset(np.zeros(3), metadata=_nested(deepest)), tmp_path / f"a{suffix}"))
+        assert back.metadata["k"] is not None
+        with pytest.raises(FormatError, match="levels") as caught:
+            sciz.save(sciz.Dataset(np.zeros(3), metadata=_nested(deepest + 1)), tmp_path / f"b{suffix}", format=fmt)
+        assert f"b{suffix}" in str(caught.value)
+    with pytest.raises(FormatError, match=r"nests too deeply|levels") as caught:
+        sciz.save(sciz.Dataset(np.zeros(3), metadata=_nested(2000)), tmp_path / f"c{suffix}", format=fmt)
+    assert f"c{suffix}" in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([f"a{suffix}"] if deepest is not None else [])
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        # zarr's sharding codec divided by the inner chunk shape: a raw ZeroDivisionError
+        (
+            {
+                "codecs": [
+                    {
+                        "name": "sharding_indexed",
+                        "configuration": {
+                            "chunk_shape": [0, 4],
+                            "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+                            "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+                            "index_location": "end",
+                        },
+                    }
+                ]
+            },
+            "ZeroDivisionError",
+        ),
+        # unknown key encodings found no chunk and read as all fill values; transformers were ignored
+        ({"chunk_key_encoding": {"name": "evil"}}, "chunk_key_encoding 'evil'"),
+        ({"storage_transformers": [{"name": "evil"}]}, "storage_transformers"),
+    ],
+    ids=["sharding inner chunk 0", "unknown key encoding", "storage transformer"],
+)
+def test_forged_zarr_v3_array_metadata_is_a_clean_error(tmp_path: Path, change: dict[str, Any], problem: str) -> None:
+    data = np.arange(12, dtype="f4").reshape(3, 4)
+    path = sciz.save(sciz.Dataset(data, name="t"), tmp_path / "x.zspy", zarr_format=3)
+    document = path / "Experiments" / "t" / "data" / "zarr.json"
+    meta = json.loads(document.read_text())
+    meta.update(change)
+    document.write_text(json.dumps(meta))
+    with pytest.raises(FormatError, match=problem):
+        sciz.load(path)
+
+
+@pytest.mark.parametrize("how", ["inflates past its chunk", "bzip2"])
+def test_zip_store_entries_are_bounded_before_inflating(tmp_path: Path, how: str) -> None:
+    # zipfile inflated any entry whole: a 1.2 MB store whose 48-byte chunk inflated to 1.2 GB read as
+    # 2.4 GB resident before the chunk was found damaged (as bzip2, such an entry is a few kB).
+    data = np.arange(12, dtype="f4").reshape(3, 4)
+    base = sciz.save(sciz.Dataset(data, name="t"), tmp_path / "base.zspy", format="zspy-zip")
+    forged = tmp_path / "forged.zspy"
+    chunk = "Experiments/t/data/0/0"
+    with zipfile.ZipFile(base) as source, zipfile.ZipFile(forged, "w") as target:
+        for info in source.infolist():
+            if info.filename != chunk:
+                target.writestr(info, source.read(info))
+            elif how == "bzip2":
+                target.writestr(chunk, source.read(info), compress_type=zipfile.ZIP_BZIP2)
+            else:
+                target.writestr(chunk, bytes(8 << 20), compress_type=zipfile.ZIP_DEFLATED)
+    if how == "bzip2":  # read by the one ZIP reader, whose inflaters stop at the declared size
+        assert np.array_equal(sciz.load(forged).data, data)
+    else:
+        with pytest.raises(FormatError, match="more than a chunk of its array can take"):
+            sciz.load(forged)
+    assert np.array_equal(sciz.load(base).data, data)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,11 @@ _NM_PER_OME_UNIT = {"nm": 1.0, "µm": 1e3, "um": 1e3, "mm": 1e6, "cm": 1e7, "m":
 _S_PER_OME_UNIT = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "min": 60.0, "h": 3600.0}
 
 
+#: Characters an OME-XML attribute does not give back: those XML 1.0 cannot hold, and tab, CR and LF,
+#: which tifffile leaves unescaped and XML parsers then read as spaces.
+_XML_INVALID = re.compile("[\\x00-\\x1f\\ud800-\\udfff\\ufffe\\uffff]")
+
+
 def save_ome_tiff_stack(
     path: str | os.PathLike[str],
     afm_stack: Any,
@@ -80,6 +86,14 @@ def save_ome_tiff_stack(
     tifffile = require("tifffile", "tiff")
     stack = as_image_stack(afm_stack, "afm_stack")
     target = target_path(path, (".ome.tif", ".ome.tiff", ".tif", ".tiff"))
+    bad = _XML_INVALID.search(stack.channel)
+    if bad:
+        # The name goes into the OME-XML, which cannot hold it: the file written was unreadable
+        # (a NUL or other control character) or the write died with a raw UnicodeEncodeError.
+        raise FormatError(
+            f"{target}: the channel name {stack.channel!r} holds {bad.group()!r}, which OME-XML cannot give back "
+            "(control characters, tabs and newlines included, lone surrogates, U+FFFE, U+FFFF)"
+        )
     data, frames = stack.export_view(raw)
     values = np.asarray(data, dtype=np.float32)
     n_frames, height, width = values.shape

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import stat
+import sys
 import threading
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -213,7 +214,13 @@ def save(dataset: Dataset, path: str | os.PathLike[str], *, format: str | None =
     if not isinstance(dataset, Dataset):
         raise argument_error("dataset", dataset, "must be a sciz.Dataset")
     plugin = format_for_writing(path, format)
-    problems = plugin.problems(dataset)
-    if problems:
-        raise FormatError(f"{plugin.name} cannot hold this dataset: " + "; ".join(problems))
-    return plugin.write(dataset, Path(os.fspath(path)), **options)
+    try:
+        problems = plugin.problems(dataset)
+        if problems:
+            raise FormatError(f"{plugin.name} cannot hold this dataset: " + "; ".join(problems))
+        return plugin.write(dataset, Path(os.fspath(path)), **options)
+    except RecursionError:  # metadata nested thousands deep: every writer walks it recursively
+        raise FormatError(
+            f"{os.fspath(path)}: cannot write the dataset: its metadata nests too deeply (Python's recursion "
+            f"limit, {sys.getrecursionlimit()}, is reached)"
+        ) from None

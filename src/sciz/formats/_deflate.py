@@ -70,6 +70,10 @@ _COST = {
     ("zlib-ng", 3): 5.0,
     ("zlib-ng", 7): 6.0,
 }
+#: The most one decompress call may produce: the engines allocate their output buffer up to the limit
+#: they are given, so a whole member's limit cost a second copy of it (a 1.3 kB bzip2 member declaring
+#: 1.5 GB was a MemoryError under a 3 GB address-space limit although its array fitted).
+OUTPUT_PIECE = 16 * 1024 * 1024
 _LAST_RESORT = ("zlib-ng", 9)  # about zlib level 6's size everywhere; slower than the others
 
 
@@ -228,7 +232,7 @@ class Inflater:
         view = memoryview(buffer).cast("B")
         filled = 0
         while filled < len(view) and self.remaining and not self._inflater.eof:
-            out = self._inflate(min(len(view) - filled, self.remaining))
+            out = self._inflate(min(len(view) - filled, self.remaining, OUTPUT_PIECE))
             view[filled : filled + len(out)] = out
             filled += len(out)
             self.remaining -= len(out)

@@ -194,7 +194,10 @@ def apply_mask(dataset: Any, array: np.ndarray, region: tuple[slice, ...] | None
     if (codes == FILL).any():
         if FILL_ATTR not in dataset.attrs:
             raise FormatError(f"{where}: its mask marks fill values but the data has no {FILL_ATTR} attribute")
-        array[codes == FILL] = np.asarray(dataset.attrs[FILL_ATTR]).astype(array.dtype).reshape(-1)[0]
+        fill = np.asarray(dataset.attrs[FILL_ATTR])
+        if fill.size != 1 or fill.dtype.kind not in "biuf":  # an empty one was a raw IndexError
+            raise FormatError(f"{where}: its {FILL_ATTR} attribute {fill!r} is not one real number")
+        array[codes == FILL] = fill.astype(array.dtype).reshape(-1)[0]
 
 
 # ----- safe access -------------------------------------------------------------------------------

@@ -492,11 +492,22 @@ class ZipReader:
             if member.name in members and not self._last_duplicate_wins:
                 raise self._error(member.name, "appears twice in the archive")
             members[member.name] = member
-        for member in members.values():
-            # A name damaged in the central directory would make the member look missing (a Zarr
-            # reader then returns fill values): each must match its local header's name.
-            self._local_start(member)
+        self._check_overlaps(list(members.values()))
         return members
+
+    def _check_overlaps(self, members: list[ZipMember]) -> None:
+        """Refuse members whose data overlap: each member's ratio is bounded, but members sharing one
+        deflate kernel (each quoting the next one's header) are not (a 586 kB NPZ of 12 such members
+        inflated to 7.1 GB resident)."""
+        previous: tuple[int, str] | None = None
+        for member in sorted(members, key=lambda m: m.header_offset):
+            if previous is not None and member.header_offset < previous[0]:
+                raise self._error(
+                    member.name, f"lies inside the data of member {previous[1]!r} (overlapping members: a zip bomb)"
+                )
+            # Its local header must name it too: a name damaged in the central directory would make
+            # the member look missing (a Zarr reader then returns fill values).
+            previous = (self._local_start(member) + member.compressed_size, member.name)
 
     def _check(self, member: ZipMember, flags: int) -> None:
         name = member.name

@@ -207,23 +207,36 @@ class H5JpkFormat(VendorAfmFormat):
 
     def channels(self, path: Path) -> list[str]:
         """Channel names as AFMReader spells them (``<name>_trace``/``<name>_retrace``), from the
-        ``channel.name`` and ``retrace`` attributes of each ``Measurement_*/Channel_*`` group."""
+        ``channel.name`` and ``retrace`` attributes of each ``Measurement_*/Channel_*`` group.
+
+        The whole file is checked first (:func:`_check_h5_tree`): AFMReader opens it with plain h5py,
+        which follows external links and external raw storage (another file's bytes came back as
+        heights) and blocks forever on a FIFO named as external storage.
+        """
+        from . import _hdf5
+
+        h5py = require("h5py", "hdf5")
         names: list[str] = []
+        where = str(path)
+        handle = _hdf5.open_file(path)
         try:
-            # sciz's HDF5 door: the structure probed in a child first, nothing outside the file.
-            with _hdf5.open_file(path) as handle:
-                for measurement in (handle[k] for k in handle if k.startswith("Measurement_")):
-                    for key in measurement:
-                        attrs = measurement[key].attrs if key.startswith("Channel_") else {}
-                        if "channel.name" not in attrs:
-                            continue
-                        name = decode_text(attrs["channel.name"]).lower()
-                        retrace = decode_text(attrs.get("retrace", "false")).lower() in ("true", "1")
-                        names.append(f"{name}_{'retrace' if retrace else 'trace'}")
-        except (FileNotFoundError, FormatError):
+            _check_h5_tree(handle, where)
+            for key, measurement in _hdf5.items(handle, where):
+                if not key.startswith("Measurement_") or not isinstance(measurement, h5py.Group):
+                    continue
+                for child_key, child in _hdf5.items(measurement, where):
+                    attrs = child.attrs if child_key.startswith("Channel_") else {}
+                    if "channel.name" not in attrs:
+                        continue
+                    name = decode_text(attrs["channel.name"]).lower()
+                    retrace = decode_text(attrs.get("retrace", "false")).lower() in ("true", "1")
+                    names.append(f"{name}_{'retrace' if retrace else 'trace'}")
+        except FormatError:
             raise
-        except Exception as exc:  # h5py raises KeyError/OSError/ValueError... on damaged files
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:  # h5py on a damaged file
             raise FormatError(f"{path}: unreadable JPK HDF5 file ({type(exc).__name__}: {exc})") from None
+        finally:
+            handle.close()
         return names
 
     def read_stack(self, path: Path, channel: str | None = None, pixel_size_nm: float | None = None) -> ImageStack:
@@ -256,6 +269,25 @@ class H5JpkFormat(VendorAfmFormat):
                 frame["line_rate"] = line_rate
             frames.append(frame)
         return ImageStack(data, pixel_size_nm or float(pixel), channel, frames, file_path=path)
+
+
+def _check_h5_tree(handle: Any, where: str) -> None:
+    """Visit every object of an HDF5 file through :func:`sciz.formats._hdf5.items`: external links,
+    external raw storage, virtual datasets and oversized datasets are FormatErrors, and so are
+    nesting, cycles and object counts beyond the limits sciz's own HDF5 readers apply."""
+    from . import _hdf5
+
+    h5py = require("h5py", "hdf5")
+    pending: list[tuple[Any, int]] = [(handle["/"], 0)]
+    seen: set[Any] = set()
+    while pending:
+        group, depth = pending.pop()
+        if group.id in seen:
+            continue
+        seen.add(group.id)
+        if depth >= _hdf5.MAX_DEPTH or len(seen) > _hdf5.MAX_OBJECTS:
+            raise FormatError(f"{where}: {group.name}: groups nest or number beyond what sciz reads")
+        pending.extend((child, depth + 1) for _, child in _hdf5.items(group, where) if isinstance(child, h5py.Group))
 
 
 def _jpk_frame_times(source: Path, n: int) -> tuple[np.ndarray | None, np.ndarray | None, float | None]:

@@ -339,16 +339,35 @@ def _attr(value: Any) -> Any:
     return value
 
 
+def _check_h5_name(h5: Any, name: str, *, child: bool = False) -> None:
+    """HDF5 cuts names at a NUL (a key ``"a\\x00b"`` came back as ``"a"``, two such keys as one), and a
+    group or dataset ``"."`` is the group itself (``{"g": {".": {"x": 5}, "x": 1}}`` came back as
+    ``{"g": {"x": 5}}``, a layer ``"."`` was a raw ValueError)."""
+    if "\x00" in name:
+        raise FormatError(f"the name {name!r} in {h5.name!r} holds a NUL character, which HDF5 names cannot hold")
+    if child and name == ".":
+        raise FormatError(f"a group or dataset named '.' in {h5.name!r}: HDF5 takes it for {h5.name!r} itself")
+
+
 def _write_node(h5: Any, group: GroupNode, signal_kwargs: dict[str, Any], options: dict[str, Any]) -> Iterator[Any]:
     """Create groups, attributes and datasets; yields (dataset, node) pairs whose data is still to write."""
     h5py = _h5py()
     for key, value in group.attrs.items():
-        if key == SIDECAR_ATTR:
-            h5.create_dataset(SIDECAR_ATTR, data=value, dtype=h5py.string_dtype())
-            continue
-        h5.attrs[key] = value
+        _check_h5_name(h5, key)
+        try:
+            if key == SIDECAR_ATTR:
+                h5.create_dataset(SIDECAR_ATTR, data=value, dtype=h5py.string_dtype())
+            else:
+                h5.attrs[key] = value
+        except (ValueError, TypeError, UnicodeError) as exc:  # a NUL inside a string, a lone surrogate...
+            raise FormatError(f"attribute {key!r} of {h5.name!r} cannot be stored in HDF5 ({exc})") from None
     for name, child in group.children.items():
+        _check_h5_name(h5, name, child=True)
         if isinstance(child, GroupNode):
+            if h5.name.rstrip("/").count("/") + 1 >= _hdf5.MAX_DEPTH:  # written, the file could not be read back
+                raise FormatError(
+                    f"{h5.name}/{name}: groups would nest {_hdf5.MAX_DEPTH} levels deep or more, more than sciz reads"
+                )
             sub = h5.require_group(name)
             yield from _write_node(sub, child, signal_kwargs, options)
             continue
@@ -527,7 +546,7 @@ def file_writer(
     target = prepare_target(filename)
     H5Source.close_all(os.fspath(target))
     data_path = experiment.path + "/data"
-    with write_errors(target), atomic_file(target) as handle:
+    with _named(target), write_errors(target), atomic_file(target) as handle:
         if not write_dataset:
             if not target.is_file():
                 raise FormatError(f"{target}: write_dataset=False needs an existing hspy file")
@@ -560,6 +579,17 @@ def file_writer(
         with h5py.File(handle.name, "w") as h5:
             for dataset, node in list(_write_node(h5, root, signal_kwargs, meta_options)):
                 _write_dataset(dataset, node, show_progressbar)
+
+
+@contextlib.contextmanager
+def _named(target: Path) -> Iterator[None]:
+    """Errors about what the file cannot hold, naming it (the temporary file is gone by then)."""
+    try:
+        yield
+    except FormatError as exc:
+        if str(target) in str(exc):
+            raise
+        raise FormatError(f"{target}: {exc}") from None
 
 
 def _storage(path: Path, signal: dict[str, Any]) -> dict[str, StoredArray]:

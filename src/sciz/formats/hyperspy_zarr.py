@@ -305,6 +305,14 @@ class ArrayMeta:
         state["_coders"] = None
         return state
 
+    @property
+    def max_chunk_bytes(self) -> int | None:
+        """The most bytes a stored chunk of this array can sanely take (None: no bound, ragged items):
+        4x its raw size (a lossless fallback with every element patched is about 3x) plus 1 MiB."""
+        if self.dtype.kind == "O":
+            return None
+        return 4 * math.prod(self.chunks) * self.dtype.itemsize + (1 << 20)
+
     # -- keys and grid --------------------------------------------------------------------------
     def grid(self) -> tuple[int, ...]:
         return tuple(math.ceil(n / c) if c else 0 for n, c in zip(self.shape, self.chunks, strict=True))
@@ -579,6 +587,12 @@ def _array_meta_v3(doc: dict[str, Any], path: str) -> ArrayMeta:
         if grid.get("name") != "regular":
             raise _Unsupported(f"chunk grid {grid.get('name')!r}")
         encoding = doc.get("chunk_key_encoding") or {"name": "default"}
+        # Unknown ones found no chunk and read as all fill values (the spec says: fail).
+        if encoding.get("name") not in ("default", "v2"):
+            raise FormatError(f"{path}/zarr.json: chunk_key_encoding {encoding.get('name')!r} is not 'default' or 'v2'")
+        if doc.get("storage_transformers"):
+            transformers = doc["storage_transformers"]
+            raise FormatError(f"{path}/zarr.json: storage_transformers {transformers!r} are not supported")
         config = encoding.get("configuration") or {}
         prefix = encoding.get("name") == "default"
         separator = str(config.get("separator", "/" if prefix else "."))
@@ -725,7 +739,7 @@ def _fill_from_zarr(node: ArrayNode) -> None:
 # Reading array data
 # --------------------------------------------------------------------------------------------
 def _read_chunk(kv: KVStore, meta: ArrayMeta, index: tuple[int, ...]) -> np.ndarray:
-    raw = kv.get(meta.chunk_key(index))
+    raw = kv.get(meta.chunk_key(index), meta.max_chunk_bytes)
     if raw is None:
         block = np.empty(meta.chunks, dtype=meta.dtype)
         if meta.dtype.kind == "O":
@@ -829,7 +843,7 @@ def read_all(kv: KVStore, meta: ArrayMeta, *, threads: int | None = None) -> np.
     def one(index: tuple[int, ...]) -> None:
         region = meta.region(index)
         target = out[region]
-        raw = kv.get(meta.chunk_key(index))
+        raw = kv.get(meta.chunk_key(index), meta.max_chunk_bytes)
         if raw is None:
             target[...] = _read_chunk(kv, meta, index)[tuple(slice(0, s.stop - s.start) for s in region)]
             return
@@ -1038,6 +1052,8 @@ def write_tree(
     for node in root.walk():
         where = store_path(node.path)
         if isinstance(node, GroupNode):
+            if where.count("/") >= MAX_DEPTH:  # written, the store could not be read back
+                raise FormatError(f"{where}: groups would nest deeper than {MAX_DEPTH} levels, more than sciz reads")
             if options.zarr_format == 2:
                 documents[_key(where, ".zgroup")] = {"zarr_format": 2}
                 if node.attrs:

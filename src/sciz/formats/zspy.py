@@ -321,7 +321,8 @@ def _as_format_error(where: str) -> Iterator[None]:
         raise FormatError(f"{where}: not enough memory") from None
     except OSError as exc:
         raise FormatError(f"{where}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")) from None
-    except (ValueError, TypeError, KeyError, RuntimeError, AttributeError) as exc:
+    except (ValueError, TypeError, KeyError, RuntimeError, AttributeError, ArithmeticError) as exc:
+        # ArithmeticError: zarr's sharding codec divides by a forged inner chunk shape of 0
         raise FormatError(f"{where}: {type(exc).__name__}: {exc}") from None
 
 
