@@ -469,3 +469,31 @@ def test_zip_store_entries_are_bounded_before_inflating(tmp_path: Path, how: str
         with pytest.raises(FormatError, match="more than a chunk of its array can take"):
             sciz.load(forged)
     assert np.array_equal(sciz.load(base).data, data)
+
+
+@pytest.mark.parametrize("compressor", ["zlib", "gzip", "bz2", "lzma", "zstd"])
+def test_a_chunk_that_inflates_past_its_size_stops_at_the_bound(tmp_path: Path, compressor: str) -> None:
+    """Found by review: numcodecs' general-purpose decoders inflate without bound (a 6.6 MB zlib chunk
+    reached 3 GB resident). A chunk is decoded with at most its array's chunk bound of output."""
+    import json
+
+    import numcodecs
+
+    data = np.arange(12, dtype="f4").reshape(3, 4)
+    path = tmp_path / "s.zspy"
+    sciz.save(sciz.Dataset(data, name="t"), path, checksum=False)
+    array = path / "Experiments" / "t" / "data"
+    meta = json.loads((array / ".zarray").read_text())
+    meta["compressor"] = {"id": compressor}
+    meta["filters"] = None
+    (array / ".zarray").write_text(json.dumps(meta))
+    codec = numcodecs.get_codec({"id": compressor})
+    chunks = [p for p in array.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    bomb = codec.encode(bytes(16 << 20))  # 16 MiB of zeros for a 48-byte chunk
+    for chunk in chunks:
+        chunk.write_bytes(bytes(bomb))
+    with pytest.raises(FormatError, match=r"inflates past|does not decode within"):
+        sciz.load(path).data[...]
+    for chunk in chunks:  # the same compressor within bounds still reads
+        chunk.write_bytes(bytes(codec.encode(data.tobytes())))
+    assert np.array_equal(np.asarray(sciz.load(path).data), data)
