@@ -24,9 +24,7 @@ KNOWN_FAILING: dict[str, dict[str, str]] = {}
 #: Formats whose readers can return a failed read while the file is replaced (the race is not run for them).
 RACE_FAILING: dict[str, str] = {}
 #: Hostile writes (path-trick metadata keys, a "../.." title) that fail on this branch.
-WRITES_FAILING = {
-    "ome-tiff": {"hostile metadata keys": "metadata silently dropped", "hostile title": "metadata silently dropped"},
-}
+WRITES_FAILING: dict[str, dict[str, str]] = {}
 #: Formats whose mutants (bit flips, truncations) still give raw h5py/tifffile errors on this branch.
 MUTANTS_FAILING: dict[str, str] = {}
 MUTANTS_PER_FORMAT = 10
