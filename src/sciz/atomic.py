@@ -47,6 +47,7 @@ Guarantees
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import itertools
 import os
@@ -57,7 +58,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import FormatError, SciZError
 
@@ -74,6 +75,7 @@ __all__ = [
     "remove_debris",
     "scratch_directory",
     "scratch_sibling",
+    "write_error",
 ]
 
 #: The kinds of temporary siblings: a tree or file being written, a complete tree waiting for the
@@ -439,10 +441,30 @@ def _wrap_os_errors(target: Path) -> Iterator[None]:
     except SciZError:
         raise
     except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise write_error(target, exc) from exc
+
+
+def write_error(target: Any, exc: BaseException) -> FormatError:
+    """The one error for a write to ``target`` that failed with ``exc`` (here and in the format writers).
+
+    h5py reports a full disk as ``OSError: Can't write data (... errno = 28 ...)`` without
+    ``errno`` set; both forms of ENOSPC (and of EDQUOT, EFBIG) are named plainly.
+    """
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror
         if exc.filename is not None and str(exc.filename) != str(target):
             reason += f" ({exc.filename})"
-        raise FormatError(f"cannot write {target}: {reason}") from exc
+        return FormatError(f"cannot write {target}: {reason}")
+    code = getattr(exc, "errno", None)
+    for number, meaning in (
+        (errno.ENOSPC, "no space left on the device"),
+        (errno.EDQUOT, "disk quota exceeded"),
+        (errno.EFBIG, "the file is larger than this system allows"),
+    ):
+        if code == number or f"errno = {number}," in text or os.strerror(number) in text:
+            return FormatError(f"cannot write {target}: {meaning} (the target was left as it was)")
+    return FormatError(f"cannot write {target}: {type(exc).__name__}: {text}")
 
 
 # ----- the writers ------------------------------------------------------------------------------------------

@@ -113,6 +113,20 @@ class Sample:
         return sum(math.prod(s.stop - s.start for s in self.blocks[i]) for i in self.counted)
 
 
+def _one_bound(tolerance: Any, rel_tolerance: Any, psnr: Any, ratio: Any, who: str = "") -> tuple[str, float]:
+    """(kind, value) of exactly one given bound, checked to be a non-negative finite number."""
+    bounds = {"tolerance": tolerance, "rel_tolerance": rel_tolerance, "psnr": psnr, "ratio": ratio}
+    given = {k: v for k, v in bounds.items() if v is not None}
+    if len(given) != 1:
+        raise CodecError(
+            f"{who}give exactly one of tolerance, rel_tolerance, psnr or ratio (got {', '.join(given) or 'none'})"
+        )
+    ((kind, value),) = given.items()
+    if not is_real(value) or not math.isfinite(float(value)) or float(value) < 0:
+        raise argument_error(kind, value, "must be a non-negative finite number", cls=CodecError)
+    return kind, float(value)
+
+
 def _bound(
     array: np.ndarray,
     valid: np.ndarray,
@@ -122,19 +136,7 @@ def _bound(
     ratio: Any,
 ) -> tuple[str, float, float]:
     """(kind, the number given, the absolute tolerance or the ratio) for exactly one given bound."""
-    given = {
-        k: v
-        for k, v in (("tolerance", tolerance), ("rel_tolerance", rel_tolerance), ("psnr", psnr), ("ratio", ratio))
-        if v is not None
-    }
-    if len(given) != 1:
-        raise CodecError(
-            f"give exactly one of tolerance, rel_tolerance, psnr or ratio (got {', '.join(given) or 'none'})"
-        )
-    ((kind, value),) = given.items()
-    if not is_real(value) or not math.isfinite(float(value)) or float(value) < 0:
-        raise argument_error(kind, value, "must be a non-negative finite number", cls=CodecError)
-    value = float(value)
+    kind, value = _one_bound(tolerance, rel_tolerance, psnr, ratio)
     if kind == "ratio":
         if value <= 1:
             raise argument_error("ratio", value, "must be a compression ratio above 1", cls=CodecError)
@@ -496,18 +498,10 @@ class AutoCodec:
         candidates: Sequence[str] | None = None,
         fill_value: float | None = None,
     ) -> None:
-        bounds = {"tolerance": tolerance, "rel_tolerance": rel_tolerance, "psnr": psnr, "ratio": ratio}
-        given = {k: v for k, v in bounds.items() if v is not None}
-        if len(given) != 1:
-            raise CodecError(
-                f"auto: give exactly one of tolerance, rel_tolerance, psnr or ratio (got {', '.join(given) or 'none'})"
-            )
-        ((kind, value),) = given.items()
-        if not is_real(value) or not math.isfinite(float(value)) or float(value) < 0:
-            raise argument_error(kind, value, "must be a non-negative finite number", cls=CodecError)
+        kind, value = _one_bound(tolerance, rel_tolerance, psnr, ratio, "auto: ")
         if objective not in OBJECTIVES:
             raise argument_error("objective", objective, f"must be one of {', '.join(OBJECTIVES)}", cls=CodecError)
-        self._bound = {kind: float(value)}
+        self._bound = {kind: value}
         self.objective = objective
         self.candidates = None if candidates is None else list(candidates)
         self.fill_value = check_fill_value(fill_value, CodecError)

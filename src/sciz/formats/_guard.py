@@ -9,15 +9,14 @@ writer wraps its work in :func:`write_errors`, so a full disk is an error naming
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
 from collections.abc import Iterator
 from typing import Any
 
 from .._util import memory_budget
+from ..atomic import write_error
 from ..errors import FormatError
 
-__all__ = ["check_declared_size", "write_error", "write_errors"]
+__all__ = ["check_declared_size", "write_errors"]
 
 
 def check_declared_size(nbytes: int, where: str, what: str = "", *, file_size: int | None = None) -> None:
@@ -58,21 +57,3 @@ def write_errors(target: Any) -> Iterator[None]:
         raise
     except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError when a flush at close fails
         raise write_error(target, exc) from None
-
-
-def write_error(target: Any, exc: BaseException) -> FormatError:
-    """The error for a write to ``target`` that failed with ``exc``.
-
-    h5py reports a full disk as ``OSError: Can't write data (... errno = 28 ...)`` without
-    ``errno`` set; both forms of ENOSPC (and of EDQUOT, EFBIG) are named plainly.
-    """
-    text = str(exc)
-    code = getattr(exc, "errno", None)
-    for number, meaning in (
-        (errno.ENOSPC, "no space left on the device"),
-        (errno.EDQUOT, "disk quota exceeded"),
-        (errno.EFBIG, "the file is larger than this system allows"),
-    ):
-        if code == number or f"errno = {number}," in text or os.strerror(number) in text:
-            return FormatError(f"{target}: cannot write the file: {meaning} (the target was left as it was)")
-    return FormatError(f"{target}: cannot write the file ({type(exc).__name__}: {text})")

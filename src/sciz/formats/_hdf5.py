@@ -62,6 +62,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._util import usable_cores
+from ..codecs.driver import run_parallel
 from ..errors import CodecError, FormatError
 from ._guard import check_declared_size
 
@@ -688,12 +689,7 @@ class _ChunkPlan:
             payload, chunk, where = item
             decode_payload(method, payload, self.target(chunk), {}, row.error, where)
 
-        if len(items) <= 1:
-            for item in items:
-                one(item)
-            return
-        with ThreadPoolExecutor(min(usable_cores(), len(items)), thread_name_prefix="sciz-h5-decode") as pool:
-            list(pool.map(one, items))
+        run_parallel(lambda i: one(items[i]), len(items), usable_cores())
 
 
 def _used_dims(chunks: tuple[int, ...]) -> list[int]:
@@ -978,12 +974,7 @@ class _DeflatePlan(_ChunkPlan):
             elif stored is not flat:
                 flat[:] = stored
 
-        if len(items) <= 1:
-            for item in items:
-                one(item)
-            return
-        with ThreadPoolExecutor(min(usable_cores(), len(items)), thread_name_prefix="sciz-h5-decode") as pool:
-            list(pool.map(one, items))
+        run_parallel(lambda i: one(items[i]), len(items), usable_cores())
 
 
 _PLANS: dict[int, type[_ChunkPlan]] = {FILTER_ZFP: _ZfpPlan, FILTER_SZ3: _Sz3Plan, FILTER_SPERR: _SperrPlan}
