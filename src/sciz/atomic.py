@@ -410,6 +410,8 @@ def _check_replaceable(target: Path, replace_if: Callable[[Path], bool] | None, 
         raise FormatError(f"cannot write {target}: {exc.strerror or exc}") from exc
     try:
         empty_directory = stat.S_ISDIR(info.st_mode) and next(target.iterdir(), None) is None
+    except FileNotFoundError:
+        return  # another writer's swap moved it away meanwhile: nothing there to replace
     except OSError as exc:
         raise FormatError(f"cannot write {target}: {exc.strerror or exc}") from exc
     if directory and empty_directory:
