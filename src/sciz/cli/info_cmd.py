@@ -166,6 +166,38 @@ def _short(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _own_description(path: Path, format_name: str | None, options: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+    """The format's own report (:meth:`Format.describe`), or None when info describes the Dataset."""
+    from ..errors import SciZError
+    from ..formats import detect_format, get_format
+
+    if not path.exists():
+        fail(f"no such file or directory: {path}")
+    try:
+        plugin = get_format(format_name) if format_name else detect_format(path)
+        described = plugin.describe(path, **options)
+    except typer.Exit:
+        raise
+    except (SciZError, OSError, ValueError, TypeError) as exc:
+        fail(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
+    return None if described is None else (plugin, described)
+
+
+def _print_description(path: Path, plugin: Any, described: dict[str, Any], *, as_json: bool) -> None:
+    from ..metadata import to_jsonable
+
+    size = disk_size(path)
+    if as_json:
+        report = {"path": os.fspath(path), "format": plugin.name, "description": plugin.description}
+        report |= {"size_on_disk": size, **to_jsonable(described)}
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
+        return
+    typer.echo(f"file:     {path} ({human_size(size)} on disk)")
+    typer.echo(f"format:   {plugin.name} - {plugin.description}")
+    for line in _summarise(described, 0):
+        typer.echo(line)
+
+
 @app.command("info")
 def info_command(
     path: Annotated[Path, typer.Argument(help="The file (or directory store) to describe.")],
@@ -181,7 +213,12 @@ def info_command(
     """Describe a file: its format, every array with its storage, the axes and the metadata."""
     from ..metadata import to_jsonable
 
-    plugin, dataset = read_dataset(path, format_name, parse_options(read_option or [], "--read-option"))
+    options = parse_options(read_option or [], "--read-option")
+    described = _own_description(path, format_name, options)
+    if described is not None:
+        _print_description(path, *described, as_json=as_json)
+        return
+    plugin, dataset = read_dataset(path, format_name, options)
     size = disk_size(path)
     rows = _array_rows(dataset)
     stack = _afm_stack(dataset)

@@ -133,6 +133,16 @@ class Format(ABC):
         """Write an AFM stack (its processed layers, or only the ``raw`` snapshot) to ``path``."""
         raise FormatError(f"sciz cannot write AFM stacks as {self.name} files")
 
+    def describe(self, path: Path, **options: Any) -> dict[str, Any] | None:
+        """A JSON-able description of ``path`` for ``sciz info``, for files one Dataset cannot show.
+
+        ``None`` (the default): ``sciz info`` reads the file with :meth:`read` and describes the
+        Dataset. A format whose files hold several arrays of their own kind (netCDF variables,
+        for one) returns its own report: ``sciz info --json`` prints it under the common keys
+        (path, format, description, size_on_disk) and the text report shows it key by key.
+        """
+        return None
+
     def problems(self, dataset: Dataset) -> list[str]:
         """What in ``dataset`` this format cannot hold (empty: everything fits)."""
         return []
