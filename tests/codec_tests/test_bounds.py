@@ -121,3 +121,12 @@ def test_lerc_integer_bound(array: np.ndarray, tolerance: float) -> None:
     restored = codec.decode(codec.encode(array))
     assert restored.dtype == array.dtype
     assert max_error(array, restored) <= tolerance
+
+
+def test_sz3_own_check_rounding_does_not_pass_the_bound() -> None:
+    # Found by hypothesis: SZ3 checks |decoded - original| in float32, where 1e-8 - (-0.5) rounds to
+    # 0.5, so it accepted an error of 0.50000001 for a bound of 0.5.
+    data = np.full((3, 6, 6), 1e-8, np.float32)
+    data[0, 0, 2] = 2.0
+    codec = codecs.get("sz3", tolerance=0.5)
+    assert max_error(data, codec.decode(codec.encode(data))) <= 0.5
