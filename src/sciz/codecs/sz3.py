@@ -134,4 +134,4 @@ class Sz3Codec(Codec):
         if np.isnan(np.asarray(array)).any():
             # Measured: the filter writes NaN back as about -2.1e6, and takes 30-45 s per chunk doing it.
             raise Sz3Error("the SZ3 HDF5 filter cannot hold NaN; save as .zspy, whose sciz streams keep them exactly")
-        return dict(hdf5plugin.SZ3(absolute=self._tolerance))
+        return dict(hdf5plugin.SZ3(absolute=_engine_bound(self._tolerance, np.dtype(array.dtype))))
