@@ -9,8 +9,8 @@ from typing import Any
 
 from ..errors import DataWarning, argument_error
 from ..formats import Format, list_formats
-from ._common import as_image_stack, sanitize_name
-from .gif import _default_stem, _is_filtered
+from ._common import as_image_stack
+from .gif import export_stem
 from .layers import float32_note, select_layers
 
 __all__ = ["export_bundles", "export_formats", "parse_formats"]
@@ -96,15 +96,13 @@ def export_bundles(
     chosen = parse_formats(formats)
     stack = as_image_stack(afm_stack, "afm_stack")
     folder = Path(os.fspath(output_folder)) if output_folder is not None else Path("output")
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = sanitize_name(base_name, _default_stem(stack))
-    if _is_filtered(stack, raw):
-        stem += "_filtered"
+    stem = export_stem(stack, base_name, raw)
     if not raw:
         stack = select_layers(stack, keep)
     note = float32_note(stack, raw)
     if note:
         warnings.warn(DataWarning(note), stacklevel=2)
+    folder.mkdir(parents=True, exist_ok=True)
     known = export_formats()
     written: dict[str, Path] = {}
     for name in chosen:

@@ -416,11 +416,8 @@ def export_gif(
         raise argument_error("cmap", cmap, f"conflicts with cmap_name={cmap_name!r}; give only one")
     stack = as_image_stack(afm_stack, "afm_stack")
     folder = Path(os.fspath(output_folder)) if output_folder is not None else Path("output")
-    stem = sanitize_name(output_name, _default_stem(stack))
-    if _is_filtered(stack, raw):
-        stem += "_filtered"
     return save_gif(
-        folder / f"{stem}.gif",
+        folder / f"{export_stem(stack, output_name, raw)}.gif",
         stack,
         raw=raw,
         fps=fps,
@@ -433,6 +430,13 @@ def export_gif(
         font_scale=font_scale,
         colorbar=colorbar,
     )
+
+
+def export_stem(stack: ImageStack, base_name: str | None, raw: bool = False) -> str:
+    """The file stem an export of ``stack`` gets, as playNano names it: ``base_name`` (default: the
+    source file's stem), plus ``_filtered`` when processed data (not ``raw``) is written."""
+    stem = sanitize_name(base_name, _default_stem(stack))
+    return f"{stem}_filtered" if _is_filtered(stack, raw) else stem
 
 
 def _default_stem(stack: ImageStack) -> str:
