@@ -61,6 +61,8 @@ def test_process_real_asd_with_comma_list_raw_and_yaml_file(copy_shared, tmp_pat
     processed = load_npz_bundle(out / "asd_sample_0_filtered.npz")
     raw = load_npz_bundle(out / "asd_sample_0.npz")
     assert processed.n_frames == 30 and raw.n_frames == 32
+    text = " ".join(result.output.split())
+    assert "32 frames of 200x200 px, 0.5 nm/px" in text and "(result: 30 frames of 200x200 px)" in text
     assert processed.timestamps[0] == 2.0 and raw.timestamps[0] == 0.0
     assert load_ome_tiff_stack(out / "asd_sample_0_filtered.ome.tif").n_frames == 30
     assert (out / "asd_sample_0.ome.tif").is_file()

@@ -202,19 +202,28 @@ def run_job(
     return written
 
 
-def print_summary(stack: ImageStack, job: ProcessJob, written: list[tuple[str, Path]], source: str) -> None:
-    """Say what was read, which steps ran and which files were written (with sizes)."""
+def describe_read(stack: ImageStack) -> str:
+    """``32 frames of 200x200 px, 0.5 nm/px, channel 'TP'``: what was read (taken before the steps run)."""
+    return (
+        f"{stack.n_frames} frames of {stack.height}x{stack.width} px, {stack.pixel_size_nm:g} nm/px, "
+        f"channel {stack.channel!r}"
+    )
+
+
+def print_summary(
+    stack: ImageStack, job: ProcessJob, written: list[tuple[str, Path]], source: str, read: str | None = None
+) -> None:
+    """Say what was read (``read``, default: the stack as it is now), which steps ran and which files
+    were written (with sizes)."""
     from rich.table import Table
 
     steps = [s.get("name", "?") for s in stack.provenance.get("processing", {}).get("steps", [])]
     console.print(
-        f"read [bold]{source}[/]: {stack.n_frames} frames of {stack.height}x{stack.width} px, "
-        f"{stack.pixel_size_nm:g} nm/px, channel {stack.channel!r}",
-        highlight=False,
-        soft_wrap=True,
+        f"read [bold]{escape_markup(source)}[/]: {read or describe_read(stack)}", highlight=False, soft_wrap=True
     )
     if steps:
-        console.print(f"processing steps: {' -> '.join(steps)}", highlight=False, soft_wrap=True)
+        processed = f" (result: {stack.n_frames} frames of {stack.height}x{stack.width} px)"
+        console.print(f"processing steps: {' -> '.join(steps)}{processed}", highlight=False, soft_wrap=True)
     if not written:
         console.print("nothing written (add --export npz,h5,tif and/or --make-gif)")
         return
@@ -294,6 +303,7 @@ def process_one(source: str, job: ProcessJob, options: dict[str, Any], claimed: 
         raise InputFailed(str(exc)) from None
     except (SciZError, OSError, ValueError) as exc:
         raise InputFailed(f"cannot read {source}: {exc}") from None
+    read = describe_read(stack)
     # Checked before the work (as the names will be) and again after it (as they are).
     planned = job.outputs(stack, _is_filtered(stack, False) or len(job.pipeline()) > 0)
     check_outputs([path for _, _, path in planned], options["force"], claimed)
@@ -308,7 +318,7 @@ def process_one(source: str, job: ProcessJob, options: dict[str, Any], claimed: 
     except (SciZError, OSError, ValueError) as exc:
         raise InputFailed(str(exc)) from None
     claimed.update(path.resolve() for _, path in written)
-    print_summary(stack, job, written, os.fspath(source))
+    print_summary(stack, job, written, os.fspath(source), read)
     return written
 
 
