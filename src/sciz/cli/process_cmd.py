@@ -11,6 +11,7 @@ import contextlib
 import glob
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -472,7 +473,6 @@ def _job_from_options(
 ) -> ProcessJob:
     """The job's steps and exports from the options, or exit 2 naming what is wrong (before any input is read)."""
     from ..afm.export import parse_formats
-    from ..afm.layers import KEEP_WORDS
     from ..errors import SciZError
     from ..processing import Pipeline
 
@@ -493,12 +493,26 @@ def _job_from_options(
         fail(str(exc), 2)
     if keep is not None and not formats:
         fail("--keep chooses the layers of the bundles; add --export npz, h5 or tif", 2)
-    if keep is not None and not keep.replace(",", " ").split():
-        fail(f"--keep={keep!r} is not allowed: name layers to keep ({', '.join(KEEP_WORDS)}, keys or step names)", 2)
+    if keep is not None:
+        _check_keep(keep, pipeline.names)
     return ProcessJob(
         processing=pipeline, formats=formats, zmin=zmin_value, zmax=zmax_value, codec=codec, tolerance=tolerance,
         keep=keep,
     )  # fmt: skip
+
+
+def _check_keep(keep: str, steps: list[str]) -> None:
+    """Names ``--keep`` cannot mean with these steps exit 2 before any input is read (layers an input
+    bundle brings are named by key, ``step_<i>_<name>``, or checked once it is read when no step runs)."""
+    from ..afm.layers import KEEP_WORDS
+
+    words = keep.replace(",", " ").split()
+    allowed = f"{', '.join(KEEP_WORDS)}, a step of this run ({', '.join(steps)}) or a layer key step_<i>_<name>"
+    if not words:
+        fail(f"--keep={keep!r} is not allowed: name the layers to keep: {allowed}", 2)
+    for word in words:
+        if steps and word not in KEEP_WORDS and word not in steps and not re.fullmatch(r"step_\d+_\w+", word):
+            fail(f"--keep={word!r} is not allowed: give {allowed}", 2)
 
 
 def check_tolerance(tolerance: float | None, codec: str | None) -> None:
