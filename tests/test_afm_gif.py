@@ -9,7 +9,7 @@ from PIL import Image
 
 from sciz.afm import ImageStack, export_gif, load_npz_bundle, save_gif
 from sciz.afm.gif import z_range
-from sciz.errors import ArgumentError
+from sciz.errors import ArgumentError, SciZWarning
 
 
 def read_gif(path):
@@ -78,12 +78,61 @@ def test_scale_bar_length_and_timestamp_drawn(tmp_path):
     assert not (plain[0][0] == 255).all(axis=2).any()
 
 
-def test_scale_bar_too_long_becomes_a_round_length(tmp_path):
+def longest_white_run(frame: np.ndarray, rows: slice) -> int:
+    white = (frame[rows] == 255).all(axis=2)
+    return max(np.diff(np.flatnonzero(np.diff(np.r_[0, row.astype(int), 0]))).max(initial=0) for row in white)
+
+
+def test_scale_bar_too_long_is_a_warning_and_a_round_length(tmp_path):
     stack = ImageStack(np.zeros((1, 50, 50), np.float32), 1.0)  # 50 nm wide
-    frame = read_gif(save_gif(tmp_path / "r.gif", stack, scale_bar_nm=100, cmap="gray", zmin=-1, zmax=1))[0][0]
-    white = (frame == 255).all(axis=2)
-    runs = [np.diff(np.flatnonzero(np.diff(np.r_[0, row.astype(int), 0]))).max(initial=0) for row in white[-40:]]
-    assert max(runs) == round(20 * 512 / 50)  # 20 nm, the largest 1-2-5 length within half the width
+    with pytest.warns(SciZWarning, match=r"scale_bar_nm=100 does not fit in the frame \(50 nm wide\); .* 20 nm bar"):
+        path = save_gif(tmp_path / "r.gif", stack, scale_bar_nm=100, cmap="gray", zmin=-1, zmax=1)
+    # 20 nm, the largest 1-2-5 length within half the width
+    assert longest_white_run(read_gif(path)[0][0], slice(-40, None)) == round(20 * 512 / 50)
+    # Not asked for: 100 nm where it fits, else the same round length without a warning.
+    quiet = read_gif(save_gif(tmp_path / "q.gif", stack, cmap="gray", zmin=-1, zmax=1))[0][0]
+    assert longest_white_run(quiet, slice(-40, None)) == round(20 * 512 / 50)
+    # A bar of 90% of the frame fits between the margins and is drawn as asked (it used to be shortened).
+    fits = read_gif(save_gif(tmp_path / "f.gif", stack, scale_bar_nm=45, cmap="gray", zmin=-1, zmax=1))[0][0]
+    assert longest_white_run(fits, slice(-40, None)) == round(45 * 512 / 50)
+
+
+def test_untimed_images_are_not_stamped_with_a_made_up_time(tmp_path):
+    image = ImageStack(np.zeros((1, 100, 100), np.float32), 2.0)  # a still image: timestamp None
+    frame = read_gif(save_gif(tmp_path / "i.gif", image, draw_scale=False, cmap="gray", zmin=-1, zmax=1))[0][0]
+    assert not (frame == 255).all(axis=2).any()  # nothing drawn at all
+    timed = ImageStack(np.zeros((2, 100, 100), np.float32), 2.0, frame_metadata=[{"timestamp": 0}, {"timestamp": 1}])
+    untimed = ImageStack(np.zeros((2, 100, 100), np.float32), 2.0)
+    options = {"draw_scale": False, "cmap": "gray", "zmin": -1, "zmax": 1}
+    stamped = read_gif(save_gif(tmp_path / "t.gif", timed, **options))[0]
+    numbered = read_gif(save_gif(tmp_path / "n.gif", untimed, **options))[0]
+    corner = (slice(0, 60), slice(0, 250))
+    for timed_frame, numbered_frame in zip(stamped, numbered, strict=True):
+        text = (numbered_frame[corner] == 255).all(axis=2)
+        assert text.sum() > 30  # "frame 0", "frame 1"
+        assert not np.array_equal(text, (timed_frame[corner] == 255).all(axis=2))  # not "0.00 s", "1.00 s"
+    assert not np.array_equal(numbered[0], numbered[1])
+
+
+def test_colorbar_shows_the_height_scale(tmp_path):
+    path = save_gif(tmp_path / "c.gif", ramp_stack(), cmap="viridis", zmin=0.0, zmax=10.0, colorbar=True)
+    frames, _, size, _ = read_gif(path)
+    assert size[1] == 256 and size[0] > 512 + 40  # a strip right of the 512 px wide image
+    frame = frames[0]
+    assert tuple(frame[128, 480]) == rgb("viridis", 1.0)  # the image itself is unchanged
+    # The bar: margin 10 px, 10 px wide, from the highest colour at the top to the lowest at the bottom.
+    column = frame[10:246, 522 + 5]
+    assert tuple(column[0]) == rgb("viridis", 1.0) and tuple(column[-1]) == rgb("viridis", 0.0)
+    levels = np.rint(np.linspace(252, 0, 236))  # palette entries 0..252 span the colormap
+    assert [tuple(c) for c in column] == [rgb("viridis", level / 252) for level in levels]
+    labels = (frame[:, 522 + 10 :] == 255).all(axis=2)
+    assert labels[:40].sum() > 20 and labels[-40:].sum() > 20  # "10 nm" at the top, "0 nm" at the bottom
+    other = read_gif(save_gif(tmp_path / "o.gif", ramp_stack(), zmin=0.0, zmax=2.5, colorbar=True))[0][0]
+    assert not np.array_equal((other[:40, 532:] == 255).all(axis=2), labels[:40, : other.shape[1] - 532])
+    plain = read_gif(save_gif(tmp_path / "p.gif", ramp_stack(), zmin=0.0, zmax=10.0))[2]
+    assert plain == (512, 256)
+    gif = export_gif(ramp_stack(), output_folder=tmp_path, output_name="e", colorbar=True)
+    assert read_gif(gif)[2][0] > 512 + 40
 
 
 def test_z_range_modes():
@@ -118,7 +167,7 @@ def test_per_frame_range_and_nan_pixels(tmp_path):
 
 def test_export_gif_naming_and_arguments(tmp_path, shared_data):
     stack = load_npz_bundle(shared_data / "playnano" / "processed.npz")
-    path = export_gif(stack, make_gif=True, output_folder=tmp_path, output_name="sample", scale_bar_nm=100)
+    path = export_gif(stack, make_gif=True, output_folder=tmp_path, output_name="sample", scale_bar_nm=50)
     assert path == tmp_path / "sample_filtered.gif"
     frames, durations, size, _ = read_gif(path)
     assert len(frames) == 4 and durations == [500] * 4 and size == (512, 341)

@@ -108,6 +108,38 @@ def test_real_file_size_limit_is_a_format_error(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_errors_name_the_users_path_not_the_temporary(tmp_path: Path) -> None:
+    """A writer's error (a zarr entry, an OSError carrying a file name, h5py's text) names ``x.zspy``,
+    never the temporary sibling ``.x.zspy.sciz-tmp-...`` it was writing."""
+    done = _run_child(
+        """
+        import resource, signal
+        import numpy as np
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40960, 40960))
+        import sciz
+        try:
+            sciz.save(sciz.Dataset(np.random.default_rng(0).random((64, 64, 8))), "x.zspy")
+        except sciz.errors.FormatError as exc:
+            print("FormatError:", exc)
+        """,
+        tmp_path,
+    )
+    assert f"FormatError: {tmp_path / 'x.zspy'}: cannot write entry" in done.stdout, done.stdout + done.stderr
+    assert "sciz-tmp" not in done.stdout and list(tmp_path.iterdir()) == []
+    temporary = atomic._sibling(tmp_path / "x y.h5", "tmp")
+    raised = OSError(errno.EACCES, os.strerror(errno.EACCES), str(temporary / "data"))
+    assert str(atomic.write_error(tmp_path / "x y.h5", raised)) == (
+        f"cannot write {tmp_path / 'x y.h5'}: {os.strerror(errno.EACCES)} ({tmp_path / 'x y.h5' / 'data'})"
+    )
+    h5py_text = RuntimeError(f"Can't write data (file name = '{temporary}', errno = 5)")
+    assert "sciz-tmp" not in str(atomic.write_error("x y.h5", h5py_text))
+    with pytest.raises(FormatError) as caught, atomic.atomic_file(tmp_path / "y.bin") as handle:
+        raise FormatError(f"{handle.name}: broken")
+    assert str(caught.value) == f"{tmp_path / 'y.bin'}: broken"
+    assert atomic.public_names("value 3.5 in .x.npz and (.a.b)") == "value 3.5 in .x.npz and (.a.b)"
+
+
 def test_kill_between_the_renames_loses_nothing(tmp_path: Path) -> None:
     """A writer killed after moving the old tree aside: sciz restores the new tree; the next write cleans up."""
     target = tmp_path / "tree"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -60,6 +61,8 @@ def test_process_real_asd_with_comma_list_raw_and_yaml_file(copy_shared, tmp_pat
     processed = load_npz_bundle(out / "asd_sample_0_filtered.npz")
     raw = load_npz_bundle(out / "asd_sample_0.npz")
     assert processed.n_frames == 30 and raw.n_frames == 32
+    text = " ".join(result.output.split())
+    assert "32 frames of 200x200 px, 0.5 nm/px" in text and "(result: 30 frames of 200x200 px)" in text
     assert processed.timestamps[0] == 2.0 and raw.timestamps[0] == 0.0
     assert load_ome_tiff_stack(out / "asd_sample_0_filtered.ome.tif").n_frames == 30
     assert (out / "asd_sample_0.ome.tif").is_file()
@@ -101,6 +104,12 @@ def test_process_with_a_lossy_codec_keeps_the_bound(small_npz, tmp_path):
         (["--make-gif", "--zmin", "low"], 2, "--zmin='low' is not allowed"),
         (["-p", "mask_below_threshold:threshold=1e9; zero_mean"], 1, "step 2 'zero_mean' failed on frame 0"),
         (["--processing-file", "missing.yaml"], 1, "processing file not found"),
+        (["--export", "h5", "--codec", "zfp", "--tolerance", "-1"], 2, "--tolerance=-1 is not allowed: give a finite"),
+        (["--export", "h5", "--codec", "zfp", "--tolerance", "nan"], 2, "--tolerance=nan is not allowed"),
+        (["-p", "zero_mean", "--keep", "raw"], 2, "--keep chooses the layers of the bundles; add --export"),
+        (["-p", "zero_mean", "--export", "npz", "--keep", "raw,blur"], 2, "--keep='blur' is not allowed: give all"),
+        (["--export", "npz", "--keep", "raw,blur"], 1, "keep='blur' is not allowed: must be one of all"),
+        (["--export", "npz", "--keep", ","], 2, "--keep=',' is not allowed: name the layers"),
     ],
 )
 def test_process_errors(small_npz, tmp_path, args, code, message):
@@ -118,8 +127,8 @@ def test_process_missing_and_unreadable_inputs(tmp_path):
     result = invoke("process", broken, "--export", "npz", "-o", tmp_path)
     assert result.exit_code == 1
     assert "cannot read" in result.output and "does not start like a .asd file" in result.output
-    result = invoke("process", broken, "other.asd")
-    assert result.exit_code == 2 and "exactly one INPUT" in result.output
+    result = invoke("process", tmp_path / "none*.asd")
+    assert result.exit_code == 2 and "no file or folder matches" in result.output
     result = invoke("process", tmp_path / "nothing.asd", "npz")
     assert result.exit_code == 2 and "export formats follow --export" in result.output
 
@@ -155,3 +164,147 @@ def test_sciz_demo_runs_as_a_console_command(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "d" / "sciz_demo_filtered.h5").is_file()
     assert "written to" in done.stdout
+    # No terminal: one line per stage instead of a progress bar that shows nothing in a log.
+    lines = done.stderr.splitlines()
+    assert lines[0] == "[1/16] step 1/8: remove_plane" and "[16/16] writing gif (raw)" in lines, done.stderr
+    assert len([line for line in lines if line.startswith("[")]) == 16
+
+
+def test_existing_outputs_are_refused_unless_force(small_npz, tmp_path):
+    out = tmp_path / "out"
+    first = invoke("process", small_npz, "-p", "zero_mean", "--export", "npz", "--make-gif", "-o", out)
+    assert first.exit_code == 0, first.output
+    before = (out / "small_filtered.npz").read_bytes()
+    again = invoke("process", small_npz, "-p", "remove_plane", "--export", "npz", "--make-gif", "-o", out)
+    assert again.exit_code == 1
+    message = " ".join(again.output.split())
+    assert f"would overwrite {out / 'small_filtered.npz'}, {out / 'small_filtered.gif'}" in message
+    assert "pass --force" in message
+    assert (out / "small_filtered.npz").read_bytes() == before  # untouched
+    forced = invoke("process", small_npz, "-p", "remove_plane", "--export", "npz", "-o", out, "--force")
+    assert forced.exit_code == 0, forced.output
+    steps = load_npz_bundle(out / "small_filtered.npz").provenance["processing"]["steps"]
+    assert [s["name"] for s in steps] == ["remove_plane"]
+    # Names known only after the steps ran (no step -> no _filtered suffix) are checked too.
+    (out / "small.npz").write_bytes(b"precious")
+    plain = invoke("process", small_npz, "--export", "npz", "-o", out)
+    assert plain.exit_code == 1 and "would overwrite" in plain.output
+    assert (out / "small.npz").read_bytes() == b"precious"
+
+
+def _inputs(tmp_path):
+    from sciz.afm import save_npz_bundle
+    from sciz.processing.sample import sample_stack
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, seed in (("a", 1), ("b", 2), ("c", 3)):
+        stack = sample_stack(3, 32, seed=seed)
+        stack.file_path = None
+        save_npz_bundle(folder / f"{name}.npz", stack)
+    (folder / "broken.asd").write_bytes(b"garbage!" * 4)
+    return folder
+
+
+def test_several_inputs_and_globs_run_as_a_batch(tmp_path):
+    folder = _inputs(tmp_path)
+    out = tmp_path / "out"
+    result = invoke(
+        "process", folder / "a.npz", folder / "broken.asd", str(folder / "[bc].npz"), "-p", "remove_plane",
+        "--export", "npz", "-o", out,
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output  # one input failed: the exit code says so
+    text = " ".join(result.output.split())
+    assert sorted(p.name for p in out.iterdir()) == ["a_filtered.npz", "b_filtered.npz", "c_filtered.npz"]
+    for name in "abc":  # each input went to its own file
+        raw = load_npz_bundle(out / f"{name}_filtered.npz").processed["raw"]
+        np.testing.assert_array_equal(raw, load_npz_bundle(folder / f"{name}.npz").data)
+    assert "[2/4]" in text and "does not start like a .asd file" in text
+    assert "4 inputs: 3 processed, 1 failed" in text
+    again = invoke("process", str(folder / "*.npz"), "-p", "remove_plane", "--export", "npz", "-o", out)
+    assert again.exit_code == 1 and "3 inputs: 0 processed, 3 failed" in " ".join(again.output.split())
+    forced = invoke("process", str(folder / "*.npz"), "-p", "remove_plane", "--export", "npz", "-o", out, "--force")
+    assert forced.exit_code == 0 and "3 inputs: 3 processed, 0 failed" in " ".join(forced.output.split())
+
+
+def test_batch_names_must_not_collide(tmp_path):
+    folder = _inputs(tmp_path)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "a.npz").write_bytes((folder / "a.npz").read_bytes())
+    result = invoke("process", folder / "a.npz", folder / "sub" / "a.npz", "--export", "npz", "-o", tmp_path / "o")
+    assert result.exit_code == 2 and "would both write a*" in " ".join(result.output.split())
+    result = invoke("process", folder / "a.npz", folder / "b.npz", "-n", "run", "--export", "npz")
+    assert result.exit_code == 2 and "--output-name names the files of one input" in " ".join(result.output.split())
+    assert not (tmp_path / "o").exists()
+
+
+def test_warnings_are_printed(copy_shared, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        np.save(frames / f"f{i}.npy", np.random.default_rng(i).normal(size=(16, 16)).astype(np.float32))
+    np.save(frames / "f3.npy", np.zeros((16, 16), np.float32))
+    result = invoke("process", frames, "--export", "npz", "-o", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"warning: {frames}: no pixel size found in 4 of its 4 frame files; using 1 nm per pixel" in text
+    assert f"read {frames}: 4 frames of 16x16 px, 1 nm/px" in text
+    assert "1 of 4 frames are blank (every pixel one value): frame(s) 3" in text
+    asd = copy_shared("afm/asd_sample_0.asd")
+    result = invoke("process", asd, "--export", "npz", "--make-gif", "--scale-bar-nm", "500", "-o", tmp_path / "a")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "warning: " in text and "float64 values are stored as float32 in AFM bundles" in text
+    assert "scale_bar_nm=500 does not fit in the frame (100 nm wide)" in text
+    assert "frame(s) 28" in text
+
+
+def test_lossless_fallback_is_printed_once(capsys):
+    from sciz import codecs
+    from sciz.cli.process_cmd import shown_warnings
+
+    field = np.random.default_rng(0).normal(size=(8, 64, 64)).astype(np.float32)
+    with shown_warnings() as said:
+        codecs.get("zfp", tolerance=1e-12).encode(field)  # below float32 precision: stored exactly
+        codecs.get("zfp", tolerance=1e-12).encode(field)
+        np.log(np.zeros(1))  # not a sciz warning: its kind is named
+    err = " ".join(capsys.readouterr().err.split())
+    assert len(said) == 2 and err.count("warning: ") == 2
+    assert "chunks exactly (losslessly) instead" in err and "LosslessFallbackWarning" not in err  # sciz's: no kind
+    assert "warning: RuntimeWarning: divide by zero" in err
+
+
+def test_keep_and_colorbar(small_npz, tmp_path):
+    out = tmp_path / "k"
+    result = invoke(
+        "process", small_npz, "-p", "remove_plane; mask_threshold:threshold=0; row_median_align; zero_mean",
+        "--export", "npz,h5", "--keep", "raw,final", "--make-gif", "--colorbar", "-o", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for back in (load_npz_bundle(out / "small_filtered.npz"), load_h5_bundle(out / "small_filtered.h5")):
+        assert list(back.processed) == ["raw", "step_4_zero_mean"] and back.masks == {}
+    with Image.open(out / "small_filtered.gif") as gif:
+        assert gif.size[0] > 512 + 40 and gif.size[1] == 512  # 48x48 upscaled, plus the colour bar strip
+
+
+def test_process_help_matches_behaviour():
+    result = invoke("process", "--help")
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+    assert "[OPTIONS] {INPUT}..." in text and "Several inputs run as a batch" in text
+    assert "exit code 1 if any failed" in text
+    for option in ("--force", "--keep", "--colorbar"):
+        assert option in text
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])
+def test_codecs_demo_rejects_bad_tolerances_without_a_traceback(value):
+    result = runner.invoke(app, ["codecs", "demo", "--frames", "1", "--tolerance", value])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert f"error: --tolerance={float(value):g} is not allowed: must be a positive finite number" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_demo_rejects_a_negative_tolerance(tmp_path):
+    result = invoke("demo", tmp_path / "d", "--codec", "zfp", "--tolerance", "-0.5", "--frames", "2", "--size", "32")
+    assert result.exit_code == 2 and "--tolerance=-0.5 is not allowed" in result.output
+    assert not (tmp_path / "d").exists()

@@ -7,14 +7,18 @@ import pytest
 import tifffile
 
 from sciz.afm import load_h5_bundle, load_npz_bundle, save_h5_bundle, save_npz_bundle, save_ome_tiff_stack
-from sciz.errors import FormatError
+from sciz.errors import DataWarning, FormatError
 from sciz.processing import load_stack, run_pipeline
 from sciz.stack import ImageStack
+
+#: The real .asd video's frame 28 is blank (one value throughout).
+BLANK_28 = r"asd_sample_0\.asd: 1 of 32 frames are blank \(every pixel one value\): frame\(s\) 28;"
 
 
 def test_real_asd_video(copy_shared):
     path = copy_shared("afm/asd_sample_0.asd")
-    stack = load_stack(path)
+    with pytest.warns(DataWarning, match=BLANK_28):
+        stack = load_stack(path)
     assert stack.shape == (32, 200, 200) and stack.channel == "TP"
     assert stack.pixel_size_nm == 0.5  # 100 nm over 200 pixels
     assert stack.timestamps.tolist() == [float(i) for i in range(32)]  # 1000 ms per frame in the header
@@ -29,7 +33,8 @@ def test_real_asd_video(copy_shared):
 def test_real_asd_processes_end_to_end(copy_shared, tmp_path):
     from sciz.afm import export_bundles
 
-    stack = load_stack(copy_shared("afm/asd_sample_0.asd"))
+    with pytest.warns(DataWarning, match=BLANK_28):
+        stack = load_stack(copy_shared("afm/asd_sample_0.asd"))
     raw = stack.data.copy()
     run_pipeline(
         stack,
@@ -41,7 +46,8 @@ def test_real_asd_processes_end_to_end(copy_shared, tmp_path):
     # Levelling worked: each frame's background is flat compared with the raw tilt.
     levelled = stack.processed["step_4_polynomial_flatten"]
     assert np.abs(np.median(levelled, axis=(1, 2))).max() < np.abs(np.median(raw, axis=(1, 2))).max()
-    written = export_bundles(stack, tmp_path, "asd", ["npz"])
+    with pytest.warns(DataWarning, match=r"asd_sample_0\.asd: float64 values are stored as float32 in AFM bundles"):
+        written = export_bundles(stack, tmp_path, "asd", ["npz"])
     for loader, key in ((load_npz_bundle, "npz"),):
         back = loader(written[key])
         np.testing.assert_array_equal(back.data, stack.data.astype(np.float32))
@@ -93,7 +99,8 @@ def test_playnano_bundles(shared_data):
 
 
 def test_sciz_bundles_and_pixel_size_override(tmp_path):
-    stack = ImageStack(np.ones((2, 5, 6), np.float32), 3.0, "h", [{"timestamp": 0.0}, {"timestamp": 2.0}])
+    data = np.arange(60, dtype=np.float32).reshape(2, 5, 6)
+    stack = ImageStack(data, 3.0, "h", [{"timestamp": 0.0}, {"timestamp": 2.0}])
     path = save_npz_bundle(tmp_path / "b.npz", stack)
     assert load_stack(path).pixel_size_nm == 3.0
     assert load_stack(path, pixel_size_nm=4.5).pixel_size_nm == 4.5
@@ -109,7 +116,8 @@ def test_plain_arrays(tmp_path):
     np.testing.assert_array_equal(stack.data, data)
     assert stack.pixel_size_nm == 0.7 and stack.channel == "height_trace"
     np.savez(tmp_path / "one.npz", frames=data)
-    assert load_stack(tmp_path / "one.npz").shape == (3, 4, 5)
+    with pytest.warns(DataWarning, match=r"one\.npz: no pixel size found; using 1 nm per pixel"):
+        assert load_stack(tmp_path / "one.npz").shape == (3, 4, 5)
     np.savez(tmp_path / "two.npz", a=data, b=data)
     with pytest.raises(FormatError, match=r"several arrays .* none is called 'data'"):
         load_stack(tmp_path / "two.npz")
@@ -130,7 +138,8 @@ def test_plain_tiff_stack_with_imagej_calibration(tmp_path):
     np.testing.assert_array_equal(stack.data, data)
     assert stack.pixel_size_nm == pytest.approx(250.0)
     tifffile.imwrite(tmp_path / "bare.tif", data[0])
-    assert load_stack(tmp_path / "bare.tif").shape == (1, 16, 20)
+    with pytest.warns(DataWarning, match=r"bare\.tif: no pixel size found"):
+        assert load_stack(tmp_path / "bare.tif").shape == (1, 16, 20)
 
 
 def test_folder_of_frames_in_natural_order(tmp_path):
@@ -140,7 +149,18 @@ def test_folder_of_frames_in_natural_order(tmp_path):
         np.save(folder / f"frame_{i}.npy", np.full((6, 7), float(i)))
     (folder / ".hidden.npy").write_bytes(b"junk")
     (folder / "notes.txt").write_text("ignored")
-    stack = load_stack(folder)
+    with pytest.warns(DataWarning) as said:
+        stack = load_stack(folder)
+    # Once for the folder, not once per file; and the frames (constant here) are blank.
+    assert [str(w.message) for w in said] == [
+        f"{folder}: no pixel size found in 3 of its 3 frame files; using 1 nm per pixel (give pixel_size_nm=..., "
+        "or --pixel-size-nm on the command line)",
+        f"{folder}: 3 of 3 frames are blank (every pixel one value): frame(s) 0, 1, 2; they carry no image "
+        "(align_frames:reference_frame=auto skips them as reference)",
+    ]
+    with pytest.warns(DataWarning, match="frames are blank") as said:
+        assert load_stack(folder, pixel_size_nm=2.0).pixel_size_nm == 2.0
+    assert len(said) == 1  # the pixel size was given: only the blank frames are reported
     assert stack.data[:, 0, 0].tolist() == [1.0, 2.0, 10.0]
     assert [f["source_file"] for f in stack.frame_metadata] == ["frame_1.npy", "frame_2.npy", "frame_10.npy"]
     np.save(folder / "frame_11.npy", np.zeros((5, 7)))
@@ -154,6 +174,18 @@ def test_folder_of_frames_in_natural_order(tmp_path):
     empty.mkdir()
     with pytest.raises(FormatError, match="no frame files"):
         load_stack(empty)
+
+
+def test_a_dataset_without_length_units_says_so(tmp_path):
+    import sciz
+
+    values = np.random.default_rng(1).normal(size=(2, 8, 9))
+    sciz.save(sciz.Dataset(values), tmp_path / "plain.zspy")
+    with pytest.warns(DataWarning, match=r"plain\.zspy: no pixel size found \(its last axis has no length unit\)"):
+        assert load_stack(tmp_path / "plain.zspy").pixel_size_nm == 1.0
+    axes = [sciz.Axis("frame"), sciz.Axis("y", scale=0.5, units="nm"), sciz.Axis("x", scale=0.5, units="nm")]
+    sciz.save(sciz.Dataset(values, axes=axes), tmp_path / "calibrated.zspy")
+    assert load_stack(tmp_path / "calibrated.zspy").pixel_size_nm == 0.5  # no warning (errors here)
 
 
 def test_missing_and_unknown_inputs(tmp_path):

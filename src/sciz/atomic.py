@@ -70,6 +70,7 @@ __all__ = [
     "fsync_directory",
     "hold_directory",
     "prepare_target",
+    "public_names",
     "recover",
     "release_directory",
     "remove_debris",
@@ -440,10 +441,30 @@ def _check_replaceable(target: Path, replace_if: Callable[[Path], bool] | None, 
 def _wrap_os_errors(target: Path) -> Iterator[None]:
     try:
         yield
-    except SciZError:
+    except SciZError as exc:
+        # A writer's own error names the file it was writing: the temporary sibling, not the user's path.
+        if exc.args and isinstance(exc.args[0], str):
+            exc.args = (public_names(exc.args[0], target), *exc.args[1:])
         raise
     except OSError as exc:
         raise write_error(target, exc) from exc
+
+
+#: A temporary sibling's name inside a path: ``.NAME.sciz-KIND-HOST-PID-START-TOKEN``.
+_SIBLING_IN_TEXT = re.compile(
+    r"(?:^|(?<=[/\\'\"\s(]))\.(?P<name>[^/\\'\"]+?)\.sciz-[a-z]+-[0-9a-f]{6}-\d+-\d+-[0-9a-f]+"
+)
+
+
+def public_names(text: str, target: Any = None) -> str:
+    """``text`` with every temporary sibling's name (``.x.npz.sciz-tmp-...``) replaced by the name of
+    the file it becomes (``x.npz``); ``target``, if given, is then said once where it follows itself
+    (``/d/x.zspy: /d/x.zspy: cannot write ...``)."""
+    text = _SIBLING_IN_TEXT.sub(lambda m: m["name"], text)
+    if target is not None:
+        name = os.fspath(target)
+        text = text.replace(f"{name}: {name}: ", f"{name}: ")
+    return text
 
 
 def write_error(target: Any, exc: BaseException) -> FormatError:
@@ -452,11 +473,12 @@ def write_error(target: Any, exc: BaseException) -> FormatError:
     h5py reports a full disk as ``OSError: Can't write data (... errno = 28 ...)`` without
     ``errno`` set; both forms of ENOSPC (and of EDQUOT, EFBIG) are named plainly.
     """
-    text = str(exc)
+    text = public_names(str(exc))
     if isinstance(exc, OSError) and exc.strerror:
         reason = exc.strerror
-        if exc.filename is not None and str(exc.filename) != str(target):
-            reason += f" ({exc.filename})"
+        filename = None if exc.filename is None else public_names(os.fsdecode(exc.filename))
+        if filename is not None and filename not in (str(target), os.fspath(Path(os.fspath(target)).absolute())):
+            reason += f" ({filename})"
         return FormatError(f"cannot write {target}: {reason}")
     code = getattr(exc, "errno", None)
     for number, meaning in (

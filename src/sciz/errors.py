@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "ArgumentError",
     "CodecError",
+    "DataWarning",
     "FloatpredError",
     "FormatError",
     "JetrawError",
@@ -96,6 +97,14 @@ class LosslessFallbackWarning(SciZWarning, UserWarning):
     The message names the codec, how many chunks and why: the engine refused the data, it missed the
     bound on too many elements, or the tolerance is below the data's float precision (often because
     a fill value such as 1e20 marks missing data: pass ``fill_value=`` to exclude it).
+    """
+
+
+class DataWarning(SciZWarning, UserWarning):
+    """The data or what was found about them needs a look: no pixel size in the file (1 nm/px assumed),
+    blank (constant) frames, a blank alignment reference, values rounded when stored as float32.
+
+    The message names the file or argument and what sciz did instead of stopping.
     """
 
 

@@ -22,6 +22,7 @@ from .bundles_h5 import load_h5_bundle, save_h5_bundle
 from .bundles_npz import load_npz_bundle, save_npz_bundle
 from .export import export_bundles
 from .gif import export_gif, save_gif
+from .layers import select_layers
 from .ome_tiff import load_ome_tiff_stack, save_ome_tiff_stack
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "save_h5_bundle",
     "save_npz_bundle",
     "save_ome_tiff_stack",
+    "select_layers",
 ]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import argument_error
+from ..errors import DataWarning, argument_error
 from ..formats import Format, list_formats
-from ._common import as_image_stack, sanitize_name
-from .gif import _default_stem, _is_filtered
+from ._common import as_image_stack
+from .gif import export_stem
+from .layers import float32_note, select_layers
 
 __all__ = ["export_bundles", "export_formats", "parse_formats"]
 
@@ -58,6 +60,7 @@ def export_bundles(
     *,
     codec: Any = None,
     tolerance: float | None = None,
+    keep: Any = None,
 ) -> dict[str, Path]:
     """Write ``afm_stack`` in each of ``formats`` into ``output_folder`` as ``<base_name>[_filtered].<ext>``.
 
@@ -76,6 +79,9 @@ def export_bundles(
         Export the unprocessed ``raw`` snapshot only.
     codec, tolerance
         Passed to :func:`~sciz.afm.save_h5_bundle` for the HDF5 bundle.
+    keep
+        The processed layers and masks to write (``"raw,final"``...; see
+        :func:`~sciz.afm.select_layers`); ``None`` writes them all.
 
     Returns
     -------
@@ -90,10 +96,13 @@ def export_bundles(
     chosen = parse_formats(formats)
     stack = as_image_stack(afm_stack, "afm_stack")
     folder = Path(os.fspath(output_folder)) if output_folder is not None else Path("output")
+    stem = export_stem(stack, base_name, raw)
+    if not raw:
+        stack = select_layers(stack, keep)
+    note = float32_note(stack, raw)
+    if note:
+        warnings.warn(DataWarning(note), stacklevel=2)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = sanitize_name(base_name, _default_stem(stack))
-    if _is_filtered(stack, raw):
-        stem += "_filtered"
     known = export_formats()
     written: dict[str, Path] = {}
     for name in chosen:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,16 @@ import numpy as np
 
 from .._util import require
 from ..atomic import atomic_file
-from ..errors import argument_error
+from ..errors import SciZWarning, argument_error
 from ..stack import ImageStack
 from ._common import as_image_stack, sanitize_name, target_path
 
-__all__ = ["DEFAULT_FPS", "MIN_SIZE", "export_gif", "save_gif", "z_range"]
+__all__ = ["DEFAULT_FPS", "DEFAULT_SCALE_BAR_NM", "MIN_SIZE", "export_gif", "save_gif", "z_range"]
 
 #: Frames whose longer side is below this are upscaled (aspect kept), so annotations stay legible.
 MIN_SIZE = 512
+#: Scale bar length (nm) when none is asked for and it fits (as playNano's default).
+DEFAULT_SCALE_BAR_NM = 100.0
 #: Frame rate when the stack has no timing metadata and ``fps`` is not given (playNano's default).
 DEFAULT_FPS = 5.0
 _LEVELS = 253  # palette entries for heights; then a second black, outline black and text white
@@ -151,11 +154,12 @@ def save_gif(
     cmap: str = "afmhot",
     zmin: Any = "auto",
     zmax: Any = "auto",
-    scale_bar_nm: float | None = 100,
+    scale_bar_nm: float | None = None,
     draw_ts: bool = True,
     draw_scale: bool = True,
     font_scale: float = 1.0,
     min_size: int = MIN_SIZE,
+    colorbar: bool = False,
 ) -> Path:
     """Write an annotated animated GIF of ``stack`` to ``path`` and return the path.
 
@@ -175,18 +179,22 @@ def save_gif(
     zmin, zmax
         Colour limits; see :func:`z_range`.
     scale_bar_nm
-        Scale bar length in nm (``None``: 100). A bar longer than the frame is replaced by the
-        longest 1-2-5 length that fits.
+        Scale bar length in nm. A bar that does not fit in the frame is replaced by the longest
+        1-2-5 length within half the frame, with a :class:`~sciz.errors.SciZWarning`. ``None``
+        (default): 100 nm where it fits, else that shorter length without a warning.
     draw_ts, draw_scale
         Draw the ``12.00 s`` timestamp (top left) and the scale bar with its ``N nm`` label
-        (bottom left).
+        (bottom left). A frame without a timestamp is labelled ``frame 3`` instead (a single
+        image without one is not labelled).
     font_scale
         Multiplies the annotation size.
     min_size
         Frames whose longer side is smaller are upscaled to it (nearest neighbour, aspect kept).
+    colorbar
+        Add a colour bar right of the image, labelled with the heights (nm) of its two ends.
     """
     require("PIL", "image")
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     image_stack = as_image_stack(stack)
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, int | float) or not fps > 0):
@@ -195,13 +203,12 @@ def save_gif(
         raise argument_error("font_scale", font_scale, "must be a positive number")
     if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1:
         raise argument_error("min_size", min_size, "must be a positive int")
-    bar_nm = 100.0 if scale_bar_nm is None else scale_bar_nm
+    bar_nm = DEFAULT_SCALE_BAR_NM if scale_bar_nm is None else scale_bar_nm
     if isinstance(bar_nm, bool) or not isinstance(bar_nm, int | float) or not bar_nm > 0:
         raise argument_error("scale_bar_nm", scale_bar_nm, "must be a positive length in nm")
     target = target_path(path, (".gif",))
     data, frames = image_stack.export_view(raw)
     values = np.asarray(data, dtype=np.float32)
-    n_frames, height, width = values.shape
     lows, highs = z_range(values, zmin, zmax)
     indices = _indices(values, lows, highs)
     palette = _palette(cmap)
@@ -211,47 +218,32 @@ def save_gif(
     rate = float(fps) if fps is not None else (1.0 / interval if interval else DEFAULT_FPS)
     delay_ms = max(_GIF_MIN_DELAY_MS, round(100.0 / rate) * 10)
 
-    scale = max(1.0, min_size / max(height, width))
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    text_px = max(10, round(0.055 * size[1] * font_scale))
-    font = _font(text_px)
-    margin = max(4, round(0.02 * size[0]))
-    stroke = max(1, text_px // 12)
-    thickness = max(2, round(0.012 * size[1] * font_scale))
+    layout = _Layout.of(values.shape[1:], min_size, font_scale)
+    pixel_nm = [float(f.get("frame_pixel_size_nm") or image_stack.pixel_size_nm) for f in frames]
+    bars = _scale_bars(float(bar_nm), pixel_nm, layout, warn=scale_bar_nm is not None) if draw_scale else None
+    bar_labels = [(_height_label(high), _height_label(low)) for low, high in zip(lows, highs, strict=True)]
+    strip = _colorbar_width(layout, bar_labels) if colorbar else 0
 
     images = []
     previous: np.ndarray | None = None
-    for index in range(n_frames):
-        image = Image.fromarray(indices[index], mode="P")
+    for index in range(values.shape[0]):
+        frame = Image.fromarray(indices[index], mode="P")
+        if layout.scale != 1.0:
+            frame = frame.resize(layout.size, Image.Resampling.NEAREST)
+        image = Image.new("P", (layout.size[0] + strip, layout.size[1]), _BLACK)
         image.putpalette(palette)
-        if scale != 1.0:
-            image = image.resize(size, Image.Resampling.NEAREST)
-        draw = ImageDraw.Draw(image)
+        image.paste(frame, (0, 0))
         if draw_ts:
-            stamp = times[index] if np.isfinite(times[index]) else float(index)
-            draw.text(
-                (margin, margin), f"{stamp:.2f} s", font=font, fill=_WHITE, stroke_width=stroke, stroke_fill=_BLACK
-            )
-        if draw_scale:
-            pixel_nm = float(frames[index].get("frame_pixel_size_nm") or image_stack.pixel_size_nm)
-            shown_nm = float(bar_nm)
-            if shown_nm / pixel_nm * scale > 0.8 * size[0]:
-                shown_nm = _nice_length(0.5 * size[0] / scale * pixel_nm)
-            bar_px = max(1, round(shown_nm / pixel_nm * scale))
-            bottom = size[1] - margin
-            draw.rectangle(
-                (margin - 1, bottom - thickness - 1, margin + bar_px, bottom + 1), fill=_BLACK
-            )  # outline keeps the bar visible on bright frames
-            draw.rectangle((margin, bottom - thickness, margin + bar_px - 1, bottom), fill=_WHITE)
-            label = _label(shown_nm)
-            box = draw.textbbox((0, 0), label, font=font, stroke_width=stroke)
-            top = bottom - thickness - max(2, margin // 2) - (box[3] - box[1]) - box[1]
-            draw.text((margin, top), label, font=font, fill=_WHITE, stroke_width=stroke, stroke_fill=_BLACK)
+            _draw_stamp(image, layout, _stamp(times, index))
+        if bars is not None:
+            _draw_scale_bar(image, layout, *bars[index])
+        if colorbar:
+            _draw_colorbar(image, layout, *bar_labels[index])
         pixels = np.asarray(image)
         if previous is not None and np.array_equal(pixels, previous):
             blacks = np.flatnonzero(pixels == _BLACK)
             where = int(blacks[0]) if blacks.size else 0
-            image.putpixel((where % size[0], where // size[0]), _TWIN_BLACK)
+            image.putpixel((where % image.size[0], where // image.size[0]), _TWIN_BLACK)
             pixels = np.asarray(image)
         previous = pixels
         images.append(image)
@@ -268,12 +260,128 @@ def save_gif(
     return target
 
 
+class _Layout:
+    """Sizes of one annotated frame: the upscaled image, text, margins and line widths (pixels)."""
+
+    def __init__(self, size: tuple[int, int], scale: float, font_scale: float) -> None:
+        self.size = size
+        self.scale = scale
+        self.text_px = max(10, round(0.055 * size[1] * font_scale))
+        self.font = _font(self.text_px)
+        self.margin = max(4, round(0.02 * size[0]))
+        self.stroke = max(1, self.text_px // 12)
+        self.thickness = max(2, round(0.012 * size[1] * font_scale))
+
+    @classmethod
+    def of(cls, shape: tuple[int, ...], min_size: int, font_scale: float) -> _Layout:
+        height, width = int(shape[0]), int(shape[1])
+        scale = max(1.0, min_size / max(height, width))
+        return cls((max(1, round(width * scale)), max(1, round(height * scale))), scale, font_scale)
+
+    def text(self, draw: Any, xy: tuple[int, int], text: str) -> None:
+        draw.text(xy, text, font=self.font, fill=_WHITE, stroke_width=self.stroke, stroke_fill=_BLACK)
+
+    def text_box(self, draw: Any, text: str) -> tuple[int, int, int, int]:
+        return tuple(draw.textbbox((0, 0), text, font=self.font, stroke_width=self.stroke))
+
+
+def _stamp(times: np.ndarray, index: int) -> str | None:
+    """``12.00 s``; ``frame 3`` for a frame of a video without a timestamp; nothing for an untimed image."""
+    if np.isfinite(times[index]):
+        return f"{times[index]:.2f} s"
+    return f"frame {index}" if times.size > 1 else None
+
+
+def _draw_stamp(image: Any, layout: _Layout, stamp: str | None) -> None:
+    from PIL import ImageDraw
+
+    if stamp is not None:
+        layout.text(ImageDraw.Draw(image), (layout.margin, layout.margin), stamp)
+
+
+def _scale_bars(bar_nm: float, pixel_nm: list[float], layout: _Layout, *, warn: bool) -> list[tuple[float, int]]:
+    """(length in nm, length in pixels) of each frame's scale bar. A bar that does not fit between the
+    margins becomes the longest 1-2-5 length within half the frame, with one warning for the stack
+    when the length was asked for (``warn``)."""
+    room = layout.size[0] - 2 * layout.margin
+    bars, shortened = [], []
+    for size_nm in pixel_nm:
+        shown = bar_nm
+        if bar_nm / size_nm * layout.scale > room:
+            shown = _nice_length(0.5 * layout.size[0] / layout.scale * size_nm)
+            shortened.append((size_nm, shown))
+        bars.append((shown, max(1, round(shown / size_nm * layout.scale))))
+    if shortened and warn:
+        size_nm, shown = shortened[0]
+        wide, longest = (extent / layout.scale * size_nm for extent in (layout.size[0], room))
+        warnings.warn(
+            SciZWarning(
+                f"scale_bar_nm={bar_nm:g} does not fit in the frame ({wide:.4g} nm wide); the GIF shows a "
+                f"{_label(shown)} bar instead (give at most {math.floor(longest * 100) / 100:g} nm)"
+            ),
+            stacklevel=3,
+        )
+    return bars
+
+
+def _draw_scale_bar(image: Any, layout: _Layout, shown_nm: float, bar_px: int) -> None:
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(image)
+    margin, thickness = layout.margin, layout.thickness
+    bottom = layout.size[1] - margin
+    # The black outline keeps the bar visible on bright frames.
+    draw.rectangle((margin - 1, bottom - thickness - 1, margin + bar_px, bottom + 1), fill=_BLACK)
+    draw.rectangle((margin, bottom - thickness, margin + bar_px - 1, bottom), fill=_WHITE)
+    label = _label(shown_nm)
+    box = layout.text_box(draw, label)
+    top = bottom - thickness - max(2, margin // 2) - (box[3] - box[1]) - box[1]
+    layout.text(draw, (margin, top), label)
+
+
+def _height_label(value: float) -> str:
+    return f"{value:.4g} nm"
+
+
+def _colorbar_width(layout: _Layout, labels: list[tuple[str, str]]) -> int:
+    """Width of the strip holding the colour bar and its widest label."""
+    from PIL import Image, ImageDraw
+
+    draw = ImageDraw.Draw(Image.new("P", (1, 1)))
+    widest = max(layout.text_box(draw, text)[2] for pair in labels for text in pair)
+    return 3 * layout.margin + _colorbar_bar_width(layout) + widest
+
+
+def _colorbar_bar_width(layout: _Layout) -> int:
+    return max(6, round(0.04 * layout.size[1]))
+
+
+def _draw_colorbar(image: Any, layout: _Layout, top_label: str, bottom_label: str) -> None:
+    """The colormap from the lowest (bottom) to the highest colour (top), right of the frame, with
+    the heights of both ends beside it."""
+    from PIL import Image, ImageDraw
+
+    margin = layout.margin
+    width = _colorbar_bar_width(layout)
+    height = max(2, layout.size[1] - 2 * margin)
+    ramp = np.rint(np.linspace(_LEVELS - 1, 0, height)).astype(np.uint8)
+    bar = Image.fromarray(np.repeat(ramp[:, None], width, axis=1), mode="P")
+    left = layout.size[0] + margin
+    image.paste(bar, (left, margin))
+    draw = ImageDraw.Draw(image)
+    text_left = left + width + margin
+    top_box = layout.text_box(draw, top_label)
+    layout.text(draw, (text_left, margin - top_box[1]), top_label)
+    bottom_box = layout.text_box(draw, bottom_label)
+    layout.text(draw, (text_left, margin + height - bottom_box[3]), bottom_label)
+
+
 def export_gif(
     afm_stack: Any,
     make_gif: bool = True,
     output_folder: str | os.PathLike[str] | None = "output",
     output_name: str | None = None,
-    scale_bar_nm: float | None = 100,
+    scale_bar_nm: float | None = None,
     cmap_name: str = "afmhot",
     raw: bool = False,
     fps: float | None = None,
@@ -284,11 +392,13 @@ def export_gif(
     font_scale: float = 1.0,
     *,
     cmap: str | None = None,
+    colorbar: bool = False,
 ) -> Path | None:
     """Export an AFM stack as an annotated GIF named like playNano does (``<name>[_filtered].gif``).
 
     The arguments follow playNano's ``playnano.io.gif_export.export_gif``; see :func:`save_gif` for
-    their meaning. ``cmap`` is an alias of ``cmap_name``.
+    their meaning. ``cmap`` is an alias of ``cmap_name``; ``colorbar`` (not in playNano) adds the
+    height scale.
 
     Returns
     -------
@@ -306,11 +416,8 @@ def export_gif(
         raise argument_error("cmap", cmap, f"conflicts with cmap_name={cmap_name!r}; give only one")
     stack = as_image_stack(afm_stack, "afm_stack")
     folder = Path(os.fspath(output_folder)) if output_folder is not None else Path("output")
-    stem = sanitize_name(output_name, _default_stem(stack))
-    if _is_filtered(stack, raw):
-        stem += "_filtered"
     return save_gif(
-        folder / f"{stem}.gif",
+        folder / f"{export_stem(stack, output_name, raw)}.gif",
         stack,
         raw=raw,
         fps=fps,
@@ -321,7 +428,15 @@ def export_gif(
         draw_ts=draw_ts,
         draw_scale=draw_scale,
         font_scale=font_scale,
+        colorbar=colorbar,
     )
+
+
+def export_stem(stack: ImageStack, base_name: str | None, raw: bool = False) -> str:
+    """The file stem an export of ``stack`` gets, as playNano names it: ``base_name`` (default: the
+    source file's stem), plus ``_filtered`` when processed data (not ``raw``) is written."""
+    stem = sanitize_name(base_name, _default_stem(stack))
+    return f"{stem}_filtered" if _is_filtered(stack, raw) else stem
 
 
 def _default_stem(stack: ImageStack) -> str:

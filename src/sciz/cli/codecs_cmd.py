@@ -11,7 +11,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from .app import app, console
+from .app import app, console, fail
 
 codecs_app = typer.Typer(help="The scientific codecs: which are available, and a demonstration.", no_args_is_help=True)
 app.add_typer(codecs_app, name="codecs")
@@ -116,9 +116,7 @@ def demo_command(
 ) -> None:
     """Compress a built-in smooth float32 field with each codec and print ratio, speed and error."""
     if not math.isfinite(tolerance) or tolerance <= 0:
-        raise typer.BadParameter(
-            f"{tolerance} is not allowed: must be a positive finite number", param_hint="--tolerance"
-        )
+        fail(f"--tolerance={tolerance:g} is not allowed: must be a positive finite number (an absolute error bound)", 2)
     field = demo_field((frames, 256, 256))
     console.print(
         f"Built-in field: {field.shape} float32, {field.nbytes / 1e6:.1f} MB, "

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .app import app, console, fail
-from .process_cmd import ProcessJob, print_summary, run_job
+from .process_cmd import ProcessJob, check_tolerance, print_summary, run_job
 
 __all__ = ["DEMO_FOLDER", "demo_command"]
 
@@ -36,8 +36,7 @@ def demo_command(
     from ..processing import Pipeline
     from ..processing.sample import DEMO_PROCESSING, sample_stack
 
-    if tolerance is not None and codec is None:
-        fail("--tolerance needs --codec (the default HDF5 compression is lossless)", 2)
+    check_tolerance(tolerance, codec)
     stack = sample_stack(frames, size)
     job = ProcessJob(
         processing=Pipeline(DEMO_PROCESSING),

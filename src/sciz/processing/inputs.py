@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from .._util import require
-from ..errors import FormatError, UnknownFormatError, argument_error
+from ..errors import DataWarning, FormatError, UnknownFormatError, argument_error
 from ..formats import Format, detect_format, get_format, list_formats
 from ..formats.afm_vendor import VENDOR_FORMATS
-from ..stack import ImageStack
+from ..stack import _NM_PER_UNIT, METADATA_KEY, ImageStack
 
 __all__ = ["DEFAULT_CHANNELS", "input_suffixes", "load_stack"]
 
@@ -78,13 +79,20 @@ def load_stack(
         The data channel (e.g. ``TP`` for .asd, ``height_trace`` for JPK); ``None`` takes the
         format's default (see :data:`DEFAULT_CHANNELS`).
     pixel_size_nm
-        Pixel size to use instead of the file's (plain arrays and TIFFs carry none: by default 1 nm).
+        Pixel size to use instead of the file's (plain arrays and TIFFs carry none: then 1 nm, with
+        a :class:`~sciz.errors.DataWarning`).
 
     Returns
     -------
     ImageStack
         Frames, pixel size, channel, per-frame timestamps where the file has them, and the
         source path.
+
+    Warns
+    -----
+    sciz.errors.DataWarning
+        When no pixel size was found (1 nm/px is used) and when frames are blank (every pixel
+        one value, as at the start of many high-speed AFM recordings).
 
     Raises
     ------
@@ -103,6 +111,19 @@ def load_stack(
     source = Path(os.fspath(path)).expanduser()
     if not source.exists():
         raise FileNotFoundError(f"no such file or folder: {source}")
+    # Warnings of the readers below are said once, as the caller's (not from deep inside a reader).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stack = _load_path(source, channel, pixel_size_nm)
+    for said in {str(w.message): w for w in caught}.values():
+        warnings.warn(said.message, stacklevel=2)
+    blank = _blank_frames_note(stack, source)
+    if blank:
+        warnings.warn(DataWarning(blank), stacklevel=2)
+    return stack
+
+
+def _load_path(source: Path, channel: str | None, pixel_size_nm: float | None) -> ImageStack:
     if source.is_dir():
         try:
             store = detect_format(source)  # a directory format (a zspy store) is one file
@@ -112,6 +133,33 @@ def load_stack(
             return store.read_stack(source, channel, pixel_size_nm)
         return _dataset_stack(store, source, channel, pixel_size_nm)
     return _load_file(source, channel, pixel_size_nm)
+
+
+def _blank_frames_note(stack: ImageStack, source: Path) -> str | None:
+    """What to say about blank (constant) frames of an in-memory stack, if it has any."""
+    from .video import constant_frames
+
+    if not isinstance(stack.data, np.ndarray) or stack.data.size == 0:
+        return None  # lazy data: not read just to look
+    blank = constant_frames(stack.data).tolist()
+    if not blank:
+        return None
+    shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+    return (
+        f"{source}: {len(blank)} of {stack.n_frames} frames are blank (every pixel one value): frame(s) {shown}; "
+        "they carry no image (align_frames:reference_frame=auto skips them as reference)"
+    )
+
+
+#: How a reader says it found no pixel size (a folder of frames says it once for all its files).
+_NO_PIXEL_SIZE = "no pixel size found"
+
+
+def _no_pixel_size(source: Path, files: str = "") -> DataWarning:
+    return DataWarning(
+        f"{source}: {_NO_PIXEL_SIZE}{files}; using 1 nm per pixel (give pixel_size_nm=..., or "
+        "--pixel-size-nm on the command line)"
+    )
 
 
 def _load_file(source: Path, channel: str | None, pixel_size_nm: float | None) -> ImageStack:
@@ -155,6 +203,12 @@ def _dataset_stack(plugin: Format, source: Path, channel: str | None, pixel_size
             f"{source}: holds {dataset.ndim}-D {dataset.dtype} data ({plugin.name}); an AFM stack is a real "
             "(frames, H, W) array or one (H, W) image"
         )
+    last = dataset.axes[-1] if dataset.axes else None
+    calibrated = isinstance(dataset.metadata.get(METADATA_KEY), dict) or (
+        last is not None and last.units.strip() in _NM_PER_UNIT and last.scale > 0
+    )
+    if pixel_size_nm is None and not calibrated:
+        warnings.warn(_no_pixel_size(source, " (its last axis has no length unit)"), stacklevel=2)
     stack = ImageStack.from_dataset(dataset, pixel_size_nm=pixel_size_nm)
     if channel is not None:
         stack.channel = channel
@@ -236,6 +290,8 @@ def _array_stack(values: Any, source: Path, channel: str | None, pixel_size_nm: 
             f"{source}: holds a {array.ndim}-D {array.dtype} array; an AFM stack is a real (frames, H, W) "
             "array or one (H, W) image"
         )
+    if pixel_size_nm is None:
+        warnings.warn(_no_pixel_size(source), stacklevel=2)
     return ImageStack(array, pixel_size_nm or 1.0, channel or "height_trace", file_path=source)
 
 
@@ -259,7 +315,16 @@ def _load_folder(folder: Path, channel: str | None, pixel_size_nm: float | None)
         counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by_suffix.items()))
         raise FormatError(f"{folder}: mixes frame formats ({counts}); keep one kind of file per folder")
     files = sorted(next(iter(by_suffix.values())), key=_natural_key)
-    stacks = [_load_file(path, channel, pixel_size_nm) for path in files]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stacks = [_load_file(path, channel, pixel_size_nm) for path in files]
+    uncalibrated = [w for w in caught if _NO_PIXEL_SIZE in str(w.message)]
+    if uncalibrated:
+        count = f" in {len(uncalibrated)} of its {len(files)} frame files"
+        warnings.warn(_no_pixel_size(folder, count), stacklevel=2)
+    for said in caught:
+        if said not in uncalibrated:
+            warnings.warn(said.message, stacklevel=2)
     first = stacks[0]
     for path, stack in zip(files, stacks, strict=True):
         if stack.image_shape != first.image_shape:

@@ -26,7 +26,8 @@ class Param:
     """One parameter of a step: its name, kind of value, default and allowed choices."""
 
     name: str
-    #: ``float``, ``int``, ``bool``, ``str``, ``indices`` (int or list of ints) or ``pad``.
+    #: ``float``, ``int``, ``bool``, ``str``, ``indices`` (int or list of ints), ``pad`` or ``frame``
+    #: (an int or ``"auto"``).
     kind: str
     default: Any = None
     optional: bool = False
@@ -46,11 +47,14 @@ class Param:
             if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
                 raise ArgumentError(f"{where}={value!r} is not allowed: must be a number")
             return float(value)
-        if self.kind == "int":
+        if self.kind == "frame" and value == "auto":
+            return value
+        if self.kind in ("int", "frame"):
             if isinstance(value, float | np.floating) and float(value).is_integer():
                 value = int(value)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise ArgumentError(f"{where}={value!r} is not allowed: must be an integer")
+                allowed = "an integer or 'auto'" if self.kind == "frame" else "an integer"
+                raise ArgumentError(f"{where}={value!r} is not allowed: must be {allowed}")
             return int(value)
         if self.kind == "bool":
             if not isinstance(value, bool | np.bool_):
@@ -169,7 +173,7 @@ STEPS: dict[str, StepSpec] = {
             "video_filter",
             video,
             "correct drift by FFT cross-correlation",
-            Param("reference_frame", "int", 0),
+            Param("reference_frame", "frame", 0, doc="frame index or 'auto' (the first frame that is not blank)"),
             Param("mode", "str", "pad", choices=video.ALIGN_MODES),
             Param("max_shift", "int", None, optional=True),
             Param("pre_filter_sigma", "float", None, optional=True),

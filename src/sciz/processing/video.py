@@ -6,11 +6,12 @@ is a small JSON-safe dict recorded in the step's provenance (shifts, bounds, cou
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
-from ..errors import argument_error
+from ..errors import DataWarning, argument_error
 from ._common import ProcessingError, as_frames, frame_means, frame_medians, result_dtype
 
 __all__ = ["align_frames", "crop_square", "intersection_crop", "replace_nan"]
@@ -30,13 +31,25 @@ def _optional_int(name: str, value: Any, minimum: int) -> int | None:
     return int(value)
 
 
+def constant_frames(stack: np.ndarray) -> np.ndarray:
+    """Indices of the frames whose pixels all hold one value (blank frames; all-NaN frames count too)."""
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN frames: nanmin/nanmax say so
+        flat = stack.reshape(stack.shape[0], -1)
+        spread = np.nanmax(flat, axis=1) - np.nanmin(flat, axis=1)
+    return np.flatnonzero(~(spread > 0))
+
+
 def _cross_correlation_peaks(stack: np.ndarray, reference: np.ndarray, max_shift: int | None) -> np.ndarray:
     """Integer (dy, dx) per frame that moves the frame onto ``reference``, from the correlation peak.
 
     The full linear cross-correlation of every (mean-removed) frame with the reference is computed
     with one batched real FFT per block of frames; padding to at least 2H-1 x 2W-1 avoids wrap-around.
     The peak is searched over shifts ordered from -(H-1) to H-1 (first maximum wins), optionally
-    limited to |shift| <= ``max_shift``.
+    limited to |shift| <= ``max_shift``. Means are removed in the data's own precision, as playNano
+    does: a blank frame then correlates to zero everywhere (its peak is the first shift searched,
+    (-max_shift, -max_shift)) or, when its mean rounds, to that rounding; either way its shift carries
+    no information, and the shifts agree with playNano's.
     """
     from .._util import require
 
@@ -66,11 +79,13 @@ def _cross_correlation_peaks(stack: np.ndarray, reference: np.ndarray, max_shift
     return shifts
 
 
-def _limit_jumps(shifts: np.ndarray, max_jump: int) -> np.ndarray:
+def _limit_jumps(shifts: np.ndarray, max_jump: int, reference_frame: int) -> np.ndarray:
     """Replace implausible jumps between consecutive shifts (each depends on the previous, so a loop
-    over the small (N, 2) shift table, not over images)."""
+    over the small (N, 2) shift table, not over images). The reference keeps (0, 0), as in playNano."""
     out = shifts.copy()
     for i in range(1, len(out)):
+        if i == reference_frame:
+            continue
         previous = out[i - 1]
         if i == 1:
             out[i] = previous + np.clip(out[i] - previous, -max_jump, max_jump)
@@ -81,9 +96,38 @@ def _limit_jumps(shifts: np.ndarray, max_jump: int) -> np.ndarray:
     return out
 
 
+def _reference_index(stack: np.ndarray, reference_frame: Any) -> tuple[int, np.ndarray]:
+    """The reference frame's index (``"auto"``: the first frame that is not constant) and the
+    indices of the constant frames; a constant reference is warned about."""
+    n = stack.shape[0]
+    allowed = f"must be a frame index in 0..{n - 1} or 'auto' (the first frame that is not blank)"
+    blank = constant_frames(stack)
+    if isinstance(reference_frame, str) and reference_frame == "auto":
+        usable = np.setdiff1d(np.arange(n), blank)
+        index = int(usable[0]) if usable.size else 0
+    elif (
+        isinstance(reference_frame, bool)
+        or not isinstance(reference_frame, int | np.integer)
+        or not -n <= reference_frame < n
+    ):
+        raise argument_error("reference_frame", reference_frame, allowed)
+    else:
+        index = int(reference_frame) % n
+    if index in blank:
+        others = "" if blank.size == n else "; reference_frame='auto' takes the first frame that is not"
+        warnings.warn(
+            DataWarning(
+                f"align_frames: the reference frame {index} is blank (every pixel {float(stack[index].flat[0]):g}), "
+                f"so every shift is meaningless ({blank.size} of {n} frames are blank{others})"
+            ),
+            stacklevel=3,
+        )
+    return index, blank
+
+
 def align_frames(
     data: Any,
-    reference_frame: int = 0,
+    reference_frame: int | str = 0,
     mode: str = "pad",
     max_shift: int | None = None,
     pre_filter_sigma: float | None = None,
@@ -101,7 +145,10 @@ def align_frames(
     data
         (frames, H, W) stack.
     reference_frame
-        Index of the frame the others are aligned to.
+        Index of the frame the others are aligned to (its shift is (0, 0)), or ``"auto"``: the
+        first frame that is not blank (constant). A blank reference correlates with nothing, so
+        every shift would be meaningless: it is used as asked, with a
+        :class:`~sciz.errors.DataWarning`.
     mode
         ``pad``, ``crop`` or ``crop_square``.
     max_shift
@@ -116,15 +163,17 @@ def align_frames(
     -------
     tuple
         The aligned stack (floating) and metadata: ``shifts`` (list of [dy, dx]), ``original_shape``,
-        ``aligned_shape``, ``reference_frame``, ``mode`` and, when cropped, ``crop``.
+        ``aligned_shape``, ``reference_frame`` (the index used), ``blank_frames``, ``mode`` and,
+        when cropped, ``crop``. Shifts and shapes are those playNano 0.5.0 computes.
+
+    Example
+    -------
+    >>> aligned, meta = align_frames(stack, reference_frame="auto", max_shift=20)  # doctest: +SKIP
+    >>> meta["reference_frame"], meta["shifts"][:2]  # doctest: +SKIP
+    (3, [[-20, -20], [-20, -20]])
     """
     stack = as_frames(data)
     n, height, width = stack.shape
-    if isinstance(reference_frame, bool) or not isinstance(reference_frame, int | np.integer):
-        raise argument_error("reference_frame", reference_frame, f"must be a frame index in 0..{n - 1}")
-    if not -n <= reference_frame < n:
-        raise argument_error("reference_frame", reference_frame, f"must be a frame index in 0..{n - 1}")
-    reference_frame = int(reference_frame) % n
     if mode not in ALIGN_MODES:
         raise argument_error("mode", mode, f"must be one of {', '.join(ALIGN_MODES)}")
     max_shift = _optional_int("max_shift", max_shift, 0)
@@ -137,14 +186,16 @@ def align_frames(
             f"frame {int(bad[0])}: has NaN or infinite pixels; run replace_nan before align_frames",
             frame=int(bad[0]),
         )
+    reference_frame, blank = _reference_index(work, reference_frame)
     probe = work
     if pre_filter_sigma is not None:
         from .filters import gaussian_filter
 
         probe = gaussian_filter(work, pre_filter_sigma)
     shifts = _cross_correlation_peaks(probe, probe[reference_frame], max_shift)
+    shifts[reference_frame] = 0  # the reference is not moved (its self-correlation peak may not be 0 when blank)
     if max_jump is not None:
-        shifts = _limit_jumps(shifts, max_jump)
+        shifts = _limit_jumps(shifts, max_jump, reference_frame)
     low = shifts.min(axis=0)
     new_h = height + int(shifts[:, 0].max() - low[0])
     new_w = width + int(shifts[:, 1].max() - low[1])
@@ -155,6 +206,7 @@ def align_frames(
         aligned[i, y0 : y0 + height, x0 : x0 + width] = work[i]
     meta: dict[str, Any] = {
         "reference_frame": reference_frame,
+        "blank_frames": blank.tolist(),
         "method": "fft_cross_correlation",
         "mode": mode,
         "shifts": shifts.tolist(),
