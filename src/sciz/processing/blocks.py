@@ -1,0 +1,227 @@
+"""Frame blocks: stacks kept on disk for out-of-core processing, and helpers that walk any stack in blocks.
+
+:class:`FrameFile` is a (frames, H, W) array stored in a plain ``.npy`` file and read or written a
+block of whole frames at a time with ``pread``/``pwrite`` (no memory map, so what has been read
+does not stay counted in the process's resident memory). It looks enough like an array (``shape``,
+``dtype``, ``ndim``, ``nbytes``, slicing) for the exporters, which stream it block by block.
+:func:`iter_frame_blocks` yields ``(start, block)`` from a numpy array, a :class:`FrameFile` or
+any lazy array (dask), and :func:`percentile` computes numpy's exact percentile of a stack without
+holding it whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FrameFile", "Scratch", "block_frames", "iter_frame_blocks", "materialize", "percentile"]
+
+#: Bytes per block of frames when nothing else is asked for (one block in, one out, a few temporaries).
+DEFAULT_BLOCK_BYTES = 32 << 20
+
+
+def block_frames(shape: tuple[int, ...], itemsize: int = 4, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
+    """Frames per block so that one block of ``shape[1:]`` frames holds about ``block_bytes``."""
+    frame = max(1, int(np.prod(shape[1:], dtype=np.int64)) * itemsize)
+    return max(1, block_bytes // frame)
+
+
+class FrameFile:
+    """A (frames, H, W) array in an ``.npy`` file, read and written in blocks of whole frames.
+
+    Parameters
+    ----------
+    path
+        The ``.npy`` file (created with ``shape`` and ``dtype``; its previous content is lost).
+    shape, dtype
+        The array's shape and dtype.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], shape: tuple[int, ...], dtype: Any) -> None:
+        self.path = Path(os.fspath(path))
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        header = np.lib.format.header_data_from_array_1_0(np.empty((0,), self.dtype))
+        header["shape"] = self.shape
+        with self.path.open("wb") as handle:
+            np.lib.format.write_array_header_2_0(handle, header)
+            self._offset = handle.tell()
+            handle.truncate(self._offset + self.nbytes)
+        self._fd = os.open(self.path, os.O_RDWR)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"FrameFile({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
+
+    @property
+    def _frame_bytes(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop`` as a new in-memory array."""
+        start, stop = max(0, start), min(self.shape[0], stop)
+        out = np.empty((max(0, stop - start), *self.shape[1:]), self.dtype)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        position, done = self._offset + start * self._frame_bytes, 0
+        while done < len(view):
+            count = os.preadv(self._fd, [view[done:]], position + done)
+            if count <= 0:
+                raise OSError(f"{self.path}: short read at byte {position + done}")
+            done += count
+        return out
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        """Store ``block`` as frames ``start:start + len(block)``."""
+        data = np.ascontiguousarray(block, dtype=self.dtype)
+        if data.shape[1:] != self.shape[1:] or start < 0 or start + len(data) > self.shape[0]:
+            raise ValueError(f"{self.path}: block of shape {data.shape} does not fit at frame {start} of {self.shape}")
+        view = memoryview(data.reshape(-1).view(np.uint8))
+        position, done = self._offset + start * self._frame_bytes, 0
+        while done < len(view):
+            done += os.pwritev(self._fd, [view[done:]], position + done)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        first = key[0] if key else slice(None)
+        if isinstance(first, int | np.integer):
+            index = int(first) + (self.shape[0] if first < 0 else 0)
+            if not 0 <= index < self.shape[0]:
+                raise IndexError(f"frame {first} out of range for {self.shape[0]} frames")
+            return self.read(index, index + 1)[(0, *key[1:])]
+        if not isinstance(first, slice):
+            raise TypeError(f"FrameFile takes a frame index or slice first, not {type(first).__name__}")
+        start, stop, step = first.indices(self.shape[0])
+        if step != 1:
+            return self.read(start, stop)[(slice(None, None, step), *key[1:])] if stop > start else self.read(0, 0)
+        return self.read(start, stop)[(slice(None), *key[1:])]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.read(0, self.shape[0])
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            self.close()
+
+
+class Scratch:
+    """A temporary folder holding the :class:`FrameFile` layers of one out-of-core run.
+
+    The files are unlinked as soon as they are created (on POSIX), so they vanish with their last
+    open handle and never outlive the process; the folder itself is removed by :meth:`cleanup`.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
+        parent = None if folder is None else os.fspath(folder)
+        if parent is not None:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix="sciz-layers-", dir=parent))
+        self._count = 0
+
+    def new(self, shape: tuple[int, ...], dtype: Any, name: str = "layer") -> FrameFile:
+        self._count += 1
+        frames = FrameFile(self.path / f"{self._count:03d}_{name}.npy", shape, dtype)
+        if os.name == "posix":
+            frames.path.unlink()
+        return frames
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def iter_frame_blocks(array: Any, frames: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, block)`` for consecutive blocks of ``frames`` frames; blocks are numpy arrays."""
+    n = int(array.shape[0])
+    for start in range(0, n, max(1, frames)):
+        yield start, np.asarray(array[start : start + frames])
+
+
+def materialize(array: Any) -> np.ndarray:
+    """``array`` as a numpy array (reads a :class:`FrameFile` or computes a lazy array)."""
+    return array if isinstance(array, np.ndarray) else np.asarray(array)
+
+
+def percentile(array: Any, q: float, frames: int | None = None) -> float:
+    """numpy's (linear) ``q``-th percentile of the finite values of ``array``, read in frame blocks.
+
+    A small numpy array is handled whole. Otherwise passes over the blocks find the two order
+    statistics numpy interpolates between: counts per value bin narrow each down to one bin, whose
+    few values are then gathered and selected exactly, so no stack-sized copy is ever made. Returns
+    NaN when no value is finite.
+    """
+    if isinstance(array, np.ndarray) and array.size <= 1 << 22:
+        finite = array[np.isfinite(array)]
+        return float(np.percentile(finite, q)) if finite.size else float("nan")
+    step = frames or block_frames(tuple(array.shape), np.dtype(array.dtype).itemsize)
+    count, low, high = 0, np.inf, -np.inf
+    for _, block in iter_frame_blocks(array, step):
+        finite = block[np.isfinite(block)]
+        if finite.size:
+            count += finite.size
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+    if count == 0:
+        return float("nan")
+    position = (count - 1) * q / 100.0
+    ranks = sorted({int(np.floor(position)), int(np.ceil(position))})
+    values = {rank: _order_statistic(array, step, rank, low, high) for rank in ranks}
+    below, above = values[ranks[0]], values[ranks[-1]]
+    # numpy's "linear" method, written as numpy writes it (lerp) so the result is bit-identical.
+    fraction = position - ranks[0]
+    return float(np.asarray(np.percentile(np.array([below, above]), fraction * 100.0)))
+
+
+def _order_statistic(array: Any, step: int, rank: int, low: float, high: float) -> float:
+    """The value of 0-based ``rank`` among the sorted finite values in [low, high] (float64)."""
+    bins = 1 << 16
+
+    def inside(block: np.ndarray) -> np.ndarray:
+        values = block[np.isfinite(block)].astype(np.float64)
+        return values[(values >= low) & (values <= high)]
+
+    while low < high:
+        edges = np.linspace(low, high, bins + 1)
+        counts = np.zeros(bins, dtype=np.int64)
+        for _, block in iter_frame_blocks(array, step):
+            which = np.clip(np.searchsorted(edges, inside(block), side="right") - 1, 0, bins - 1)
+            counts += np.bincount(which, minlength=bins)
+        cumulative = np.cumsum(counts)
+        chosen = int(np.searchsorted(cumulative, rank, side="right"))
+        rank -= int(cumulative[chosen - 1]) if chosen else 0
+        # The chosen bin's values: the last bin holds ``high`` itself; the others are half-open.
+        lo_edge, hi_edge, last = edges[chosen], edges[chosen + 1], chosen == bins - 1
+        gathered = []
+        for _, block in iter_frame_blocks(array, step):
+            values = inside(block)
+            gathered.append(values[(values >= lo_edge) & ((values <= hi_edge) if last else (values < hi_edge))])
+        if int(counts[chosen]) <= 1 << 22:
+            return float(np.sort(np.concatenate(gathered))[rank])
+        low = min(float(g.min()) for g in gathered if g.size)
+        high = max(float(g.max()) for g in gathered if g.size)
+    return low
