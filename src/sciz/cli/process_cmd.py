@@ -35,6 +35,8 @@ class ProcessJob:
     cmap: str = "afmhot"
     codec: str | None = None
     tolerance: float | None = None
+    #: True: layers on disk, frames in blocks; False: in memory; "auto": by the memory budget.
+    out_of_core: bool | str = "auto"
 
 
 def split_inputs(tokens: Sequence[str]) -> tuple[str, list[str]]:
@@ -93,7 +95,14 @@ def run_job(stack: ImageStack, job: ProcessJob) -> list[tuple[str, Path]]:
             progress.update(task, completed=done, description=f"step {done + 1}/{_total}: {name}")
 
         if len(pipeline):
-            pipeline.run(stack, progress=step_progress)
+            from ..processing import needs_out_of_core
+
+            out_of_core = needs_out_of_core(stack, pipeline) if job.out_of_core == "auto" else bool(job.out_of_core)
+            how = "out of core (layers on disk, frames in blocks)" if out_of_core else "in memory"
+            err_console.print(
+                f"processing {how}{' (chosen by the memory budget)' if job.out_of_core == 'auto' else ''}"
+            )
+            pipeline.run(stack, progress=step_progress, out_of_core=out_of_core)
         done = len(pipeline)
         for fmt, raw in exports:
             progress.update(task, completed=done, description=f"writing {fmt}{' (raw)' if raw else ''}")
@@ -220,6 +229,14 @@ def process_command(
     pixel_size_nm: Annotated[
         float | None, typer.Option("--pixel-size-nm", help="Pixel size for inputs that carry none (arrays, TIFF).")
     ] = None,
+    out_of_core: Annotated[
+        bool | None,
+        typer.Option(
+            "--out-of-core/--in-memory",
+            help="Keep layers on disk and process frames in blocks (bounded memory), or all in memory; "
+            "default: out of core when the layers would not fit in half the available memory.",
+        ),
+    ] = None,
 ) -> None:
     """Process an AFM video: read INPUT, run the steps, and export bundles and a GIF.
 
@@ -264,6 +281,7 @@ def process_command(
         cmap=cmap,
         codec=codec,
         tolerance=tolerance,
+        out_of_core="auto" if out_of_core is None else out_of_core,
     )
     try:
         stack = load_stack(source, channel, pixel_size_nm=pixel_size_nm)

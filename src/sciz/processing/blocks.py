@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FrameFile", "Scratch", "block_frames", "iter_frame_blocks", "materialize", "percentile"]
+__all__ = ["FrameFile", "Scratch", "as_stack_array", "block_frames", "iter_frame_blocks", "percentile"]
 
 #: Bytes per block of frames when nothing else is asked for (one block in, one out, a few temporaries).
 DEFAULT_BLOCK_BYTES = 32 << 20
@@ -56,6 +56,37 @@ class FrameFile:
             handle.truncate(self._offset + self.nbytes)
         self._fd = os.open(self.path, os.O_RDWR)
 
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> FrameFile:
+        """An existing C-order ``.npy`` file of a (frames, H, W) array, read-only and read in blocks.
+
+        Raises
+        ------
+        sciz.errors.FormatError
+            If the file is not such an ``.npy`` file, or is shorter than its header says.
+        """
+        from ..errors import FormatError
+
+        source = Path(os.fspath(path))
+        with source.open("rb") as handle:
+            try:
+                version = np.lib.format.read_magic(handle)
+                shape, fortran, dtype = np.lib.format._read_array_header(handle, version)  # type: ignore[attr-defined]
+            except ValueError as exc:
+                raise FormatError(f"{source}: not an .npy file ({exc})") from None
+            offset = handle.tell()
+        if fortran or dtype.hasobject or len(shape) != 3:
+            raise FormatError(
+                f"{source}: out-of-core reading needs a C-order (frames, H, W) array of numbers, "
+                f"found shape {shape}, dtype {dtype}{', Fortran order' if fortran else ''}"
+            )
+        self = cls.__new__(cls)
+        self.path, self.shape, self.dtype, self._offset = source, tuple(int(n) for n in shape), np.dtype(dtype), offset
+        if source.stat().st_size < offset + self.nbytes:
+            raise FormatError(f"{source}: shorter than its header's {shape} {dtype} array")
+        self._fd = os.open(source, os.O_RDONLY)
+        return self
+
     @property
     def ndim(self) -> int:
         return len(self.shape)
@@ -82,7 +113,7 @@ class FrameFile:
         """Frames ``start:stop`` as a new in-memory array."""
         start, stop = max(0, start), min(self.shape[0], stop)
         out = np.empty((max(0, stop - start), *self.shape[1:]), self.dtype)
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data
         position, done = self._offset + start * self._frame_bytes, 0
         while done < len(view):
             count = os.preadv(self._fd, [view[done:]], position + done)
@@ -96,7 +127,7 @@ class FrameFile:
         data = np.ascontiguousarray(block, dtype=self.dtype)
         if data.shape[1:] != self.shape[1:] or start < 0 or start + len(data) > self.shape[0]:
             raise ValueError(f"{self.path}: block of shape {data.shape} does not fit at frame {start} of {self.shape}")
-        view = memoryview(data.reshape(-1).view(np.uint8))
+        view = data.reshape(-1).view(np.uint8).data
         position, done = self._offset + start * self._frame_bytes, 0
         while done < len(view):
             done += os.pwritev(self._fd, [view[done:]], position + done)
@@ -163,9 +194,12 @@ def iter_frame_blocks(array: Any, frames: int) -> Iterator[tuple[int, np.ndarray
         yield start, np.asarray(array[start : start + frames])
 
 
-def materialize(array: Any) -> np.ndarray:
-    """``array`` as a numpy array (reads a :class:`FrameFile` or computes a lazy array)."""
-    return array if isinstance(array, np.ndarray) else np.asarray(array)
+def as_stack_array(array: Any, dtype: Any) -> Any:
+    """``array`` in ``dtype``: numpy arrays converted (no copy when already so), arrays on disk or
+    lazy ones of that dtype kept as they are (exporters stream them block by block), others read."""
+    if isinstance(array, np.ndarray) or np.dtype(getattr(array, "dtype", object)) != np.dtype(dtype):
+        return np.asarray(array, dtype=dtype)
+    return array
 
 
 def percentile(array: Any, q: float, frames: int | None = None) -> float:
