@@ -67,7 +67,7 @@ def z_range(values: np.ndarray, zmin: Any = "auto", zmax: Any = "auto") -> tuple
     n = values.shape[0]
     per_frame_default = low is None and high is None
     # Frame blocks throughout: no stack-sized temporaries, and stacks on disk work too.
-    step = block_frames(tuple(values.shape), 8)
+    step = block_frames(tuple(values.shape), 8, 4 << 20)
 
     def per_frame(which: str) -> np.ndarray:
         reduce = np.nanmin if which == "low" else np.nanmax
@@ -109,7 +109,7 @@ def _palette(cmap_name: str) -> list[int]:
 def _indices(values: Any, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
     # Palette indices block by block of frames: the float64 temporaries stay a few MB.
     out = np.empty(values.shape, dtype=np.uint8)
-    step = block_frames(tuple(values.shape), 8)
+    step = block_frames(tuple(values.shape), 8, 4 << 20)
     for start, block in iter_frame_blocks(values, step):
         stop = start + len(block)
         out[start:stop] = _block_indices(block, lows[start:stop], highs[start:stop])

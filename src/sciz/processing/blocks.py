@@ -15,14 +15,17 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["FrameFile", "Scratch", "as_stack_array", "block_frames", "iter_frame_blocks", "percentile"]
+__all__ = ["FrameFile", "Scratch", "as_stack_array", "block_frames", "iter_frame_blocks", "percentile", "percentiles"]
 
+#: Values of one histogram bin gathered and sorted at once when selecting an order statistic; a bin
+#: holding more (many equal or nearly equal values) is narrowed down by another histogram pass.
+GATHER_LIMIT = 1 << 22
 #: Bytes per block of frames when nothing else is asked for (one block in, one out, a few temporaries).
 DEFAULT_BLOCK_BYTES = 32 << 20
 
@@ -66,16 +69,12 @@ class FrameFile:
             If the file is not such an ``.npy`` file, or is shorter than its header says.
         """
         from ..errors import FormatError
+        from ..formats.npy import _header
 
         source = Path(os.fspath(path))
-        with source.open("rb") as handle:
-            try:
-                version = np.lib.format.read_magic(handle)
-                shape, fortran, dtype = np.lib.format._read_array_header(handle, version)  # type: ignore[attr-defined]
-            except ValueError as exc:
-                raise FormatError(f"{source}: not an .npy file ({exc})") from None
-            offset = handle.tell()
-        if fortran or dtype.hasobject or len(shape) != 3:
+        # The storage layer's checked header reader (a hostile header is a FormatError).
+        shape, fortran, dtype, offset = _header(source)
+        if fortran or dtype.kind not in "biuf" or len(shape) != 3:
             raise FormatError(
                 f"{source}: out-of-core reading needs a C-order (frames, H, W) array of numbers, "
                 f"found shape {shape}, dtype {dtype}{', Fortran order' if fortran else ''}"
@@ -205,15 +204,24 @@ def as_stack_array(array: Any, dtype: Any) -> Any:
 def percentile(array: Any, q: float, frames: int | None = None) -> float:
     """numpy's (linear) ``q``-th percentile of the finite values of ``array``, read in frame blocks.
 
-    A small numpy array is handled whole. Otherwise passes over the blocks find the two order
-    statistics numpy interpolates between: counts per value bin narrow each down to one bin, whose
-    few values are then gathered and selected exactly, so no stack-sized copy is ever made. Returns
-    NaN when no value is finite.
+    See :func:`percentiles`; NaN when no value is finite.
     """
-    if isinstance(array, np.ndarray) and array.size <= 1 << 22:
+    return percentiles(array, [q], frames)[0]
+
+
+def percentiles(array: Any, qs: Sequence[float], frames: int | None = None) -> list[float]:
+    """numpy's (linear) percentiles ``qs`` of the finite values of ``array``, without a stack-sized copy.
+
+    A small numpy array is handled whole. Otherwise one pass counts the finite values and their
+    range, one pass histograms them, and one pass gathers the few values of the bins that hold the
+    order statistics numpy interpolates between, which are then selected exactly (a bin too full to
+    gather is narrowed by further passes). NaN for each ``q`` when no value is finite.
+    """
+    if isinstance(array, np.ndarray) and array.size <= GATHER_LIMIT:
         finite = array[np.isfinite(array)]
-        return float(np.percentile(finite, q)) if finite.size else float("nan")
-    step = frames or block_frames(tuple(array.shape), np.dtype(array.dtype).itemsize)
+        return [float(np.percentile(finite, q)) if finite.size else float("nan") for q in qs]
+    # Blocks of ~4 MB: each pass makes float64 and int64 temporaries a few times the block's size.
+    step = frames or block_frames(tuple(array.shape), 8, 4 << 20)
     count, low, high = 0, np.inf, -np.inf
     for _, block in iter_frame_blocks(array, step):
         finite = block[np.isfinite(block)]
@@ -221,41 +229,73 @@ def percentile(array: Any, q: float, frames: int | None = None) -> float:
             count += finite.size
             low, high = min(low, float(finite.min())), max(high, float(finite.max()))
     if count == 0:
-        return float("nan")
-    position = (count - 1) * q / 100.0
-    ranks = sorted({int(np.floor(position)), int(np.ceil(position))})
-    values = {rank: _order_statistic(array, step, rank, low, high) for rank in ranks}
-    below, above = values[ranks[0]], values[ranks[-1]]
-    # numpy's "linear" method, written as numpy writes it (lerp) so the result is bit-identical.
-    fraction = position - ranks[0]
-    return float(np.asarray(np.percentile(np.array([below, above]), fraction * 100.0)))
+        return [float("nan")] * len(qs)
+    positions = [(count - 1) * q / 100.0 for q in qs]
+    ranks = sorted({int(np.floor(p)) for p in positions} | {int(np.ceil(p)) for p in positions})
+    values = _order_statistics(array, step, ranks, low, high)
+    out = []
+    for position in positions:
+        below, above = values[int(np.floor(position))], values[int(np.ceil(position))]
+        # numpy's "linear" interpolation between the two neighbours, as numpy computes it.
+        out.append(float(np.percentile(np.array([below, above]), (position - np.floor(position)) * 100.0)))
+    return out
 
 
-def _order_statistic(array: Any, step: int, rank: int, low: float, high: float) -> float:
-    """The value of 0-based ``rank`` among the sorted finite values in [low, high] (float64)."""
+def _bin_of(values: np.ndarray, low: float, scale: float, bins: int) -> np.ndarray:
+    """Histogram bin of each value (float64) over [low, low + bins / scale]; the top edge is in the last bin."""
+    return np.minimum(((values - low) * scale).astype(np.int64), bins - 1)
+
+
+def _order_statistics(array: Any, step: int, ranks: list[int], low: float, high: float) -> dict[int, float]:
+    """The values of 0-based ``ranks`` among the sorted finite values (all within [low, high])."""
     bins = 1 << 16
-
-    def inside(block: np.ndarray) -> np.ndarray:
+    if low == high:
+        return dict.fromkeys(ranks, low)
+    scale = bins / (high - low)
+    counts = np.zeros(bins, dtype=np.int64)
+    for _, block in iter_frame_blocks(array, step):
         values = block[np.isfinite(block)].astype(np.float64)
-        return values[(values >= low) & (values <= high)]
+        counts += np.bincount(_bin_of(values, low, scale, bins), minlength=bins)
+    cumulative = np.cumsum(counts)
+    chosen = {rank: int(np.searchsorted(cumulative, rank, side="right")) for rank in ranks}
+    wanted = sorted(set(chosen.values()))
+    small = [b for b in wanted if counts[b] <= GATHER_LIMIT]
+    gathered: dict[int, list[np.ndarray]] = {b: [] for b in small}
+    if small:
+        for _, block in iter_frame_blocks(array, step):
+            values = block[np.isfinite(block)].astype(np.float64)
+            which = _bin_of(values, low, scale, bins)
+            for b in small:
+                gathered[b].append(values[which == b])
+    sorted_bins = {b: np.sort(np.concatenate(parts)) for b, parts in gathered.items()}
+    out = {}
+    for rank, b in chosen.items():
+        before = int(cumulative[b - 1]) if b else 0
+        if b in sorted_bins:
+            out[rank] = float(sorted_bins[b][rank - before])
+        else:  # a bin too full to hold (many equal or nearly equal values): narrow it down
+            out[rank] = _narrowed(array, step, rank - before, low, scale, bins, b)
+    return out
 
-    while low < high:
-        edges = np.linspace(low, high, bins + 1)
-        counts = np.zeros(bins, dtype=np.int64)
-        for _, block in iter_frame_blocks(array, step):
-            which = np.clip(np.searchsorted(edges, inside(block), side="right") - 1, 0, bins - 1)
-            counts += np.bincount(which, minlength=bins)
-        cumulative = np.cumsum(counts)
-        chosen = int(np.searchsorted(cumulative, rank, side="right"))
-        rank -= int(cumulative[chosen - 1]) if chosen else 0
-        # The chosen bin's values: the last bin holds ``high`` itself; the others are half-open.
-        lo_edge, hi_edge, last = edges[chosen], edges[chosen + 1], chosen == bins - 1
-        gathered = []
-        for _, block in iter_frame_blocks(array, step):
-            values = inside(block)
-            gathered.append(values[(values >= lo_edge) & ((values <= hi_edge) if last else (values < hi_edge))])
-        if int(counts[chosen]) <= 1 << 22:
-            return float(np.sort(np.concatenate(gathered))[rank])
-        low = min(float(g.min()) for g in gathered if g.size)
-        high = max(float(g.max()) for g in gathered if g.size)
-    return low
+
+def _narrowed(array: Any, step: int, rank: int, low: float, scale: float, bins: int, chosen: int) -> float:
+    """The value of ``rank`` within histogram bin ``chosen``, found over that bin's own value range."""
+    lowest, highest = np.inf, -np.inf
+    for _, block in iter_frame_blocks(array, step):
+        values = block[np.isfinite(block)].astype(np.float64)
+        values = values[_bin_of(values, low, scale, bins) == chosen]
+        if values.size:
+            lowest, highest = min(lowest, float(values.min())), max(highest, float(values.max()))
+    if lowest == highest:
+        return lowest
+
+    class _Bin:  # the values of this bin only, as an array to read in frame blocks
+        shape, dtype, ndim = array.shape, np.dtype(np.float64), array.ndim
+
+        def __getitem__(self, key: Any) -> np.ndarray:
+            block = np.asarray(array[key], dtype=np.float64)
+            inside = np.isfinite(block)
+            inside[inside] = _bin_of(block[inside], low, scale, bins) == chosen
+            return np.where(inside, block, np.nan)
+
+    return _order_statistics(_Bin(), step, [rank], lowest, highest)[rank]
