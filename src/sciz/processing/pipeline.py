@@ -320,6 +320,8 @@ class Pipeline:
         On success the stack's ``data`` is the last step's output, ``processed``/``masks`` hold every
         step's output, frame metadata follows frame edits, and the provenance records each step. On
         failure nothing in the stack changes and :class:`ProcessingError` names the step and frame.
+        ``processed["raw"]`` is a read-only view of the input array, not a copy (no step writes into
+        its input): writing into that array afterwards changes the snapshot too.
 
         Parameters
         ----------
