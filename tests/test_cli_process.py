@@ -166,7 +166,8 @@ def test_sciz_demo_runs_as_a_console_command(tmp_path):
     assert "written to" in done.stdout
     # No terminal: one line per stage instead of a progress bar that shows nothing in a log.
     lines = done.stderr.splitlines()
-    assert lines[0] == "[1/16] step 1/8: remove_plane" and "[16/16] writing gif (raw)" in lines, done.stderr
+    assert lines[0] == "processing in memory (chosen by the memory budget)", done.stderr
+    assert lines[1] == "[1/16] step 1/8: remove_plane" and "[16/16] writing gif (raw)" in lines, done.stderr
     assert len([line for line in lines if line.startswith("[")]) == 16
 
 

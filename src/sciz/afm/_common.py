@@ -166,12 +166,21 @@ def dedupe(arrays: list[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
     return unique, which
 
 
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
+def _same(a: Any, b: Any) -> bool:
     if a is b:
         return True
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+        return False  # arrays on disk or lazy: equal only when they are the same object
     if a.shape != b.shape or a.dtype != b.dtype or a.ndim == 0:
         return False
-    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+    # Frame block by frame block: different arrays usually differ in the first block, and equal ones
+    # are compared without whole-array temporaries (a stack-sized bool array per comparison).
+    step = max(1, (1 << 22) // max(1, a[0].nbytes))
+    equal_nan = a.dtype.kind == "f"
+    return all(
+        np.array_equal(a[start : start + step], b[start : start + step], equal_nan=equal_nan)
+        for start in range(0, a.shape[0], step)
+    )
 
 
 def stack_timestamps(frames: list[dict[str, Any]]) -> np.ndarray:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from ..errors import ArgumentError, FormatError, argument_error
 from ..formats import _hdf5
 from ..formats._base import require
 from ..formats._guard import write_errors
+from ..processing.blocks import as_stack_array
 from ..stack import ImageStack
 from . import _plan
 from ._common import (
@@ -138,11 +140,28 @@ def _write_lossless(
     )
     if array.size == 0:
         return
-    blocks = (
-        (origin, array[tuple(slice(o, o + c) for o, c in zip(origin, chunks, strict=True))])
-        for origin in _hdf5.chunk_origins(array.shape, chunks)
-    )
-    _hdf5.write_deflate_chunks(dataset, blocks, level=level, shuffle=shuffle, pool=pool)
+    _hdf5.write_deflate_chunks(dataset, _chunk_blocks(array, chunks), level=level, shuffle=shuffle, pool=pool)
+
+
+def _contiguous(array: Any, dtype: Any) -> Any:
+    converted = as_stack_array(array, dtype)
+    return np.ascontiguousarray(converted) if isinstance(converted, np.ndarray) else converted
+
+
+def _chunk_blocks(array: Any, chunks: tuple[int, ...]) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """``(origin, block)`` of every chunk in C order; an array on disk is read one chunk-deep slab
+    of whole frames at a time (the origins run frame-major), not once per chunk."""
+    slab: np.ndarray | None = None
+    slab_start = -1
+    for origin in _hdf5.chunk_origins(array.shape, chunks):
+        index = tuple(slice(o, o + c) for o, c in zip(origin, chunks, strict=True))
+        if isinstance(array, np.ndarray):
+            yield origin, array[index]
+            continue
+        if origin[0] != slab_start:
+            slab_start, slab = origin[0], np.asarray(array[origin[0] : origin[0] + chunks[0]])
+        assert slab is not None
+        yield origin, slab[(slice(None), *index[1:])]
 
 
 def _resolve_codec(codec: Any, tolerance: float | None) -> Any:
@@ -240,12 +259,12 @@ def save_h5_bundle(
     chosen = _resolve_codec(codec, tolerance)
     target = target_path(path, (".h5", ".hdf5"))
     data, frames = image_stack.export_view(raw)
-    entries: list[tuple[str, np.ndarray]] = [("data", np.ascontiguousarray(np.asarray(data, dtype=np.float32)))]
+    entries: list[tuple[str, Any]] = [("data", _contiguous(data, np.float32))]
     if not (raw and "raw" in image_stack.processed):
         for key, layer in image_stack.processed.items():
-            entries.append((f"processed/{key}", np.ascontiguousarray(np.asarray(layer, dtype=np.float32))))
+            entries.append((f"processed/{key}", _contiguous(layer, np.float32)))
         for key, mask in image_stack.masks.items():
-            entries.append((f"masks/{key}", np.ascontiguousarray(np.asarray(mask, dtype=np.bool_))))
+            entries.append((f"masks/{key}", _contiguous(mask, np.bool_)))
     # Equal arrays (the final data is usually a copy of the last layer) are stored once and
     # hard-linked: every HDF5 reader sees two ordinary datasets.
     unique, which = dedupe([array for _, array in entries])

@@ -25,6 +25,7 @@ from ..atomic import atomic_file
 from ..errors import FormatError, argument_error
 from ..formats._zip import ZipReader, ZipStreamWriter
 from ..formats.npz import read_npy_member, write_array_member
+from ..processing.blocks import as_stack_array
 from ..stack import ImageStack
 from ._common import (
     as_image_stack,
@@ -82,8 +83,8 @@ def save_npz_bundle(
     image_stack = as_image_stack(stack)
     target = target_path(path, (".npz",))
     data, frames = image_stack.export_view(raw)
-    members: list[tuple[str, np.ndarray]] = [
-        ("data", np.asarray(data, dtype=np.float32)),
+    members: list[tuple[str, Any]] = [
+        ("data", as_stack_array(data, np.float32)),
         ("timestamps", stack_timestamps(frames)),
         # float64 keeps the calibration exact; playNano reads it with float() either way.
         ("pixel_size_nm", np.array(image_stack.pixel_size_nm, dtype=np.float64)),
@@ -93,15 +94,16 @@ def save_npz_bundle(
         ("state_backups_json", np.array(json_text(image_stack.state_backups), dtype=np.str_)),
     ]
     if not (raw and "raw" in image_stack.processed):
-        members += [(f"processed__{k}", np.asarray(v, dtype=np.float32)) for k, v in image_stack.processed.items()]
-        members += [(f"masks__{k}", np.asarray(v, dtype=np.bool_)) for k, v in image_stack.masks.items()]
+        members += [(f"processed__{k}", as_stack_array(v, np.float32)) for k, v in image_stack.processed.items()]
+        members += [(f"masks__{k}", as_stack_array(v, np.bool_)) for k, v in image_stack.masks.items()]
     threads = usable_cores()
     with atomic_file(target) as handle, ZipStreamWriter(handle, threads=threads) as writer:
         for name, array in members:
             write_array_member(
                 writer,
                 f"{name}.npy",
-                np.require(array, requirements="C"),  # np.ascontiguousarray would make 0-d arrays (1,)
+                # np.ascontiguousarray would make 0-d arrays (1,); arrays on disk stream as they are.
+                np.require(array, requirements="C") if isinstance(array, np.ndarray) else array,
                 compress=compression_level != 0,
                 level=compression_level,
                 threads=threads,

@@ -23,6 +23,7 @@ import numpy as np
 from .._util import require
 from ..atomic import atomic_file
 from ..errors import SciZWarning, argument_error
+from ..processing.blocks import block_frames, iter_frame_blocks, percentile
 from ..stack import ImageStack
 from ._common import as_image_stack, sanitize_name, target_path
 
@@ -67,23 +68,29 @@ def z_range(values: np.ndarray, zmin: Any = "auto", zmax: Any = "auto") -> tuple
     """
     low, high = _bound(zmin, "zmin"), _bound(zmax, "zmax")
     n = values.shape[0]
-    per_frame = low is None and high is None
-    finite = values[np.isfinite(values)]
+    per_frame_default = low is None and high is None
+    # Frame blocks throughout: no stack-sized temporaries, and stacks on disk work too.
+    step = block_frames(tuple(values.shape), 8, 4 << 20)
+
+    def per_frame(which: str) -> np.ndarray:
+        reduce = np.nanmin if which == "low" else np.nanmax
+        out = np.empty(n)
+        with np.errstate(all="ignore"):
+            for start, block in iter_frame_blocks(values, step):
+                all_nan = np.isnan(block).reshape(len(block), -1).all(axis=1)
+                safe = np.where(all_nan[:, None, None], 0.0, block)
+                out[start : start + len(block)] = reduce(safe, axis=(1, 2))
+        return out
 
     def resolve(bound: float | str | None, which: str) -> np.ndarray:
         if isinstance(bound, float):
             return np.full(n, bound)
-        if bound == "frame" or (bound is None and per_frame):
-            reduce = np.nanmin if which == "low" else np.nanmax
-            with np.errstate(all="ignore"):
-                all_nan = np.isnan(values).reshape(n, -1).all(axis=1)
-                safe = np.where(all_nan[:, None, None], 0.0, values)
-                return np.asarray(reduce(safe, axis=(1, 2)), dtype=np.float64)
-        if finite.size == 0:
-            return np.zeros(n)
-        if bound == "auto":
-            return np.full(n, float(np.percentile(finite, 1.0 if which == "low" else 99.0)))
-        return np.full(n, float(finite.min() if which == "low" else finite.max()))
+        if bound == "frame" or (bound is None and per_frame_default):
+            return per_frame(which)
+        value = percentile(
+            values, (1.0 if which == "low" else 99.0) if bound == "auto" else (0.0 if which == "low" else 100.0)
+        )
+        return np.zeros(n) if np.isnan(value) else np.full(n, value)
 
     lows, highs = resolve(low, "low"), resolve(high, "high")
     if isinstance(low, float) and isinstance(high, float) and low >= high:
@@ -102,7 +109,17 @@ def _palette(cmap_name: str) -> list[int]:
     return [*colours.reshape(-1).tolist(), 0, 0, 0, 0, 0, 0, 255, 255, 255]
 
 
-def _indices(values: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
+def _indices(values: Any, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
+    # Palette indices block by block of frames: the float64 temporaries stay a few MB.
+    out = np.empty(values.shape, dtype=np.uint8)
+    step = block_frames(tuple(values.shape), 8, 4 << 20)
+    for start, block in iter_frame_blocks(values, step):
+        stop = start + len(block)
+        out[start:stop] = _block_indices(block, lows[start:stop], highs[start:stop])
+    return out
+
+
+def _block_indices(values: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
     span = highs - lows
     scale = np.where(span > 0, (_LEVELS - 1) / np.where(span > 0, span, 1.0), 0.0)
     with np.errstate(invalid="ignore"):
@@ -208,7 +225,7 @@ def save_gif(
         raise argument_error("scale_bar_nm", scale_bar_nm, "must be a positive length in nm")
     target = target_path(path, (".gif",))
     data, frames = image_stack.export_view(raw)
-    values = np.asarray(data, dtype=np.float32)
+    values = np.asarray(data, dtype=np.float32) if isinstance(data, np.ndarray) else data
     lows, highs = z_range(values, zmin, zmax)
     indices = _indices(values, lows, highs)
     palette = _palette(cmap)

@@ -28,6 +28,7 @@ from ..atomic import atomic_file
 from ..errors import FormatError
 from ..formats._base import require
 from ..formats._guard import check_declared_size, write_errors
+from ..processing.blocks import as_stack_array, iter_frame_blocks
 from ..stack import ImageStack
 from ._common import as_image_stack, bundle_provenance, json_text, source_path, target_path
 
@@ -95,7 +96,7 @@ def save_ome_tiff_stack(
             "(control characters, tabs and newlines included, lone surrogates, U+FFFE, U+FFFF)"
         )
     data, frames = stack.export_view(raw)
-    values = np.asarray(data, dtype=np.float32)
+    values = as_stack_array(data, np.float32)
     n_frames, height, width = values.shape
     times = [f.get("timestamp") for f in frames]
     known = [t for t in times if t is not None and math.isfinite(t)]
@@ -125,7 +126,10 @@ def save_ome_tiff_stack(
     with write_errors(target), atomic_file(target) as handle:
         tifffile.imwrite(
             handle,
-            values.reshape(n_frames, 1, 1, height, width),
+            _planes(values),
+            **(
+                {} if isinstance(values, np.ndarray) else {"shape": (n_frames, 1, 1, height, width), "dtype": "float32"}
+            ),
             photometric="minisblack",
             metadata=metadata,
             ome=True,
@@ -135,6 +139,13 @@ def save_ome_tiff_stack(
             compression=compression,
         )
     return target
+
+
+def _planes(values: Any) -> Any:
+    """The frames for tifffile: the array itself, or one frame at a time from an array on disk."""
+    if isinstance(values, np.ndarray):
+        return values.reshape(values.shape[0], 1, 1, *values.shape[1:])
+    return (frame for _, block in iter_frame_blocks(values, 8) for frame in block)
 
 
 def _bytes_tag(code: int, text: str) -> tuple[int, int, int, bytes, bool]:

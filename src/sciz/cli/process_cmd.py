@@ -46,6 +46,8 @@ class ProcessJob:
     cmap: str = "afmhot"
     codec: str | None = None
     tolerance: float | None = None
+    #: True: layers on disk, frames in blocks; False: in memory; "auto": by the memory budget.
+    out_of_core: bool | str = "auto"
     keep: str | None = None
     colorbar: bool = False
 
@@ -130,6 +132,10 @@ class _Stages:
             self.progress.update(self.task, completed=self.total)
             self.progress.__exit__(*exc)
 
+    def note(self, text: str) -> None:
+        """A line that stays on screen (above the bar on a terminal)."""
+        (self.progress.console if self.progress is not None else err_console).print(text, highlight=False)
+
     def stage(self, done: int, description: str) -> None:
         if self.progress is not None:
             self.progress.update(self.task, completed=done, description=description)
@@ -158,12 +164,17 @@ def run_job(
     written: list[tuple[str, Path]] = []
     with _Stages(total) as stages:
         if len(pipeline):
+            from ..processing import needs_out_of_core
+
+            out_of_core = needs_out_of_core(stack, pipeline) if job.out_of_core == "auto" else bool(job.out_of_core)
+            how = "out of core (layers on disk, frames in blocks)" if out_of_core else "in memory"
+            stages.note(f"processing {how}{' (chosen by the memory budget)' if job.out_of_core == 'auto' else ''}")
 
             def step(done: int, steps: int, name: str) -> None:
                 if done < steps:  # the pipeline's last call (done == steps) is not a stage
                     stages.stage(done, f"step {done + 1}/{steps}: {name}")
 
-            pipeline.run(stack, progress=step)
+            pipeline.run(stack, progress=step, out_of_core=out_of_core)
         done = len(pipeline)
         if before_writing is not None:
             before_writing()
@@ -418,6 +429,14 @@ def process_command(
     pixel_size_nm: Annotated[
         float | None, typer.Option("--pixel-size-nm", help="Pixel size for inputs that carry none (arrays, TIFF).")
     ] = None,
+    out_of_core: Annotated[
+        bool | None,
+        typer.Option(
+            "--out-of-core/--in-memory",
+            help="Keep layers on disk and process frames in blocks (bounded memory), or all in memory; "
+            "default: out of core when the layers would not fit in half the available memory.",
+        ),
+    ] = None,
 ) -> None:
     """Process AFM videos: read each INPUT, run the steps, and export bundles and a GIF.
 
@@ -431,6 +450,7 @@ def process_command(
     job = _job_from_options(processing, processing_file, export, extra_formats, codec, tolerance, zmin, zmax, keep)
     job.make_gif, job.raw, job.output_folder, job.output_name = make_gif, raw, output_folder, output_name
     job.scale_bar_nm, job.fps, job.cmap, job.colorbar = scale_bar_nm, fps, cmap, colorbar
+    job.out_of_core = "auto" if out_of_core is None else out_of_core
     if len(sources) > 1:
         _check_batch_names(sources, output_name)
     if not job.formats and not make_gif:

@@ -28,7 +28,14 @@ from .filters import (
 )
 from .inputs import DEFAULT_CHANNELS, load_stack
 from .masks import mask_adaptive, mask_below_threshold, mask_mean_offset, mask_morphological, mask_threshold
-from .pipeline import Pipeline, environment_info, load_processing_file, parse_processing, run_pipeline
+from .pipeline import (
+    Pipeline,
+    environment_info,
+    load_processing_file,
+    needs_out_of_core,
+    parse_processing,
+    run_pipeline,
+)
 from .steps import STEPS, get_step, list_steps
 from .video import align_frames, crop_square, intersection_crop, replace_nan
 
@@ -54,6 +61,7 @@ __all__ = [
     "mask_mean_offset",
     "mask_morphological",
     "mask_threshold",
+    "needs_out_of_core",
     "parse_processing",
     "polynomial_flatten",
     "polynomial_surface",

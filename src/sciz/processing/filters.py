@@ -268,9 +268,12 @@ def row_median_align(data: Any, mask: Any = None) -> np.ndarray:
     stack = as_frames(data)
     fg = as_mask(mask, stack.shape)
     medians, _ = lastaxis_medians(stack, None if fg is None else ~fg)
-    medians = np.nan_to_num(medians, nan=0.0)
-    out = stack - medians[..., np.newaxis]
-    return out.astype(result_dtype(stack), copy=False).reshape(np.shape(data))
+    dtype = result_dtype(stack)
+    # The median of float32 values is one of them or the midpoint of two, which numpy's float32
+    # median (playNano's) rounds to float32 as well: subtracting in the data's precision computes
+    # what playNano computes, without a float64 round trip of the whole stack.
+    medians = np.nan_to_num(medians, nan=0.0).astype(dtype)
+    return np.subtract(stack, medians[..., np.newaxis], dtype=dtype).reshape(np.shape(data))
 
 
 def _subtract_level(data: Any, mask: Any, statistic: str) -> np.ndarray:
@@ -282,8 +285,12 @@ def _subtract_level(data: Any, mask: Any, statistic: str) -> np.ndarray:
     if bad is not None:
         where = "background pixel (the mask covers the frame)" if fg is not None else "finite pixel"
         raise ProcessingError(f"frame {bad}: no {where} to take the {statistic} of", frame=bad)
+    dtype = result_dtype(stack)
+    if statistic == "median" and dtype == stack.dtype:
+        # In the data's precision, as playNano computes it (see row_median_align).
+        return np.subtract(stack, levels.astype(dtype)[:, np.newaxis, np.newaxis]).reshape(np.shape(data))
     out = stack - levels[:, np.newaxis, np.newaxis]
-    return out.astype(result_dtype(stack), copy=False).reshape(np.shape(data))
+    return out.astype(dtype, copy=False).reshape(np.shape(data))
 
 
 def zero_mean(data: Any, mask: Any = None) -> np.ndarray:

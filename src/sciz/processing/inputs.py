@@ -243,8 +243,13 @@ def _load_npz(source: Path, channel: str | None, pixel_size_nm: float | None) ->
 
 
 def _load_npy(source: Path, channel: str | None, pixel_size_nm: float | None) -> ImageStack:
+    from .._util import memory_budget
     from ..formats.npy import read_npy
+    from .blocks import FrameFile
 
+    if source.stat().st_size > memory_budget() // 4:
+        # Too big to hold with its layers: read by frame blocks from the file (out-of-core processing).
+        return _array_stack(FrameFile.open(source), source, channel, pixel_size_nm)
     return _array_stack(read_npy(source), source, channel, pixel_size_nm)
 
 
@@ -284,7 +289,9 @@ def _tiff_pixel_nm(tif: Any) -> float | None:
 
 
 def _array_stack(values: Any, source: Path, channel: str | None, pixel_size_nm: float | None) -> ImageStack:
-    array = np.asarray(values)
+    from .blocks import FrameFile
+
+    array = values if isinstance(values, FrameFile) else np.asarray(values)
     if array.ndim not in (2, 3) or array.dtype.kind not in "biuf":
         raise FormatError(
             f"{source}: holds a {array.ndim}-D {array.dtype} array; an AFM stack is a real (frames, H, W) "

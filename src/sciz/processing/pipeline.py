@@ -38,7 +38,7 @@ import numpy as np
 
 from .._util import require
 from .._version import __version__
-from ..errors import ArgumentError, FormatError, MissingDependencyError, SciZError
+from ..errors import ArgumentError, FormatError, MissingDependencyError, SciZError, argument_error
 from ._common import ProcessingError
 from .steps import StepSpec, get_step, resolve_params
 
@@ -46,6 +46,7 @@ __all__ = [
     "Pipeline",
     "environment_info",
     "load_processing_file",
+    "needs_out_of_core",
     "parse_processing",
     "run_pipeline",
 ]
@@ -305,21 +306,60 @@ class Pipeline:
     def __repr__(self) -> str:
         return f"Pipeline({'; '.join(_format_step(n, p) for n, p in self.steps)!r})"
 
-    def run(self, stack: Any, progress: ProgressCallback | None = None) -> Any:
+    def run(
+        self,
+        stack: Any,
+        progress: ProgressCallback | None = None,
+        *,
+        out_of_core: bool | str = False,
+        scratch: str | os.PathLike[str] | None = None,
+        frames_per_block: int | None = None,
+    ) -> Any:
         """Run every step on ``stack`` (an :class:`~sciz.stack.ImageStack`) and return it.
 
         On success the stack's ``data`` is the last step's output, ``processed``/``masks`` hold every
         step's output, frame metadata follows frame edits, and the provenance records each step. On
         failure nothing in the stack changes and :class:`ProcessingError` names the step and frame.
+        ``processed["raw"]`` is a read-only view of the input array, not a copy (no step writes into
+        its input): writing into that array afterwards changes the snapshot too.
 
         Parameters
         ----------
         stack
-            The stack to process (modified in place).
+            The stack to process (modified in place). Its data may be a numpy array, a
+            :class:`~sciz.processing.blocks.FrameFile` or another array read by frame slices.
         progress
             Called as ``progress(done, total, step_name)`` before each step and once at the end.
+        out_of_core
+            ``False`` (default): every layer in memory. ``True``: every new layer goes to a file
+            (:class:`~sciz.processing.blocks.FrameFile`) and frames are processed in blocks, so
+            memory stays a few blocks whatever the stack's size; the exporters stream such layers.
+            ``"auto"``: out of core when the layers this pipeline keeps would not fit in half of
+            :func:`sciz._util.memory_budget` (see :func:`needs_out_of_core`).
+        scratch
+            Folder for the out-of-core layer files (default: the system's temporary folder). The
+            files are unlinked at once and vanish when the stack lets go of them.
+        frames_per_block
+            Frames per block (default: a few MB per block).
         """
-        return _Run(stack, self._resolved, progress).execute()
+        if out_of_core not in (True, False, "auto"):
+            raise argument_error("out_of_core", out_of_core, "must be True, False or 'auto'")
+        if frames_per_block is not None and (
+            isinstance(frames_per_block, bool) or not isinstance(frames_per_block, int) or frames_per_block < 1
+        ):
+            raise argument_error("frames_per_block", frames_per_block, "must be None or an int >= 1")
+        if out_of_core == "auto":
+            out_of_core = needs_out_of_core(stack, self)
+        storage = None
+        if out_of_core:
+            from .blocks import Scratch
+
+            storage = Scratch(scratch)
+        try:
+            return _Run(stack, self._resolved, progress, storage, frames_per_block).execute()
+        finally:
+            if storage is not None:
+                storage.cleanup()
 
 
 def _format_step(name: str, params: Mapping[str, Any]) -> str:
@@ -328,27 +368,61 @@ def _format_step(name: str, params: Mapping[str, Any]) -> str:
 
 
 def run_pipeline(
-    stack: Any, processing: str | Iterable[Any] | Pipeline, progress: ProgressCallback | None = None
+    stack: Any,
+    processing: str | Iterable[Any] | Pipeline,
+    progress: ProgressCallback | None = None,
+    **options: Any,
 ) -> Any:
     """Run a processing string, step list or :class:`Pipeline` on ``stack`` and return the stack.
 
-    See :meth:`Pipeline.run`.
+    See :meth:`Pipeline.run` (``out_of_core``, ``scratch``, ``frames_per_block``).
     """
     pipeline = processing if isinstance(processing, Pipeline) else Pipeline(processing)
-    return pipeline.run(stack, progress)
+    return pipeline.run(stack, progress, **options)
 
 
-def _summary(array: np.ndarray) -> dict[str, Any]:
+def needs_out_of_core(stack: Any, pipeline: Pipeline | None = None) -> bool:
+    """Whether ``stack`` processed by ``pipeline`` should run out of core: True when the input, its
+    layers (one float32 stack per non-mask step, a quarter for each mask) and two blocks' worth of
+    temporaries would take more than half of :func:`sciz._util.memory_budget`."""
+    from .._util import memory_budget
+
+    frames = int(np.prod(stack.data.shape, dtype=np.int64))
+    layers = 1.0 + sum(
+        0.25 if spec.kind == "mask" else 0.0 if spec.kind == "clear" else 1.0
+        for spec, _ in (pipeline._resolved if pipeline else [])
+    )
+    need = frames * 4 * (layers + 0.5)
+    return need > memory_budget() / 2
+
+
+def _summary(array: Any) -> dict[str, Any]:
     return {"shape": list(array.shape), "dtype": str(array.dtype)}
 
 
 class _Run:
-    """One execution: works on local copies of the containers and commits them only at the end."""
+    """One execution: works on local copies of the containers and commits them only at the end.
 
-    def __init__(self, stack: Any, steps: list[tuple[StepSpec, dict[str, Any]]], progress: ProgressCallback | None):
+    Steps that act on each frame alone (filters, masks) run over blocks of frames, several blocks
+    at a time on the usable cores, each block writing into the step's preallocated output: the
+    temporaries stay a few blocks large whatever the stack's size. Whole-video steps (alignment,
+    cropping, frame edits) see the whole stack in memory mode; out of core they run in two passes
+    over the blocks (see :mod:`sciz.processing.outofcore`).
+    """
+
+    def __init__(
+        self,
+        stack: Any,
+        steps: list[tuple[StepSpec, dict[str, Any]]],
+        progress: ProgressCallback | None,
+        storage: Any = None,
+        frames_per_block: int | None = None,
+    ):
         self.stack = stack
         self.steps = steps
         self.progress = progress
+        self.storage = storage
+        self.frames_per_block = frames_per_block
         self.processed = dict(stack.processed)
         self.masks = dict(stack.masks)
         self.frames = [dict(f) for f in stack.frame_metadata]
@@ -360,9 +434,15 @@ class _Run:
     def execute(self) -> Any:
         data = self.stack.data
         if "raw" not in self.processed:
-            self.processed["raw"] = np.array(data, copy=True)
-        arr = np.asarray(data)
-        mask: np.ndarray | None = None
+            # No step writes into its input, so the snapshot is the input itself (read-only where
+            # it is a numpy array: a copy would cost one more stack of memory).
+            raw = data
+            if isinstance(data, np.ndarray):
+                raw = data.view()
+                raw.flags.writeable = False
+            self.processed["raw"] = raw
+        arr = data
+        mask: Any = None
         first = len(self.records) + 1
         total = len(self.steps)
         for offset, (spec, params) in enumerate(self.steps):
@@ -400,9 +480,13 @@ class _Run:
             "software": {"sciz": __version__, "numpy": np.__version__},
         }
 
-    def _step(
-        self, index: int, spec: StepSpec, params: dict[str, Any], arr: np.ndarray, mask: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    def _per_frame(self, function: Callable[..., Any], arr: Any, mask: Any, name: str) -> Any:
+        """``function(block, mask_block)`` over frame blocks, into one output (memory or disk)."""
+        from .outofcore import map_frames
+
+        return map_frames(function, arr, mask, storage=self.storage, name=name, frames=self.frames_per_block)
+
+    def _step(self, index: int, spec: StepSpec, params: dict[str, Any], arr: Any, mask: Any) -> tuple[Any, Any]:
         record = self._record(index, spec, params)
         key = f"step_{index}_{spec.name}"
         if spec.kind == "clear":
@@ -410,37 +494,62 @@ class _Run:
             self.records.append(record)
             return arr, None
         assert spec.function is not None
+        function = spec.function
         call_params = {k: v for k, v in params.items() if not (v is None and spec.param(k) and spec.param(k).optional)}  # type: ignore[union-attr]
         if spec.kind == "mask":
-            new_mask = np.asarray(spec.function(arr, **call_params), dtype=bool)
-            if mask is not None:
+            previous_mask = mask
+
+            def new_mask_of(block: np.ndarray, old: np.ndarray | None) -> np.ndarray:
+                made = np.asarray(function(block, **call_params), dtype=bool)
                 # As playNano: a mask while another is active adds to it (logical OR).
-                new_mask = new_mask | mask
+                return made if old is None else np.logical_or(made, old, out=made)
+
+            new_mask = self._per_frame(new_mask_of, arr, previous_mask, key)
+            if previous_mask is not None:
                 previous = next((k for k in reversed(self.masks) if k.startswith("step_")), None)
                 tail = "_".join(previous.split("_")[2:]) if previous else "overlay"
                 key = f"step_{index}_{tail}_{spec.name}"
             self.masks[key] = new_mask
             record["mask_key"] = key
-            record["mask_summary"] = {**_summary(new_mask), "foreground_fraction": float(new_mask.mean())}
+            record["mask_summary"] = {**_summary(new_mask), "foreground_fraction": _fraction(new_mask)}
             self.records.append(record)
             return arr, new_mask
         if spec.kind == "filter":
-            extra = {"mask": mask} if spec.uses_mask and mask is not None else {}
-            out = np.asarray(spec.function(arr, **call_params, **extra))
-            record["masked"] = bool(extra)
+            masked = spec.uses_mask and mask is not None
+
+            def filtered(block: np.ndarray, fg: np.ndarray | None) -> np.ndarray:
+                return np.asarray(function(block, **call_params, **({"mask": fg} if masked else {})))
+
+            out = self._per_frame(filtered, arr, mask if masked else None, key)
+            record["masked"] = masked
         elif spec.kind == "video_filter":
-            out, meta = spec.function(arr, **call_params)
+            if self.storage is None:
+                out, meta = function(arr, **call_params)
+            else:
+                from .outofcore import video_step
+
+                out, meta = video_step(spec.name, function, arr, call_params, self.storage, self.frames_per_block)
             record["metadata"] = meta
             if mask is not None and out.shape != arr.shape:
                 # The frames moved or were cropped: the old mask no longer lines up with them.
                 mask = None
                 record["mask_cleared"] = True
         else:  # stack_edit
-            out, kept = spec.function(arr, **call_params)
+            if self.storage is None:
+                out, kept = function(arr, **call_params)
+            else:
+                from .outofcore import edit_step
+
+                out, kept = edit_step(function, arr, call_params, self.storage, self.frames_per_block)
             self.backups.setdefault("frame_metadata_before_edit", [dict(f) for f in self.frames])
             self.frames = [self.frames[i] for i in kept]
             if mask is not None:
-                mask = mask[np.asarray(kept, dtype=np.intp)]
+                if self.storage is None:
+                    mask = mask[np.asarray(kept, dtype=np.intp)]
+                else:
+                    from .outofcore import take_frames
+
+                    mask = take_frames(mask, kept, self.storage, self.frames_per_block)
             record["kept_frames"] = list(kept)
         self.processed[key] = out
         record["processed_key"] = key
@@ -448,7 +557,7 @@ class _Run:
         self.records.append(record)
         return out, mask
 
-    def _commit(self, arr: np.ndarray) -> None:
+    def _commit(self, arr: Any) -> None:
         stack = self.stack
         provenance = stack.provenance if isinstance(stack.provenance, dict) else {}
         provenance["environment"] = environment_info()
@@ -467,3 +576,13 @@ class _Run:
         stack.provenance = provenance
         if hasattr(stack, "validate"):
             stack.validate()
+
+
+def _fraction(mask: Any) -> float:
+    """Foreground fraction of a mask, counted block by block."""
+    from .blocks import block_frames, iter_frame_blocks
+
+    if isinstance(mask, np.ndarray):
+        return float(mask.mean())
+    hits = sum(int(np.count_nonzero(block)) for _, block in iter_frame_blocks(mask, block_frames(mask.shape, 1)))
+    return hits / max(1, int(np.prod(mask.shape)))

@@ -114,15 +114,20 @@ def _reference_index(stack: np.ndarray, reference_frame: Any) -> tuple[int, np.n
     else:
         index = int(reference_frame) % n
     if index in blank:
-        others = "" if blank.size == n else "; reference_frame='auto' takes the first frame that is not"
-        warnings.warn(
-            DataWarning(
-                f"align_frames: the reference frame {index} is blank (every pixel {float(stack[index].flat[0]):g}), "
-                f"so every shift is meaningless ({blank.size} of {n} frames are blank{others})"
-            ),
-            stacklevel=3,
-        )
+        warn_blank_reference(index, float(stack[index].flat[0]), blank.size, n, stacklevel=4)
     return index, blank
+
+
+def warn_blank_reference(index: int, value: float, blank: int, frames: int, stacklevel: int = 2) -> None:
+    """Warn that align_frames' reference frame ``index`` is blank (every pixel ``value``)."""
+    others = "" if blank == frames else "; reference_frame='auto' takes the first frame that is not"
+    warnings.warn(
+        DataWarning(
+            f"align_frames: the reference frame {index} is blank (every pixel {value:g}), "
+            f"so every shift is meaningless ({blank} of {frames} frames are blank{others})"
+        ),
+        stacklevel=stacklevel,
+    )
 
 
 def align_frames(
