@@ -1,8 +1,12 @@
-"""Registry formats for playNano-compatible AFM stack bundles (``.npz`` and ``.h5``), read-only.
+"""Registry formats for playNano-compatible AFM stack bundles (``.npz`` and ``.h5``).
 
 They claim only files that carry the bundle's own keys (``data``, ``pixel_size_nm``, the JSON
-blobs) and outrank the generic NPZ/HDF5 formats for those. ``sciz.save`` to ``.npz``/``.h5`` keeps
-the generic formats; AFM stacks are written with :meth:`write_stack` (``sciz.afm.export_bundles``).
+blobs) and outrank the generic NPZ format for those when reading. They are not
+:attr:`~sciz.formats.Format.generic`: ``sciz.save(ds, "x.npz")`` stays a plain NPZ, while
+``format="afm-npz"`` (``sciz convert --to afm-npz``) writes a bundle, as ``.h5`` names do (no
+generic format writes ``.h5``). :meth:`write` takes any Dataset :meth:`ImageStack.from_dataset`
+accepts and :meth:`problems` lists what the bundle would not keep; AFM stacks are also written
+with :meth:`write_stack` (``sciz.afm.export_bundles``).
 The registry names these classes in ``BUILTIN_FORMATS``; the storage layer never imports
 :mod:`sciz.afm`.
 """
@@ -15,6 +19,7 @@ from typing import Any, ClassVar
 from ..formats._base import Format, zip_member_names
 from ..model import Dataset
 from ..stack import ImageStack
+from .ometiff_format import stack_problems
 
 __all__ = ["AfmH5Format", "AfmNpzFormat"]
 
@@ -37,7 +42,7 @@ class AfmNpzFormat(Format):
     extensions = (".npz",)
     magic = (b"PK\x03\x04",)
     priority = 10
-    can_write: ClassVar[bool] = False
+    generic: ClassVar[bool] = False
     afm_stack: ClassVar[bool] = True
     stack_export: ClassVar[tuple[str, ...]] = ("npz",)
     stack_options: ClassVar[tuple[str, ...]] = ("compression_level",)
@@ -57,6 +62,14 @@ class AfmNpzFormat(Format):
 
         return _override_pixel(load_npz_bundle(path, channel=channel or "height_trace"), pixel_size_nm)
 
+    def problems(self, dataset: Dataset) -> list[str]:
+        return stack_problems(dataset, "an AFM .npz bundle", keeps_layers=True)
+
+    def write(self, dataset: Dataset, path: Path, **options: Any) -> Path:
+        """Options: ``raw`` and ``compression_level`` as :func:`~sciz.afm.save_npz_bundle`."""
+        raw = bool(options.pop("raw", False))
+        return self.write_stack(ImageStack.from_dataset(dataset), path, raw, **options)
+
     def write_stack(self, stack: ImageStack, path: Path, raw: bool = False, **options: Any) -> Path:
         from .bundles_npz import save_npz_bundle
 
@@ -71,7 +84,7 @@ class AfmH5Format(Format):
     extensions = (".h5", ".hdf5")
     magic = (_HDF5_MAGIC,)
     priority = 10
-    can_write: ClassVar[bool] = False
+    generic: ClassVar[bool] = False
     afm_stack: ClassVar[bool] = True
     stack_export: ClassVar[tuple[str, ...]] = ("h5", "hdf5")
     stack_options: ClassVar[tuple[str, ...]] = ("codec", "tolerance", "compression_level")
@@ -104,6 +117,14 @@ class AfmH5Format(Format):
         from .bundles_h5 import load_h5_bundle
 
         return _override_pixel(load_h5_bundle(path, channel=channel or "height_trace"), pixel_size_nm)
+
+    def problems(self, dataset: Dataset) -> list[str]:
+        return stack_problems(dataset, "an AFM .h5 bundle", keeps_layers=True)
+
+    def write(self, dataset: Dataset, path: Path, **options: Any) -> Path:
+        """Options: ``raw``, ``codec``, ``tolerance``, ``compression_level`` as :func:`~sciz.afm.save_h5_bundle`."""
+        raw = bool(options.pop("raw", False))
+        return self.write_stack(ImageStack.from_dataset(dataset), path, raw, **options)
 
     def write_stack(self, stack: ImageStack, path: Path, raw: bool = False, **options: Any) -> Path:
         """Options ``codec``, ``tolerance``, ``compression_level`` as :func:`~sciz.afm.save_h5_bundle`."""
