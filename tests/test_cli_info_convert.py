@@ -197,3 +197,114 @@ def test_write_options_take_python_spellings_of_booleans() -> None:
     # "-w standard_codec=False" used to pass the text "False", a true value: the option was ignored.
     parsed = parse_options(["a=False", "b=TRUE", "c=None", "d=false", "e=2.5", "f=zfp", "g=null"], "-w")
     assert parsed == {"a": False, "b": True, "c": None, "d": False, "e": 2.5, "f": "zfp", "g": None}
+
+
+#: Run in playNano's own environment (a fresh process): load each file with playNano's loader, and
+#: the single-frame OME-TIFF also with tifffile and ome-types (schema validation), as Fiji's
+#: Bio-Formats would see it.
+PLAYNANO_READS = r"""
+import json, sys
+from pathlib import Path
+import numpy as np
+from playnano.io import data_loaders
+LOADERS = {".npz": data_loaders.load_npz_bundle, ".h5": data_loaders.load_h5_bundle,
+           ".tif": data_loaders.load_ome_tiff_stack}
+out = {}
+for path in sys.argv[1:]:
+    try:
+        stack = LOADERS[Path(path).suffix](Path(path))
+        out[path] = {"shape": list(stack.data.shape), "dtype": str(stack.data.dtype),
+                     "pixel_size_nm": stack.pixel_size_nm, "channel": stack.channel,
+                     "processed": sorted(stack.processed), "masks": sorted(stack.masks),
+                     "sum": float(np.asarray(stack.data, dtype=np.float64).sum())}
+    except Exception as exc:
+        out[path] = {"error": f"{type(exc).__name__}: {exc}"}
+    if path.endswith(".ome.tif"):
+        import ome_types, tifffile
+        with tifffile.TiffFile(path) as tif:
+            ome = ome_types.from_xml(tif.ome_metadata, validate=True)
+            pixels = ome.images[0].pixels
+            out[path]["tifffile"] = {"is_ome": tif.is_ome, "shape": list(tif.asarray().shape)}
+            out[path]["ome"] = [pixels.size_t, pixels.size_x, pixels.size_y, pixels.physical_size_x,
+                                str(pixels.physical_size_x_unit.value), pixels.channels[0].name]
+print(json.dumps(out))
+"""
+
+
+def _playnano_reads(python: Path, paths: list[Path], workdir: Path) -> dict:
+    done = subprocess.run(
+        [str(python), "-c", PLAYNANO_READS, *map(str, paths)], capture_output=True, text=True, timeout=600, cwd=workdir
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_convert_writes_afm_bundles_playnano_loads(playnano_python: Path, shared_data: Path, tmp_path: Path) -> None:
+    from sciz.afm import ImageStack
+
+    bundle = shared_data / "playnano" / "processed.npz"
+    original = sciz.load(bundle)
+    targets = {
+        "from-npz.npz": (bundle, []),  # a stack to .npz stays a playNano bundle
+        "from-h5.npz": (shared_data / "playnano" / "processed.h5", []),
+        "from-npz.h5": (bundle, []),  # .h5: only the AFM bundle writes it
+        "explicit.h5": (bundle, ["--to", "afm-h5", "-w", "compression_level=3"]),
+    }
+    for name, (source, extra) in targets.items():
+        result = runner.invoke(app, ["convert", str(source), str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith(f"converted {source} (afm-") and " on disk, ratio " in result.stdout
+    # A plain 3-D float32 dataset with nm axes becomes a bundle on request (not by the .npz name).
+    plain = sciz.Dataset(
+        np.linspace(0, 1, 2 * 6 * 7, dtype=np.float32).reshape(2, 6, 7),
+        axes=[sciz.Axis("time", "s", 0.25), sciz.Axis("y", "nm", 1.5), sciz.Axis("x", "nm", 1.5)],
+        name="height_trace",
+    )
+    plain_path = sciz.save(plain, tmp_path / "plain.zspy")
+    result = runner.invoke(app, ["convert", str(plain_path), str(tmp_path / "asked.npz"), "--to", "afm-npz"])
+    assert result.exit_code == 0, result.output
+    generic = runner.invoke(app, ["convert", str(plain_path), str(tmp_path / "generic.npz")])
+    assert generic.exit_code == 0 and "(npz)" in generic.stdout
+    # One frame as OME-TIFF: playNano reads it (its own one-frame files it cannot), and so do tifffile and ome-types.
+    one = ImageStack(np.arange(42, dtype=np.float32).reshape(1, 6, 7), 2.5, "height_trace", [{"timestamp": 4.0}])
+    sciz.save(one.to_dataset(), tmp_path / "one.npz", format="afm-npz")
+    result = runner.invoke(app, ["convert", str(tmp_path / "one.npz"), str(tmp_path / "one.ome.tif")])
+    assert result.exit_code == 0, result.output
+    paths = [tmp_path / n for n in [*targets, "asked.npz", "one.ome.tif"]]
+    reads = _playnano_reads(playnano_python, paths, tmp_path)
+    for name in targets:
+        read = reads[str(tmp_path / name)]
+        assert "error" not in read, (name, read)
+        assert read["shape"] == list(original.shape) and read["dtype"] == "float32"
+        assert read["processed"] == sorted(original.layers) and read["masks"] == sorted(original.masks)
+        assert read["sum"] == pytest.approx(float(np.asarray(original.data, np.float64).sum()), rel=1e-12)
+    asked = reads[str(tmp_path / "asked.npz")]
+    assert asked["shape"] == [2, 6, 7] and asked["pixel_size_nm"] == 1.5 and asked["channel"] == "height_trace"
+    single = reads[str(tmp_path / "one.ome.tif")]
+    assert single["shape"] == [1, 6, 7] and single["pixel_size_nm"] == pytest.approx(2.5)
+    assert single["sum"] == float(np.arange(42).sum())
+    assert single["tifffile"] == {"is_ome": True, "shape": [1, 1, 1, 6, 7]}
+    assert single["ome"] == [1, 7, 6, pytest.approx(0.0025), "µm", "height_trace"]
+    back = sciz.load(tmp_path / "one.ome.tif")
+    assert back.shape == (1, 6, 7) and np.array_equal(back.data, one.data)
+
+
+def test_playnano_cannot_read_its_own_single_frame_ome_tiff(playnano_python: Path, tmp_path: Path) -> None:
+    # The layout above is needed: playNano's loader squeezes its own one-frame files to 2-D and refuses them.
+    script = (
+        "import numpy as np, sys; from pathlib import Path\n"
+        "from playnano.afm_stack import AFMImageStack\n"
+        "from playnano.io import data_loaders, export_data\n"
+        "frames = [{'timestamp': 0.0, 'frame_pixel_size_nm': 2.5}]\n"
+        "stack = AFMImageStack(np.ones((1, 6, 7)), 2.5, 'height_trace', Path('x.asd'), frames)\n"
+        "export_data.save_ome_tiff_stack(Path(sys.argv[1]), stack)\n"
+        "try:\n    data_loaders.load_ome_tiff_stack(Path(sys.argv[1]))\n    print('loaded')\n"
+        "except ValueError as exc:\n    print('refused', exc)\n"
+    )
+    target = tmp_path / "theirs.ome.tif"
+    done = subprocess.run(
+        [str(playnano_python), "-c", script, str(target)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1].startswith("refused Unexpected OME-TIFF shape: (6, 7)")
+    assert sciz.load(target).shape == (1, 6, 7)  # sciz reads it (by the OME sizes)

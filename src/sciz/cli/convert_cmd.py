@@ -67,7 +67,7 @@ def convert_command(
     problems = writer.problems(dataset)
     if problems and not drop_unsupported:
         listing = "".join(f"\n  - {p}" for p in problems)
-        fits = _formats_that_hold(dataset, writer.name)
+        fits = _formats_that_hold(dataset, writer.name, target)
         hint = f" ({', '.join(fits)} would keep everything)" if fits else ""
         fail(
             f"{writer.name} cannot hold everything in {source} ({reader.name}):{listing}\n"
@@ -113,8 +113,12 @@ def _summary(source: Path, reader: str, dataset: Any, written: Path, writer: str
     return f"converted {source} ({reader}) -> {written} ({writer}): {human_size(size)} on disk{ratio}{kept}"
 
 
-def _formats_that_hold(dataset: object, exclude: str) -> list[str]:
-    """The extensions of the writable formats (other than ``exclude``) that can hold ``dataset`` whole."""
+def _formats_that_hold(dataset: object, exclude: str, target: Path) -> list[str]:
+    """How to name the writable formats (other than ``exclude``) that hold ``dataset`` whole.
+
+    By extension (``.hspy``), or ``--to <name>`` for one that shares ``target``'s extension (a plain
+    ``npz`` where the AFM bundle was refused).
+    """
     from ..formats import list_formats
 
     fits: list[str] = []
@@ -126,6 +130,7 @@ def _formats_that_hold(dataset: object, exclude: str) -> list[str]:
                 continue
         except Exception:  # a format that cannot even judge the dataset does not hold it
             continue
-        if plugin.extensions[0] not in fits:
-            fits.append(plugin.extensions[0])
+        spelled = f"--to {plugin.name}" if plugin.matches_extension(target) else plugin.extensions[0]
+        if spelled not in fits:
+            fits.append(spelled)
     return fits
