@@ -308,3 +308,112 @@ def test_playnano_cannot_read_its_own_single_frame_ome_tiff(playnano_python: Pat
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1].startswith("refused Unexpected OME-TIFF shape: (6, 7)")
     assert sciz.load(target).shape == (1, 6, 7)  # sciz reads it (by the OME sizes)
+
+
+def _lossy_files(folder: Path) -> dict[str, Path]:
+    """One small file per way sciz stores a lossy (or numcodecs-dependent) array."""
+    from sciz.afm import ImageStack, save_h5_bundle
+
+    rng = np.random.default_rng(5)
+    signal = sciz.Dataset(rng.standard_normal((3, 32, 32)).astype(np.float32), name="t")
+    return {
+        "hspy-sz3": sciz.save(signal, folder / "sz3.hspy", compression="sz3", tolerance=1e-3),
+        "zspy-sciz": sciz.save(signal, folder / "sciz.zspy", compressor="sz3", tolerance=1e-3),
+        "zspy-zfpy": sciz.save(signal, folder / "zfpy.zspy", compressor="zfpy", tolerance=1e-3),
+        "zspy-pcodec": sciz.save(signal, folder / "pcodec.zspy", compressor="pcodec"),
+        "scz-zfp": sciz.save(signal.copy(name=""), folder / "zfp.scz", codec="zfp", tolerance=1e-3),
+        "h5-sperr": save_h5_bundle(folder / "b.h5", ImageStack(signal.data, 2.0), codec="sperr", tolerance=1e-3),
+    }
+
+
+def test_info_names_codec_bound_and_what_other_tools_need(tmp_path: Path) -> None:
+    files = _lossy_files(tmp_path)
+    expected = {  # codec shown, bound, what another tool needs
+        "hspy-sz3": ("sz3", "|error| <= 0.001 (absolute)", "`import hdf5plugin` (it registers HDF5 filter 32024"),
+        "zspy-sciz": ("sz3 (sciz stream)", "|error| <= 0.001 (absolute)", "numcodecs finds its 'sciz' codec"),
+        "zspy-zfpy": ("zfpy", "|error| <= 0.001 (absolute)", "the zfpy package"),
+        "zspy-pcodec": ("pcodec", None, "the pcodec package"),
+        "scz-zfp": ("zfp", "|error| <= 0.001 (absolute)", "sciz only"),
+        "h5-sperr": ("sperr", "|error| <= 0.001 (point-wise)", "`import hdf5plugin` (it registers HDF5 filter 32028"),
+    }
+    for key, path in files.items():
+        codec, bound, needs = expected[key]
+        text = runner.invoke(app, ["info", str(path)])
+        assert text.exit_code == 0, text.output
+        data_line = next(line for line in text.stdout.splitlines() if line.startswith("  data "))
+        assert f"codec {codec} " in data_line and "stored" in data_line and "ratio" in data_line, (key, data_line)
+        assert (f"lossy: {bound}" in text.stdout) == (bound is not None), (key, text.stdout)
+        assert needs in text.stdout, (key, text.stdout)
+        row = json.loads(runner.invoke(app, ["info", str(path), "--json"]).stdout)["arrays"][0]
+        assert (row["codec_name"], row["bound"], row["lossy"]) == (codec, bound, bound is not None), (key, row)
+        assert needs in row["read_with"] and row["stored_bytes"] > 0 and row["ratio"] > 0, (key, row)
+
+
+def test_other_tools_read_lossy_files_as_info_says(tmp_path: Path) -> None:
+    from sciz.testing.fresh import read_in_fresh_process
+
+    files = _lossy_files(tmp_path)
+    jobs = {
+        "hspy-h5py": [{"key": "sz3", "path": str(files["hspy-sz3"])}],  # h5py + hdf5plugin, no sciz
+        "zspy-zarr": [{"key": k, "path": str(files[f"zspy-{k}"])} for k in ("zfpy", "pcodec", "sciz")],  # zarr alone
+    }
+    reads = read_in_fresh_process(jobs, tmp_path)
+    original = sciz.load(files["zspy-pcodec"]).data
+    assert np.abs(reads[("hspy-h5py", "sz3")].value() - original).max() <= 1e-3
+    assert np.abs(reads[("zspy-zarr", "zfpy")].value() - original).max() <= 1e-3
+    assert np.array_equal(reads[("zspy-zarr", "pcodec")].value(), original)
+    # The 'sciz' numcodecs id: zarr reads it with nothing imported, through sciz's numcodecs entry point.
+    sciz_read = reads[("zspy-zarr", "sciz")]
+    assert sciz_read.report["codecs"] == ["sciz"] and np.abs(sciz_read.value() - original).max() <= 1e-3
+
+
+def test_info_on_afm_bundles_and_vendor_files(shared_data: Path) -> None:
+    for name in ("processed.npz", "processed.h5"):
+        report = json.loads(runner.invoke(app, ["info", str(shared_data / "playnano" / name), "--json"]).stdout)
+        rows = {row["name"]: row for row in report["arrays"]}
+        assert set(rows) >= {"data", "layers/raw", "masks/step_2_mask_threshold"}
+        assert all(row["stored_bytes"] and row["ratio"] and row["lossy"] is False for row in rows.values()), rows
+        assert {row["codec"] for row in rows.values()} == {"deflate" if name.endswith("npz") else "gzip"}
+        assert report["provenance_step_names"] == [
+            "remove_plane", "mask_threshold", "row_median_align", "clear", "gaussian_filter"
+        ]  # fmt: skip
+        text = runner.invoke(app, ["info", str(shared_data / "playnano" / name)]).stdout
+        assert "provenance: 5 steps: remove_plane, mask_threshold, row_median_align, clear, gaussian_filter" in text
+        assert "codec ?" not in text and "stored ?" not in text
+    video = runner.invoke(app, ["info", str(shared_data / "afm" / "asd_sample_0.asd")])
+    assert video.exit_code == 0, video.output
+    lines = video.stdout.splitlines()
+    assert len(lines) < 40, video.stdout  # 32 frames of metadata in a few lines, not one block per frame
+    assert "      32 records; per key:" in lines and "        timestamp: 0 .. 31, evenly spaced by 1" in lines
+    assert "        line_rate: 200.0 (all 32)" in lines
+    jpk = runner.invoke(app, ["info", str(shared_data / "afm" / "sample_0.h5-jpk")]).stdout
+    assert "codec h5-jpk vendor data" in jpk and "channels in the file (9): error_trace, height_trace" in jpk
+    assert "lossy" not in jpk
+
+
+def test_info_prints_a_format_s_own_description(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sciz.formats import Format, _registry, list_formats
+
+    class Described(Format):
+        name = "described-test"
+        extensions = (".dtest",)
+        can_write = False
+
+        def sniff(self, path: Path, head: bytes) -> bool:
+            return head.startswith(b"DTEST")
+
+        def read(self, path: Path, **options: object) -> sciz.Dataset:
+            raise AssertionError("info must use describe(), not read()")
+
+        def describe(self, path: Path, **options: object) -> dict:
+            return {"variables": {"t": {"shape": [2, 3], "codec": "zfp"}}, "note": "own report"}
+
+    list_formats()
+    monkeypatch.setitem(_registry, "described-test", Described())
+    path = tmp_path / "x.dtest"
+    path.write_bytes(b"DTEST data")
+    report = json.loads(runner.invoke(app, ["info", str(path), "--json"]).stdout)
+    assert report["format"] == "described-test" and report["variables"]["t"]["codec"] == "zfp"
+    assert report["size_on_disk"] == 10
+    text = runner.invoke(app, ["info", str(path)]).stdout
+    assert "format:   described-test" in text and "note: own report" in text

@@ -52,10 +52,19 @@ class AfmNpzFormat(Format):
         return names is not None and names >= _NPZ_KEYS
 
     def read(self, path: Path, **options: Any) -> Dataset:
+        from ..formats._zip import ZipReader
+        from ..model import StoredArray
         from .bundles_npz import load_npz_bundle
 
         _reject_options(self.name, options)
-        return load_npz_bundle(path).to_dataset()
+        dataset = load_npz_bundle(path).to_dataset()
+        with ZipReader(path) as archive:  # the directory only: what each array takes in the file
+            for name, member in archive.members.items():
+                key = _array_key(name.removesuffix(".npy"), "__")
+                if key in dataset.arrays():
+                    codec = "none" if member.stored else "deflate"
+                    dataset.storage[key] = StoredArray(codec=codec, stored_bytes=int(member.compressed_size))
+        return dataset
 
     def read_stack(self, path: Path, channel: str | None = None, pixel_size_nm: float | None = None) -> ImageStack:
         from .bundles_npz import load_npz_bundle
@@ -108,10 +117,25 @@ class AfmH5Format(Format):
             return False
 
     def read(self, path: Path, **options: Any) -> Dataset:
+        from ..formats import _hdf5
         from .bundles_h5 import load_h5_bundle
 
         _reject_options(self.name, options)
-        return load_h5_bundle(path).to_dataset()
+        dataset = load_h5_bundle(path).to_dataset()
+        with _hdf5.open_file(path) as handle:  # what each array takes in the file, and its codec
+            wanted = [("data", "data")]
+            for group in ("processed", "masks"):
+                node = _hdf5.get(handle, group, str(path))
+                if node is not None and hasattr(node, "keys"):
+                    wanted += [
+                        (f"{group}/{name}", _array_key(f"{group}/{name}", "/"))
+                        for name, _ in _hdf5.items(node, str(path))
+                    ]
+            for inside, key in wanted:
+                node = _hdf5.get(handle, inside, str(path))
+                if key in dataset.arrays() and node is not None and hasattr(node, "shape"):
+                    dataset.storage[key] = _hdf5.dataset_storage(node)
+        return dataset
 
     def read_stack(self, path: Path, channel: str | None = None, pixel_size_nm: float | None = None) -> ImageStack:
         from .bundles_h5 import load_h5_bundle
@@ -131,6 +155,14 @@ class AfmH5Format(Format):
         from .bundles_h5 import save_h5_bundle
 
         return save_h5_bundle(path, stack, raw, **options)
+
+
+def _array_key(name: str, separator: str) -> str:
+    """The Dataset key (``layers/<k>``, ``masks/<k>``, ``data``) of a bundle member ``processed<sep><k>``."""
+    kind, found, key = name.partition(separator)
+    if not found:
+        return name
+    return {"processed": f"layers/{key}", "masks": f"masks/{key}"}.get(kind, name)
 
 
 def _override_pixel(stack: ImageStack, pixel_size_nm: float | None) -> ImageStack:
