@@ -374,7 +374,11 @@ def info_command(
             f"  {row['name']:<{width}}  {shape:<18} {row['dtype']:<9} codec {row['codec_name'] or '?':<{codec_width}}  "
             f"stored {on_disk:>10}{ratio}"
         )
-        extra = [f"lossy: {row['bound']}"] if row["lossy"] else []
+        shown = row["parameters"]
+        if row["codec"] == "sciz" and isinstance(shown.get("codec"), dict):  # a sciz stream in zarr: its codec's
+            shown = {k: v for k, v in shown["codec"].items() if k != "id"}
+        extra = [", ".join(f"{k}={v}" for k, v in shown.items() if v is not None)] if shown else []
+        extra += [f"lossy: {row['bound']}"] if row["lossy"] else []
         extra += [f"{k}: {v}" for k, v in row["details"].items()]
         if row["read_with"]:
             extra.append(f"other tools read it with {row['read_with']}")
