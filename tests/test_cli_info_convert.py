@@ -417,3 +417,39 @@ def test_info_prints_a_format_s_own_description(tmp_path: Path, monkeypatch: pyt
     assert report["size_on_disk"] == 10
     text = runner.invoke(app, ["info", str(path)]).stdout
     assert "format:   described-test" in text and "note: own report" in text
+
+
+def test_convert_error_messages_name_what_the_user_typed(shared_data: Path, tmp_path: Path) -> None:
+    source = str(shared_data / "tmd" / "v2_Surface.tmd")
+    unwritable = runner.invoke(app, ["convert", source, str(tmp_path / "x.asd")])
+    assert unwritable.exit_code == 1 and "sciz cannot write asd files (it only reads them)" in unwritable.stderr
+    assert "cannot tell the format" not in unwritable.stderr
+    named = runner.invoke(app, ["convert", source, str(tmp_path / "x.bin"), "--to", "h5-jpk"])
+    assert named.exit_code == 1 and "sciz cannot write h5-jpk files" in named.stderr
+    codec = runner.invoke(app, ["convert", source, str(tmp_path / "x.scz"), "-w", "codec=nosuch", "--drop-unsupported"])
+    assert codec.exit_code == 1 and "codec='nosuch'" in codec.stderr and "name=" not in codec.stderr
+    assert "known codecs are zfp" in codec.stderr and not (tmp_path / "x.scz").exists()
+
+
+def test_tmd_to_ome_tiff_keeps_the_physical_pixel_size(shared_data: Path, tmp_path: Path) -> None:
+    # The reported bug: calibrations written as PhysicalSize 0.001 um. A TMD (mm axes) refuses to go
+    # to OME-TIFF silently (it would drop metadata and become a 1-frame stack); accepted, the pixel
+    # size is the TMD's, read back by tifffile and ome-types in a fresh process.
+    source = shared_data / "tmd" / "v2_Surface.tmd"
+    target = tmp_path / "surface.ome.tif"
+    refused = runner.invoke(app, ["convert", str(source), str(target)])
+    assert refused.exit_code == 1 and "becomes a stack of one frame" in refused.stderr and not target.exists()
+    accepted = runner.invoke(app, ["convert", str(source), str(target), "--drop-unsupported"])
+    assert accepted.exit_code == 0, accepted.output
+    script = (
+        "import sys, tifffile, ome_types\n"
+        "with tifffile.TiffFile(sys.argv[1]) as tif:\n"
+        "    p = ome_types.from_xml(tif.ome_metadata, validate=True).images[0].pixels\n"
+        "    print(p.physical_size_x, p.physical_size_x_unit.value, p.size_x, p.size_y, tif.asarray().dtype)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    size, unit, width, height, dtype = done.stdout.split()
+    pitch_mm = sciz.load(source).axes[1].scale
+    assert unit == "µm" and float(size) == pytest.approx(pitch_mm * 1000, rel=1e-6)
+    assert (int(width), int(height), dtype) == (169, 169, "float32")
