@@ -160,6 +160,8 @@ def test_every_conversion_keeps_everything_or_is_refused(shared_data: Path, tmp_
         listed = [line.strip()[2:] for line in result.stderr.splitlines() if line.strip().startswith("- ")]
         assert listed, f"{pair}: refused without saying what would be lost"
         refused[pair] = listed
+        if source_name in VENDOR_SAMPLES:
+            continue  # (the loss-accepting write is checked on the small synthetic sources only)
         # Accepting the loss writes what fits, with a warning per loss, or fails with a clean error.
         dropped = runner.invoke(app, ["convert", str(source), str(target), "--to", target_name, "--drop-unsupported"])
         if dropped.exit_code == 0:
