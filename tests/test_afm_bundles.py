@@ -458,8 +458,8 @@ def test_single_frame_ome_tiff_round_trips(tmp_path):
     loaded = load_ome_tiff_stack(path)
     assert loaded.shape == (1, 4, 5) and loaded.timestamps.tolist() == [3.0]
     np.testing.assert_array_equal(loaded.data, one.data)
-    with tifffile.TiffFile(path) as tif:
-        assert tif.asarray().shape == (4, 5)
+    with tifffile.TiffFile(path) as tif:  # OME, and a 5-D array (not squeezed to 2-D) for playNano's loader
+        assert tif.is_ome and tif.asarray().shape == (1, 1, 1, 4, 5)
 
 
 def test_ome_tiff_reads_real_playnano_file_and_generic_ome(tmp_path, shared_data):

@@ -197,3 +197,259 @@ def test_write_options_take_python_spellings_of_booleans() -> None:
     # "-w standard_codec=False" used to pass the text "False", a true value: the option was ignored.
     parsed = parse_options(["a=False", "b=TRUE", "c=None", "d=false", "e=2.5", "f=zfp", "g=null"], "-w")
     assert parsed == {"a": False, "b": True, "c": None, "d": False, "e": 2.5, "f": "zfp", "g": None}
+
+
+#: Run in playNano's own environment (a fresh process): load each file with playNano's loader, and
+#: the single-frame OME-TIFF also with tifffile and ome-types (schema validation), as Fiji's
+#: Bio-Formats would see it.
+PLAYNANO_READS = r"""
+import json, sys
+from pathlib import Path
+import numpy as np
+from playnano.io import data_loaders
+LOADERS = {".npz": data_loaders.load_npz_bundle, ".h5": data_loaders.load_h5_bundle,
+           ".tif": data_loaders.load_ome_tiff_stack}
+out = {}
+for path in sys.argv[1:]:
+    try:
+        stack = LOADERS[Path(path).suffix](Path(path))
+        out[path] = {"shape": list(stack.data.shape), "dtype": str(stack.data.dtype),
+                     "pixel_size_nm": stack.pixel_size_nm, "channel": stack.channel,
+                     "processed": sorted(stack.processed), "masks": sorted(stack.masks),
+                     "sum": float(np.asarray(stack.data, dtype=np.float64).sum())}
+    except Exception as exc:
+        out[path] = {"error": f"{type(exc).__name__}: {exc}"}
+    if path.endswith(".ome.tif"):
+        import ome_types, tifffile
+        with tifffile.TiffFile(path) as tif:
+            ome = ome_types.from_xml(tif.ome_metadata, validate=True)
+            pixels = ome.images[0].pixels
+            out[path]["tifffile"] = {"is_ome": tif.is_ome, "shape": list(tif.asarray().shape)}
+            out[path]["ome"] = [pixels.size_t, pixels.size_x, pixels.size_y, pixels.physical_size_x,
+                                str(pixels.physical_size_x_unit.value), pixels.channels[0].name]
+print(json.dumps(out))
+"""
+
+
+def _playnano_reads(python: Path, paths: list[Path], workdir: Path) -> dict:
+    done = subprocess.run(
+        [str(python), "-c", PLAYNANO_READS, *map(str, paths)], capture_output=True, text=True, timeout=600, cwd=workdir
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_convert_writes_afm_bundles_playnano_loads(playnano_python: Path, shared_data: Path, tmp_path: Path) -> None:
+    from sciz.afm import ImageStack
+
+    bundle = shared_data / "playnano" / "processed.npz"
+    original = sciz.load(bundle)
+    targets = {
+        "from-npz.npz": (bundle, []),  # a stack to .npz stays a playNano bundle
+        "from-h5.npz": (shared_data / "playnano" / "processed.h5", []),
+        "from-npz.h5": (bundle, []),  # .h5: only the AFM bundle writes it
+        "explicit.h5": (bundle, ["--to", "afm-h5", "-w", "compression_level=3"]),
+    }
+    for name, (source, extra) in targets.items():
+        result = runner.invoke(app, ["convert", str(source), str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith(f"converted {source} (afm-") and " on disk, ratio " in result.stdout
+    # A plain 3-D float32 dataset with nm axes becomes a bundle on request (not by the .npz name).
+    plain = sciz.Dataset(
+        np.linspace(0, 1, 2 * 6 * 7, dtype=np.float32).reshape(2, 6, 7),
+        axes=[sciz.Axis("time", "s", 0.25), sciz.Axis("y", "nm", 1.5), sciz.Axis("x", "nm", 1.5)],
+        name="height_trace",
+    )
+    plain_path = sciz.save(plain, tmp_path / "plain.zspy")
+    result = runner.invoke(app, ["convert", str(plain_path), str(tmp_path / "asked.npz"), "--to", "afm-npz"])
+    assert result.exit_code == 0, result.output
+    generic = runner.invoke(app, ["convert", str(plain_path), str(tmp_path / "generic.npz")])
+    assert generic.exit_code == 0 and "(npz)" in generic.stdout
+    # One frame as OME-TIFF: playNano reads it (its own one-frame files it cannot), and so do tifffile and ome-types.
+    one = ImageStack(np.arange(42, dtype=np.float32).reshape(1, 6, 7), 2.5, "height_trace", [{"timestamp": 4.0}])
+    sciz.save(one.to_dataset(), tmp_path / "one.npz", format="afm-npz")
+    result = runner.invoke(app, ["convert", str(tmp_path / "one.npz"), str(tmp_path / "one.ome.tif")])
+    assert result.exit_code == 0, result.output
+    paths = [tmp_path / n for n in [*targets, "asked.npz", "one.ome.tif"]]
+    reads = _playnano_reads(playnano_python, paths, tmp_path)
+    for name in targets:
+        read = reads[str(tmp_path / name)]
+        assert "error" not in read, (name, read)
+        assert read["shape"] == list(original.shape) and read["dtype"] == "float32"
+        assert read["processed"] == sorted(original.layers) and read["masks"] == sorted(original.masks)
+        assert read["sum"] == pytest.approx(float(np.asarray(original.data, np.float64).sum()), rel=1e-12)
+    asked = reads[str(tmp_path / "asked.npz")]
+    assert asked["shape"] == [2, 6, 7] and asked["pixel_size_nm"] == 1.5 and asked["channel"] == "height_trace"
+    single = reads[str(tmp_path / "one.ome.tif")]
+    assert single["shape"] == [1, 6, 7] and single["pixel_size_nm"] == pytest.approx(2.5)
+    assert single["sum"] == float(np.arange(42).sum())
+    assert single["tifffile"] == {"is_ome": True, "shape": [1, 1, 1, 6, 7]}
+    assert single["ome"] == [1, 7, 6, pytest.approx(0.0025), "µm", "height_trace"]
+    back = sciz.load(tmp_path / "one.ome.tif")
+    assert back.shape == (1, 6, 7) and np.array_equal(back.data, one.data)
+
+
+def test_playnano_cannot_read_its_own_single_frame_ome_tiff(playnano_python: Path, tmp_path: Path) -> None:
+    # The layout above is needed: playNano's loader squeezes its own one-frame files to 2-D and refuses them.
+    script = (
+        "import numpy as np, sys; from pathlib import Path\n"
+        "from playnano.afm_stack import AFMImageStack\n"
+        "from playnano.io import data_loaders, export_data\n"
+        "frames = [{'timestamp': 0.0, 'frame_pixel_size_nm': 2.5}]\n"
+        "stack = AFMImageStack(np.ones((1, 6, 7)), 2.5, 'height_trace', Path('x.asd'), frames)\n"
+        "export_data.save_ome_tiff_stack(Path(sys.argv[1]), stack)\n"
+        "try:\n    data_loaders.load_ome_tiff_stack(Path(sys.argv[1]))\n    print('loaded')\n"
+        "except ValueError as exc:\n    print('refused', exc)\n"
+    )
+    target = tmp_path / "theirs.ome.tif"
+    done = subprocess.run(
+        [str(playnano_python), "-c", script, str(target)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1].startswith("refused Unexpected OME-TIFF shape: (6, 7)")
+    assert sciz.load(target).shape == (1, 6, 7)  # sciz reads it (by the OME sizes)
+
+
+def _lossy_files(folder: Path) -> dict[str, Path]:
+    """One small file per way sciz stores a lossy (or numcodecs-dependent) array."""
+    from sciz.afm import ImageStack, save_h5_bundle
+
+    rng = np.random.default_rng(5)
+    signal = sciz.Dataset(rng.standard_normal((3, 32, 32)).astype(np.float32), name="t")
+    return {
+        "hspy-sz3": sciz.save(signal, folder / "sz3.hspy", compression="sz3", tolerance=1e-3),
+        "zspy-sciz": sciz.save(signal, folder / "sciz.zspy", compressor="sz3", tolerance=1e-3),
+        "zspy-zfpy": sciz.save(signal, folder / "zfpy.zspy", compressor="zfpy", tolerance=1e-3),
+        "zspy-pcodec": sciz.save(signal, folder / "pcodec.zspy", compressor="pcodec"),
+        "scz-zfp": sciz.save(signal.copy(name=""), folder / "zfp.scz", codec="zfp", tolerance=1e-3),
+        "h5-sperr": save_h5_bundle(folder / "b.h5", ImageStack(signal.data, 2.0), codec="sperr", tolerance=1e-3),
+    }
+
+
+def test_info_names_codec_bound_and_what_other_tools_need(tmp_path: Path) -> None:
+    files = _lossy_files(tmp_path)
+    expected = {  # codec shown, bound, what another tool needs
+        "hspy-sz3": ("sz3", "|error| <= 0.001 (absolute)", "`import hdf5plugin` (it registers HDF5 filter 32024"),
+        "zspy-sciz": ("sz3 (sciz stream)", "|error| <= 0.001 (absolute)", "numcodecs finds its 'sciz' codec"),
+        "zspy-zfpy": ("zfpy", "|error| <= 0.001 (absolute)", "the zfpy package"),
+        "zspy-pcodec": ("pcodec", None, "the pcodec package"),
+        "scz-zfp": ("zfp", "|error| <= 0.001 (absolute)", "sciz only"),
+        "h5-sperr": ("sperr", "|error| <= 0.001 (point-wise)", "`import hdf5plugin` (it registers HDF5 filter 32028"),
+    }
+    for key, path in files.items():
+        codec, bound, needs = expected[key]
+        text = runner.invoke(app, ["info", str(path)])
+        assert text.exit_code == 0, text.output
+        data_line = next(line for line in text.stdout.splitlines() if line.startswith("  data "))
+        assert f"codec {codec} " in data_line and "stored" in data_line and "ratio" in data_line, (key, data_line)
+        assert (f"lossy: {bound}" in text.stdout) == (bound is not None), (key, text.stdout)
+        assert needs in text.stdout, (key, text.stdout)
+        row = json.loads(runner.invoke(app, ["info", str(path), "--json"]).stdout)["arrays"][0]
+        assert (row["codec_name"], row["bound"], row["lossy"]) == (codec, bound, bound is not None), (key, row)
+        assert needs in row["read_with"] and row["stored_bytes"] > 0 and row["ratio"] > 0, (key, row)
+
+
+def test_other_tools_read_lossy_files_as_info_says(tmp_path: Path) -> None:
+    from sciz.testing.fresh import read_in_fresh_process
+
+    files = _lossy_files(tmp_path)
+    jobs = {
+        "hspy-h5py": [{"key": "sz3", "path": str(files["hspy-sz3"])}],  # h5py + hdf5plugin, no sciz
+        "zspy-zarr": [{"key": k, "path": str(files[f"zspy-{k}"])} for k in ("zfpy", "pcodec", "sciz")],  # zarr alone
+    }
+    reads = read_in_fresh_process(jobs, tmp_path)
+    original = sciz.load(files["zspy-pcodec"]).data
+    assert np.abs(reads[("hspy-h5py", "sz3")].value() - original).max() <= 1e-3
+    assert np.abs(reads[("zspy-zarr", "zfpy")].value() - original).max() <= 1e-3
+    assert np.array_equal(reads[("zspy-zarr", "pcodec")].value(), original)
+    # The 'sciz' numcodecs id: zarr reads it with nothing imported, through sciz's numcodecs entry point.
+    sciz_read = reads[("zspy-zarr", "sciz")]
+    assert sciz_read.report["codecs"] == ["sciz"] and np.abs(sciz_read.value() - original).max() <= 1e-3
+
+
+def test_info_on_afm_bundles_and_vendor_files(shared_data: Path) -> None:
+    for name in ("processed.npz", "processed.h5"):
+        report = json.loads(runner.invoke(app, ["info", str(shared_data / "playnano" / name), "--json"]).stdout)
+        rows = {row["name"]: row for row in report["arrays"]}
+        assert set(rows) >= {"data", "layers/raw", "masks/step_2_mask_threshold"}
+        assert all(row["stored_bytes"] and row["ratio"] and row["lossy"] is False for row in rows.values()), rows
+        assert {row["codec"] for row in rows.values()} == {"deflate" if name.endswith("npz") else "gzip"}
+        assert report["provenance_step_names"] == [
+            "remove_plane", "mask_threshold", "row_median_align", "clear", "gaussian_filter"
+        ]  # fmt: skip
+        text = runner.invoke(app, ["info", str(shared_data / "playnano" / name)]).stdout
+        assert "provenance: 5 steps: remove_plane, mask_threshold, row_median_align, clear, gaussian_filter" in text
+        assert "codec ?" not in text and "stored ?" not in text
+    video = runner.invoke(app, ["info", str(shared_data / "afm" / "asd_sample_0.asd")])
+    assert video.exit_code == 0, video.output
+    lines = video.stdout.splitlines()
+    assert len(lines) < 40, video.stdout  # 32 frames of metadata in a few lines, not one block per frame
+    assert "      32 records; per key:" in lines and "        timestamp: 0 .. 31, evenly spaced by 1" in lines
+    assert "        line_rate: 200.0 (all 32)" in lines
+    jpk = runner.invoke(app, ["info", str(shared_data / "afm" / "sample_0.h5-jpk")]).stdout
+    assert "codec h5-jpk vendor data" in jpk and "channels in the file (9): error_trace, height_trace" in jpk
+    assert "lossy" not in jpk
+
+
+def test_info_prints_a_format_s_own_description(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sciz.formats import Format, _registry, list_formats
+
+    class Described(Format):
+        name = "described-test"
+        extensions = (".dtest",)
+        can_write = False
+
+        def sniff(self, path: Path, head: bytes) -> bool:
+            return head.startswith(b"DTEST")
+
+        def read(self, path: Path, **options: object) -> sciz.Dataset:
+            raise AssertionError("info must use describe(), not read()")
+
+        def describe(self, path: Path, **options: object) -> dict:
+            return {"variables": {"t": {"shape": [2, 3], "codec": "zfp"}}, "note": "own report"}
+
+    list_formats()
+    monkeypatch.setitem(_registry, "described-test", Described())
+    path = tmp_path / "x.dtest"
+    path.write_bytes(b"DTEST data")
+    report = json.loads(runner.invoke(app, ["info", str(path), "--json"]).stdout)
+    assert report["format"] == "described-test" and report["variables"]["t"]["codec"] == "zfp"
+    assert report["size_on_disk"] == 10
+    text = runner.invoke(app, ["info", str(path)]).stdout
+    assert "format:   described-test" in text and "note: own report" in text
+
+
+def test_convert_error_messages_name_what_the_user_typed(shared_data: Path, tmp_path: Path) -> None:
+    source = str(shared_data / "tmd" / "v2_Surface.tmd")
+    unwritable = runner.invoke(app, ["convert", source, str(tmp_path / "x.asd")])
+    assert unwritable.exit_code == 1 and "sciz cannot write asd files (it only reads them)" in unwritable.stderr
+    assert "cannot tell the format" not in unwritable.stderr
+    named = runner.invoke(app, ["convert", source, str(tmp_path / "x.bin"), "--to", "h5-jpk"])
+    assert named.exit_code == 1 and "sciz cannot write h5-jpk files" in named.stderr
+    codec = runner.invoke(app, ["convert", source, str(tmp_path / "x.scz"), "-w", "codec=nosuch", "--drop-unsupported"])
+    assert codec.exit_code == 1 and "codec='nosuch'" in codec.stderr and "name=" not in codec.stderr
+    assert "known codecs are zfp" in codec.stderr and not (tmp_path / "x.scz").exists()
+
+
+def test_tmd_to_ome_tiff_keeps_the_physical_pixel_size(shared_data: Path, tmp_path: Path) -> None:
+    # The reported bug: calibrations written as PhysicalSize 0.001 um. A TMD (mm axes) refuses to go
+    # to OME-TIFF silently (it would drop metadata and become a 1-frame stack); accepted, the pixel
+    # size is the TMD's, read back by tifffile and ome-types in a fresh process.
+    source = shared_data / "tmd" / "v2_Surface.tmd"
+    target = tmp_path / "surface.ome.tif"
+    refused = runner.invoke(app, ["convert", str(source), str(target)])
+    assert refused.exit_code == 1 and "becomes a stack of one frame" in refused.stderr and not target.exists()
+    accepted = runner.invoke(app, ["convert", str(source), str(target), "--drop-unsupported"])
+    assert accepted.exit_code == 0, accepted.output
+    script = (
+        "import sys, tifffile, ome_types\n"
+        "with tifffile.TiffFile(sys.argv[1]) as tif:\n"
+        "    p = ome_types.from_xml(tif.ome_metadata, validate=True).images[0].pixels\n"
+        "    print(p.physical_size_x, p.physical_size_x_unit.value, p.size_x, p.size_y, tif.asarray().dtype)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    size, unit, width, height, dtype = done.stdout.split()
+    pitch_mm = sciz.load(source).axes[1].scale
+    assert unit == "µm" and float(size) == pytest.approx(pitch_mm * 1000, rel=1e-6)
+    assert (int(width), int(height), dtype) == (169, 169, "float32")

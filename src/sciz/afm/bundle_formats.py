@@ -1,8 +1,12 @@
-"""Registry formats for playNano-compatible AFM stack bundles (``.npz`` and ``.h5``), read-only.
+"""Registry formats for playNano-compatible AFM stack bundles (``.npz`` and ``.h5``).
 
 They claim only files that carry the bundle's own keys (``data``, ``pixel_size_nm``, the JSON
-blobs) and outrank the generic NPZ/HDF5 formats for those. ``sciz.save`` to ``.npz``/``.h5`` keeps
-the generic formats; AFM stacks are written with :meth:`write_stack` (``sciz.afm.export_bundles``).
+blobs) and outrank the generic NPZ format for those when reading. They are not
+:attr:`~sciz.formats.Format.generic`: ``sciz.save(ds, "x.npz")`` stays a plain NPZ, while
+``format="afm-npz"`` (``sciz convert --to afm-npz``) writes a bundle, as ``.h5`` names do (no
+generic format writes ``.h5``). :meth:`write` takes any Dataset :meth:`ImageStack.from_dataset`
+accepts and :meth:`problems` lists what the bundle would not keep; AFM stacks are also written
+with :meth:`write_stack` (``sciz.afm.export_bundles``).
 The registry names these classes in ``BUILTIN_FORMATS``; the storage layer never imports
 :mod:`sciz.afm`.
 """
@@ -15,6 +19,7 @@ from typing import Any, ClassVar
 from ..formats._base import Format, zip_member_names
 from ..model import Dataset
 from ..stack import ImageStack
+from .ometiff_format import stack_problems
 
 __all__ = ["AfmH5Format", "AfmNpzFormat"]
 
@@ -37,7 +42,7 @@ class AfmNpzFormat(Format):
     extensions = (".npz",)
     magic = (b"PK\x03\x04",)
     priority = 10
-    can_write: ClassVar[bool] = False
+    generic: ClassVar[bool] = False
     afm_stack: ClassVar[bool] = True
     stack_export: ClassVar[tuple[str, ...]] = ("npz",)
     stack_options: ClassVar[tuple[str, ...]] = ("compression_level",)
@@ -47,15 +52,32 @@ class AfmNpzFormat(Format):
         return names is not None and names >= _NPZ_KEYS
 
     def read(self, path: Path, **options: Any) -> Dataset:
+        from ..formats._zip import ZipReader
+        from ..model import StoredArray
         from .bundles_npz import load_npz_bundle
 
         _reject_options(self.name, options)
-        return load_npz_bundle(path).to_dataset()
+        dataset = load_npz_bundle(path).to_dataset()
+        with ZipReader(path) as archive:  # the directory only: what each array takes in the file
+            for name, member in archive.members.items():
+                key = _array_key(name.removesuffix(".npy"), "__")
+                if key in dataset.arrays():
+                    codec = "none" if member.stored else "deflate"
+                    dataset.storage[key] = StoredArray(codec=codec, stored_bytes=int(member.compressed_size))
+        return dataset
 
     def read_stack(self, path: Path, channel: str | None = None, pixel_size_nm: float | None = None) -> ImageStack:
         from .bundles_npz import load_npz_bundle
 
         return _override_pixel(load_npz_bundle(path, channel=channel or "height_trace"), pixel_size_nm)
+
+    def problems(self, dataset: Dataset) -> list[str]:
+        return stack_problems(dataset, "an AFM .npz bundle", keeps_layers=True)
+
+    def write(self, dataset: Dataset, path: Path, **options: Any) -> Path:
+        """Options: ``raw`` and ``compression_level`` as :func:`~sciz.afm.save_npz_bundle`."""
+        raw = bool(options.pop("raw", False))
+        return self.write_stack(ImageStack.from_dataset(dataset), path, raw, **options)
 
     def write_stack(self, stack: ImageStack, path: Path, raw: bool = False, **options: Any) -> Path:
         from .bundles_npz import save_npz_bundle
@@ -71,7 +93,7 @@ class AfmH5Format(Format):
     extensions = (".h5", ".hdf5")
     magic = (_HDF5_MAGIC,)
     priority = 10
-    can_write: ClassVar[bool] = False
+    generic: ClassVar[bool] = False
     afm_stack: ClassVar[bool] = True
     stack_export: ClassVar[tuple[str, ...]] = ("h5", "hdf5")
     stack_options: ClassVar[tuple[str, ...]] = ("codec", "tolerance", "compression_level")
@@ -95,21 +117,52 @@ class AfmH5Format(Format):
             return False
 
     def read(self, path: Path, **options: Any) -> Dataset:
+        from ..formats import _hdf5
         from .bundles_h5 import load_h5_bundle
 
         _reject_options(self.name, options)
-        return load_h5_bundle(path).to_dataset()
+        dataset = load_h5_bundle(path).to_dataset()
+        with _hdf5.open_file(path) as handle:  # what each array takes in the file, and its codec
+            wanted = [("data", "data")]
+            for group in ("processed", "masks"):
+                node = _hdf5.get(handle, group, str(path))
+                if node is not None and hasattr(node, "keys"):
+                    wanted += [
+                        (f"{group}/{name}", _array_key(f"{group}/{name}", "/"))
+                        for name, _ in _hdf5.items(node, str(path))
+                    ]
+            for inside, key in wanted:
+                node = _hdf5.get(handle, inside, str(path))
+                if key in dataset.arrays() and node is not None and hasattr(node, "shape"):
+                    dataset.storage[key] = _hdf5.dataset_storage(node)
+        return dataset
 
     def read_stack(self, path: Path, channel: str | None = None, pixel_size_nm: float | None = None) -> ImageStack:
         from .bundles_h5 import load_h5_bundle
 
         return _override_pixel(load_h5_bundle(path, channel=channel or "height_trace"), pixel_size_nm)
 
+    def problems(self, dataset: Dataset) -> list[str]:
+        return stack_problems(dataset, "an AFM .h5 bundle", keeps_layers=True)
+
+    def write(self, dataset: Dataset, path: Path, **options: Any) -> Path:
+        """Options: ``raw``, ``codec``, ``tolerance``, ``compression_level`` as :func:`~sciz.afm.save_h5_bundle`."""
+        raw = bool(options.pop("raw", False))
+        return self.write_stack(ImageStack.from_dataset(dataset), path, raw, **options)
+
     def write_stack(self, stack: ImageStack, path: Path, raw: bool = False, **options: Any) -> Path:
         """Options ``codec``, ``tolerance``, ``compression_level`` as :func:`~sciz.afm.save_h5_bundle`."""
         from .bundles_h5 import save_h5_bundle
 
         return save_h5_bundle(path, stack, raw, **options)
+
+
+def _array_key(name: str, separator: str) -> str:
+    """The Dataset key (``layers/<k>``, ``masks/<k>``, ``data``) of a bundle member ``processed<sep><k>``."""
+    kind, found, key = name.partition(separator)
+    if not found:
+        return name
+    return {"processed": f"layers/{key}", "masks": f"masks/{key}"}.get(kind, name)
 
 
 def _override_pixel(stack: ImageStack, pixel_size_nm: float | None) -> ImageStack:

@@ -8,8 +8,10 @@ resolution tags in pixels per inch. Private tags on the first page: 65000 = prov
 metadata JSON (a sciz addition that playNano ignores). Masks and extra layers are not stored; use
 the NPZ or HDF5 bundles for those.
 
-Unlike playNano, single-frame stacks round-trip: the reader uses the OME dimension sizes instead of
-tifffile's squeezed shape.
+Single-frame stacks round-trip through sciz (the reader uses the OME dimension sizes instead of
+tifffile's squeezed shape) and through playNano: a one-frame file adds tifffile's "shaped"
+description after the OME-XML (see :func:`_single_frame_layout`), which playNano's own one-frame
+files lack (it cannot read those back).
 """
 
 from __future__ import annotations
@@ -123,6 +125,9 @@ def save_ome_tiff_stack(
         _bytes_tag(TAG_FRAME_METADATA, json_text(frames)),
     ]
     dpi = _NM_PER_INCH / stack.pixel_size_nm
+    layout: dict[str, Any] = {"metadata": metadata, "ome": True}
+    if n_frames == 1:
+        layout = _single_frame_layout(tifffile, (n_frames, 1, 1, height, width), metadata)
     with write_errors(target), atomic_file(target) as handle:
         tifffile.imwrite(
             handle,
@@ -131,12 +136,11 @@ def save_ome_tiff_stack(
                 {} if isinstance(values, np.ndarray) else {"shape": (n_frames, 1, 1, height, width), "dtype": "float32"}
             ),
             photometric="minisblack",
-            metadata=metadata,
-            ome=True,
             resolution=(dpi, dpi),
             resolutionunit="INCH",
             extratags=extratags,
             compression=compression,
+            **layout,
         )
     return target
 
@@ -146,6 +150,21 @@ def _planes(values: Any) -> Any:
     if isinstance(values, np.ndarray):
         return values.reshape(values.shape[0], 1, 1, *values.shape[1:])
     return (frame for _, block in iter_frame_blocks(values, 8) for frame in block)
+
+
+def _single_frame_layout(tifffile: Any, shape: tuple[int, ...], metadata: dict[str, Any]) -> dict[str, Any]:
+    """How to write one frame so that playNano reads it too, not only OME readers.
+
+    playNano 0.5.0 takes ``tifffile.TiffFile.asarray()``, which squeezes a one-frame OME series to
+    2-D, and refuses anything but 3-D or 5-D. tifffile's own "shaped" series is never squeezed, so
+    the first page carries two ImageDescription tags, as tifffile writes them for a description
+    plus shaped metadata: the OME-XML first (tifffile's ``is_ome``, ome-types, Bio-Formats and
+    libtiff take the first of duplicate tags) and the shape JSON ``{"shape": [1, 1, 1, H, W]}``
+    second (tifffile reads the series from it, so ``asarray()`` is 5-D).
+    """
+    ome = tifffile.OmeXml()
+    ome.addimage(np.float32, shape, (1, 1, 1, *shape[-2:], 1), **metadata)
+    return {"description": ome.tostring(declaration=True).encode("utf-8"), "metadata": {"axes": "TCZYX"}}
 
 
 def _bytes_tag(code: int, text: str) -> tuple[int, int, int, bytes, bool]:

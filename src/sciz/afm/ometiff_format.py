@@ -8,13 +8,14 @@ names this class in ``BUILTIN_FORMATS``; the storage layer never imports :mod:`s
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..formats._base import Format
-from ..model import Dataset
+from ..model import Axis, Dataset
 from ..stack import _NM_PER_UNIT, _SECONDS_PER_UNIT, METADATA_KEY, ImageStack
 
 __all__ = ["OmeTiffFormat"]
@@ -30,24 +31,73 @@ def _exact_in_float32(data: Any) -> bool:
         return bool(np.array_equal(data.astype(np.float32).astype(data.dtype), data, equal_nan=True))
 
 
-def _lost_calibration(dataset: Dataset) -> list[str]:
-    """Axes whose calibration an OME-TIFF stack made by :meth:`ImageStack.from_dataset` cannot keep."""
-    axes = list(dataset.axes)
-    spatial, time = axes[-2:], axes[0] if dataset.ndim == 3 else None
-    lost = []
-    nm = [_NM_PER_UNIT.get(a.units.strip()) for a in spatial]
-    for axis, factor in zip(spatial, nm, strict=True):
-        calibrated = bool(axis.units) or axis.scale != 1.0 or axis.offset != 0.0
-        if calibrated and (factor is None or axis.offset != 0.0 or axis.scale <= 0):
-            lost.append(axis.name)
-    if not lost and None not in nm:
-        y, x = (a.scale * f for a, f in zip(spatial, nm, strict=True) if f is not None)
-        if not np.isclose(y, x, rtol=1e-6):
-            lost.append(spatial[0].name)
-    calibrated_time = time is not None and (bool(time.units) or time.scale != 1.0 or time.offset != 0.0)
-    if time is not None and calibrated_time and _SECONDS_PER_UNIT.get(time.units.strip()) is None:
-        lost.append(time.name)
-    return lost
+def _physical(axis: Axis) -> tuple[str, float, float]:
+    """An axis as (unit kind, scale, offset) in nm or s when its unit is a length or a time."""
+    unit = axis.units.strip()
+    for kind, table in (("length", _NM_PER_UNIT), ("time", _SECONDS_PER_UNIT)):
+        factor = table.get(unit)
+        if factor is not None:
+            return kind, axis.scale * factor, axis.offset * factor
+    return unit, float(axis.scale), float(axis.offset)
+
+
+def changed_axes(before: list[Axis], after: list[Axis]) -> list[str]:
+    """Names of the axes in ``before`` whose calibration ``after`` does not keep (physically: 1 um == 1000 nm)."""
+    changed = []
+    for old, new in zip(before, after, strict=False):
+        (kind_a, scale_a, offset_a), (kind_b, scale_b, offset_b) = _physical(old), _physical(new)
+        same = kind_a == kind_b and math.isclose(scale_a, scale_b, rel_tol=1e-6)
+        same = same and math.isclose(offset_a, offset_b, rel_tol=1e-6, abs_tol=1e-9 * abs(scale_a))
+        if not same:
+            changed.append(old.name or "?")
+    return changed
+
+
+def stack_problems(dataset: Dataset, label: str, *, keeps_layers: bool) -> list[str]:
+    """What an AFM stack file (``label``: OME-TIFF, AFM .npz bundle...) cannot keep of ``dataset``.
+
+    The file holds what :meth:`ImageStack.from_dataset` keeps, as float32 (frames, H, W) arrays, so
+    the dataset goes through that model in memory (arrays shared, nothing copied) and every
+    difference is listed: dtype, shape, axis calibration, title, metadata, provenance, layers.
+    """
+    found: list[str] = []
+    if dataset.ndim not in (2, 3):
+        return [f"data of shape {dataset.shape}: {label} holds 2-D frames or 3-D (frames, H, W) stacks"]
+    if dataset.dtype != np.float32:
+        change = "the values are kept" if _exact_in_float32(dataset.data) else "the values would change"
+        found.append(f"data of dtype {dataset.dtype} ({label} stores float32; {change})")
+    if dataset.ndim == 2:
+        found.append(f"the 2-D image becomes a stack of one frame, shape (1, {dataset.shape[0]}, {dataset.shape[1]})")
+    saved = dataset.metadata.get(METADATA_KEY)
+    other = sorted(str(k) for k in dataset.metadata if k != METADATA_KEY)
+    if other:
+        found.append(f"metadata {other} ({label} keeps only an AFM stack's pixel size, channel and frame metadata)")
+    layers = {k: v for k, v in dataset.layers.items() if keeps_layers and v.ndim in (2, 3)}
+    masks = {k: v for k, v in dataset.masks.items() if keeps_layers and v.ndim in (2, 3)}
+    dropped = sorted(set(dataset.layers) - set(layers)) + sorted(set(dataset.masks) - set(masks))
+    if dropped:
+        kept = "2-D or 3-D layers and masks" if keeps_layers else "no layers or masks (use an AFM .npz/.h5 bundle)"
+        found.append(f"layers/masks {dropped} ({label} keeps {kept})")
+    odd = [k for k, v in layers.items() if v.dtype != np.float32 and not _exact_in_float32(v)]
+    if odd:
+        found.append(f"layers {sorted(odd)} whose values float32 cannot hold exactly")
+    try:
+        model = ImageStack.from_dataset(dataset.copy(layers=layers, masks=masks)).to_dataset()
+    except ValueError as exc:
+        return [*found, f"it is not an AFM stack: {exc}"]
+    axes = dataset.axes if dataset.ndim == 3 else dataset.axes[-2:]
+    changed = changed_axes(axes, model.axes[-len(axes) :])
+    if changed:
+        found.append(
+            f"axis calibration of {changed} ({label} keeps a square pixel size in a length unit and "
+            "evenly spaced frame times in a time unit; offsets only for time)"
+        )
+    if not isinstance(saved, dict):
+        if dataset.provenance:
+            found.append(f"provenance ({len(dataset.provenance)} steps; {label} keeps only an AFM stack's own)")
+        if dataset.name and model.name != dataset.name:
+            found.append(f"title {dataset.name!r}")
+    return found
 
 
 class OmeTiffFormat(Format):
@@ -86,25 +136,7 @@ class OmeTiffFormat(Format):
         return load_ome_tiff_stack(path, channel=channel).to_dataset()
 
     def problems(self, dataset: Dataset) -> list[str]:
-        found = []
-        if dataset.ndim not in (2, 3):
-            found.append(f"it holds 2-D frames or 3-D (frames, H, W) stacks, not {dataset.ndim}-D data")
-        other = sorted(str(k) for k in dataset.metadata if k != METADATA_KEY)
-        if other:
-            found.append(f"metadata {other} (OME-TIFF keeps only an AFM stack's pixel size, channel and frame times)")
-        if dataset.data.dtype != np.float32 and not _exact_in_float32(dataset.data):
-            found.append(f"data of dtype {dataset.data.dtype} (OME-TIFF stacks are float32; the values would change)")
-        if METADATA_KEY not in dataset.metadata and dataset.ndim in (2, 3):
-            lost = _lost_calibration(dataset)
-            if lost:
-                found.append(f"axis calibration of {lost} (OME-TIFF keeps a pixel size in nm and frame times)")
-        extra = sorted(k for k in dataset.layers if k != "raw")
-        if extra or dataset.masks:
-            found.append(
-                "it keeps no processed layers or masks "
-                f"({', '.join(extra + sorted(dataset.masks))}); use an AFM .npz/.h5 bundle (sciz.afm)"
-            )
-        return found
+        return stack_problems(dataset, "OME-TIFF", keeps_layers=False)
 
     def write(self, dataset: Dataset, path: Path, **options: Any) -> Path:
         from .ome_tiff import save_ome_tiff_stack

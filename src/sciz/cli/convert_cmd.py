@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -39,7 +39,11 @@ def convert_command(
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace TARGET if it exists.")] = False,
 ) -> None:
-    """Convert SOURCE to TARGET, keeping data, axes and metadata; refuse if the target would lose any."""
+    """Convert SOURCE to TARGET, keeping data, dtype, axes, metadata and title; refuse if the target would lose any.
+
+    An AFM stack (a playNano bundle, a vendor video...) written to a ``.npz`` name becomes a playNano
+    bundle; ``--to afm-npz``/``--to afm-h5`` ask for one from any 2-D/3-D dataset.
+    """
     from ..errors import SciZError
     from ..formats import format_for_writing
 
@@ -58,10 +62,12 @@ def convert_command(
         fail(str(exc))
     # Between formats that stream lazily (zspy, hspy) the data flows chunk by chunk through dask.
     reader, dataset = read_dataset(source, from_format, read_options, lazy=writer.lazy)
+    if to is None:
+        writer = _stack_writer(dataset, target, writer)
     problems = writer.problems(dataset)
     if problems and not drop_unsupported:
         listing = "".join(f"\n  - {p}" for p in problems)
-        fits = _formats_that_hold(dataset, writer.name)
+        fits = _formats_that_hold(dataset, writer.name, target)
         hint = f" ({', '.join(fits)} would keep everything)" if fits else ""
         fail(
             f"{writer.name} cannot hold everything in {source} ({reader.name}):{listing}\n"
@@ -71,16 +77,48 @@ def convert_command(
     for problem in problems:
         typer.echo(f"warning: dropped: {problem}", err=True)
     try:
-        written = writer.write(dataset, target, **write_options)
+        written = Path(writer.write(dataset, target, **write_options))
     except (SciZError, OSError, ValueError, TypeError) as exc:
-        fail(f"writing {target} as {writer.name} failed: {exc}")
-    size = Path(written).stat().st_size if Path(written).is_file() else None
-    detail = f" ({size} bytes)" if size is not None else ""
-    typer.echo(f"converted {source} ({reader.name}) -> {written} ({writer.name}){detail}")
+        fail(f"writing {target} as {writer.name} failed: {_option_hint(exc, write_options)}")
+    typer.echo(_summary(source, reader.name, dataset, written, writer.name, len(problems)))
 
 
-def _formats_that_hold(dataset: object, exclude: str) -> list[str]:
-    """The extensions of the writable formats (other than ``exclude``) that can hold ``dataset`` whole."""
+def _stack_writer(dataset: Any, target: Path, writer: Any) -> Any:
+    """The AFM bundle format for ``target`` when ``dataset`` is an AFM stack and the name fits one (``.npz``)."""
+    from ..formats import list_formats
+    from ..stack import METADATA_KEY
+
+    if writer.afm_stack or not isinstance(dataset.metadata.get(METADATA_KEY), dict):
+        return writer
+    fitting = [f for f in list_formats("afm-stack") if f.can_write and f.matches_extension(target)]
+    return max(fitting, key=lambda f: f.matches_extension(target), default=writer)
+
+
+def _option_hint(exc: Exception, options: dict[str, Any]) -> str:
+    """The writer's error, spelled with the command-line flag when it names a ``-w`` option by its keyword."""
+    text = str(exc)
+    for key in options:
+        text = text.replace(f"{key}=", f"-w {key}=", 1) if f"-w {key}=" not in text else text
+    return text
+
+
+def _summary(source: Path, reader: str, dataset: Any, written: Path, writer: str, dropped: int) -> str:
+    """One line, the same for every format: what went where, its size on disk and the ratio to the data."""
+    from .app import disk_size, human_size
+
+    size = disk_size(written)
+    nbytes = sum(int(a.size) * a.dtype.itemsize for a in dataset.arrays().values())
+    ratio = f", ratio {nbytes / size:.2f}" if size else ""
+    kept = f"; dropped {dropped} item(s) (see warnings)" if dropped else ""
+    return f"converted {source} ({reader}) -> {written} ({writer}): {human_size(size)} on disk{ratio}{kept}"
+
+
+def _formats_that_hold(dataset: object, exclude: str, target: Path) -> list[str]:
+    """How to name the writable formats (other than ``exclude``) that hold ``dataset`` whole.
+
+    By extension (``.hspy``), or ``--to <name>`` for one that shares ``target``'s extension (a plain
+    ``npz`` where the AFM bundle was refused).
+    """
     from ..formats import list_formats
 
     fits: list[str] = []
@@ -92,6 +130,7 @@ def _formats_that_hold(dataset: object, exclude: str) -> list[str]:
                 continue
         except Exception:  # a format that cannot even judge the dataset does not hold it
             continue
-        if plugin.extensions[0] not in fits:
-            fits.append(plugin.extensions[0])
+        spelled = f"--to {plugin.name}" if plugin.matches_extension(target) else plugin.extensions[0]
+        if spelled not in fits:
+            fits.append(spelled)
     return fits

@@ -69,26 +69,97 @@ def read_dataset(
     return plugin, dataset
 
 
-def _array_rows(dataset: Any) -> list[dict[str, Any]]:
+def _array_rows(dataset: Any, container: str) -> list[dict[str, Any]]:
     rows = []
     for name, array in dataset.arrays().items():
         stored = dataset.storage.get(name)
         nbytes = int(np.prod(array.shape, dtype=np.int64)) * np.dtype(array.dtype).itemsize
         stored_bytes = stored.stored_bytes if stored is not None else None
-        rows.append(
-            {
-                "name": name,
-                "shape": [int(n) for n in array.shape],
-                "dtype": str(np.dtype(array.dtype)),
-                "codec": stored.codec if stored is not None else None,
-                "parameters": dict(stored.parameters) if stored is not None else {},
-                "details": dict(stored.details) if stored is not None else {},
-                "stored_bytes": stored_bytes,
-                "nbytes": nbytes,
-                "ratio": (nbytes / stored_bytes) if stored_bytes else None,
-            }
-        )
+        row = {
+            "name": name,
+            "shape": [int(n) for n in array.shape],
+            "dtype": str(np.dtype(array.dtype)),
+            "codec": stored.codec if stored is not None else None,
+            "parameters": dict(stored.parameters) if stored is not None else {},
+            "details": dict(stored.details) if stored is not None else {},
+            "stored_bytes": stored_bytes,
+            "nbytes": nbytes,
+            "ratio": (nbytes / stored_bytes) if stored_bytes else None,
+        }
+        rows.append(row | codec_report(container, row["codec"], row["parameters"]))
     return rows
+
+
+#: Codecs that never change a value (with any parameters).
+_LOSSLESS = {"none", "deflate", "gzip", "lzf", "pcodec", "szip", "floatpred", "jetraw", "shuffle", "zstd", "blosc"}
+#: What other tools need to read a codec's arrays, by container and codec (None: any reader of the container).
+_HDF5_PLUGIN = "h5py after `import hdf5plugin` (it registers HDF5 filter {id}, {name})"
+_SCIZ_ENTRY_POINT = (
+    "sciz installed (pip install sciz): numcodecs finds its 'sciz' codec through an entry point, "
+    "so zarr, HyperSpy and RosettaSciIO read it"
+)
+_READ_WITH = {
+    ("zarr", "sciz"): _SCIZ_ENTRY_POINT,
+    ("zarr", "zfpy"): "zarr/numcodecs with the zfpy package installed (pip install zfpy)",
+    ("zarr", "pcodec"): "zarr/numcodecs with the pcodec package installed (pip install pcodec)",
+    ("scz", "*"): "sciz only: sciz.load() or sciz.codecs.decode() (a sciz codec stream)",
+}
+
+
+def _container(format_name: str) -> str:
+    return {"hspy": "hdf5", "afm-h5": "hdf5", "zspy": "zarr", "zspy-zip": "zarr", "scz": "scz"}.get(format_name, "")
+
+
+def _bound(codec: str, parameters: dict[str, Any]) -> str | None:
+    """The error bound of ``codec`` with ``parameters`` in words; None when no value changes."""
+    if codec in _LOSSLESS or codec.endswith(" vendor data"):  # vendor data: the instrument's own values
+        return None
+    mode = parameters.get("mode")
+    if codec == "sperr":  # mode "pwe" (point-wise error), "bpp" (rate) or "psnr", the value in "quality"
+        quality = parameters.get("quality", parameters.get("tolerance"))
+        sperr_words = {"pwe": "|error| <= {} (point-wise)", "bpp": "{} bits per value", "psnr": "PSNR >= {} dB"}
+        return sperr_words.get(str(mode), f"mode {mode} quality {{}}").format(quality)
+    if codec == "zfpy":  # numcodecs' ZFPY: 2 fixed rate, 3 fixed precision, 4 fixed accuracy, 5 reversible
+        zfp_modes = {2: "rate", 3: "precision", 4: "tolerance", 5: "lossless"}
+        mode = zfp_modes.get(mode if isinstance(mode, int) else -1)
+        if mode == "lossless":
+            return None
+        if mode:
+            parameters = {mode: parameters.get(mode)}
+    for key, words in (
+        ("tolerance", "|error| <= {} (absolute)"),
+        ("rate", "{} bits per value"),
+        ("precision", "{} bit planes kept"),
+        ("psnr", "PSNR >= {} dB"),
+    ):
+        value = parameters.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            if key == "tolerance" and value == 0:
+                return None  # tolerance 0: the lossless mode
+            return words.format(f"{value:g}")
+    if "cd_values" in parameters:
+        return "set in the HDF5 filter's values (not written by sciz)"
+    return "not recorded in the file"
+
+
+def codec_report(container: str, codec: str | None, parameters: dict[str, Any]) -> dict[str, Any]:
+    """What a user needs about one array's codec: its name, whether and how far it is lossy, and
+    what another tool needs to read it (``read_with``; None when the container's usual reader does)."""
+    from ..codecs.registry import CODECS
+
+    if codec is None:
+        return {"codec_name": None, "lossy": None, "bound": None, "read_with": None}
+    name, inner = codec, parameters
+    if codec == "sciz" and isinstance(parameters.get("codec"), dict):  # zarr: {"id": "sciz", "codec": {...}}
+        inner = {k: v for k, v in parameters["codec"].items() if k != "id"}
+        name = str(parameters["codec"].get("id", "sciz"))
+    bound = _bound(name, inner)
+    read_with = _READ_WITH.get((container, codec)) or _READ_WITH.get((container, "*"))
+    spec = CODECS.get(name)
+    if container == "hdf5" and spec is not None and spec.hdf5_filter_id is not None and spec.hdf5_filter_id > 32000:
+        read_with = _HDF5_PLUGIN.format(id=spec.hdf5_filter_id, name=name)
+    shown = f"{name} (sciz stream)" if codec == "sciz" and name != "sciz" else name
+    return {"codec_name": shown, "lossy": bound is not None, "bound": bound, "read_with": read_with}
 
 
 #: Items of a long list shown in the text report (per-frame metadata of a 1000-frame video).
@@ -131,8 +202,41 @@ def _stack_lines(summary: dict[str, Any]) -> Iterator[str]:
     yield f"  timestamps [s]: {shown}{more}" + (f" ({missing} frames without one)" if missing else "")
 
 
+def records_summary(records: Sequence[Any]) -> dict[str, str] | None:
+    """One line per key of a long list of similar dicts (per-frame metadata): None when it is not one.
+
+    A key with one value in every record gives ``value (all N)``; numbers ``first .. last``
+    (``evenly spaced by d`` when they are); others their count of distinct values and the first.
+    """
+    if len(records) <= _LIST_ITEMS + 1 or not all(isinstance(r, dict) for r in records):
+        return None
+    keys: dict[str, None] = {}
+    for record in records:
+        keys.update(dict.fromkeys(map(str, record)))
+    out: dict[str, str] = {}
+    for key in keys:
+        values = [r.get(key) for r in records if key in r]
+        where = "" if len(values) == len(records) else f" (in {len(values)} of {len(records)})"
+        shown = [repr(v) if not isinstance(v, str) else v for v in values]
+        if all(s == shown[0] for s in shown):
+            out[key] = f"{_short(values[0], 60)} (all {len(values)}){where}"
+        elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            steps = np.diff(np.asarray(values, dtype=np.float64))
+            even = f", evenly spaced by {steps[0]:.6g}" if np.allclose(steps, steps[0], rtol=1e-9) else ""
+            out[key] = f"{values[0]:.6g} .. {values[-1]:.6g}{even}{where}"
+        else:
+            out[key] = f"{len(set(shown))} distinct values, first {_short(values[0], 60)}{where}"
+    return out
+
+
 def _summarise(value: Any, indent: int, limit: int = 100) -> Iterator[str]:
     pad = "  " * indent
+    compact = records_summary(value) if isinstance(value, list | tuple) else None
+    if compact is not None:
+        yield f"{pad}{len(value)} records; per key:"
+        for key, line in compact.items():
+            yield f"{pad}  {key}: {line}"
+        return
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(item, dict | list | tuple) and item and _is_nested(item):
@@ -152,6 +256,15 @@ def _summarise(value: Any, indent: int, limit: int = 100) -> Iterator[str]:
                 yield f"{pad}[{index}] {_short(item, limit)}"
     else:
         yield f"{pad}{_short(value, limit)}"
+
+
+def step_names(provenance: Sequence[Any]) -> list[str]:
+    """The name of each provenance step (sciz records ``step``, playNano ``name``)."""
+    names = []
+    for step in provenance:
+        found = next((step.get(k) for k in ("step", "name", "function", "operation") if step.get(k)), None)
+        names.append(str(found) if found is not None else "?")
+    return names
 
 
 def _is_nested(value: Any) -> bool:
@@ -220,43 +333,59 @@ def info_command(
         return
     plugin, dataset = read_dataset(path, format_name, options)
     size = disk_size(path)
-    rows = _array_rows(dataset)
+    rows = _array_rows(dataset, _container(plugin.name))
     stack = _afm_stack(dataset)
     axes = [axis.to_dict() | {"size": n} for axis, n in zip(dataset.axes, dataset.shape, strict=True)]
+    steps = step_names(dataset.provenance)
+    stored = [r["stored_bytes"] for r in rows]
+    total = sum(r["nbytes"] for r in rows)
     if as_json:
         report = {
             "path": os.fspath(path),
             "format": plugin.name,
             "description": plugin.description,
+            "name": dataset.name,
             "size_on_disk": size,
+            "ratio": total / size if size else None,
             "arrays": rows,
             "axes": axes,
             "metadata": to_jsonable(dataset.metadata),
             "provenance_steps": len(dataset.provenance),
+            "provenance_step_names": steps,
             "capabilities": sorted(plugin.capabilities()),
         }
         if stack is not None:
             report["afm_stack"] = stack
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
         return
-    typer.echo(f"file:     {path} ({human_size(size)} on disk)")
+    ratio = f", ratio {total / size:.2f} to the data in memory" if size else ""
+    typer.echo(f"file:     {path} ({human_size(size)} on disk{ratio})")
     typer.echo(f"format:   {plugin.name} - {plugin.description}")
     if dataset.name:
         typer.echo(f"name:     {dataset.name}")
     typer.echo("arrays:")
     width = max(len(r["name"]) for r in rows)
+    codec_width = max(len(r["codec_name"] or "?") for r in rows)
     for row in rows:
         shape = " x ".join(map(str, row["shape"])) or "scalar"
-        stored = human_size(row["stored_bytes"]) if row["stored_bytes"] is not None else "?"
-        ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "?"
+        on_disk = human_size(row["stored_bytes"]) if row["stored_bytes"] is not None else "not reported"
+        ratio = f"  ratio {row['ratio']:.2f}" if row["ratio"] is not None else ""
         typer.echo(
-            f"  {row['name']:<{width}}  {shape:<18} {row['dtype']:<9} codec {row['codec'] or '?':<8} "
-            f"stored {stored:>10}  ratio {ratio}"
+            f"  {row['name']:<{width}}  {shape:<18} {row['dtype']:<9} codec {row['codec_name'] or '?':<{codec_width}}  "
+            f"stored {on_disk:>10}{ratio}"
         )
-        extra = [f"{k}={v}" for k, v in row["parameters"].items() if v is not None]
+        shown = row["parameters"]
+        if row["codec"] == "sciz" and isinstance(shown.get("codec"), dict):  # a sciz stream in zarr: its codec's
+            shown = {k: v for k, v in shown["codec"].items() if k != "id"}
+        extra = [", ".join(f"{k}={v}" for k, v in shown.items() if v is not None)] if shown else []
+        extra += [f"lossy: {row['bound']}"] if row["lossy"] else []
         extra += [f"{k}: {v}" for k, v in row["details"].items()]
-        if extra:
-            typer.echo(f"  {'':<{width}}  {', '.join(extra)}")
+        if row["read_with"]:
+            extra.append(f"other tools read it with {row['read_with']}")
+        for line in extra:
+            typer.echo(f"  {'':<{width}}  {line}")
+    if None in stored:
+        typer.echo("  (sizes not reported: the format does not say how each array is stored)")
     typer.echo("axes:")
     for index, axis in enumerate(axes):
         units = f" [{axis['units']}]" if axis["units"] else ""
@@ -271,5 +400,4 @@ def info_command(
     for line in _summarise(dataset.metadata, 1):
         typer.echo(line)
     if dataset.provenance:
-        steps = ", ".join(str(step.get("step", "?")) for step in dataset.provenance)
-        typer.echo(f"provenance: {len(dataset.provenance)} steps ({steps})")
+        typer.echo(f"provenance: {len(steps)} steps: {', '.join(steps)}")

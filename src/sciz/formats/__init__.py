@@ -170,14 +170,20 @@ def format_for_writing(path: str | os.PathLike[str], format: str | None = None) 
     if format is not None:
         plugin = get_format(format)
     else:
-        matches = [(f.matches_extension(path), f.priority, f) for f in _registry.values() if f.can_write]
-        best = max(matches, key=lambda m: (m[0], m[1]), default=(0, 0, None))
-        if best[0] == 0 or best[2] is None:
+        matches = [(f.matches_extension(path), f.generic, f.priority, f) for f in _registry.values() if f.can_write]
+        best = max(matches, key=lambda m: m[:3], default=(0, True, 0, None))
+        if best[0] == 0 or best[3] is None:
             known = ", ".join(f"{f.name} ({'/'.join(f.extensions)})" for f in _registry.values() if f.can_write)
+            readable = [f.name for f in _registry.values() if f.matches_extension(path) and not f.can_write]
+            if readable:
+                raise FormatError(
+                    f"{os.fspath(path)}: sciz cannot write {'/'.join(readable)} files (it only reads them); "
+                    f"writable: {known}"
+                )
             raise UnknownFormatError(f"{os.fspath(path)}: cannot tell the format from the name; writable: {known}")
-        plugin = best[2]
+        plugin = best[3]
     if not plugin.can_write:
-        raise FormatError(f"sciz reads {plugin.name} files but cannot write them")
+        raise FormatError(f"sciz cannot write {plugin.name} files (it only reads them)")
     return plugin
 
 

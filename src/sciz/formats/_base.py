@@ -40,6 +40,8 @@ def single_array_problems(dataset: Dataset, label: str) -> list[str]:
         found.append(f"masks {sorted(dataset.masks)} (a {label} file holds one array)")
     if dataset.metadata:
         found.append(f"metadata {sorted(map(str, dataset.metadata))} ({label} holds no metadata)")
+    if dataset.name:
+        found.append(f"title {dataset.name!r} ({label} holds no title)")
     calibrated = [
         a.name for a in dataset.axes if a.units or a.scale != 1.0 or a.offset != 0.0 or a.navigate is not None
     ]
@@ -75,6 +77,10 @@ class Format(ABC):
     can_read: ClassVar[bool] = True
     #: :meth:`write` works (``sciz.save``, ``sciz convert`` targets).
     can_write: ClassVar[bool] = True
+    #: Writes any Dataset it can hold. ``False`` for formats made for one kind of data (the AFM
+    #: bundles): a name's extension picks them only when no generic format has that extension
+    #: (``x.npz`` stays a plain NPZ; ``--to afm-npz`` or ``format="afm-npz"`` asks for the bundle).
+    generic: ClassVar[bool] = True
     #: :meth:`read` takes ``lazy=True`` (dask arrays) and :meth:`write` streams dask arrays chunk
     #: by chunk, so :func:`sciz.lazy.convert` between two such formats never holds the data whole.
     lazy: ClassVar[bool] = False

@@ -73,6 +73,7 @@ __all__ = [
     "check_dataset",
     "chunk_origins",
     "chunk_plan",
+    "dataset_storage",
     "deflate_chunk",
     "filter_codec",
     "get",
@@ -652,6 +653,53 @@ def filter_codec(dataset: Any) -> str | None:
             "these filters only on their own or followed by fletcher32"
         )
     return FILTER_CODECS[lossy[0]]
+
+
+#: HDF5's own filters by id (h5py names them), for ``sciz info``.
+_BUILTIN_FILTERS = {1: "gzip", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit", 6: "scaleoffset", 32000: "lzf"}
+#: Filters that protect or rearrange bytes; the codec is the other one.
+_HELPER_FILTERS = {2, 3}
+
+
+def dataset_storage(dataset: Any) -> Any:
+    """How an h5py dataset is stored, for ``sciz info``: codec, its parameters, bytes on disk, chunks.
+
+    The codec is named by the sciz codec table (``32024`` -> ``sz3``, the hdf5plugin ids) or by
+    HDF5 (``gzip``); its parameters come from the ``sciz_codec`` attribute sciz writes beside its
+    lossy filters, else from the filter's own values (``cd_values``, as other writers leave them).
+    """
+    import json
+
+    from ..codecs.registry import CODECS
+    from ..model import StoredArray
+
+    by_filter = {spec.hdf5_filter_id: name for name, spec in CODECS.items() if spec.hdf5_filter_id is not None}
+    by_filter.update({code: name for code, name in _BUILTIN_FILTERS.items() if code not in by_filter})
+    filters = _filters(dataset)
+    names = [by_filter.get(code, f"HDF5 filter {code}") for code, _, _ in filters]
+    main = [(code, values) for code, _, values in filters if code not in _HELPER_FILTERS]
+    codec = by_filter.get(main[0][0], f"HDF5 filter {main[0][0]}") if main else "none"
+    parameters: dict[str, Any] = {}
+    text = _text_attr(dataset, "sciz_codec")
+    if text:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            parameters = {k: v for k, v in json.loads(text).items() if k != "id"}
+    elif main and main[0][0] not in _BUILTIN_FILTERS:
+        parameters = {"cd_values": list(main[0][1])}
+    elif main and main[0][0] == 1 and main[0][1]:
+        parameters = {"level": main[0][1][0]}
+    details: dict[str, Any] = {
+        "HDF5 filters": ", ".join(f"{c} ({n})" for (c, _, _), n in zip(filters, names, strict=True))
+    }
+    if not filters:
+        details = {}
+    return StoredArray(
+        codec=codec,
+        stored_bytes=int(dataset.id.get_storage_size()),
+        chunks=tuple(dataset.chunks) if dataset.chunks else None,
+        parameters=parameters,
+        details=details,
+    )
 
 
 class _ChunkPlan:

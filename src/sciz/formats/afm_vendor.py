@@ -28,7 +28,7 @@ import numpy as np
 from .._util import require
 from ..errors import FormatError, MissingDependencyError, argument_error
 from ..metadata import decode_text
-from ..model import Dataset
+from ..model import Dataset, StoredArray
 from . import _hdf5
 from ._base import Format
 
@@ -80,6 +80,11 @@ class VendorAfmFormat(Format):
         channels = self.channels(path)
         if channels:
             dataset.metadata["afm_stack"]["channels"] = channels
+        # What sciz info can say of the storage: the vendor's own encoding, all channels in one file.
+        listed = ", ".join(channels) if channels else "not listed without reading them"
+        dataset.storage["data"] = StoredArray(
+            codec=f"{self.name} vendor data", details={f"channels in the file ({len(channels)})": listed}
+        )
         return dataset
 
     def read_stack(self, path: Path, channel: str | None = None, pixel_size_nm: float | None = None) -> ImageStack:

@@ -600,15 +600,8 @@ def _storage(path: Path, signal: dict[str, Any]) -> dict[str, StoredArray]:
             data = _hdf5.get(handle, f"Experiments/{experiment_name(signal)}/data", str(path))
             if data is None:
                 return {}
-            filters = list(data._filters) or ["none"]
-            codec = "+".join(str(f) for f in filters if f != "shuffle") or "none"
-            return {
-                "data": StoredArray(
-                    codec=codec,
-                    stored_bytes=int(data.id.get_storage_size()),
-                    chunks=tuple(data.chunks) if data.chunks else None,
-                )
-            }
+            stored: StoredArray = _hdf5.dataset_storage(data)
+            return {"data": stored}
     except (OSError, KeyError):
         return {}
 

@@ -164,7 +164,7 @@ class NpyFormat(Format):
         if unknown:
             raise argument_error(f"option {unknown[0]}", options[unknown[0]], "reading npy files takes: mmap")
         data = read_npy(path, mmap=options.get("mmap", False))
-        dataset = Dataset(data, name=path.stem)
+        dataset = Dataset(data)  # a .npy file holds no title
         dataset.storage = {"data": StoredArray(codec="none", stored_bytes=int(data.nbytes))}
         return dataset
 

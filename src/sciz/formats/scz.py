@@ -91,6 +91,9 @@ def write_scz(
             )
         codec = "pcodec"
     if isinstance(codec, str):
+        known = codecs.list_codecs()
+        if codec.lower().removeprefix("sciz_") not in (*known, "auto"):
+            raise argument_error("codec", codec, f"known codecs are {', '.join(known)} and auto")
         chosen = codecs.get(codec, **params)
     elif hasattr(codec, "get_config") and not params:
         chosen = codec
@@ -121,7 +124,7 @@ class SczFormat(Format):
         if unknown:
             raise argument_error(f"option {unknown[0]}", options[unknown[0]], "reading .scz files takes: numthreads")
         array, stored = read_scz(path, **options)
-        dataset = Dataset(array, name=path.stem)
+        dataset = Dataset(array)  # a stream holds no title
         dataset.storage = {"data": stored}
         return dataset
 

@@ -374,7 +374,7 @@ def _mesh_dataset(source: Path, vertices: np.ndarray, normals: np.ndarray, heade
         axes=[Axis("triangle"), Axis("vertex"), Axis("coordinate")],
         layers={"normals": normals},
         metadata={"stl_header": header, "stl_format": kind, "triangles": len(vertices)},
-        name=source.stem,
+        name=header,  # the title sciz writes there (a height map's title, or the mesh's header)
     )
     if kind == "binary":
         # Each 50-byte record: 12 bytes of normal, 36 of vertices, 2 of attribute (counted with the vertices).
@@ -450,7 +450,7 @@ class StlFormat(Format):
             z_scale=options.get("z_scale", 1.0),
             base_thickness=options.get("base_thickness"),
             binary=binary,
-            header=str(comment) if comment else (dataset.name or "sciz height map"),
+            header=dataset.name or (str(comment) if comment else "sciz height map"),
         )
 
     def problems(self, dataset: Dataset) -> list[str]:
@@ -464,6 +464,11 @@ class StlFormat(Format):
             values = np.asarray(dataset.data)
             if values.dtype.kind == "f" and not np.isfinite(values).all():
                 found.append("NaN or infinite heights (STL vertices must be finite; fill no-data first)")
+            elif values.dtype.itemsize >= 4 and values.dtype != np.float32:
+                with np.errstate(all="ignore"):
+                    exact = np.array_equal(values.astype(np.float32).astype(values.dtype), values)
+                if not exact:
+                    found.append(f"{values.dtype} heights that float32 (STL's vertices) cannot hold exactly")
             for axis in dataset.axes:
                 if axis.scale <= 0:
                     found.append(f"axis {axis.name!r} has scale {axis.scale} (STL needs a pitch > 0)")
@@ -475,6 +480,8 @@ class StlFormat(Format):
             found.append(f"layers {layers} (STL holds one surface)")
         if dataset.masks:
             found.append(f"masks {sorted(dataset.masks)} (STL holds one surface)")
+        if dataset.name and not mesh and _header(dataset.name).decode("ascii").rstrip() != dataset.name:
+            found.append(f"title {dataset.name!r} (the STL header keeps at most 80 ASCII characters, not 'solid...')")
         allowed = _MESH_KEYS if mesh else _HEIGHTMAP_KEYS
         extra = sorted(str(k) for k in dataset.metadata if k not in allowed)
         if extra:

@@ -254,8 +254,7 @@ def read_tmd(path: str | os.PathLike[str], *, nodata_to_nan: bool = False) -> Da
             Axis("x", "mm", header.x_length / header.width, header.x_offset),
         ],
         masks=masks,
-        metadata=metadata,
-        name=source.stem,
+        metadata=metadata,  # no title: a TMD file holds none (its comment is metadata["comment"])
     )
     dataset.storage = {"data": StoredArray(codec="none", stored_bytes=4 * count)}
     if nodata_to_nan:
@@ -418,10 +417,16 @@ class TmdFormat(Format):
             found.append(f"data of shape {dataset.shape}: TMD holds one 2-D height map")
         if dataset.dtype.kind not in "biuf":
             found.append(f"data of dtype {dataset.dtype}: TMD holds real float32 heights")
-        elif dataset.dtype.itemsize > 4 or (dataset.dtype.kind in "iu" and dataset.dtype.itemsize > 2):
-            values = np.asarray(dataset.data)
-            if not np.array_equal(values.astype(np.float32).astype(values.dtype), values, equal_nan=True):
-                found.append(f"{dataset.dtype} heights that float32 (TMD's type) cannot hold exactly")
+        elif dataset.dtype != np.float32:
+            exact = (dataset.dtype.itemsize < 4 and dataset.dtype.kind != "f") or dataset.dtype == np.float16
+            if not exact:
+                values = np.asarray(dataset.data)
+                with np.errstate(all="ignore"):
+                    exact = np.array_equal(values.astype(np.float32).astype(values.dtype), values, equal_nan=True)
+            change = "the values are kept" if exact else "the values would change"
+            found.append(f"data of dtype {dataset.dtype} (TMD stores float32 heights; {change})")
+        if dataset.name:
+            found.append(f"title {dataset.name!r} (TMD holds no title; its comment is metadata['comment'])")
         if dataset.layers:
             found.append(f"layers {sorted(dataset.layers)} (TMD holds one height map)")
         extra_masks = sorted(set(dataset.masks) - {"nodata"})

@@ -542,7 +542,9 @@ def _storage(signal: dict[str, Any], kv: Any) -> dict[str, StoredArray]:
         outer = meta.filters[-1] if (meta.compressor or {}).get("id") == "crc32" and meta.filters else meta.compressor
         codec = (outer or {}).get("id", "none") if meta.zarr_format == 2 else meta.codecs[-1]["name"]
         stored = sum(kv.size(key) for key in kv.keys_under(meta.path) if not engine.is_document(key))
-        return {"data": StoredArray(codec=str(codec), stored_bytes=stored, chunks=meta.chunks)}
+        config = (outer or {}) if meta.zarr_format == 2 else meta.codecs[-1].get("configuration", {})
+        parameters = {k: v for k, v in config.items() if k not in ("id", "name")}
+        return {"data": StoredArray(codec=str(codec), stored_bytes=stored, chunks=meta.chunks, parameters=parameters)}
     except (FormatError, KeyError, AssertionError, IndexError):
         return {}
 
