@@ -257,10 +257,14 @@ def _write(
     )
 
 
-def _open_written(path: Path, group: str, engine: str, decode: bool = True) -> Any:
-    """The written group as a reader opens it (CF decoding), or its stored values (``decode=False``)."""
+def _open_written(path: Path, group: str, engine: str, decode: bool = True, keep: Any = ()) -> Any:
+    """The written group as a reader opens it (CF decoding but for the variables in ``keep``, copied as
+    stored), or its stored values (``decode=False``)."""
     xr = require("xarray", "netcdf")
     options: dict[str, Any] = {"decode_times": False, "decode_timedelta": False, "decode_cf": decode}
+    if decode and keep:
+        with _open_written(path, group, engine, decode=False) as stored:
+            options["mask_and_scale"] = {str(n): str(n) not in keep for n in stored.variables}
     if group != "/":
         options["group"] = group
     if engine == "zarr":
@@ -445,7 +449,7 @@ def _write_and_check(
             _write(ds, path, group, engine, {k: p.encoding for k, p in plans[group].items()}, zarr_format, i == 0)
         rows, failed = [], False
         for group, ds in datasets.items():
-            written = _open_written(path, group, engine)
+            written = _open_written(path, group, engine, keep=[n for n, p in plans[group].items() if p.role == "kept"])
             raw = _open_written(path, group, engine, decode=False)
             try:
                 for name, entry in plans[group].items():

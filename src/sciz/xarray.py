@@ -215,7 +215,10 @@ def _zarr_compressor(zarr_format: int) -> dict[str, Any]:
 
 
 def _cf(var: Any) -> dict[str, Any]:
-    return {k: var.encoding[k] for k in _CF_KEYS if k in var.encoding}
+    found = {k: var.encoding[k] for k in _CF_KEYS if k in var.encoding}
+    if var.dtype.kind == "f" and "_FillValue" not in found and "_FillValue" not in var.attrs:
+        found["_FillValue"] = None  # xarray would add a NaN _FillValue the source did not have
+    return found
 
 
 def _bound_for(
