@@ -205,14 +205,14 @@ def _open(source: Path, group: str, keep: Mapping[str, str], kind: str, big: boo
         with xr.open_dataset(source, **options, decode_cf=False) as names:
             every = [str(n) for n in names.variables]
         options["mask_and_scale"] = {n: n not in keep for n in every}
-    if big:
-        options["chunks"] = {}
     try:
         ds = xr.open_dataset(source, **options)
+        if big:  # dask chunks as the writer's HDF5 chunks, given at opening (rechunking reads whole variables)
+            chunks = {str(dim): _leading_chunk(ds, dim) for dim in ds.dims}
+            ds.close()
+            ds = xr.open_dataset(source, **options, chunks=chunks)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, IndexError) as exc:
         raise FormatError(f"{source}: cannot read group {group} with xarray: {type(exc).__name__}: {exc}") from None
-    if big:
-        ds = ds.chunk({dim: _leading_chunk(ds, dim) for dim in ds.dims})
     return ds
 
 

@@ -4,8 +4,9 @@
 ``xarray.open_dataset`` does by default) an encoding that keeps an absolute error bound on its data:
 
 - **plugins** (``portable=False``, engine ``h5netcdf``): HDF5 filters from hdf5plugin — SZ3
-  (32024), ZFP (32013), SPERR (32028), Blosc2 — the codec chosen per variable by
-  :func:`sciz.codecs.choose` on the variable's data. Readers need ``import hdf5plugin`` (xarray,
+  (32024), SZ2 (32017), ZFP (32013), SPERR (32028), Blosc2 — per variable the one that stores a
+  sample of the variable smallest (CF packing competes too; see :func:`_plugin` for why the filters
+  are measured rather than ranked by :func:`sciz.codecs.choose`). Readers need ``import hdf5plugin`` (xarray,
   h5py) or ``HDF5_PLUGIN_PATH`` (netCDF-C >= 4.9). Fill values stay in the data the filter codes:
   SZ3 keeps the bound on every element, and a fill value whose float spacing exceeds twice the
   bound (1e20, 9.97e36) can only come back exactly; ZFP and SPERR would spread a 1e20 over its
@@ -57,6 +58,7 @@ ENGINES = ("h5netcdf", "netcdf4", "zarr")
 #: The per-variable methods, by the engines that write them.
 METHODS = {
     "sz3": ("h5netcdf",),
+    "sz": ("h5netcdf",),
     "zfp": ("h5netcdf",),
     "sperr": ("h5netcdf",),
     "blosc2": ("h5netcdf",),
@@ -318,7 +320,7 @@ def _plan_data(
         return entry
     entry = VariablePlan(name, "data", "", bound)
     entry.notes.append(f"bound {bound:.4g} ({how})")
-    sample = _sample(var.values if var.size <= SAMPLE_ELEMENTS else var.variable)
+    sample = _sample(var)
     if codec in LOSSLESS_METHODS:
         entry.method, entry.tolerance = codec, 0.0
         entry.encoding = {**cf, **_lossless(codec, var, engine, zarr_format)}
@@ -442,16 +444,21 @@ def _plugin(
     if missing and (fill is None or not np.isfinite(fill)):
         entry.notes.append("NaN without a finite fill value: the plugin filters cannot hold NaN")
         return None
-    # Variables with missing values: only SZ3 keeps a far-off fill value exactly (ZFP and SPERR spread it).
+    # Variables with missing values: SZ3 and SZ2 keep a far-off fill value exactly (ZFP and SPERR spread it).
     names = ["sz3"] if missing else [n for n in _PLUGIN_CODECS if sample.dtype.str[1:] in CODECS[n].dtypes]
+    names = [n for n in names if _engine_here(n)] + ["sz"]  # SZ2's filter (32017): no sciz codec, only the filter
     if method != "plugin":
         names = [method]
-    names = [n for n in names if _engine_here(n)]
     coded = np.where(np.isnan(sample), sample.dtype.type(fill), sample) if missing else sample
     sizes: dict[str, tuple[int, dict[str, Any]]] = {}
     for name in names:
         try:
-            options = codecs.get(name, tolerance=bound).hdf5_filter(coded)
+            if name == "sz":
+                import hdf5plugin
+
+                options = dict(hdf5plugin.SZ(absolute=bound))
+            else:
+                options = codecs.get(name, tolerance=bound).hdf5_filter(coded)
         except (CodecError, ArgumentError, ValueError) as exc:
             entry.notes.append(f"{name}: {exc}")
             continue
@@ -507,7 +514,7 @@ def encoding(
     variables
         Per variable absolute bounds, overriding the others (``{"tos": 0.01}``).
     codec
-        Force one method for every data variable: ``sz3``, ``zfp``, ``sperr``, ``blosc2`` (plugins),
+        Force one method for every data variable: ``sz3``, ``sz``, ``zfp``, ``sperr``, ``blosc2`` (plugins),
         ``pack``, ``bitround``, ``deflate``. None: chosen per variable.
     portable
         Only encodings every netCDF reader decodes without plugins (engine ``netcdf4``).
