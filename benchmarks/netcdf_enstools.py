@@ -9,7 +9,7 @@ automatic mode: per variable the compressor and parameter found by bisection aga
 constraints correlation_I:5, ssim_I:2). It reports the file size, the time and the max absolute error
 of every data variable over the valid (non-fill) elements, read back with xarray.
 
-Run: ``/tmp/ens/bin/python benchmarks/netcdf_enstools.py OUT.json [--rel 1e-3] FILE.nc ...``.
+Run: ``/tmp/ens/bin/python benchmarks/netcdf_enstools.py OUT.json [--rel 1e-3] [--modes sz3,sz,auto] FILE.nc ...``.
 """
 
 from __future__ import annotations
@@ -53,13 +53,15 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("files", type=Path, nargs="+")
     parser.add_argument("--rel", type=float, default=1e-3)
+    parser.add_argument("--modes", default="sz3,sz,auto", help="which of sz3, sz, auto to run")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     logging.disable(logging.CRITICAL)
     result: dict[str, Any] = {}
     for source in args.files:
         rows: dict[str, Any] = {}
-        for mode in (f"lossy,sz3,rel,{args.rel}", f"lossy,sz,rel,{args.rel}", "auto"):
+        modes = {"sz3": f"lossy,sz3,rel,{args.rel}", "sz": f"lossy,sz,rel,{args.rel}", "auto": "auto"}
+        for mode in (modes[m] for m in args.modes.split(",")):
             with tempfile.TemporaryDirectory() as scratch:
                 started = time.perf_counter()
                 try:

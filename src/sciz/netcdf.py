@@ -261,7 +261,8 @@ def _open_written(path: Path, group: str, engine: str, decode: bool = True, keep
     """The written group as a reader opens it (CF decoding but for the variables in ``keep``, copied as
     stored), or its stored values (``decode=False``)."""
     xr = require("xarray", "netcdf")
-    options: dict[str, Any] = {"decode_times": False, "decode_timedelta": False, "decode_cf": decode}
+    # cache=False: xarray would otherwise keep every block the check reads (the whole file, in the end)
+    options: dict[str, Any] = {"decode_times": False, "decode_timedelta": False, "decode_cf": decode, "cache": False}
     if decode and keep:
         with _open_written(path, group, engine, decode=False) as stored:
             options["mask_and_scale"] = {str(n): str(n) not in keep for n in stored.variables}

@@ -378,7 +378,8 @@ def _encode_method(
             return None
         if engine == "zarr":
             return {**packed, **_zarr_compressor(zarr_format)}
-        return {**packed, "zlib": True, "complevel": _DEFLATE_LEVEL, "shuffle": True}
+        chunks = {"chunksizes": _chunks(var.shape, np.dtype(packed["dtype"]).itemsize)} if var.ndim else {}
+        return {**packed, "zlib": True, "complevel": _DEFLATE_LEVEL, "shuffle": True, **chunks}
     if method == "bitround":
         keep = bitround_keepbits(max(abs(span[0]), abs(span[1])), bound, var.dtype)
         if keep is None:
