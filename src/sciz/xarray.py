@@ -246,7 +246,8 @@ def _check_args(engine: str, zarr_format: int, codec: str | None, tolerance: Any
         raise argument_error("zarr_format", zarr_format, "must be 2 or 3")
     if codec is not None and (codec not in METHODS or engine not in METHODS[codec]):
         allowed = [m for m, engines in METHODS.items() if engine in engines]
-        raise argument_error("codec", codec, f"for engine {engine} one of {', '.join(allowed)}")
+        hint = " (bitround is netCDF-C's quantisation: use portable=True, --portable)" if codec == "bitround" else ""
+        raise argument_error("codec", codec, f"for engine {engine} one of {', '.join(allowed)}{hint}")
     if tolerance is not None and rel_tolerance is not None:
         raise argument_error("tolerance", tolerance, "give tolerance or rel_tolerance, not both")
     for label, value in (("tolerance", tolerance), ("rel_tolerance", rel_tolerance)):
