@@ -122,6 +122,13 @@ def _climate_text(climate: dict[str, Any] | None) -> str:
     )
 
 
+def _disk_size(path: Path) -> int:
+    """Bytes of a file, or of every file below a directory (a Zarr store)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -261,8 +268,7 @@ def _open_written(path: Path, group: str, engine: str, decode: bool = True, keep
     """The written group as a reader opens it (CF decoding but for the variables in ``keep``, copied as
     stored), or its stored values (``decode=False``)."""
     xr = require("xarray", "netcdf")
-    # cache=False: xarray would otherwise keep every block the check reads (the whole file, in the end)
-    options: dict[str, Any] = {"decode_times": False, "decode_timedelta": False, "decode_cf": decode, "cache": False}
+    options: dict[str, Any] = {"decode_times": False, "decode_timedelta": False, "decode_cf": decode}
     if decode and keep:
         with _open_written(path, group, engine, decode=False) as stored:
             options["mask_and_scale"] = {str(n): str(n) not in keep for n in stored.variables}
@@ -270,6 +276,7 @@ def _open_written(path: Path, group: str, engine: str, decode: bool = True, keep
         options["group"] = group
     if engine == "zarr":
         return xr.open_zarr(path, consolidated=False, chunks=None, **options)
+    options["cache"] = False  # xarray would otherwise keep every block the check reads (the whole file, in the end)
     if engine == "h5netcdf":
         import hdf5plugin  # noqa: F401  (the plugin filters for h5py)
     return xr.open_dataset(path, engine=engine, **options)
@@ -435,14 +442,12 @@ def compress(
     finally:
         for ds in datasets.values():
             ds.close()
-    from .cli.app import disk_size
-
     result = CompressReport(
         os.fspath(source),
         os.fspath(target),
         tier if kind == "netcdf4" or engine == "zarr" else f"{tier} (netCDF-4 from {kind})",
-        disk_size(source),
-        disk_size(target),
+        _disk_size(source),
+        _disk_size(target),
         round(time.perf_counter() - started, 3),
         rows,
     )
