@@ -29,7 +29,11 @@ _register_commands()
 runner = CliRunner()
 
 #: Real samples of the formats sciz reads but does not write (in the shared data).
-VENDOR_SAMPLES = {"asd": "afm/asd_sample_0.asd", "h5-jpk": "afm/sample_0.h5-jpk"}
+VENDOR_SAMPLES = {
+    "asd": "afm/asd_sample_0.asd",
+    "h5-jpk": "afm/sample_0.h5-jpk",
+    "netcdf": "netcdf/tos_O1_2001-2002.nc",
+}
 #: Read-only formats with no sample file in the shared data (their readers are AFMReader's, tested there).
 NO_SAMPLE = {"spm", "jpk", "ibw", "gwy"}
 

@@ -1,5 +1,8 @@
 """``sciz compress IN OUT --tolerance T``: read any registered format, choose the codec that compresses it
-best within the bound (:func:`sciz.codecs.choose`) and write it into OUT with that codec."""
+best within the bound (:func:`sciz.codecs.choose`) and write it into OUT with that codec.
+
+A netCDF source goes to :func:`sciz.netcdf.compress` instead: every variable with its own bound and
+encoding, written as netCDF-4 (``OUT.nc``) or Zarr (``OUT.zarr``), with a per-variable table."""
 
 from __future__ import annotations
 
@@ -23,6 +26,60 @@ def _target_options(writer_name: str, codec: Any) -> dict[str, Any]:
     if writer_name == "hspy":
         return {"compression": codec}
     fail(f"{writer_name} files cannot hold a chosen codec; write .scz, .zspy or .hspy")
+
+
+def _is_netcdf(source: Path) -> bool:
+    from ..formats.netcdf import CLASSIC_MAGIC, NetcdfFormat
+
+    if not source.is_file():
+        return False
+    with source.open("rb") as handle:
+        head = handle.read(8)
+    return head[:4] in CLASSIC_MAGIC or (
+        head.startswith(b"\x89HDF") and NetcdfFormat().sniff(source, head) and source.suffix.lower() != ".hspy"
+    )
+
+
+def _compress_netcdf(
+    source: Path,
+    target: Path,
+    tolerance: float | None,
+    rel_tolerance: float | None,
+    var: list[str],
+    codec_name: str | None,
+    portable: bool,
+    zarr_format: int,
+    report: Path | None,
+    force: bool,
+) -> None:
+    from ..errors import SciZError
+    from ..netcdf import compress
+
+    overrides: dict[str, float] = {}
+    for item in var:
+        name, sep, value = item.partition("=")
+        try:
+            overrides[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            fail(f"--var {item!r}: expected NAME=TOL with TOL a number, e.g. --var tos=0.01", code=2)
+    try:
+        result = compress(
+            source,
+            target,
+            tolerance=tolerance,
+            rel_tolerance=rel_tolerance,
+            variables=overrides,
+            codec=codec_name,
+            portable=portable,
+            zarr_format=zarr_format,
+            report=report,
+            force=force,
+        )
+    except (SciZError, OSError, ValueError) as exc:
+        fail(str(exc) if str(source) in str(exc) or str(target) in str(exc) else f"{source}: {exc}")
+    typer.echo(result.table())
 
 
 @app.command("compress")
@@ -49,9 +106,36 @@ def compress_command(
         list[str] | None, typer.Option("--read-option", "-r", help="KEY=VALUE for the reader.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace TARGET if it exists.")] = False,
+    var: Annotated[
+        list[str] | None, typer.Option("--var", help="netCDF: NAME=TOL, an absolute bound for one variable.")
+    ] = None,
+    codec_name: Annotated[
+        str | None,
+        typer.Option("--codec", help="netCDF: sz3, zfp, sperr, blosc2, pack, bitround or deflate for every variable."),
+    ] = None,
+    portable: Annotated[
+        bool, typer.Option("--portable", help="netCDF: only encodings every reader decodes without plugins.")
+    ] = False,
+    zarr_format: Annotated[int, typer.Option("--zarr-format", help="netCDF to .zarr: 2 or 3.")] = 3,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="netCDF: write the per-variable table as JSON here.")
+    ] = None,
 ) -> None:
-    """Compress SOURCE into TARGET with the codec that compresses it best within the bound."""
+    """Compress SOURCE into TARGET with the codec that compresses it best within the bound.
+
+    A netCDF SOURCE is compressed variable by variable into TARGET.nc (netCDF-4; HDF5 plugin filters,
+    or with --portable CF packing / BitRound) or TARGET.zarr, each variable checked against its bound.
+    """
     import numpy as np
+
+    if _is_netcdf(source):
+        if psnr is not None or fill_value is not None or to is not None or read_option:
+            fail("for a netCDF source use --tolerance, --rel-tolerance, --var, --codec, --portable, --report", code=2)
+        _compress_netcdf(source, target, tolerance, rel_tolerance, var or [], codec_name, portable, zarr_format,
+                         report, force)  # fmt: skip
+        return
+    if var or codec_name or portable or report is not None:
+        fail("--var, --codec, --portable and --report are for netCDF sources", code=2)
 
     from .. import codecs
     from ..codecs.registry import spec

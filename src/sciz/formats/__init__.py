@@ -60,6 +60,7 @@ BUILTIN_FORMATS: list[str] = [
     "sciz.formats.afm_vendor:JpkFormat",
     "sciz.formats.afm_vendor:IbwFormat",
     "sciz.formats.afm_vendor:GwyFormat",
+    "sciz.formats.netcdf:NetcdfFormat",
 ]
 
 _registry: dict[str, Format] = {}

@@ -1,0 +1,324 @@
+"""netCDF files (classic CDF-1/2/5 and netCDF-4/HDF5): read one variable as a Dataset, describe them all.
+
+A netCDF file holds many variables on shared dimensions; a sciz :class:`~sciz.model.Dataset` holds
+one primary array. The mapping:
+
+- ``sciz.load("x.nc", variable="tos")`` reads one data variable (default: the data variable with
+  the most elements) with xarray's CF decoding (``mask_and_scale``: fill and missing values become
+  NaN, packed integers are unpacked; times stay numbers, as stored). Its dimensions become
+  :class:`~sciz.model.Axis` objects: name, units, and scale/offset from the coordinate variable
+  when it is regular (equal steps within 1e-6 of the step), else scale 1 with the coordinate in
+  ``metadata["coordinates"]``. The variable's attributes go to ``metadata["attributes"]``, its CF
+  encoding (``_FillValue``, ``missing_value``, ``scale_factor``, ``add_offset``, dtype) to
+  ``metadata["encoding"]``, the global attributes to ``metadata["global_attributes"]`` and the other
+  variables' names to ``metadata["other_variables"]``. With ``mask_and_scale=False`` the data are
+  the stored values, fill values included, exactly.
+- Several variables with their shared coordinates, groups and CF semantics are what
+  :class:`xarray.Dataset` models: use ``xarray.open_dataset`` for that, :func:`sciz.xarray.encoding`
+  to compress it, and :func:`sciz.netcdf.compress` for a whole file. sciz does not write netCDF
+  through :func:`sciz.save` (one array would drop the rest of the file).
+
+:meth:`NetcdfFormat.describe` (``sciz info x.nc``) lists dimensions (unlimited marked), coordinates
+and data variables with dtype, shape, CF attributes, the stored filters and the stored size.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError, argument_error
+from ..model import Axis, Dataset, StoredArray
+from ._base import Format, require
+
+__all__ = ["CLASSIC_MAGIC", "HDF5_MAGIC", "NetcdfFormat", "netcdf_kind", "open_xarray"]
+
+#: CDF-1 (classic), CDF-2 (64-bit offset) and CDF-5 (64-bit data) magic; netCDF-4 is an HDF5 file.
+CLASSIC_MAGIC = {b"CDF\x01": "classic", b"CDF\x02": "64bit_offset", b"CDF\x05": "cdf5"}
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+#: CF attributes ``sciz info`` shows for each variable.
+CF_ATTRIBUTES = ("units", "long_name", "standard_name", "_FillValue", "missing_value", "scale_factor", "add_offset")
+#: HDF5 filter ids by name, for the stored-filter column.
+FILTER_NAMES = {
+    1: "deflate",
+    2: "shuffle",
+    3: "fletcher32",
+    4: "szip",
+    32001: "blosc",
+    32013: "zfp",
+    32015: "zstd",
+    32024: "sz3",
+    32026: "blosc2",
+    32028: "sperr",
+}
+
+
+def netcdf_kind(path: Path) -> str:
+    """``classic``, ``64bit_offset``, ``cdf5`` or ``netcdf4`` from the file's magic; FormatError otherwise."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise FormatError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if head[:4] in CLASSIC_MAGIC:
+        return CLASSIC_MAGIC[head[:4]]
+    if head.startswith(HDF5_MAGIC):
+        return "netcdf4"
+    raise FormatError(f"{path}: not a netCDF file (no CDF or HDF5 signature; first bytes {head[:4]!r})")
+
+
+def check_complete(path: Path, handle: Any) -> None:
+    """Refuse a classic file shorter than its variables' data (netCDF-C reads a cut file's tail as zeros).
+
+    ``handle`` is the open ``netCDF4.Dataset``. The header's own length is not known here, so a
+    file cut by less than its header is not caught; every cut into the data is.
+    """
+    if handle.data_model.startswith("NETCDF4"):
+        return
+    needed = 0
+    for var in handle.variables.values():
+        size = math.prod(int(n) for n in var.shape) * np.dtype(var.dtype).itemsize
+        needed += size
+    actual = path.stat().st_size
+    if actual < needed:
+        raise FormatError(f"{path}: truncated netCDF file: {actual} bytes on disk, its variables alone need {needed}")
+
+
+def open_xarray(path: Path, **options: Any) -> Any:
+    """``xarray.open_dataset`` with the engine for the file's kind (h5netcdf + hdf5plugin for netCDF-4).
+
+    Errors of a truncated or corrupt file become :class:`FormatError` naming the file.
+    """
+    xr = require("xarray", "netcdf", needed_for="reading netCDF files")
+    kind = netcdf_kind(path)
+    if kind == "netcdf4":
+        require("h5netcdf", "netcdf", needed_for="reading netCDF-4 files")
+        require("hdf5plugin", "netcdf", needed_for="reading netCDF-4 files with SZ3/ZFP/SPERR filters")
+        engine = "h5netcdf"
+    else:
+        nc4 = require("netCDF4", "netcdf", needed_for="reading netCDF classic files")
+        engine = "netcdf4"
+        try:
+            with nc4.Dataset(path) as handle:
+                check_complete(path, handle)
+        except OSError as exc:
+            raise FormatError(f"{path}: cannot read it as netCDF ({kind}): {exc}") from None
+    try:
+        return xr.open_dataset(path, engine=engine, **options)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, IndexError) as exc:
+        raise FormatError(f"{path}: cannot read it as netCDF ({kind}): {type(exc).__name__}: {exc}") from None
+
+
+def _regular(values: np.ndarray) -> tuple[float, float] | None:
+    """(offset, scale) of an evenly spaced 1-d coordinate, or None."""
+    if values.ndim != 1 or values.size == 0 or values.dtype.kind not in "iuf":
+        return None
+    if values.size == 1:
+        return float(values[0]), 1.0
+    steps = np.diff(values.astype(np.float64))
+    step = float(steps.mean())
+    if step == 0 or not np.all(np.abs(steps - step) <= 1e-6 * abs(step)):
+        return None
+    return float(values[0]), step
+
+
+def _plain(value: Any) -> Any:
+    """An attribute value as JSON-able Python (numpy scalars and arrays unwrapped)."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()] if value.ndim else _plain(value.item())
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _data_variables(ds: Any) -> list[str]:
+    return [str(name) for name in ds.data_vars]
+
+
+class NetcdfFormat(Format):
+    """netCDF classic and netCDF-4 files, read with xarray (one variable per Dataset)."""
+
+    name = "netcdf"
+    description = "netCDF classic (CDF-1/2/5) and netCDF-4 files (one variable per Dataset; xarray for the whole)"
+    extensions = (".nc", ".nc4", ".cdf", ".netcdf")
+    magic = tuple(CLASSIC_MAGIC)
+    can_write = False
+    extra = "netcdf"
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        if head[:4] in CLASSIC_MAGIC:
+            return True
+        if not head.startswith(HDF5_MAGIC):
+            return False
+        if self.matches_extension(path):
+            return True
+        try:
+            import h5py
+
+            with h5py.File(path, "r") as handle:  # netCDF-C and h5netcdf mark their files so
+                return "_NCProperties" in handle.attrs
+        except (OSError, ImportError, ValueError, KeyError, RuntimeError):
+            return False
+
+    def read(self, path: Path, **options: Any) -> Dataset:
+        """One variable: ``variable=`` (default: the largest data variable); ``mask_and_scale`` (True)."""
+        variable = options.pop("variable", None)
+        mask_and_scale = options.pop("mask_and_scale", True)
+        if options:
+            raise argument_error("options", sorted(options), "netCDF takes variable= and mask_and_scale=")
+        with open_xarray(path, mask_and_scale=bool(mask_and_scale), decode_times=False) as ds:
+            names = _data_variables(ds) or [str(n) for n in ds.variables]
+            if variable is None:
+                if not names:
+                    raise FormatError(f"{path}: the file holds no variables")
+                variable = max(names, key=lambda n: ds[n].size)
+            if variable not in ds.variables:
+                raise argument_error("variable", variable, f"{path} holds {', '.join(map(str, ds.variables))}")
+            var = ds[variable]
+            if var.dtype.kind not in "biuf":
+                raise FormatError(
+                    f"{path}: variable {variable!r} is {var.dtype} (sciz reads numeric variables; use xarray)"
+                )
+            data = np.asarray(var.values)
+            axes, coordinates = self._axes(ds, var)
+            metadata: dict[str, Any] = {
+                "variable": variable,
+                "dimensions": list(map(str, var.dims)),
+                "attributes": {str(k): _plain(v) for k, v in var.attrs.items()},
+                "encoding": {
+                    str(k): _plain(v)
+                    for k, v in var.encoding.items()
+                    if k in ("_FillValue", "missing_value", "scale_factor", "add_offset", "dtype")
+                },
+                "global_attributes": {str(k): _plain(v) for k, v in ds.attrs.items()},
+                "other_variables": [str(n) for n in ds.variables if n != variable],
+            }
+            if "dtype" in metadata["encoding"]:
+                metadata["encoding"]["dtype"] = str(metadata["encoding"]["dtype"])
+            if coordinates:
+                metadata["coordinates"] = coordinates
+        stored = StoredArray(codec="netcdf", stored_bytes=None, details={"kind": netcdf_kind(path)})
+        return Dataset(data, axes=axes, metadata=metadata, name=variable, storage={"data": stored})
+
+    @staticmethod
+    def _axes(ds: Any, var: Any) -> tuple[list[Axis], dict[str, list[Any]]]:
+        axes, irregular = [], {}
+        for dim in var.dims:
+            units, offset, scale = "", 0.0, 1.0
+            if dim in ds.variables:
+                coordinate = ds[dim]
+                units = str(coordinate.attrs.get("units", ""))
+                values = np.asarray(coordinate.values)
+                regular = _regular(values)
+                if regular is None:
+                    irregular[str(dim)] = [_plain(v) for v in values.tolist()]
+                else:
+                    offset, scale = regular
+            axes.append(Axis(name=str(dim), units=units, scale=scale, offset=offset))
+        return axes, irregular
+
+    def describe(self, path: Path, **options: Any) -> dict[str, Any] | None:
+        """Dimensions, coordinates and data variables with their CF attributes, filters and sizes."""
+        if options:
+            raise argument_error("options", sorted(options), "sciz info takes no read options for netCDF")
+        kind = netcdf_kind(path)
+        nc4 = require("netCDF4", "netcdf", needed_for="describing netCDF files")
+        try:
+            handle = nc4.Dataset(path, "r")
+        except OSError as exc:
+            raise FormatError(f"{path}: cannot open it as netCDF ({kind}): {exc}") from None
+        try:
+            check_complete(path, handle)
+            storage = _hdf5_storage(path) if kind == "netcdf4" else {}
+            report = {"netcdf_format": handle.data_model, "kind": kind}
+            report |= _describe_group(handle, "/", storage)
+        finally:
+            handle.close()
+        return report
+
+
+def _describe_group(group: Any, where: str, storage: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    dimensions = {
+        name: f"{len(dim)} (unlimited)" if dim.isunlimited() else len(dim) for name, dim in group.dimensions.items()
+    }
+    # Coordinates: dimension variables, their bounds and the auxiliary ones a "coordinates" attribute names
+    bounds = {str(v.getncattr("bounds")) for v in group.variables.values() if "bounds" in v.ncattrs()}
+    for v in group.variables.values():
+        if "coordinates" in v.ncattrs():
+            bounds.update(str(v.getncattr("coordinates")).split())
+    coordinates: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    for name, var in group.variables.items():
+        row = _describe_variable(var, f"{where.rstrip('/')}/{name}", storage)
+        is_coordinate = (var.dimensions == (name,)) or name in bounds
+        (coordinates if is_coordinate else data)[name] = row
+    out: dict[str, Any] = {"dimensions": dimensions, "coordinates": coordinates, "data_variables": data}
+    attrs = {k: _plain(group.getncattr(k)) for k in group.ncattrs()}
+    if attrs:
+        out["attributes"] = attrs
+    if group.groups:
+        out["groups"] = {
+            name: _describe_group(sub, f"{where.rstrip('/')}/{name}", storage) for name, sub in group.groups.items()
+        }
+    return out
+
+
+def _describe_variable(var: Any, where: str, storage: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    dtype = var.dtype if isinstance(var.dtype, np.dtype) else np.dtype("O")
+    shape = [int(n) for n in var.shape]
+    raw = int(math.prod(shape) * dtype.itemsize) if dtype.kind != "O" else None
+    row: dict[str, Any] = {
+        "dtype": str(var.dtype) if isinstance(var.dtype, np.dtype) else getattr(var.dtype, "__name__", str(var.dtype)),
+        "dimensions": list(var.dimensions),
+        "shape": shape,
+    }
+    attributes = {k: _plain(var.getncattr(k)) for k in var.ncattrs()}
+    cf = {k: attributes[k] for k in CF_ATTRIBUTES if k in attributes}
+    if cf:
+        row["cf"] = cf
+    stored = storage.get(where)
+    if stored is not None:
+        row["filters"] = stored["filters"] or ["none"]
+        row["chunks"] = stored["chunks"]
+        row["stored_bytes"] = stored["stored_bytes"]
+    else:
+        row["filters"] = ["none (netCDF classic stores raw values)"]
+        row["stored_bytes"] = raw
+    if raw and row.get("stored_bytes"):
+        row["ratio"] = round(raw / row["stored_bytes"], 3)
+    quantize = [k for k in attributes if k.startswith("_Quantize")]
+    if quantize:
+        row["quantize"] = {k: attributes[k] for k in quantize}
+    return row
+
+
+def _hdf5_storage(path: Path) -> dict[str, dict[str, Any]]:
+    """Per dataset of a netCDF-4 file: its filter pipeline (names and options), chunks and stored bytes."""
+    h5py = require("h5py", "netcdf", needed_for="describing netCDF-4 storage")
+    found: dict[str, dict[str, Any]] = {}
+    with h5py.File(path, "r") as handle:
+
+        def visit(name: str, node: Any) -> None:
+            if not isinstance(node, h5py.Dataset):
+                return
+            plist = node.id.get_create_plist()
+            filters = []
+            for i in range(plist.get_nfilters()):
+                code, _flags, values, _name = plist.get_filter(i)
+                label = FILTER_NAMES.get(int(code), f"filter {int(code)}")
+                filters.append(f"{label} {list(values)}" if values and label not in ("shuffle",) else label)
+            found["/" + name] = {
+                "filters": filters,
+                "chunks": list(node.chunks) if node.chunks else None,
+                "stored_bytes": int(node.id.get_storage_size()),
+            }
+
+        handle.visititems(visit)
+    return found
