@@ -224,8 +224,11 @@ class TreeWriter:
         flat = self._homogeneous(items)
         if flat is None:
             child = group.group(f"{kind}{len(items)}_{key}")
+            # Item keys zero-padded to one width ("00".."11"): HyperSpy and RosettaSciIO sort item keys
+            # as strings, so "10" came before "2"; sciz reads both forms as numbers (_index_key).
+            width = len(str(len(items) - 1))
             for index, item in enumerate(items):
-                self.write_item(str(index), item, child)
+                self.write_item(str(index).zfill(width), item, child)
             return
         self.write_array(group, f"{kind}{key}", ArrayRef(flat))
 
