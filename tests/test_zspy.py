@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import pathlib
 import shutil
@@ -714,3 +715,41 @@ def test_lazy_dataset_saved_over_its_own_file(tmp_path: Path, ext: str) -> None:
     back = sciz.load(path)
     assert back.metadata == {"edited": True}
     np.testing.assert_array_equal(back.data, np.arange(60.0).reshape(3, 4, 5))
+
+
+def _stored_lazy_attribute(path: Path) -> Any:
+    """The ``_lazy`` attribute a zspy/hspy file stores (read from disk by zarr / h5py, not by sciz)."""
+    if path.suffix == ".hspy":
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            (name,) = handle["Experiments"]
+            return handle[f"Experiments/{name}/attributes"].attrs["_lazy"]
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    (name,) = group["Experiments"].group_keys()
+    return group[f"Experiments/{name}/attributes"].attrs["_lazy"]
+
+
+@pytest.mark.parametrize("saved_lazy", [False, True])
+def test_lazy_convert_keeps_the_stored_lazy_attribute(tmp_path: Path, saved_lazy: bool) -> None:
+    # A trial user's finding: `sciz convert` streams zspy/hspy lazily, and the written file said
+    # _lazy=True for a signal HyperSpy had saved eagerly. The file's own value is carried over.
+    import subprocess
+    import sys
+
+    source = tmp_path / "source.zspy"
+    zspy.file_writer(source, {**signal(), "attributes": {"_lazy": saved_lazy}}, show_progressbar=False)
+    assert bool(_stored_lazy_attribute(source)) is saved_lazy
+    chain = [source, tmp_path / "a.hspy", tmp_path / "b.zspy"]
+    for src, dst in itertools.pairwise(chain):
+        command = [sys.executable, "-c", "from sciz.cli import main; main()", "convert", str(src), str(dst)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert bool(_stored_lazy_attribute(dst)) is saved_lazy, (src.name, dst.name)
+    # A Dataset made in memory is no lazy HyperSpy signal, whether its data is dask or numpy.
+    import dask.array as da
+
+    sciz.save(sciz.Dataset(da.zeros((4, 4), chunks=2)), tmp_path / "mem.zspy")
+    assert _stored_lazy_attribute(tmp_path / "mem.zspy") is False

@@ -593,6 +593,7 @@ def _named(target: Path) -> Iterator[None]:
 
 
 def _storage(path: Path, signal: dict[str, Any]) -> dict[str, StoredArray]:
+    from .hyperspy_convert import LAZY_DETAIL
     from .hyperspy_tree import experiment_name
 
     try:
@@ -602,11 +603,15 @@ def _storage(path: Path, signal: dict[str, Any]) -> dict[str, StoredArray]:
                 return {}
             filters = list(data._filters) or ["none"]
             codec = "+".join(str(f) for f in filters if f != "shuffle") or "none"
+            attributes = _hdf5.get(handle, f"Experiments/{experiment_name(signal)}/attributes", str(path))
+            lazy = attributes.attrs.get("_lazy") if attributes is not None else None
+            details = {LAZY_DETAIL: bool(lazy)} if isinstance(lazy, bool | np.bool_) else {}
             return {
                 "data": StoredArray(
                     codec=codec,
                     stored_bytes=int(data.id.get_storage_size()),
                     chunks=tuple(data.chunks) if data.chunks else None,
+                    details=details,
                 )
             }
     except (OSError, KeyError):

@@ -22,6 +22,7 @@ from ..atomic import atomic_directory, atomic_file, prepare_target, recover, scr
 from ..errors import CodecError, FormatError, SciZError, argument_error
 from ..model import Dataset, StoredArray
 from ._base import Format, require, zip_member_names
+from .hyperspy_convert import LAZY_DETAIL
 from .hyperspy_tree import (
     ArrayNode,
     GroupNode,
@@ -542,7 +543,10 @@ def _storage(signal: dict[str, Any], kv: Any) -> dict[str, StoredArray]:
         outer = meta.filters[-1] if (meta.compressor or {}).get("id") == "crc32" and meta.filters else meta.compressor
         codec = (outer or {}).get("id", "none") if meta.zarr_format == 2 else meta.codecs[-1]["name"]
         stored = sum(kv.size(key) for key in kv.keys_under(meta.path) if not engine.is_document(key))
-        return {"data": StoredArray(codec=str(codec), stored_bytes=stored, chunks=meta.chunks)}
+        attributes = node.children.get("attributes")
+        lazy = attributes.attrs.get("_lazy") if isinstance(attributes, GroupNode) else None
+        details = {LAZY_DETAIL: lazy} if isinstance(lazy, bool) else {}
+        return {"data": StoredArray(codec=str(codec), stored_bytes=stored, chunks=meta.chunks, details=details)}
     except (FormatError, KeyError, AssertionError, IndexError):
         return {}
 
