@@ -317,3 +317,23 @@ def test_rsciio_reads_everything_sciz_can_store(tmp_path: Path, rsciio_python: s
             assert exact["bytes_nul"] == b"\x00\xffraw\x00" and exact["complex"] == 1 + 2j
         else:
             assert bytes(exact["bytes_nul"].astype(np.uint8)) == b"\x00\xffraw\x00" and exact["complex"] == "(1+2j)"
+
+
+def test_rsciio_reads_files_with_names_longer_than_a_file_system_holds(tmp_path: Path, rsciio_python: str) -> None:
+    # sciz stores such names as "~#<sha256>" with the real name in the root group (read back exactly by
+    # sciz); RosettaSciIO reads the file, with the stand-in as the key.
+    from test_zspy_safety import LONG_KEYS, long_name_signal
+
+    zspy.file_writer(tmp_path / "long.zspy", long_name_signal(), show_progressbar=False)
+    hspy.file_writer(tmp_path / "long.hspy", long_name_signal(), show_progressbar=False)
+    jobs = [["read", "zspy", str(tmp_path / "long.zspy"), False], ["read", "hspy", str(tmp_path / "long.hspy"), False]]
+    for kind, result in zip(("zspy", "hspy"), rsciio(rsciio_python, jobs), strict=True):
+        read = dec(result[0])
+        np.testing.assert_array_equal(read["data"], long_name_signal()["data"])
+        assert read["metadata"]["General"]["title"] == "t" * 400
+        nested = read["metadata"]["Nested"]
+        if kind == "hspy":  # HDF5 names have no such limit
+            assert sorted(nested) == sorted(LONG_KEYS)
+        else:
+            assert len(nested) == len(LONG_KEYS) and all(k.startswith("~#") for k in nested)
+        assert sorted(v["value"] for v in nested.values()) == list(range(len(LONG_KEYS)))

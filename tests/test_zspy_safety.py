@@ -497,3 +497,63 @@ def test_a_chunk_that_inflates_past_its_size_stops_at_the_bound(tmp_path: Path, 
     for chunk in chunks:  # the same compressor within bounds still reads
         chunk.write_bytes(bytes(codec.encode(data.tobytes())))
     assert np.array_equal(np.asarray(sciz.load(path).data), data)
+
+
+# --------------------------------------------------------------------------------------------
+# Names longer than a file system holds, and text no file holds
+# --------------------------------------------------------------------------------------------
+LONG_KEYS = ["k" * 300, "温" * 90, "~" + "x" * 260, ".." + "." * 300]
+
+
+def long_name_signal() -> dict[str, Any]:
+    nested = {key: {"value": index, "array": np.arange(index + 1)} for index, key in enumerate(LONG_KEYS)}
+    lists = {key: [{"a": index}, index] for index, key in enumerate(LONG_KEYS)}
+    return signal(title="t" * 400, Nested=nested, Lists=lists)
+
+
+@pytest.mark.parametrize("kind", ["local", "zip", "hspy"])
+def test_names_longer_than_a_file_system_holds_round_trip_in_a_fresh_process(tmp_path: Path, kind: str) -> None:
+    from sciz.formats import hspy
+
+    target = tmp_path / ("long.hspy" if kind == "hspy" else "long.zspy")
+    if kind == "hspy":
+        hspy.file_writer(target, long_name_signal(), show_progressbar=False)
+    else:
+        zspy.file_writer(target, long_name_signal(), store_type=kind, show_progressbar=False)
+    if kind == "local":
+        assert max(len(p.name.encode()) for p in target.rglob("*")) <= 255
+    code = f"""
+        import json, numpy as np
+        from sciz.{"hspy" if kind == "hspy" else "zspy"} import file_reader
+        out = []
+        for exact in (True, False):
+            (back,) = file_reader({str(target)!r}, exact=exact)
+            md = back["metadata"]
+            out.append({{
+                "title": md["General"]["title"],
+                "nested": {{k: [v["value"], v["array"].tolist()] for k, v in md["Nested"].items()}},
+                "lists": md["Lists"],
+            }})
+        print(json.dumps(out))
+    """
+    result = run_python(textwrap.dedent(code))
+    assert result.returncode == 0, result.stderr
+    for back in json.loads(result.stdout):
+        assert back["title"] == "t" * 400
+        assert back["nested"] == {k: [i, list(range(i + 1))] for i, k in enumerate(LONG_KEYS)}
+        assert back["lists"] == {k: [{"a": i}, i] for i, k in enumerate(LONG_KEYS)}
+
+
+@pytest.mark.parametrize("where", ["key", "value", "title"])
+def test_text_no_file_can_hold_is_refused_naming_the_key(tmp_path: Path, where: str) -> None:
+    from sciz.errors import ArgumentError
+    from sciz.formats import hspy
+
+    bad = "a\ud800b"  # a lone surrogate: not valid Unicode, no UTF-8 form
+    metadata = {"Odd": {bad: 1}} if where == "key" else {"Odd": {"name": bad}} if where == "value" else {}
+    sig = signal(title=bad if where == "title" else "scan", **metadata)
+    for writer, name in ((zspy.file_writer, "s.zspy"), (hspy.file_writer, "s.hspy")):
+        with pytest.raises(ArgumentError, match="lone surrogate") as info:
+            writer(tmp_path / name, sig, show_progressbar=False)
+        assert ("General" if where == "title" else "Odd") in str(info.value)
+    assert list(tmp_path.iterdir()) == []

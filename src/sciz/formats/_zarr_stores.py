@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import os
 import stat
 import threading
 import weakref
 import zipfile
-from collections.abc import Coroutine, Iterator, MutableMapping
+from collections.abc import Coroutine, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -33,12 +34,15 @@ from urllib.parse import quote, unquote
 from ..errors import FormatError, argument_error
 
 __all__ = [
+    "LONG_NAMES_ATTR",
+    "MAX_NAME_BYTES",
     "DirectoryKV",
     "KVStore",
     "MappingKV",
     "ZarrStoreKV",
     "ZipKV",
     "check_key",
+    "is_long_stand_in",
     "join_key",
     "kv_for",
     "store_name",
@@ -48,7 +52,13 @@ __all__ = [
 
 #: First character of an escaped node name; a real name starting with it is escaped too (injective).
 _ESCAPE = "~"
+#: Start of the stand-in for a name too long for a file system (percent-encoding never yields ``#``).
+_LONG = "~#"
 _RESERVED_NAMES = frozenset({"zarr.json"})
+#: Longest directory entry name, in bytes, of common file systems (ext4, XFS, APFS, NTFS in UTF-16 units).
+MAX_NAME_BYTES = 255
+#: Root group attribute mapping the stand-ins of long names to the names (see :func:`store_name`).
+LONG_NAMES_ATTR = "_sciz_long_names"
 
 
 def store_name(name: str) -> str:
@@ -56,18 +66,42 @@ def store_name(name: str) -> str:
 
     Escaped are names that are empty, start with ``.`` (``.``, ``..``, ``.zattrs``...: zarr's own
     documents or path traversal), start with ``~``, are ``zarr.json``, or contain ``/``, ``\\`` or
-    NUL: they become ``~`` followed by the name percent-encoded.
+    NUL: they become ``~`` followed by the name percent-encoded. A name whose store form would be
+    longer than :data:`MAX_NAME_BYTES` (a directory entry the file system refuses) becomes ``~#``
+    and its SHA-256; the writer records the name under :data:`LONG_NAMES_ATTR` of the root group
+    and :func:`tree_name` restores it from there.
 
-    >>> store_name(".."), store_name(""), store_name("data")
-    ('~..', '~', 'data')
+    >>> store_name(".."), store_name(""), store_name("data"), len(store_name("k" * 300))
+    ('~..', '~', 'data', 66)
     """
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError(
+            f"name {name!r} is not valid Unicode (it holds a lone surrogate), which no store can name"
+        ) from None
     if name and not name.startswith((".", _ESCAPE)) and name not in _RESERVED_NAMES and not _bad_chars(name):
-        return name
-    return _ESCAPE + quote(name, safe="")
+        form = name
+    else:
+        form = _ESCAPE + quote(name, safe="")
+    if len(form.encode("utf-8")) <= MAX_NAME_BYTES:
+        return form
+    return _LONG + hashlib.sha256(encoded).hexdigest()
 
 
-def tree_name(name: str) -> str:
-    """The node name a store-safe name stands for (inverse of :func:`store_name`)."""
+def is_long_stand_in(name: str) -> bool:
+    """Whether a store name stands for a name too long to store (its real name is in the root group)."""
+    return name.startswith(_LONG)
+
+
+def tree_name(name: str, long_names: Mapping[str, str] | None = None) -> str:
+    """The node name a store-safe name stands for (inverse of :func:`store_name`).
+
+    ``long_names``: the root group's :data:`LONG_NAMES_ATTR` record; a stand-in it lacks reads as it is.
+    """
+    if name.startswith(_LONG):
+        real = (long_names or {}).get(name)
+        return real if isinstance(real, str) and store_name(real) == name else name
     return unquote(name[1:]) if name.startswith(_ESCAPE) else name
 
 

@@ -178,6 +178,9 @@ class TreeWriter:
     def write_dict(self, mapping: Mapping[Any, Any], group: GroupNode) -> None:
         for raw_key, value in mapping.items():
             key = str(raw_key).replace("/", "-") or "_"
+            _check_text(key, group, key)
+            if isinstance(value, str):
+                _check_text(value, group, key)
             self.write_item(key, value, group)
 
     def write_item(self, key: str, value: Any, group: GroupNode) -> None:
@@ -282,6 +285,17 @@ class TreeWriter:
                 model = model_group.children.get(str(name))
                 if isinstance(model, GroupNode):
                     model.attrs["_signal"] = "/" + group.path
+
+
+def _check_text(text: str, group: GroupNode, key: str) -> None:
+    """Refuse a key or string value no file can hold: one with a lone surrogate is not valid Unicode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ArgumentError(
+            f"metadata item {_join(group.path, key)!r}: {text!r} is not valid Unicode (a lone surrogate), "
+            "which neither Zarr nor HDF5 can store"
+        ) from None
 
 
 def experiment_name(signal: Mapping[str, Any]) -> str:

@@ -32,13 +32,16 @@ from ..errors import FormatError
 from ..metadata import to_plain
 from ._guard import check_declared_size
 from ._zarr_stores import (
+    LONG_NAMES_ATTR,
     DirectoryKV,
     KVStore,
     MappingKV,
     ZarrStoreKV,
     ZipKV,
+    is_long_stand_in,
     join_key,
     kv_for,
+    store_name,
     store_path,
     tree_name,
 )
@@ -691,7 +694,14 @@ def read_tree(kv: KVStore) -> tuple[GroupNode, int]:
     return root, zarr_format
 
 
-def _read_group(kv: KVStore, prefix: str, group: GroupNode, zarr_format: int, depth: int = 0) -> None:
+def _read_group(
+    kv: KVStore,
+    prefix: str,
+    group: GroupNode,
+    zarr_format: int,
+    depth: int = 0,
+    long_names: dict[str, str] | None = None,
+) -> None:
     """Read the group stored at ``prefix`` (a store path) into ``group`` (whose path is the node path)."""
     where = f"{kv.describe()}:{prefix or '/'}"
     if depth > MAX_DEPTH:
@@ -701,23 +711,27 @@ def _read_group(kv: KVStore, prefix: str, group: GroupNode, zarr_format: int, de
     else:
         doc = _json(kv.get(_key(prefix, "zarr.json")), where) or {}
         group.attrs = dict(doc.get("attributes") or {})
+    if depth == 0:
+        recorded = group.attrs.pop(LONG_NAMES_ATTR, None)
+        long_names = recorded if isinstance(recorded, dict) else {}
     for name in kv.list_dir(prefix):
         if name.startswith(".") or name == "zarr.json":
             continue
         path = _key(prefix, name)
-        logical = _key(group.path, tree_name(name))
+        logical_name = tree_name(name, long_names)
+        logical = _key(group.path, logical_name)
         if zarr_format == 2:
             if kv.get(_key(path, ".zgroup")) is not None:
                 child = GroupNode(path=logical)
-                group.children[tree_name(name)] = child
-                _read_group(kv, path, child, 2, depth + 1)
+                group.children[logical_name] = child
+                _read_group(kv, path, child, 2, depth + 1, long_names)
                 continue
             array_doc = _json(kv.get(_key(path, ".zarray")), path)
             if array_doc is None:
                 continue
             attrs = dict(_json(kv.get(_key(path, ".zattrs")), path) or {})
             meta = _array_meta_v2(array_doc, attrs, path)
-            group.children[tree_name(name)] = ArrayNode(
+            group.children[logical_name] = ArrayNode(
                 shape=meta.shape, dtype=meta.dtype, handle=ZarrHandle(kv, meta), attrs=attrs, path=logical
             )
         else:
@@ -726,8 +740,8 @@ def _read_group(kv: KVStore, prefix: str, group: GroupNode, zarr_format: int, de
                 continue
             if doc.get("node_type") == "group":
                 child = GroupNode(path=logical)
-                group.children[tree_name(name)] = child
-                _read_group(kv, path, child, 3, depth + 1)
+                group.children[logical_name] = child
+                _read_group(kv, path, child, 3, depth + 1, long_names)
                 continue
             try:
                 meta = _array_meta_v3(doc, path)
@@ -745,7 +759,7 @@ def _read_group(kv: KVStore, prefix: str, group: GroupNode, zarr_format: int, de
             )
             if fallback:
                 _fill_from_zarr(node)
-            group.children[tree_name(name)] = node
+            group.children[logical_name] = node
 
 
 def _zarr_python_array(handle: ZarrHandle) -> Any:
@@ -1089,21 +1103,23 @@ def write_tree(
         options.zarr_format = next(iter(keep.values())).zarr_format
     documents: dict[str, Any] = {}
     arrays: list[tuple[ArrayNode, ArrayMeta]] = []
+    long_names: dict[str, str] = {}
+    for node in root.walk():
+        for name in node.path.split("/") if node.path else ():
+            if is_long_stand_in(store_name(name)):
+                long_names[store_name(name)] = name
     for node in root.walk():
         where = store_path(node.path)
         if isinstance(node, GroupNode):
             if where.count("/") >= MAX_DEPTH:  # written, the store could not be read back
                 raise FormatError(f"{where}: groups would nest deeper than {MAX_DEPTH} levels, more than sciz reads")
+            attrs = node.attrs if node.path or not long_names else {**node.attrs, LONG_NAMES_ATTR: long_names}
             if options.zarr_format == 2:
                 documents[_key(where, ".zgroup")] = {"zarr_format": 2}
-                if node.attrs:
-                    documents[_key(where, ".zattrs")] = node.attrs
+                if attrs:
+                    documents[_key(where, ".zattrs")] = attrs
             else:
-                documents[_key(where, "zarr.json")] = {
-                    "zarr_format": 3,
-                    "node_type": "group",
-                    "attributes": node.attrs,
-                }
+                documents[_key(where, "zarr.json")] = {"zarr_format": 3, "node_type": "group", "attributes": attrs}
             continue
         meta = keep[node.path] if node.path in keep else _meta_for(node, options)
         arrays.append((node, meta))
