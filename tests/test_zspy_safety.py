@@ -557,3 +557,73 @@ def test_text_no_file_can_hold_is_refused_naming_the_key(tmp_path: Path, where: 
             writer(tmp_path / name, sig, show_progressbar=False)
         assert ("General" if where == "title" else "Odd") in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Arrays zarr-python reads for sciz (zarr 3 features the engine leaves to it) stay confined too
+# --------------------------------------------------------------------------------------------
+def _sharded_store(tmp_path: Path, name: str) -> tuple[Path, np.ndarray]:
+    """A zspy store (zarr 3) whose data array is sharded: read by zarr-python through sciz's store."""
+    import zarr
+
+    path = tmp_path / name
+    zspy.file_writer(path, signal(), zarr_format=3, show_progressbar=False)
+    data = np.arange(64.0).reshape(8, 8) + (0 if name == "s.zspy" else 1000)
+    (path / "Experiments" / "scan" / "data" / "zarr.json").unlink()
+    for chunk in sorted((path / "Experiments" / "scan" / "data").rglob("*"), reverse=True):
+        chunk.unlink() if chunk.is_file() else chunk.rmdir()
+    array = zarr.create_array(
+        path / "Experiments" / "scan" / "data", shape=(8, 8), chunks=(2, 2), shards=(4, 4), dtype="f8", zarr_format=3
+    )
+    array[:] = data
+    return path, data
+
+
+@pytest.mark.parametrize("when", ["before-open", "after-lazy-open"])
+def test_zarr_python_fallback_never_follows_a_symlinked_chunk(tmp_path: Path, when: str) -> None:
+    path, data = _sharded_store(tmp_path, "s.zspy")
+    other, _ = _sharded_store(tmp_path, "other.zspy")  # a valid shard outside the store: would decode
+    (back,) = zspy.file_reader(path, exact=False)
+    np.testing.assert_array_equal(back["data"], data)  # read by zarr-python, through DirectoryKV
+    victim = path / "Experiments" / "scan" / "data" / "c" / "1" / "1"
+    outside = other / "Experiments" / "scan" / "data" / "c" / "1" / "1"
+
+    def swap() -> None:
+        victim.unlink()
+        victim.symlink_to(outside)
+
+    if when == "before-open":
+        swap()
+        with pytest.raises(FormatError, match=r"c/1/1.*symbolic link"):
+            zspy.file_reader(path, exact=False)
+    else:  # the link appears after the lazy open: every chunk read is confined, not just a first scan
+        (lazy,) = zspy.file_reader(path, lazy=True, exact=False)
+        swap()
+        with pytest.raises(FormatError, match=r"c/1/1.*symbolic link"):
+            np.asarray(lazy["data"])
+
+
+def test_zarr_python_fallback_refuses_keys_leaving_the_store(tmp_path: Path) -> None:
+    import asyncio
+
+    from sciz.formats._zarr_kvstore import KVZarrStore
+    from sciz.formats._zarr_stores import DirectoryKV
+
+    path, _ = _sharded_store(tmp_path, "s.zspy")
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
+    store = KVZarrStore(DirectoryKV(path), read_only=True)
+    # zarr-python drops '..' from paths it builds; the store refuses any key that would leave it anyway.
+    for key in ("../secret/zarr.json", "Experiments/../../secret/zarr.json", "Experiments/./scan/zarr.json"):
+        with pytest.raises(FormatError, match="leaves the store"):
+            asyncio.run(store.get(key))
+        with pytest.raises(FormatError, match="leaves the store"):
+            asyncio.run(store.exists(key))
+
+    async def listing(prefix: str) -> list[str]:
+        return [name async for name in store.list_dir(prefix)]
+
+    with pytest.raises(FormatError, match="leaves the store"):
+        asyncio.run(listing("../secret"))
+    with pytest.raises(ValueError, match="read-only"):  # zarr's own check
+        asyncio.run(store.delete("Experiments/scan/data/zarr.json"))

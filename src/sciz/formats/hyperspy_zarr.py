@@ -763,20 +763,18 @@ def _read_group(
 
 
 def _zarr_python_array(handle: ZarrHandle) -> Any:
-    """Open an array with zarr-python (for zarr 3 features this engine does not decode itself)."""
+    """Open an array with zarr-python (for zarr 3 features this engine does not decode itself).
+
+    zarr-python reads through the sciz store (:class:`._zarr_kvstore.KVZarrStore`), never a path of
+    its own: a directory store stays confined (zarr's LocalStore follows symlinks and ``..``), a zip
+    is read with sciz's checked reader.
+    """
     import zarr
 
+    from ._zarr_kvstore import KVZarrStore
+
     kv = handle.kv
-    if isinstance(kv, DirectoryKV):
-        for _key_checked in kv.keys_under(handle.meta.path):  # zarr's LocalStore follows symlinks: refuse them first
-            pass
-        store: Any = zarr.storage.LocalStore(kv.root, read_only=True)
-    elif isinstance(kv, ZipKV):
-        store = zarr.storage.ZipStore(kv.path, mode="r")
-    elif isinstance(kv, ZarrStoreKV):
-        store = kv.store
-    else:
-        raise FormatError(f"{handle.meta.path}: this zarr 3 array needs zarr-python and a path or zarr store")
+    store = kv.store if isinstance(kv, ZarrStoreKV) else KVZarrStore(kv, read_only=True)
     return zarr.open_array(store=store, path=handle.meta.path, mode="r")
 
 
