@@ -140,7 +140,10 @@ class KVStore:
         chunk's largest sane size); a store that would have to inflate more refuses instead."""
         raise NotImplementedError
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value: bytes, *, sync: bool = False) -> None:
+        """Store ``value`` under ``key``. ``sync``: the value is on disk when this returns (fsync),
+        where the store is files; writers ask it for chunks, whose flushing then overlaps the encoding
+        of the next ones instead of following all of them (``atomic_directory`` fsyncs the rest)."""
         raise NotImplementedError
 
     def list_dir(self, prefix: str) -> list[str]:
@@ -190,8 +193,10 @@ class DirectoryKV(KVStore):
 
     shareable = True
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = False) -> None:
         self.root = Path(os.fspath(root))
+        #: Honour ``set(..., sync=True)`` (a tree that becomes the target; not a scratch tree zipped later).
+        self.durable = durable
         self._made: set[str] = set()
         self._mutex = threading.Lock()
         self._fd: int | None = None
@@ -203,10 +208,10 @@ class DirectoryKV(KVStore):
         self._real: Path | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"root": self.root, "identity": self._identity or self._expected}
+        return {"root": self.root, "identity": self._identity or self._expected, "durable": self.durable}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["root"])  # type: ignore[misc]
+        self.__init__(state["root"], durable=bool(state.get("durable")))  # type: ignore[misc]
         self._expected = state.get("identity")
 
     # ----- the root, held once --------------------------------------------------------------------
@@ -370,7 +375,7 @@ class DirectoryKV(KVStore):
         except OSError as exc:
             raise FormatError(f"{self.root}: cannot read entry {key!r} ({exc})") from None
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value: bytes, *, sync: bool = False) -> None:
         check_key(key, str(self.root))
         path = self.root / key
         parent = key.rpartition("/")[0]
@@ -380,6 +385,9 @@ class DirectoryKV(KVStore):
                 self._made.add(parent)
             with path.open("wb") as handle:
                 handle.write(value)
+                if sync and self.durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
         except OSError as exc:
             raise FormatError(f"{self.root}: cannot write entry {key!r} ({exc.strerror or exc})") from None
 
@@ -563,7 +571,7 @@ class ZipKV(KVStore):
         except (OSError, EOFError, ValueError, RuntimeError) as exc:
             raise FormatError(f"{self.path}: entry {key!r} is damaged ({exc})") from None
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value: bytes, *, sync: bool = False) -> None:
         raise FormatError(f"{self.path}: zip stores are written whole (store_type='zip'), not key by key")
 
     def list_dir(self, prefix: str) -> list[str]:
@@ -596,7 +604,7 @@ class MappingKV(KVStore):
             return None
         return bytes(value)
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value: bytes, *, sync: bool = False) -> None:
         self.mapping[check_key(key, self.describe())] = value
 
     def list_dir(self, prefix: str) -> list[str]:
@@ -652,7 +660,7 @@ class ZarrStoreKV(KVStore):
         buffer = _EventLoop.run(self.store.get(check_key(key, self.describe()), prototype=default_buffer_prototype()))
         return None if buffer is None else buffer.to_bytes()
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value: bytes, *, sync: bool = False) -> None:
         from zarr.buffer import default_buffer_prototype
 
         buffer = default_buffer_prototype().buffer.from_bytes(value)

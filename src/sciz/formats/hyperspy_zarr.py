@@ -1073,7 +1073,7 @@ class _ChunkWriter:
         encoded = meta.encode(block)
         if self.verify is not None:
             self.verify(block, encoded, meta)
-        self.kv.set(meta.chunk_key(index), encoded)
+        self.kv.set(meta.chunk_key(index), encoded, sync=True)
         if self.on_chunk is not None:
             self.on_chunk(block.nbytes)
 

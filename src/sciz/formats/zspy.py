@@ -419,7 +419,7 @@ def _write_directory(
             held.enter_context(old.reading())
             keep = _kept_data(old, data_path, signal)
         with atomic_directory(target, replace_if=is_zspy_store) as temporary:  # or an empty directory
-            kv = engine.DirectoryKV(temporary)
+            kv = engine.DirectoryKV(temporary, durable=True)  # chunks fsynced as written, overlapping encoding
             if keep:
                 # Link (or copy) the stored chunks into the new tree: the data is not rewritten.
                 for key in old.keys_under(next(iter(keep.values())).path):
