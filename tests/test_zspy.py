@@ -489,7 +489,8 @@ def test_default_chunks_and_parallel_numpy_write(tmp_path: Path) -> None:
     zspy.file_writer(path, signal(data), chunks=(7, 20, 30), show_progressbar=True, threads=2)
     zarray = json.loads((path / "Experiments" / "scan" / "data" / ".zarray").read_text())
     assert zarray["chunks"] == [7, 20, 30]
-    assert len(list((path / "Experiments" / "scan" / "data").iterdir())) == 6 + 1  # 6 chunk rows + .zarray
+    # 6 chunk rows + .zarray + .zattrs (zarr-python writes it, empty)
+    assert len(list((path / "Experiments" / "scan" / "data").iterdir())) == 6 + 2
     np.testing.assert_array_equal(zspy.file_reader(path, threads=2)[0]["data"], data)
     np.testing.assert_array_equal(
         zspy.file_reader(path, lazy=True)[0]["data"][3:17, 5, ::3].compute(), data[3:17, 5, ::3]

@@ -1,9 +1,18 @@
-"""A small Zarr engine (formats 2 and 3) that moves HyperSpy signal trees in and out of key-value stores.
+"""HyperSpy signal trees in and out of Zarr stores (formats 2 and 3), on zarr-python 3 plus a thin fast path.
 
-Why not zarr-python's hierarchy API: it cannot open the ragged (``vlen-array``) arrays HyperSpy
-writes, it rewrites ``.zattrs`` on every update (duplicate entries in zip stores), and it encodes
-chunks one by one. Here metadata documents are written once each, chunks are encoded on all cores
-straight from views of the source array, and lazy data streams through dask chunk by chunk.
+zarr-python creates every group and array with its public API (``zarr.create_group``,
+``Group.create_group`` / ``create_array`` with the attributes passed at creation, so each document
+is written once and zip stores get no duplicates), on sciz's confined stores
+(:class:`._zarr_kvstore.KVZarrStore`), and reads the zarr 3 features this module does not decode.
+Kept here, because zarr-python cannot do it or does it too slowly:
+
+- chunk encoding on all cores straight from views of the source array, each chunk fsynced by its
+  worker, and lazy (dask) data streamed chunk by chunk (zarr's ``array[...] = data`` wrote the
+  benchmark's 1 GiB signal 1.7x slower);
+- reading: decoding straight into the result, bounded inflation, checked declared sizes;
+- HyperSpy's ragged arrays (object dtype, ``vlen-array`` / ``json2`` filters), which zarr 3 can
+  neither create nor open: their ``.zarray`` is written and decoded here (with numcodecs);
+- the consolidated ``.zmetadata`` (zarr's ``consolidate_metadata`` opens every array, ragged ones too).
 
 Stores are tiny key-value adapters: a directory tree, a zip file (read; zips are written by packing a
 finished directory), a ``MutableMapping`` of bytes, or any zarr-python 3 store object.
@@ -23,7 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -1099,37 +1108,27 @@ def write_tree(
     keep = dict(keep or {})
     if keep:
         options.zarr_format = next(iter(keep.values())).zarr_format
-    documents: dict[str, Any] = {}
     arrays: list[tuple[ArrayNode, ArrayMeta]] = []
     long_names: dict[str, str] = {}
     for node in root.walk():
         for name in node.path.split("/") if node.path else ():
             if is_long_stand_in(store_name(name)):
                 long_names[store_name(name)] = name
+    plan: list[tuple[str, dict[str, Any], ArrayMeta | None]] = []
     for node in root.walk():
         where = store_path(node.path)
         if isinstance(node, GroupNode):
             if where.count("/") >= MAX_DEPTH:  # written, the store could not be read back
                 raise FormatError(f"{where}: groups would nest deeper than {MAX_DEPTH} levels, more than sciz reads")
             attrs = node.attrs if node.path or not long_names else {**node.attrs, LONG_NAMES_ATTR: long_names}
-            if options.zarr_format == 2:
-                documents[_key(where, ".zgroup")] = {"zarr_format": 2}
-                if attrs:
-                    documents[_key(where, ".zattrs")] = attrs
-            else:
-                documents[_key(where, "zarr.json")] = {"zarr_format": 3, "node_type": "group", "attributes": attrs}
+            plan.append((where, attrs, None))
             continue
         meta = keep[node.path] if node.path in keep else _meta_for(node, options)
         arrays.append((node, meta))
-        if options.zarr_format == 2:
-            documents[_key(where, ".zarray")] = meta.document()
-            if meta.attrs:
-                documents[_key(where, ".zattrs")] = meta.attrs
-        else:
-            documents[_key(where, "zarr.json")] = meta.document()
-    for key, value in documents.items():
-        kv.set(key, _dump(value))
+        plan.append((where, meta.attrs, meta))
+    documents = _create_nodes(kv, plan, options.zarr_format)
     if options.zarr_format == 2:
+        # By hand: zarr.consolidate_metadata opens every array, and zarr 3 cannot open HyperSpy's ragged ones.
         kv.set(".zmetadata", _dump({"metadata": documents, "zarr_consolidated_format": 1}))
     for node, meta in arrays:
         if node.path in keep:
@@ -1142,6 +1141,108 @@ def write_tree(
             store_dask(data, writer, show_progressbar=options.show_progressbar and node.role == "signal")
         else:
             _write_numpy(writer, np.asarray(data) if meta.dtype.kind != "O" else data, options, node.role == "signal")
+
+
+def _create_nodes(kv: KVStore, plan: list[tuple[str, dict[str, Any], ArrayMeta | None]], zarr_format: int) -> dict:
+    """Create the groups and arrays of ``plan`` (store path, attributes, array or None: a group), parents
+    first, with zarr-python's public API on ``kv``; return the metadata documents written (for ``.zmetadata``).
+
+    Attributes are passed at creation, so every document is written once. zarr-python writes every
+    document except the one kind it cannot create: HyperSpy's ragged arrays (object dtype with a
+    ``vlen-array``/``json2`` filter, zarr format 2), whose ``.zarray`` is written here. The chunk
+    coding of each array is then read from the document zarr wrote (see :func:`_adopt`).
+    """
+    import warnings
+
+    import zarr
+
+    from ._zarr_kvstore import KVZarrStore
+
+    store = KVZarrStore(kv)
+    groups: dict[str, Any] = {}
+    documents: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        # zarr 3 warns that numcodecs codecs and fixed-length strings are not (yet) in the v3 specification.
+        warnings.filterwarnings("ignore", module=r"zarr(\..*)?$")
+        for where, attrs, meta in plan:
+            plain = json.loads(_dump(attrs)) if attrs else {}
+            parent, _, name = where.rpartition("/")
+            if meta is None:
+                if not where:
+                    version: Literal[2, 3] = 3 if zarr_format == 3 else 2
+                    groups[where] = zarr.create_group(store=store, zarr_format=version, attributes=plain)
+                else:
+                    groups[where] = groups[parent].create_group(name, attributes=plain)
+            elif meta.dtype.kind == "O":  # zarr 3 has no vlen-array: the one document written by hand
+                kv.set(_key(where, ".zarray"), _dump(meta.document()))
+                if plain:
+                    kv.set(_key(where, ".zattrs"), _dump(plain))
+            else:
+                groups[parent].create_array(name, attributes=plain, **_array_arguments(meta))
+                _adopt(kv, meta, where)
+            names = (".zgroup" if meta is None else ".zarray", ".zattrs") if zarr_format == 2 else ("zarr.json",)
+            for document in names:
+                value = kv.get(_key(where, document))
+                if value is not None:
+                    documents[_key(where, document)] = _json(value, where)
+    return documents
+
+
+def _array_arguments(meta: ArrayMeta) -> dict[str, Any]:
+    """``Group.create_array`` arguments that give the document ``meta`` describes."""
+    arguments: dict[str, Any] = {
+        "shape": meta.shape,
+        "chunks": meta.chunks,
+        "dtype": meta.dtype,
+        "fill_value": meta.fill_value,
+    }
+    if meta.zarr_format == 2:
+        arguments["order"] = meta.order
+        arguments["filters"] = [_numcodecs(f) for f in meta.filters] or None
+        arguments["compressors"] = _numcodecs(meta.compressor) if meta.compressor else None
+        arguments["chunk_key_encoding"] = {"name": "v2", "separator": meta.separator}
+        return arguments
+    if any(str(c.get("name")) == "numcodecs.sciz" for c in meta.codecs):
+        import sciz.codecs.numcodecs_compat  # noqa: F401  (registers zarr 3's numcodecs.sciz)
+    first = meta.codecs[0] if meta.codecs else {"name": "bytes"}
+    array_to_bytes = first.get("name") in ("bytes", "numcodecs.zfpy", "numcodecs.pcodec")
+    arguments["serializer"] = first if array_to_bytes else "auto"
+    arguments["compressors"] = meta.codecs[1:] if array_to_bytes else meta.codecs
+    arguments["chunk_key_encoding"] = {
+        "name": "default" if meta.v3_prefix else "v2",
+        "configuration": {"separator": meta.separator},
+    }
+    return arguments
+
+
+def _numcodecs(config: dict[str, Any]) -> Any:
+    import numcodecs
+
+    if config.get("id") == "sciz":
+        import sciz.codecs.numcodecs_compat  # noqa: F401  (registers the "sciz" codec id)
+    return numcodecs.get_codec(dict(config))
+
+
+def _adopt(kv: KVStore, meta: ArrayMeta, where: str) -> None:
+    """Take the chunk coding of an array from the document zarr-python wrote (what readers will use)."""
+    raw = kv.get(_key(where, ".zarray" if meta.zarr_format == 2 else "zarr.json"))
+    written = (
+        _array_meta_v2(_json(raw, where), meta.attrs, where)
+        if meta.zarr_format == 2
+        else _array_meta_v3(_json(raw, where), where)
+    )
+    if (written.shape, written.chunks, written.dtype.newbyteorder("<")) != (
+        meta.shape,
+        meta.chunks,
+        meta.dtype.newbyteorder("<"),
+    ):
+        raise FormatError(
+            f"{where}: zarr-python wrote shape/chunks/dtype {written.shape}, {written.chunks}, "
+            f"{written.dtype} for {meta.shape}, {meta.chunks}, {meta.dtype}"
+        )
+    meta.filters, meta.compressor, meta.codecs = written.filters, written.compressor, written.codecs
+    meta.separator, meta.fill_value, meta.order = written.separator, written.fill_value, written.order
+    meta._coders = None
 
 
 def _meta_for(node: ArrayNode, options: WriteOptions) -> ArrayMeta:
