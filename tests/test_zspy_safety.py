@@ -545,7 +545,7 @@ def test_names_longer_than_a_file_system_holds_round_trip_in_a_fresh_process(tmp
 
 
 @pytest.mark.parametrize("where", ["key", "value", "title"])
-def test_text_no_file_can_hold_is_refused_naming_the_key(tmp_path: Path, where: str) -> None:
+def test_text_no_file_can_hold_is_refused_naming_the_key_or_file(tmp_path: Path, where: str) -> None:
     from sciz.errors import ArgumentError
     from sciz.formats import hspy
 
@@ -553,9 +553,14 @@ def test_text_no_file_can_hold_is_refused_naming_the_key(tmp_path: Path, where: 
     metadata = {"Odd": {bad: 1}} if where == "key" else {"Odd": {"name": bad}} if where == "value" else {}
     sig = signal(title=bad if where == "title" else "scan", **metadata)
     for writer, name in ((zspy.file_writer, "s.zspy"), (hspy.file_writer, "s.hspy")):
+        if where == "value":  # a string value: the writer refuses it, naming the file
+            with pytest.raises(FormatError, match="surrogate") as info:
+                writer(tmp_path / name, sig, show_progressbar=False)
+            assert str(tmp_path / name) in str(info.value)
+            continue
         with pytest.raises(ArgumentError, match="lone surrogate") as info:
             writer(tmp_path / name, sig, show_progressbar=False)
-        assert ("General" if where == "title" else "Odd") in str(info.value)
+        assert ("Experiments" if where == "title" else "Odd") in str(info.value)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -178,9 +178,7 @@ class TreeWriter:
     def write_dict(self, mapping: Mapping[Any, Any], group: GroupNode) -> None:
         for raw_key, value in mapping.items():
             key = str(raw_key).replace("/", "-") or "_"
-            _check_text(key, group, key)
-            if isinstance(value, str):
-                _check_text(value, group, key)
+            _check_text(key, group, key)  # values: each writer refuses what it cannot hold, naming the file
             self.write_item(key, value, group)
 
     def write_item(self, key: str, value: Any, group: GroupNode) -> None:
@@ -288,7 +286,8 @@ class TreeWriter:
 
 
 def _check_text(text: str, group: GroupNode, key: str) -> None:
-    """Refuse a key or string value no file can hold: one with a lone surrogate is not valid Unicode."""
+    """Refuse a key no store can name: one with a lone surrogate is not valid Unicode (zspy raised an
+    OSError or UnicodeEncodeError about its temporary directory)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -315,6 +314,7 @@ def lay_out_signal(
     root.attrs.update({"file_format": file_format, "file_format_version": FORMAT_VERSION})
     experiments = root.group("Experiments")
     name = experiment_name(signal)
+    _check_text(name, experiments, name)  # the title names a group
     experiment = GroupNode(path=_join(experiments.path, name))
     experiments.children[name] = experiment
     TreeWriter(policy).write_signal(signal, experiment, root)
