@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import pathlib
 import shutil
@@ -488,7 +489,8 @@ def test_default_chunks_and_parallel_numpy_write(tmp_path: Path) -> None:
     zspy.file_writer(path, signal(data), chunks=(7, 20, 30), show_progressbar=True, threads=2)
     zarray = json.loads((path / "Experiments" / "scan" / "data" / ".zarray").read_text())
     assert zarray["chunks"] == [7, 20, 30]
-    assert len(list((path / "Experiments" / "scan" / "data").iterdir())) == 6 + 1  # 6 chunk rows + .zarray
+    # 6 chunk rows + .zarray + .zattrs (zarr-python writes it, empty)
+    assert len(list((path / "Experiments" / "scan" / "data").iterdir())) == 6 + 2
     np.testing.assert_array_equal(zspy.file_reader(path, threads=2)[0]["data"], data)
     np.testing.assert_array_equal(
         zspy.file_reader(path, lazy=True)[0]["data"][3:17, 5, ::3].compute(), data[3:17, 5, ::3]
@@ -642,6 +644,15 @@ def test_fast_blosc_streams_are_standard_blosc() -> None:
         # automatic block size: a standard Blosc stream numcodecs decodes
         np.testing.assert_array_equal(np.frombuffer(reference.decode(encoded), np.float32), data.ravel())
         np.testing.assert_array_equal(np.frombuffer(fast.decode(reference.encode(data)), np.float32), data.ravel())
+    # FastBlosc encodes into one reused buffer per thread: what ArrayMeta.encode returns is a copy of its own.
+    from sciz.formats.hyperspy_zarr import ArrayMeta
+
+    config = {"id": "blosc", "cname": "zstd", "clevel": 1, "shuffle": 1, "blocksize": 0}
+    meta = ArrayMeta(path="a", shape=data.shape, chunks=data.shape, dtype=data.dtype, compressor=config)
+    first = meta.encode(data)
+    second = meta.encode(data[::-1].copy())
+    assert isinstance(first, bytes) and first != second
+    np.testing.assert_array_equal(meta.decode(first), data)
 
 
 def test_load_reports_storage(tmp_path: Path) -> None:
@@ -714,3 +725,41 @@ def test_lazy_dataset_saved_over_its_own_file(tmp_path: Path, ext: str) -> None:
     back = sciz.load(path)
     assert back.metadata == {"edited": True}
     np.testing.assert_array_equal(back.data, np.arange(60.0).reshape(3, 4, 5))
+
+
+def _stored_lazy_attribute(path: Path) -> Any:
+    """The ``_lazy`` attribute a zspy/hspy file stores (read from disk by zarr / h5py, not by sciz)."""
+    if path.suffix == ".hspy":
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            (name,) = handle["Experiments"]
+            return handle[f"Experiments/{name}/attributes"].attrs["_lazy"]
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    (name,) = group["Experiments"].group_keys()
+    return group[f"Experiments/{name}/attributes"].attrs["_lazy"]
+
+
+@pytest.mark.parametrize("saved_lazy", [False, True])
+def test_lazy_convert_keeps_the_stored_lazy_attribute(tmp_path: Path, saved_lazy: bool) -> None:
+    # A trial user's finding: `sciz convert` streams zspy/hspy lazily, and the written file said
+    # _lazy=True for a signal HyperSpy had saved eagerly. The file's own value is carried over.
+    import subprocess
+    import sys
+
+    source = tmp_path / "source.zspy"
+    zspy.file_writer(source, {**signal(), "attributes": {"_lazy": saved_lazy}}, show_progressbar=False)
+    assert bool(_stored_lazy_attribute(source)) is saved_lazy
+    chain = [source, tmp_path / "a.hspy", tmp_path / "b.zspy"]
+    for src, dst in itertools.pairwise(chain):
+        command = [sys.executable, "-c", "from sciz.cli import main; main()", "convert", str(src), str(dst)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert bool(_stored_lazy_attribute(dst)) is saved_lazy, (src.name, dst.name)
+    # A Dataset made in memory is no lazy HyperSpy signal, whether its data is dask or numpy.
+    import dask.array as da
+
+    sciz.save(sciz.Dataset(da.zeros((4, 4), chunks=2)), tmp_path / "mem.zspy")
+    assert _stored_lazy_attribute(tmp_path / "mem.zspy") is False

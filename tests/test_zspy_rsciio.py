@@ -159,7 +159,8 @@ def _signal(data: np.ndarray, title: str = "scan", **metadata: Any) -> dict[str,
 
 RICH = {
     "Acquisition": {
-        "numbers": list(range(12)),  # past ten items: HyperSpy's own reader re-orders these
+        "numbers": list(range(12)),  # past ten items (RosettaSciIO sorts item keys as strings)
+        "mixed": [{"i": i} if i % 2 else i for i in range(12)],  # stored item by item
         "words": ["alpha", "beta", "gamma"],
         "nested": [[1, 2], {"a": 1}, "x"],
         "empty": [],
@@ -195,7 +196,9 @@ def test_rsciio_reads_what_sciz_writes(tmp_path: Path, rsciio_python: str) -> No
         meta = read["metadata"]
         assert meta["General"]["title"] == "scan"
         acq = meta["Acquisition"]
-        assert sorted(acq["numbers"]) == list(range(12))  # RosettaSciIO's order is its own fault
+        # In order past ten items: item keys are zero-padded for RosettaSciIO's string sort (issue 10).
+        assert acq["numbers"] == list(range(12))
+        assert acq["mixed"] == [{"i": i} if i % 2 else i for i in range(12)]
         assert acq["words"] == ["alpha", "beta", "gamma"]
         assert acq["text"] == "Ångström µm"
         assert acq["none"] is None and acq["empty"] == [] and acq["flag"] is True
@@ -210,7 +213,8 @@ def test_sciz_reads_what_rsciio_writes_and_fixes_its_faults(tmp_path: Path, rsci
         "'axes': [{'name': n, 'units': 'px', 'scale': 2.0, 'offset': 1.0, 'size': s, 'navigate': i == 0} "
         "for i, (n, s) in enumerate(zip('tyx', (3, 4, 5)))], "
         "'metadata': {'General': {'title': 'from/rsciio'}, 'Signal': {'signal_type': ''}, "
-        "'Lists': {'long': list(range(13)), 'mixed': [[1, 2], (3, 4), 'z'], 'tup': (5, 6), 'ö': 'ü'}}, "
+        "'Lists': {'long': list(range(13)), 'mixed': [[1, 2], (3, 4), 'z'], "
+        "'items': [[i] if i % 2 else i for i in range(12)], 'tup': (5, 6), 'ö': 'ü'}}, "
         "'original_metadata': {'a': {'b': 1.5}}, 'attributes': {'_lazy': False}, 'learning_results': {}, "
         "'models': {}, 'package_info': {'package': '', 'package_version': ''}}"
     )
@@ -230,6 +234,8 @@ def test_sciz_reads_what_rsciio_writes_and_fixes_its_faults(tmp_path: Path, rsci
             lists = signal["metadata"]["Lists"]
             assert lists["long"] == list(range(13))  # in order, unlike RosettaSciIO's own reader
             assert lists["mixed"] == [[1, 2], (3, 4), "z"]
+            # Item keys "0".."11" (HyperSpy's, and sciz's before zero-padding) read in numeric order.
+            assert lists["items"] == [[i] if i % 2 else i for i in range(12)]
             assert lists["tup"] == (5, 6) and lists["ö"] == "ü"
             assert type(lists["long"][0]) is int  # Python scalars from hspy as from zspy
             assert signal["metadata"]["General"]["title"] == "from/rsciio"
@@ -301,7 +307,8 @@ def test_rsciio_reads_everything_sciz_can_store(tmp_path: Path, rsciio_python: s
         assert exact["non_ascii"] == "Ångström – µm – 温度"
         assert exact["when"] == "2024-03-01T12:30:05.123456+00:00"
         assert exact["nested_tuple"] == ((1, 2), [3, (4, 5)])
-        assert sorted(exact["long_list"]) == list(range(25))
+        assert exact["long_list"] == list(range(25))
+        assert [d["a"] for d in exact["list_of_dicts"]] == list(range(12))
         assert exact["empty_dict"] == {} and exact["none"] is None
         reference = exact["_sig_reference"]
         np.testing.assert_array_equal(reference["data"], np.linspace(0, 1, 5))
@@ -310,3 +317,23 @@ def test_rsciio_reads_everything_sciz_can_store(tmp_path: Path, rsciio_python: s
             assert exact["bytes_nul"] == b"\x00\xffraw\x00" and exact["complex"] == 1 + 2j
         else:
             assert bytes(exact["bytes_nul"].astype(np.uint8)) == b"\x00\xffraw\x00" and exact["complex"] == "(1+2j)"
+
+
+def test_rsciio_reads_files_with_names_longer_than_a_file_system_holds(tmp_path: Path, rsciio_python: str) -> None:
+    # sciz stores such names as "~#<sha256>" with the real name in the root group (read back exactly by
+    # sciz); RosettaSciIO reads the file, with the stand-in as the key.
+    from test_zspy_safety import LONG_KEYS, long_name_signal
+
+    zspy.file_writer(tmp_path / "long.zspy", long_name_signal(), show_progressbar=False)
+    hspy.file_writer(tmp_path / "long.hspy", long_name_signal(), show_progressbar=False)
+    jobs = [["read", "zspy", str(tmp_path / "long.zspy"), False], ["read", "hspy", str(tmp_path / "long.hspy"), False]]
+    for kind, result in zip(("zspy", "hspy"), rsciio(rsciio_python, jobs), strict=True):
+        read = dec(result[0])
+        np.testing.assert_array_equal(read["data"], long_name_signal()["data"])
+        assert read["metadata"]["General"]["title"] == "t" * 400
+        nested = read["metadata"]["Nested"]
+        if kind == "hspy":  # HDF5 names have no such limit
+            assert sorted(nested) == sorted(LONG_KEYS)
+        else:
+            assert len(nested) == len(LONG_KEYS) and all(k.startswith("~#") for k in nested)
+        assert sorted(v["value"] for v in nested.values()) == list(range(len(LONG_KEYS)))

@@ -497,3 +497,138 @@ def test_a_chunk_that_inflates_past_its_size_stops_at_the_bound(tmp_path: Path, 
     for chunk in chunks:  # the same compressor within bounds still reads
         chunk.write_bytes(bytes(codec.encode(data.tobytes())))
     assert np.array_equal(np.asarray(sciz.load(path).data), data)
+
+
+# --------------------------------------------------------------------------------------------
+# Names longer than a file system holds, and text no file holds
+# --------------------------------------------------------------------------------------------
+LONG_KEYS = ["k" * 300, "温" * 90, "~" + "x" * 260, ".." + "." * 300]
+
+
+def long_name_signal() -> dict[str, Any]:
+    nested = {key: {"value": index, "array": np.arange(index + 1)} for index, key in enumerate(LONG_KEYS)}
+    lists = {key: [{"a": index}, index] for index, key in enumerate(LONG_KEYS)}
+    return signal(title="t" * 400, Nested=nested, Lists=lists)
+
+
+@pytest.mark.parametrize("kind", ["local", "zip", "hspy"])
+def test_names_longer_than_a_file_system_holds_round_trip_in_a_fresh_process(tmp_path: Path, kind: str) -> None:
+    from sciz.formats import hspy
+
+    target = tmp_path / ("long.hspy" if kind == "hspy" else "long.zspy")
+    if kind == "hspy":
+        hspy.file_writer(target, long_name_signal(), show_progressbar=False)
+    else:
+        zspy.file_writer(target, long_name_signal(), store_type=kind, show_progressbar=False)
+    if kind == "local":
+        assert max(len(p.name.encode()) for p in target.rglob("*")) <= 255
+    code = f"""
+        import json, numpy as np
+        from sciz.{"hspy" if kind == "hspy" else "zspy"} import file_reader
+        out = []
+        for exact in (True, False):
+            (back,) = file_reader({str(target)!r}, exact=exact)
+            md = back["metadata"]
+            out.append({{
+                "title": md["General"]["title"],
+                "nested": {{k: [v["value"], v["array"].tolist()] for k, v in md["Nested"].items()}},
+                "lists": md["Lists"],
+            }})
+        print(json.dumps(out))
+    """
+    result = run_python(textwrap.dedent(code))
+    assert result.returncode == 0, result.stderr
+    for back in json.loads(result.stdout):
+        assert back["title"] == "t" * 400
+        assert back["nested"] == {k: [i, list(range(i + 1))] for i, k in enumerate(LONG_KEYS)}
+        assert back["lists"] == {k: [{"a": i}, i] for i, k in enumerate(LONG_KEYS)}
+
+
+@pytest.mark.parametrize("where", ["key", "value", "title"])
+def test_text_no_file_can_hold_is_refused_naming_the_key_or_file(tmp_path: Path, where: str) -> None:
+    from sciz.errors import ArgumentError
+    from sciz.formats import hspy
+
+    bad = "a\ud800b"  # a lone surrogate: not valid Unicode, no UTF-8 form
+    metadata = {"Odd": {bad: 1}} if where == "key" else {"Odd": {"name": bad}} if where == "value" else {}
+    sig = signal(title=bad if where == "title" else "scan", **metadata)
+    for writer, name in ((zspy.file_writer, "s.zspy"), (hspy.file_writer, "s.hspy")):
+        if where == "value":  # a string value: the writer refuses it, naming the file
+            with pytest.raises(FormatError, match="surrogate") as info:
+                writer(tmp_path / name, sig, show_progressbar=False)
+            assert str(tmp_path / name) in str(info.value)
+            continue
+        with pytest.raises(ArgumentError, match="lone surrogate") as info:
+            writer(tmp_path / name, sig, show_progressbar=False)
+        assert ("Experiments" if where == "title" else "Odd") in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Arrays zarr-python reads for sciz (zarr 3 features the engine leaves to it) stay confined too
+# --------------------------------------------------------------------------------------------
+def _sharded_store(tmp_path: Path, name: str) -> tuple[Path, np.ndarray]:
+    """A zspy store (zarr 3) whose data array is sharded: read by zarr-python through sciz's store."""
+    import zarr
+
+    path = tmp_path / name
+    zspy.file_writer(path, signal(), zarr_format=3, show_progressbar=False)
+    data = np.arange(64.0).reshape(8, 8) + (0 if name == "s.zspy" else 1000)
+    (path / "Experiments" / "scan" / "data" / "zarr.json").unlink()
+    for chunk in sorted((path / "Experiments" / "scan" / "data").rglob("*"), reverse=True):
+        chunk.unlink() if chunk.is_file() else chunk.rmdir()
+    array = zarr.create_array(
+        path / "Experiments" / "scan" / "data", shape=(8, 8), chunks=(2, 2), shards=(4, 4), dtype="f8", zarr_format=3
+    )
+    array[:] = data
+    return path, data
+
+
+@pytest.mark.parametrize("when", ["before-open", "after-lazy-open"])
+def test_zarr_python_fallback_never_follows_a_symlinked_chunk(tmp_path: Path, when: str) -> None:
+    path, data = _sharded_store(tmp_path, "s.zspy")
+    other, _ = _sharded_store(tmp_path, "other.zspy")  # a valid shard outside the store: would decode
+    (back,) = zspy.file_reader(path, exact=False)
+    np.testing.assert_array_equal(back["data"], data)  # read by zarr-python, through DirectoryKV
+    victim = path / "Experiments" / "scan" / "data" / "c" / "1" / "1"
+    outside = other / "Experiments" / "scan" / "data" / "c" / "1" / "1"
+
+    def swap() -> None:
+        victim.unlink()
+        victim.symlink_to(outside)
+
+    if when == "before-open":
+        swap()
+        with pytest.raises(FormatError, match=r"c/1/1.*symbolic link"):
+            zspy.file_reader(path, exact=False)
+    else:  # the link appears after the lazy open: every chunk read is confined, not just a first scan
+        (lazy,) = zspy.file_reader(path, lazy=True, exact=False)
+        swap()
+        with pytest.raises(FormatError, match=r"c/1/1.*symbolic link"):
+            np.asarray(lazy["data"])
+
+
+def test_zarr_python_fallback_refuses_keys_leaving_the_store(tmp_path: Path) -> None:
+    import asyncio
+
+    from sciz.formats._zarr_kvstore import KVZarrStore
+    from sciz.formats._zarr_stores import DirectoryKV
+
+    path, _ = _sharded_store(tmp_path, "s.zspy")
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
+    store = KVZarrStore(DirectoryKV(path), read_only=True)
+    # zarr-python drops '..' from paths it builds; the store refuses any key that would leave it anyway.
+    for key in ("../secret/zarr.json", "Experiments/../../secret/zarr.json", "Experiments/./scan/zarr.json"):
+        with pytest.raises(FormatError, match="leaves the store"):
+            asyncio.run(store.get(key))
+        with pytest.raises(FormatError, match="leaves the store"):
+            asyncio.run(store.exists(key))
+
+    async def listing(prefix: str) -> list[str]:
+        return [name async for name in store.list_dir(prefix)]
+
+    with pytest.raises(FormatError, match="leaves the store"):
+        asyncio.run(listing("../secret"))
+    with pytest.raises(ValueError, match="read-only"):  # zarr's own check
+        asyncio.run(store.delete("Experiments/scan/data/zarr.json"))

@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import os
 import stat
 import threading
 import weakref
 import zipfile
-from collections.abc import Coroutine, Iterator, MutableMapping
+from collections.abc import Coroutine, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -33,12 +34,15 @@ from urllib.parse import quote, unquote
 from ..errors import FormatError, argument_error
 
 __all__ = [
+    "LONG_NAMES_ATTR",
+    "MAX_NAME_BYTES",
     "DirectoryKV",
     "KVStore",
     "MappingKV",
     "ZarrStoreKV",
     "ZipKV",
     "check_key",
+    "is_long_stand_in",
     "join_key",
     "kv_for",
     "store_name",
@@ -48,7 +52,13 @@ __all__ = [
 
 #: First character of an escaped node name; a real name starting with it is escaped too (injective).
 _ESCAPE = "~"
+#: Start of the stand-in for a name too long for a file system (percent-encoding never yields ``#``).
+_LONG = "~#"
 _RESERVED_NAMES = frozenset({"zarr.json"})
+#: Longest directory entry name, in bytes, of common file systems (ext4, XFS, APFS, NTFS in UTF-16 units).
+MAX_NAME_BYTES = 255
+#: Root group attribute mapping the stand-ins of long names to the names (see :func:`store_name`).
+LONG_NAMES_ATTR = "_sciz_long_names"
 
 
 def store_name(name: str) -> str:
@@ -56,18 +66,42 @@ def store_name(name: str) -> str:
 
     Escaped are names that are empty, start with ``.`` (``.``, ``..``, ``.zattrs``...: zarr's own
     documents or path traversal), start with ``~``, are ``zarr.json``, or contain ``/``, ``\\`` or
-    NUL: they become ``~`` followed by the name percent-encoded.
+    NUL: they become ``~`` followed by the name percent-encoded. A name whose store form would be
+    longer than :data:`MAX_NAME_BYTES` (a directory entry the file system refuses) becomes ``~#``
+    and its SHA-256; the writer records the name under :data:`LONG_NAMES_ATTR` of the root group
+    and :func:`tree_name` restores it from there.
 
-    >>> store_name(".."), store_name(""), store_name("data")
-    ('~..', '~', 'data')
+    >>> store_name(".."), store_name(""), store_name("data"), len(store_name("k" * 300))
+    ('~..', '~', 'data', 66)
     """
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError(
+            f"name {name!r} is not valid Unicode (it holds a lone surrogate), which no store can name"
+        ) from None
     if name and not name.startswith((".", _ESCAPE)) and name not in _RESERVED_NAMES and not _bad_chars(name):
-        return name
-    return _ESCAPE + quote(name, safe="")
+        form = name
+    else:
+        form = _ESCAPE + quote(name, safe="")
+    if len(form.encode("utf-8")) <= MAX_NAME_BYTES:
+        return form
+    return _LONG + hashlib.sha256(encoded).hexdigest()
 
 
-def tree_name(name: str) -> str:
-    """The node name a store-safe name stands for (inverse of :func:`store_name`)."""
+def is_long_stand_in(name: str) -> bool:
+    """Whether a store name stands for a name too long to store (its real name is in the root group)."""
+    return name.startswith(_LONG)
+
+
+def tree_name(name: str, long_names: Mapping[str, str] | None = None) -> str:
+    """The node name a store-safe name stands for (inverse of :func:`store_name`).
+
+    ``long_names``: the root group's :data:`LONG_NAMES_ATTR` record; a stand-in it lacks reads as it is.
+    """
+    if name.startswith(_LONG):
+        real = (long_names or {}).get(name)
+        return real if isinstance(real, str) and store_name(real) == name else name
     return unquote(name[1:]) if name.startswith(_ESCAPE) else name
 
 
@@ -106,7 +140,10 @@ class KVStore:
         chunk's largest sane size); a store that would have to inflate more refuses instead."""
         raise NotImplementedError
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value: bytes, *, sync: bool = False) -> None:
+        """Store ``value`` under ``key``. ``sync``: the value is on disk when this returns (fsync),
+        where the store is files; writers ask it for chunks, whose flushing then overlaps the encoding
+        of the next ones instead of following all of them (``atomic_directory`` fsyncs the rest)."""
         raise NotImplementedError
 
     def list_dir(self, prefix: str) -> list[str]:
@@ -156,8 +193,10 @@ class DirectoryKV(KVStore):
 
     shareable = True
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = False) -> None:
         self.root = Path(os.fspath(root))
+        #: Honour ``set(..., sync=True)`` (a tree that becomes the target; not a scratch tree zipped later).
+        self.durable = durable
         self._made: set[str] = set()
         self._mutex = threading.Lock()
         self._fd: int | None = None
@@ -169,10 +208,10 @@ class DirectoryKV(KVStore):
         self._real: Path | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"root": self.root, "identity": self._identity or self._expected}
+        return {"root": self.root, "identity": self._identity or self._expected, "durable": self.durable}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["root"])  # type: ignore[misc]
+        self.__init__(state["root"], durable=bool(state.get("durable")))  # type: ignore[misc]
         self._expected = state.get("identity")
 
     # ----- the root, held once --------------------------------------------------------------------
@@ -336,7 +375,7 @@ class DirectoryKV(KVStore):
         except OSError as exc:
             raise FormatError(f"{self.root}: cannot read entry {key!r} ({exc})") from None
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value: bytes, *, sync: bool = False) -> None:
         check_key(key, str(self.root))
         path = self.root / key
         parent = key.rpartition("/")[0]
@@ -346,6 +385,9 @@ class DirectoryKV(KVStore):
                 self._made.add(parent)
             with path.open("wb") as handle:
                 handle.write(value)
+                if sync and self.durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
         except OSError as exc:
             raise FormatError(f"{self.root}: cannot write entry {key!r} ({exc.strerror or exc})") from None
 
@@ -529,7 +571,7 @@ class ZipKV(KVStore):
         except (OSError, EOFError, ValueError, RuntimeError) as exc:
             raise FormatError(f"{self.path}: entry {key!r} is damaged ({exc})") from None
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value: bytes, *, sync: bool = False) -> None:
         raise FormatError(f"{self.path}: zip stores are written whole (store_type='zip'), not key by key")
 
     def list_dir(self, prefix: str) -> list[str]:
@@ -562,7 +604,7 @@ class MappingKV(KVStore):
             return None
         return bytes(value)
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value: bytes, *, sync: bool = False) -> None:
         self.mapping[check_key(key, self.describe())] = value
 
     def list_dir(self, prefix: str) -> list[str]:
@@ -618,7 +660,7 @@ class ZarrStoreKV(KVStore):
         buffer = _EventLoop.run(self.store.get(check_key(key, self.describe()), prototype=default_buffer_prototype()))
         return None if buffer is None else buffer.to_bytes()
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value: bytes, *, sync: bool = False) -> None:
         from zarr.buffer import default_buffer_prototype
 
         buffer = default_buffer_prototype().buffer.from_bytes(value)

@@ -593,6 +593,7 @@ def _named(target: Path) -> Iterator[None]:
 
 
 def _storage(path: Path, signal: dict[str, Any]) -> dict[str, StoredArray]:
+    from .hyperspy_convert import LAZY_DETAIL
     from .hyperspy_tree import experiment_name
 
     try:
@@ -601,6 +602,10 @@ def _storage(path: Path, signal: dict[str, Any]) -> dict[str, StoredArray]:
             if data is None:
                 return {}
             stored: StoredArray = _hdf5.dataset_storage(data)
+            attributes = _hdf5.get(handle, f"Experiments/{experiment_name(signal)}/attributes", str(path))
+            lazy = attributes.attrs.get("_lazy") if attributes is not None else None
+            if isinstance(lazy, bool | np.bool_):
+                stored.details[LAZY_DETAIL] = bool(lazy)
             return {"data": stored}
     except (OSError, KeyError):
         return {}

@@ -9,9 +9,25 @@ from typing import Any
 import numpy as np
 
 from ..model import Axis, Dataset
-from .hyperspy_layout import default_navigate, is_array, is_lazy_array
+from .hyperspy_layout import default_navigate, is_array
 
-__all__ = ["dataset_to_signal", "describe", "signal_to_dataset"]
+__all__ = ["LAZY_DETAIL", "dataset_to_signal", "describe", "signal_to_dataset", "stored_lazy"]
+
+#: ``Dataset.storage["data"].details`` key where the zspy/hspy readers keep the ``_lazy`` attribute the
+#: file stored (whether HyperSpy saved a lazy signal), so a conversion writes it unchanged.
+LAZY_DETAIL = "HyperSpy _lazy"
+
+
+def stored_lazy(dataset: Dataset) -> bool:
+    """The ``_lazy`` attribute a HyperSpy file should store for ``dataset``.
+
+    What its source file stored, if it was read from one; False otherwise. Whether sciz streams the
+    data (a lazy ``sciz convert`` reads dask arrays) is how it was moved, not a property of the signal:
+    writing ``is_lazy_array(data)`` made a lazy conversion of an eagerly saved file say lazy.
+    """
+    stored = dataset.storage.get("data")
+    value = stored.details.get(LAZY_DETAIL) if stored is not None else None
+    return value if isinstance(value, bool) else False
 
 
 def dataset_to_signal(dataset: Dataset) -> dict[str, Any]:
@@ -51,7 +67,7 @@ def dataset_to_signal(dataset: Dataset) -> dict[str, Any]:
         "axes": axes,
         "metadata": metadata,
         "original_metadata": original if isinstance(original, dict) else {"value": original},
-        "attributes": {"_lazy": is_lazy_array(dataset.data)},
+        "attributes": {"_lazy": stored_lazy(dataset)},
         "learning_results": {},
         "models": {},
         "package_info": {"package": "", "package_version": ""},

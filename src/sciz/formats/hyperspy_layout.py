@@ -178,6 +178,7 @@ class TreeWriter:
     def write_dict(self, mapping: Mapping[Any, Any], group: GroupNode) -> None:
         for raw_key, value in mapping.items():
             key = str(raw_key).replace("/", "-") or "_"
+            _check_text(key, group, key)  # values: each writer refuses what it cannot hold, naming the file
             self.write_item(key, value, group)
 
     def write_item(self, key: str, value: Any, group: GroupNode) -> None:
@@ -224,8 +225,11 @@ class TreeWriter:
         flat = self._homogeneous(items)
         if flat is None:
             child = group.group(f"{kind}{len(items)}_{key}")
+            # Item keys zero-padded to one width ("00".."11"): HyperSpy and RosettaSciIO sort item keys
+            # as strings, so "10" came before "2"; sciz reads both forms as numbers (_index_key).
+            width = len(str(len(items) - 1))
             for index, item in enumerate(items):
-                self.write_item(str(index), item, child)
+                self.write_item(str(index).zfill(width), item, child)
             return
         self.write_array(group, f"{kind}{key}", ArrayRef(flat))
 
@@ -281,6 +285,18 @@ class TreeWriter:
                     model.attrs["_signal"] = "/" + group.path
 
 
+def _check_text(text: str, group: GroupNode, key: str) -> None:
+    """Refuse a key no store can name: one with a lone surrogate is not valid Unicode (zspy raised an
+    OSError or UnicodeEncodeError about its temporary directory)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ArgumentError(
+            f"metadata item {_join(group.path, key)!r}: {text!r} is not valid Unicode (a lone surrogate), "
+            "which neither Zarr nor HDF5 can store"
+        ) from None
+
+
 def experiment_name(signal: Mapping[str, Any]) -> str:
     """The group name HyperSpy uses for a signal: its title, ``/`` replaced, or ``__unnamed__``."""
     title = ((signal.get("metadata") or {}).get("General") or {}).get("title") or ""
@@ -298,6 +314,7 @@ def lay_out_signal(
     root.attrs.update({"file_format": file_format, "file_format_version": FORMAT_VERSION})
     experiments = root.group("Experiments")
     name = experiment_name(signal)
+    _check_text(name, experiments, name)  # the title names a group
     experiment = GroupNode(path=_join(experiments.path, name))
     experiments.children[name] = experiment
     TreeWriter(policy).write_signal(signal, experiment, root)

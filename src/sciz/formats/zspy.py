@@ -22,6 +22,7 @@ from ..atomic import atomic_directory, atomic_file, prepare_target, recover, scr
 from ..errors import CodecError, FormatError, SciZError, argument_error
 from ..model import Dataset, StoredArray
 from ._base import Format, require, zip_member_names
+from .hyperspy_convert import LAZY_DETAIL
 from .hyperspy_tree import (
     ArrayNode,
     GroupNode,
@@ -418,7 +419,7 @@ def _write_directory(
             held.enter_context(old.reading())
             keep = _kept_data(old, data_path, signal)
         with atomic_directory(target, replace_if=is_zspy_store) as temporary:  # or an empty directory
-            kv = engine.DirectoryKV(temporary)
+            kv = engine.DirectoryKV(temporary, durable=True)  # chunks fsynced as written, overlapping encoding
             if keep:
                 # Link (or copy) the stored chunks into the new tree: the data is not rewritten.
                 for key in old.keys_under(next(iter(keep.values())).path):
@@ -544,7 +545,14 @@ def _storage(signal: dict[str, Any], kv: Any) -> dict[str, StoredArray]:
         stored = sum(kv.size(key) for key in kv.keys_under(meta.path) if not engine.is_document(key))
         config = (outer or {}) if meta.zarr_format == 2 else meta.codecs[-1].get("configuration", {})
         parameters = {k: v for k, v in config.items() if k not in ("id", "name")}
-        return {"data": StoredArray(codec=str(codec), stored_bytes=stored, chunks=meta.chunks, parameters=parameters)}
+        attributes = node.children.get("attributes")
+        lazy = attributes.attrs.get("_lazy") if isinstance(attributes, GroupNode) else None
+        details = {LAZY_DETAIL: lazy} if isinstance(lazy, bool) else {}
+        return {
+            "data": StoredArray(
+                codec=str(codec), stored_bytes=stored, chunks=meta.chunks, parameters=parameters, details=details
+            )
+        }
     except (FormatError, KeyError, AssertionError, IndexError):
         return {}
 
