@@ -183,3 +183,43 @@ def test_compress_gives_the_data_ratio_apart_from_lossless_layers(tmp_path: Path
     assert result.exit_code == 0, result.output
     found = re.search(r"ratio ([\d.]+) \(the data; the whole file with 2 lossless layers/masks", result.output)
     assert found is not None and float(found.group(1)) > 2, result.output
+
+
+def test_evaluate_prints_a_line_per_codec_and_bound_when_not_on_a_terminal(tmp_path: Path) -> None:
+    # A trial user's non-TTY run printed nothing for a long time; and integer data that no chosen
+    # codec takes failed inside matplotlib (a log scale of no points).
+    source, _ = _field(tmp_path)
+    result = runner.invoke(app, ["evaluate", str(source), "--codecs", "sz3,zfp", "--tolerances", "1e-2,1e-3"])
+    assert result.exit_code == 0, result.output
+    lines = [
+        line for line in result.output.splitlines() if re.match(r"(sz3|zfp) at 0\.0\d+: ratio [\d.]+, max error", line)
+    ]
+    assert len(lines) == 4, result.output
+    integers = tmp_path / "i16.npy"
+    np.save(integers, np.arange(4096, dtype=np.int16).reshape(64, 64))
+    result = runner.invoke(app, ["evaluate", str(integers), "--codecs", "zfp", "--out", str(tmp_path / "e")])
+    assert result.exit_code == 1
+    assert "zfp at 0.01: refused" in result.output and "no codec coded its int16 array" in result.output
+    assert "got int16" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("data", "bound", "says"),
+    [
+        (
+            np.linspace(0, 1, 4096, dtype=np.float32).reshape(64, 64),
+            ["--tolerance", "0"],
+            "a bound of 0 means lossless",
+        ),
+        (np.arange(4096, dtype=np.int16).reshape(64, 64), ["--tolerance", "0.5"], "int16 values differ by at least 1"),
+    ],
+)
+def test_compress_says_when_the_bound_means_lossless(
+    tmp_path: Path, data: np.ndarray, bound: list[str], says: str
+) -> None:
+    source = tmp_path / "in.npy"
+    np.save(source, data)
+    result = runner.invoke(app, ["compress", str(source), str(tmp_path / "o.scz"), *bound])
+    assert result.exit_code == 0, result.output
+    assert f"lossless: {says}" in result.output and "which stores every value exactly" in result.output
+    assert "max error 0 " in result.output

@@ -203,3 +203,35 @@ def test_layouts_are_tried_where_the_array_is_coded_whole() -> None:
     assert codec.choice["layouts"] and [2, 0, 1] in orders and None in orders
     assert np.abs(codecs.decode(codec.encode(field)) - field).max() <= 0.01
     assert not codecs.choose(field, tolerance=0.01, layouts=False).choice["layouts"]
+
+
+def test_a_relative_bound_on_data_with_an_unmarked_fill_warns_how_to_mark_it() -> None:
+    # The SST field's 1e20 land without fill_value= made rel_tolerance=1e-3 a 1e17 bound (sz3
+    # tolerance=1e+17 chosen, the ocean lost) without a word.
+    from sciz.errors import RangeOutlierWarning
+
+    field = _field((24, 40))
+    field[:6] = 1e20
+    with pytest.warns(RangeOutlierWarning, match=r"240 of 960 values equal 1e\+20.*pass fill_value=1e\+20"):
+        codecs.choose(field, rel_tolerance=1e-3, numthreads=1)
+    with pytest.warns(RangeOutlierWarning, match=r"fill_value=1e\+20"):
+        codecs.choose(field, psnr=60, numthreads=1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RangeOutlierWarning)
+        marked = codecs.choose(field, rel_tolerance=1e-3, fill_value=1e20, numthreads=1)
+        codecs.choose(field, tolerance=0.01, numthreads=1)  # an absolute bound does not depend on the range
+        codecs.choose(_field((24, 40)), rel_tolerance=1e-3, numthreads=1)
+    assert marked.tolerance == pytest.approx(1e-3 * float(np.ptp(field[6:])), rel=1e-6)
+
+
+def test_zfp_tolerance_on_integers_is_one_error_naming_the_dtype_and_what_is_allowed() -> None:
+    for dtype in ("int16", "uint8", "int32", "int64"):
+        data = np.arange(64, dtype=dtype).reshape(8, 8)
+        with pytest.raises(ZfpError) as caught:
+            codecs.zfp_encode(data, tolerance=1.0)
+        message = str(caught.value)
+        assert f"got {dtype}" in message and "float32 and float64" in message and "tolerance=0 (lossless)" in message
+        assert caught.value.__cause__ is None and "Error:" not in message  # one error, no chained engine text
+    assert codecs.zfp_decode(codecs.zfp_encode(np.arange(64, dtype="i4").reshape(8, 8), tolerance=0)).dtype == "i4"

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .._util import usable_cores
-from ..errors import CodecError, argument_error
+from ..errors import CodecError, RangeOutlierWarning, argument_error
 from . import _stream
 from .driver import check_fill_value, check_numthreads, decode_stream, is_real, run_parallel
 from .registry import CodecSpec, build, codec_class, list_codecs
@@ -385,6 +385,12 @@ def choose(
 
     valid = valid_mask(array, fill)
     kind, given, level = _bound(array, valid, tolerance, rel_tolerance, psnr, ratio)
+    if kind in ("rel_tolerance", "psnr"):
+        from ..quality import range_outlier, range_outlier_message
+
+        found = range_outlier(array, fill, valid=valid)
+        if found is not None:
+            warnings.warn(range_outlier_message(found), RangeOutlierWarning, stacklevel=2)
     pool = _candidates(array, kind, level, candidates)
     sample = _plan_sample(array, valid, SAMPLE_SHARE)
     everything = sample.counted
