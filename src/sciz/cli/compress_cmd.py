@@ -98,7 +98,7 @@ def compress_command(
                 objective=objective,
                 candidates=names,
                 fill_value=fill_value,
-                layouts=False if writer.name == "hspy" else None,  # an HDF5 filter codes the array's own order
+                container="hdf5" if writer.name == "hspy" else "sciz",  # measured through the HDF5 filter
             )
     except (SciZError, ValueError) as exc:
         fail(f"{source}: {exc}")

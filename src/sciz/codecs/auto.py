@@ -30,7 +30,7 @@ import itertools
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,11 +42,14 @@ from . import _stream
 from .driver import check_fill_value, check_numthreads, decode_stream, is_real, run_parallel
 from .registry import CodecSpec, build, codec_class, list_codecs
 
-__all__ = ["OBJECTIVES", "AutoCodec", "choose"]
+__all__ = ["CONTAINERS", "OBJECTIVES", "AutoCodec", "choose"]
 
 #: What :func:`choose` optimises: the predicted ratio; encode + decode time among candidates reaching
 #: at least half the best ratio; or the time to encode, move at 100 MB/s and decode.
 OBJECTIVES = ("ratio", "speed", "balanced")
+#: Where the chosen codec's output goes: sciz streams (.scz, .zspy, .npz) or an HDF5 dataset
+#: through the codec's registered filter (.hspy, AFM .h5 bundles), which codes its own chunks.
+CONTAINERS = ("sciz", "hdf5")
 #: zfp's engine accuracy, as multiples of the tolerance, that :func:`choose` tries (its real error is
 #: typically 4-8x below the accuracy it is given).
 ZFP_INFLATION = (1.0, 2.0, 4.0)
@@ -58,6 +61,7 @@ BLOCK_ELEMENTS = 2**15
 #: CCSM at 1e-3; one block misjudges more than the whole sample, hence the margin).
 PRUNE_FACTOR = 1.5
 _LINK_BYTES_PER_S = 100e6
+_REFUSED = 1 << 62  # the size of a block a container's filter refuses
 
 
 @dataclass
@@ -158,14 +162,30 @@ def _bound(
     return kind, value, span * 10 ** (-value / 20)
 
 
+def _check_chunks(chunks: Any, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    if chunks is None:
+        return None
+    if (
+        isinstance(chunks, str | bytes)
+        or not isinstance(chunks, Sequence)
+        or len(chunks) != len(shape)
+        or not all(isinstance(c, int | np.integer) and not isinstance(c, bool) and c > 0 for c in chunks)
+    ):
+        raise argument_error("chunks", chunks, f"must be None or {len(shape)} positive ints", cls=CodecError)
+    return tuple(int(c) for c in chunks)
+
+
 def _engine_here(row: CodecSpec) -> bool:
     from . import _engine_available
 
     return not row.engine or _engine_available(row.engine)
 
 
-def _candidates(array: np.ndarray, kind: str, level: float, names: Sequence[str] | None) -> list[Candidate]:
-    """The table's codecs in every mode that keeps the bound, for this array's dtype."""
+def _candidates(
+    array: np.ndarray, kind: str, level: float, names: Sequence[str] | None, hdf5: bool = False
+) -> list[Candidate]:
+    """The table's codecs in every mode that keeps the bound, for this array's dtype (``hdf5``: those
+    with a registered HDF5 filter, and no inflated zfp: a filter has no per-element check)."""
     known = list_codecs()
     if names is not None:
         if isinstance(names, str) or not all(isinstance(n, str) for n in names):
@@ -181,6 +201,8 @@ def _candidates(array: np.ndarray, kind: str, level: float, names: Sequence[str]
         row = getattr(codec_class(name), "spec", None)
         if not isinstance(row, CodecSpec) or row.method is None or code not in row.dtypes or not _engine_here(row):
             continue
+        if hdf5 and not row.hdf5_filter_id:
+            continue
         tries: list[dict[str, Any]]
         if kind == "ratio":
             bits = array.dtype.itemsize * 8 / level
@@ -189,7 +211,7 @@ def _candidates(array: np.ndarray, kind: str, level: float, names: Sequence[str]
             tries = [{"tolerance": 0.0}, {}] if "lossless" in row.bounds else []
         elif "tolerance" in row.bounds:
             tries = [{"tolerance": level}]
-            if name == "zfp":
+            if name == "zfp" and not hdf5:
                 tries += [{"tolerance": level, "accuracy": level * f} for f in ZFP_INFLATION if f != 1.0]
         else:
             tries = [{}] if "lossless" in row.bounds else []
@@ -222,11 +244,11 @@ def _block_shape(shape: tuple[int, ...], elements: int) -> tuple[int, ...]:
     return tuple(n if n == 1 else min(n, max(4, int(n * scale) // 4 * 4)) for n in shape)
 
 
-def _plan_sample(array: np.ndarray, valid: np.ndarray, share: float) -> Sample:
-    """Stratified blocks (see the module docstring)."""
+def _plan_sample(array: np.ndarray, valid: np.ndarray, share: float, chunks: tuple[int, ...] | None = None) -> Sample:
+    """Stratified blocks (see the module docstring); ``chunks``: blocks are whole chunks of this shape."""
     shape = array.shape
     total = array.size
-    if total <= 4 * BLOCK_ELEMENTS:
+    if chunks is None and total <= 4 * BLOCK_ELEMENTS:
         # coded whole (the prediction is exact), after a first round on a centred block of a quarter
         whole = tuple(slice(0, n) for n in shape)
         if total < 4 * 4096:
@@ -236,16 +258,21 @@ def _plan_sample(array: np.ndarray, valid: np.ndarray, share: float) -> Sample:
         return Sample([whole, probe], [float(total), 0.0], tuple(shape))
     # At least two blocks make the share: smaller ones where two full blocks would code twice the
     # share (ECHAM5, 313k values: two 2^15 blocks were 20 % of it, and choose took 0.3x the oracle's CPU)
-    block = _block_shape(shape, min(BLOCK_ELEMENTS, max(4096, int(share * total / 2))))
-    grid = [max(1, n // b) for n, b in zip(shape, block, strict=True)]
+    if chunks is not None:
+        block = tuple(min(n, c) for n, c in zip(shape, chunks, strict=True))
+    else:
+        block = _block_shape(shape, min(BLOCK_ELEMENTS, max(4096, int(share * total / 2))))
+    # chunks: every chunk of the file, edge chunks too (a filter codes them padded to full size)
+    grid = [-(-n // b) if chunks is not None else max(1, n // b) for n, b in zip(shape, block, strict=True)]
     tiles = [tuple(int(i) for i in index) for index in np.ndindex(*grid)]
     per_block = math.prod(block)
-    count = max(2, min(len(tiles), round(share * total / per_block)))
+    count = max(2 if chunks is None else 4, min(len(tiles), round(share * total / per_block)))
+    count = min(count, len(tiles))
     # local variation and invalid share of every tile
     values = np.where(valid, array, 0).astype(np.float64, copy=False) if not valid.all() else array
     scores = []
     for tile in tiles:
-        where = tuple(slice(i * b, (i + 1) * b) for i, b in zip(tile, block, strict=True))
+        where = tuple(slice(i * b, min((i + 1) * b, n)) for i, b, n in zip(tile, block, shape, strict=True))
         part, keep = values[where], valid[where]
         invalid = 1.0 - float(np.count_nonzero(keep)) / keep.size
         if part.shape[-1] > 1:
@@ -254,16 +281,19 @@ def _plan_sample(array: np.ndarray, valid: np.ndarray, share: float) -> Sample:
             variation = float(steps.mean()) if steps.size else 0.0
         else:
             variation = 0.0
-        scores.append((round(invalid * 10), variation, where))
-    scores.sort(key=lambda item: (item[0], item[1]))
+        edge = any(w.stop - w.start < b for w, b in zip(where, block, strict=True))
+        scores.append((edge, round(invalid * 10), variation, where))
+    scores.sort(key=lambda item: (item[0], item[1], item[2]))
     bounds = np.linspace(0, len(scores), count + 1).round().astype(int)
     blocks, weights = [], []
-    scale = total / (len(tiles) * per_block)  # the elements outside whole tiles count like the tiles
+    covered = sum(math.prod(s.stop - s.start for s in item[3]) for item in scores)
+    scale = total / covered  # the elements outside whole tiles count like the tiles
     for start, stop in itertools.pairwise(bounds.tolist()):
         if stop <= start:
             continue
-        blocks.append(scores[(start + stop) // 2][2])
-        weights.append((stop - start) * per_block * scale)
+        blocks.append(scores[(start + stop) // 2][3])
+        members = scores[start:stop]
+        weights.append(float(sum(math.prod(s.stop - s.start for s in m[3]) for m in members)) * scale)
     return Sample(blocks, weights, block)
 
 
@@ -301,6 +331,7 @@ def _run(
     fill_value: Any,
     threads: int,
     decode: bool,
+    sizer: Callable[[Any, np.ndarray], int] | None = None,
 ) -> None:
     tasks = [(c, b) for c in candidates for b in blocks if b not in c.sizes]
     codecs = {id(c): c.make(fill_value) for c in candidates}
@@ -310,6 +341,12 @@ def _run(
         part = np.ascontiguousarray(array[sample.blocks[index]])
         codec = codecs[id(candidate)]
         start = time.perf_counter()
+        if sizer is not None:  # the bytes the target container stores for this block
+            try:
+                size = sizer(codec, part)
+            except (CodecError, ValueError, TypeError):  # this filter refuses the block: it cannot win
+                size = _REFUSED
+            return size, time.perf_counter() - start, 0.0
         stream = codec.encode(part)
         middle = time.perf_counter()
         if decode:
@@ -352,6 +389,8 @@ def choose(
     fill_value: float | None = None,
     numthreads: int | None = None,
     layouts: bool | None = None,
+    container: str = "sciz",
+    chunks: Sequence[int] | None = None,
 ) -> Any:
     """The codec (configured) that best codes ``data`` within the bound; see the module docstring.
 
@@ -366,6 +405,13 @@ def choose(
     ranking is exact. On sample blocks the gain of an order does not show reliably (measured: on the
     ASD video sperr gains 48 % with the x axis first on the whole array, but not on 8x56x56 blocks;
     blocks keeping the 32 frames whole show it, and then rank a wrong order first on the CCSM field).
+
+    ``container="hdf5"``: the chosen codec will be written through its registered HDF5 filter (hspy,
+    AFM .h5 bundles), so only codecs with one compete, in the array's own axis order, and each is
+    measured by what its filter stores for the sample blocks written as sciz writes HDF5 datasets
+    (:func:`sciz.formats._hdf5.filtered_size`: the filter's own behaviour on chunks, NaN and fill
+    values); the predicted ratio is then the file's. ``chunks``: the container's chunk shape; the
+    sample blocks are whole chunks (default: blocks of about 2^15 values as for sciz streams).
 
     Example
     -------
@@ -390,6 +436,19 @@ def choose(
         )
     from ..quality import valid_mask
 
+    if container not in CONTAINERS:
+        raise argument_error("container", container, f"must be one of {', '.join(CONTAINERS)}", cls=CodecError)
+    hdf5 = container == "hdf5"
+    if hdf5 and layouts:
+        raise argument_error("layouts", layouts, "an HDF5 filter codes the array's own axis order", cls=CodecError)
+    block = _check_chunks(chunks, array.shape)
+    sizer = None
+    if hdf5:
+        from ..formats._hdf5 import filtered_size  # the container's own writer (imported only for it)
+
+        def sizer(codec: Any, part: np.ndarray) -> int:
+            return filtered_size(codec, part, chunks=block or tuple(part.shape))
+
     valid = valid_mask(array, fill)
     kind, given, level = _bound(array, valid, tolerance, rel_tolerance, psnr, ratio)
     if kind in ("rel_tolerance", "psnr"):
@@ -398,17 +457,18 @@ def choose(
         found = range_outlier(array, fill, valid=valid)
         if found is not None:
             warnings.warn(range_outlier_message(found), RangeOutlierWarning, stacklevel=2)
-    pool = _candidates(array, kind, level, candidates)
-    sample = _plan_sample(array, valid, SAMPLE_SHARE)
+    pool = _candidates(array, kind, level, candidates, hdf5)
+    sample = _plan_sample(array, valid, SAMPLE_SHARE, block)
     everything = sample.counted
     timed = objective != "ratio"
     # A small array: a probe first, then the whole. Else one typical block (the middle stratum's)
     # for every candidate, and the rest of the sample for the survivors.
     probe = len(sample.blocks) > len(everything)
     first = [len(sample.blocks) - 1] if probe else [everything[len(everything) // 2]]
-    _run(pool, first, array, sample, fill, threads, timed)
+    _run(pool, first, array, sample, fill, threads, timed, sizer)
     whole = sample.weights[0] == array.size  # the first block is the array: the final ranking is exact
-    if kind != "ratio" and (layouts if layouts is not None else whole):  # the contenders in other axis orders
+    # the contenders in other axis orders
+    if kind != "ratio" and not hdf5 and (layouts if layouts is not None else whole):
         best = min(_predicted_bytes(c, sample, array.itemsize) for c in pool)
         contenders = [c for c in pool if _predicted_bytes(c, sample, array.itemsize) <= PRUNE_FACTOR * best]
         variants = [
@@ -423,7 +483,7 @@ def choose(
         for c in pool:
             c.pruned = _predicted_bytes(c, sample, array.itemsize) > PRUNE_FACTOR * best
     survivors = [c for c in pool if not c.pruned]
-    _run(survivors, everything, array, sample, fill, threads, timed)
+    _run(survivors, everything, array, sample, fill, threads, timed, sizer)
     raw = array.nbytes
     sample_bytes = sample.elements * array.itemsize
 
@@ -458,7 +518,8 @@ def choose(
         "bound": {kind: given},
         "tolerance": None if kind == "ratio" else level,
         "objective": objective,
-        "layouts": bool(layouts if layouts is not None else whole),
+        "layouts": bool(layouts if layouts is not None else whole) and not hdf5,
+        "container": container,
         "chosen": winner.label,
         "reason": reason,
         "sample": {
@@ -547,18 +608,14 @@ class AutoCodec:
             config["fill_value"] = self.fill_value
         return config
 
-    def choose(self, data: Any, *, numthreads: int | None = None, hdf5: bool = False) -> Any:
+    def choose(
+        self, data: Any, *, numthreads: int | None = None, hdf5: bool = False, chunks: Sequence[int] | None = None
+    ) -> Any:
         """The codec :func:`choose` picks for ``data`` (also kept as :attr:`chosen`).
 
-        ``hdf5=True`` chooses among the codecs with a registered HDF5 filter, in the array's own axis
-        order (what an HDF5 chunk filter codes), for containers that store it as that filter.
+        ``hdf5=True`` chooses for a container that stores it through its registered HDF5 filter
+        (``container="hdf5"``: the codecs with one, measured through it), in ``chunks`` if given.
         """
-        candidates = self.candidates
-        if hdf5:
-            with_filter = [
-                n for n in list_codecs() if getattr(getattr(codec_class(n), "spec", None), "hdf5_filter_id", None)
-            ]
-            candidates = [n for n in with_filter if candidates is None or n in candidates]
         self.chosen = choose(
             data,
             tolerance=self._bound.get("tolerance"),
@@ -566,10 +623,11 @@ class AutoCodec:
             psnr=self._bound.get("psnr"),
             ratio=self._bound.get("ratio"),
             objective=self.objective,
-            candidates=candidates,
+            candidates=self.candidates,
             fill_value=self.fill_value,
             numthreads=numthreads,
-            layouts=False if hdf5 else None,
+            container="hdf5" if hdf5 else "sciz",
+            chunks=chunks,
         )
         return self.chosen
 
