@@ -12,12 +12,12 @@ the parent allocates on another core while the child works and then maps *privat
 the caller's array behaves as any other (a process it forks later gets its own copy, never memory
 shared with the caller); a page the caller writes is copied then, so rewriting a whole result holds
 its memory twice until the array is freed. Measured on the 256 MB benchmark field
-(sz3, 1 thread, 10 paired runs on a loaded machine): decode CPU time raw/sciz median 1.26, against
-0.85 when the parent copied the result out of the child's memory (``/proc/<child>/mem``, faulting
-its own copy in 4 KiB pages meanwhile). Smaller results, and systems without memory files, still
-take that copy; where the child's memory cannot be read, the child sends the result through the
-pipe instead. A crash, an ``exit``, a hang past ``timeout`` or an address-space limit hit in the
-child becomes ``error`` in the caller. POSIX only.
+(sz3, 1 thread, each decode in a fresh forked process as benchmarks/codecs.py times it, CPU time of
+parent and child, a machine loaded 6x over): raw engine median 0.87 s, sciz 0.90 s (copying out of
+``/proc/<child>/mem`` instead, into a result faulted in 4 KiB pages meanwhile: 1.08 s). Smaller
+results, and systems without memory files, still take that copy; where the child's memory cannot be
+read, the child sends the result through the pipe instead. A crash, an ``exit``, a hang past
+``timeout`` or an address-space limit hit in the child becomes ``error`` in the caller. POSIX only.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ __all__ = ["decode_in_child", "run_in_child"]
 
 _OK, _FAILED = b"K", b"F"
 _PARALLEL_COPY = 16 << 20  # results from this size are faulted in early and copied on several threads
-_READ, _SEND = b"R", b"S"
-_PREALLOCATE = True  # the parent's answer: it has read the memory / the child must send it
+_READ, _SEND = b"R", b"S"  # the parent's answer: it has read the memory / the child must send it
+_PREALLOCATE = True  # the parent allocates a memory file's pages while the child decodes
 
 
 def run_in_child(
@@ -214,9 +214,10 @@ def _shared_file(nbytes: int) -> int:
 
 
 def _shared_view(descriptor: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:  # pragma: no cover
-    """The child's result: the memory file, mapped shared, in huge pages where the kernel gives them
-    (``shmem_enabled=advise``: as numpy's own large arrays, so faulting it costs what the raw engine's
-    output array costs)."""
+    """The child's result: the memory file, mapped shared, asking for huge pages. The kernel gives
+    them where /sys/kernel/mm/transparent_hugepage/shmem_enabled is ``advise`` or ``always`` (then
+    mapping it costs what the raw engine's numpy output costs); with ``never`` (this machine) it maps
+    4 KiB pages: 65536 more minor faults per 256 MiB in the child, measured 0.05-0.1 s of system time."""
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     memory = mmap.mmap(descriptor, nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     if hasattr(mmap, "MADV_HUGEPAGE"):
