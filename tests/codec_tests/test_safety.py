@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import warnings
 from typing import Any
 
 import numpy as np
@@ -470,7 +471,9 @@ def test_child_runner_reports_crashes_exits_hangs_and_falls_back_to_the_pipe(mon
     if hasattr(os, "memfd_create"):
         assert fetched == [], "a large result is the child's pages, not a copy"
         # ... mapped privately: a process forked later writes its own copy, never the caller's array
-        pid = os.fork()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+: fork() with threads
+            pid = os.fork()
         if pid == 0:  # pragma: no cover - the forked process
             shared[...] = -1.0
             os._exit(0 if shared[0, 0] == -1.0 else 1)
