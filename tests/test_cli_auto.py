@@ -234,6 +234,7 @@ def test_hdf5_choice_is_measured_through_the_filter_and_predicts_the_written_rat
 
     from sciz import codecs
     from sciz.afm.bundles_h5 import _chunk_shape, save_h5_bundle
+    from sciz.formats._hdf5 import filtered_size
 
     rng = np.random.default_rng(0)
     t, y, x = np.mgrid[0:8, 0:128, 0:160]  # 160 columns: edge chunks of 32 beside chunks of 128
@@ -242,7 +243,7 @@ def test_hdf5_choice_is_measured_through_the_filter_and_predicts_the_written_rat
     chunks = _chunk_shape(video.shape, video.itemsize)
     assert video.shape[2] % chunks[2], "the test needs edge chunks"
     auto = codecs.get("auto", tolerance=0.4)
-    chosen = auto.choose(video, hdf5=True, chunks=chunks)
+    chosen = auto.choose(video, hdf5=True, chunks=chunks, measure=filtered_size)
     choice = chosen.choice
     assert choice["container"] == "hdf5" and not choice["layouts"]
     labels = [c["label"] for c in choice["candidates"]]
@@ -277,6 +278,7 @@ def test_hdf5_choice_is_measured_through_the_filter_and_predicts_the_written_rat
         ({"container": "hdf5", "layouts": True}, "own axis order"),
         ({"chunks": (4, 4)}, "3 positive ints"),
         ({"chunks": (4, 0, 4)}, "3 positive ints"),
+        ({"measure": "hdf5"}, "must be None or a function"),
     ],
 )
 def test_choose_container_and_chunks_are_checked(kwargs: dict, match: str) -> None:

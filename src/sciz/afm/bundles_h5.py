@@ -165,7 +165,7 @@ def _write_with_codec(group: Any, name: str, array: np.ndarray, codec: Any) -> N
     require("hdf5plugin", "hdf5")
     chunks = _chunk_shape(array.shape, array.dtype.itemsize)
     if codec.name == "auto":  # codec="auto": the filter that compresses this array best, in these chunks
-        codec = codec.choose(array, hdf5=True, chunks=chunks)
+        codec = codec.choose(array, hdf5=True, chunks=chunks, measure=_hdf5.filtered_size)
     if codec.spec.hdf5_filter_id in _hdf5.FILTER_CODECS:
         # NaN/Inf never reach the lossy filter; their mask lives outside /processed and /masks,
         # which playNano reads as layers and masks.

@@ -69,6 +69,7 @@ def compress_command(
     from ..codecs.registry import spec
     from ..errors import RangeOutlierWarning, SciZError
     from ..formats import format_for_writing, load
+    from ..formats._hdf5 import filtered_size
     from ..quality import valid_mask
 
     if sum(bound is not None for bound in (tolerance, rel_tolerance, psnr)) != 1:
@@ -98,7 +99,8 @@ def compress_command(
                 objective=objective,
                 candidates=names,
                 fill_value=fill_value,
-                container="hdf5" if writer.name == "hspy" else "sciz",  # measured through the HDF5 filter
+                container="hdf5" if writer.name == "hspy" else "sciz",
+                measure=filtered_size if writer.name == "hspy" else None,  # through the HDF5 filter
             )
     except (SciZError, ValueError) as exc:
         fail(f"{source}: {exc}")

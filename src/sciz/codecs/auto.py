@@ -436,6 +436,7 @@ def choose(
     layouts: bool | None = None,
     container: str = "sciz",
     chunks: Sequence[int] | None = None,
+    measure: Callable[..., int] | None = None,
 ) -> Any:
     """The codec (configured) that best codes ``data`` within the bound; see the module docstring.
 
@@ -456,11 +457,14 @@ def choose(
     ``layouts=False`` tries no other order.
 
     ``container="hdf5"``: the chosen codec will be written through its registered HDF5 filter (hspy,
-    AFM .h5 bundles), so only codecs with one compete, in the array's own axis order, and each is
-    measured by what its filter stores for the sample blocks written as sciz writes HDF5 datasets
-    (:func:`sciz.formats._hdf5.filtered_size`: the filter's own behaviour on chunks, NaN and fill
-    values); the predicted ratio is then the file's. ``chunks``: the container's chunk shape; the
-    sample blocks are whole chunks (default: blocks of about 2^15 values as for sciz streams).
+    AFM .h5 bundles), so only codecs with one compete, in the array's own axis order. ``measure``:
+    the bytes a candidate takes for one sample block in the target container,
+    ``measure(codec, block, chunks=...)``; the HDF5 containers pass
+    :func:`sciz.formats._hdf5.filtered_size` (what the filter stores for the block written as sciz
+    writes HDF5 datasets: the filter's own behaviour on chunks, NaN and fill values), so that the
+    predicted ratio is the file's (default: the coded sections of sciz's own stream; the codecs
+    layer does not import the formats above it). ``chunks``: the container's chunk shape; the sample
+    blocks are then whole chunks, edge chunks too (default: blocks of about 2^15 values).
 
     Example
     -------
@@ -492,11 +496,14 @@ def choose(
         raise argument_error("layouts", layouts, "an HDF5 filter codes the array's own axis order", cls=CodecError)
     block = _check_chunks(chunks, array.shape)
     sizer = None
-    if hdf5:
-        from ..formats._hdf5 import filtered_size  # the container's own writer (imported only for it)
+    if measure is not None:
+        if not callable(measure):
+            raise argument_error(
+                "measure", measure, "must be None or a function (codec, block, chunks=)", cls=CodecError
+            )
 
         def sizer(codec: Any, part: np.ndarray) -> int:
-            return filtered_size(codec, part, chunks=block or tuple(part.shape))
+            return int(measure(codec, part, chunks=block or tuple(part.shape)))
 
     valid = valid_mask(array, fill)
     kind, given, level = _bound(array, valid, tolerance, rel_tolerance, psnr, ratio)
@@ -664,12 +671,19 @@ class AutoCodec:
         return config
 
     def choose(
-        self, data: Any, *, numthreads: int | None = None, hdf5: bool = False, chunks: Sequence[int] | None = None
+        self,
+        data: Any,
+        *,
+        numthreads: int | None = None,
+        hdf5: bool = False,
+        chunks: Sequence[int] | None = None,
+        measure: Callable[..., int] | None = None,
     ) -> Any:
         """The codec :func:`choose` picks for ``data`` (also kept as :attr:`chosen`).
 
         ``hdf5=True`` chooses for a container that stores it through its registered HDF5 filter
-        (``container="hdf5"``: the codecs with one, measured through it), in ``chunks`` if given.
+        (``container="hdf5"``: the codecs with one), in ``chunks`` if given, each measured by
+        ``measure`` (the container's :func:`sciz.formats._hdf5.filtered_size`).
         """
         self.chosen = choose(
             data,
@@ -683,6 +697,7 @@ class AutoCodec:
             numthreads=numthreads,
             container="hdf5" if hdf5 else "sciz",
             chunks=chunks,
+            measure=measure,
         )
         return self.chosen
 

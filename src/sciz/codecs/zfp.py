@@ -191,7 +191,7 @@ class ZfpCodec(Codec):
         kind = np.dtype(dtype).kind if dtype is not None else ""
         if self._tolerance and kind and kind in "iub":
             raise ZfpError(
-                f"data: zfp with a tolerance codes float32 and float64 data only, got {np.dtype(dtype)}; "
+                f"data: zfp with a tolerance codes float32/float64 data only, got {np.dtype(dtype)}; "
                 "integers take rate=, precision= or tolerance=0 (lossless), for int32 and int64 only "
                 "(other integer types: lerc, pcodec or szip)"
             )
