@@ -189,7 +189,8 @@ def test_evaluate_prints_a_line_per_codec_and_bound_when_not_on_a_terminal(tmp_p
     # A trial user's non-TTY run printed nothing for a long time; and integer data that no chosen
     # codec takes failed inside matplotlib (a log scale of no points).
     source, _ = _field(tmp_path)
-    result = runner.invoke(app, ["evaluate", str(source), "--codecs", "sz3,zfp", "--tolerances", "1e-2,1e-3"])
+    out = ["--out", str(tmp_path / "report")]
+    result = runner.invoke(app, ["evaluate", str(source), "--codecs", "sz3,zfp", "--tolerances", "1e-2,1e-3", *out])
     assert result.exit_code == 0, result.output
     lines = [
         line for line in result.output.splitlines() if re.match(r"(sz3|zfp) at 0\.0\d+: ratio [\d.]+, max error", line)
