@@ -107,3 +107,28 @@ def test_exact_copy_and_shape_mismatch() -> None:
     assert report.to_dict()["psnr"] == "inf"
     with pytest.raises(ValueError, match="shape"):
         quality.compare(field, field[:2])
+
+
+def test_range_outlier_finds_a_lone_fill_at_either_end_and_nothing_else() -> None:
+    rng = np.random.default_rng(1)
+    field = (280 + rng.standard_normal(300_000)).astype(np.float32)  # larger than the 65536 sample
+    assert quality.range_outlier(field) is None
+    one = field.copy()
+    one[123_457] = 1e20  # one value, off the sample's stride: confirmed on every value
+    found = quality.range_outlier(one)
+    assert found is not None and found.count == 1 and found.total == field.size
+    assert found.low == float(field.min()) and found.high == float(field.max())
+    low = field.copy()
+    low[::3] = -999.0
+    found = quality.range_outlier(low)
+    assert found is not None and found.value == -999.0 and found.count == 100_000
+    assert quality.range_outlier(one, fill_value=1e20) is None  # marked: not an outlier
+    with_nan = one.copy()
+    with_nan[:10] = np.nan
+    assert quality.range_outlier(with_nan).total == field.size - 10  # type: ignore[union-attr]
+    # close to the others (under 10 spreads away): no warning
+    near = field.copy()
+    near[0] = float(field.max()) + 5 * float(np.ptp(field))
+    assert quality.range_outlier(near) is None
+    text = quality.range_outlier_message(quality.range_outlier(one), "--fill-value ")  # type: ignore[arg-type]
+    assert "1 of 300000 values equal 1e+20" in text and text.endswith("pass --fill-value 1e+20.")

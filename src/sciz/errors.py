@@ -20,6 +20,7 @@ __all__ = [
     "LosslessFallbackWarning",
     "MissingDependencyError",
     "PcodecError",
+    "RangeOutlierWarning",
     "SciZError",
     "SciZWarning",
     "SperrError",
@@ -89,6 +90,11 @@ class JetrawError(CodecError):
 
 class SciZWarning(Warning):
     """Base class of every warning sciz emits; filter it to silence them all."""
+
+
+class RangeOutlierWarning(SciZWarning, UserWarning):
+    """One value far outside all the others (an unmarked fill such as 1e20 land) sets the data range
+    that a relative or PSNR bound is a share of; the message says how to mark it (``fill_value=``)."""
 
 
 class LosslessFallbackWarning(SciZWarning, UserWarning):

@@ -75,7 +75,7 @@ def evaluate(
     """One row per codec and bound: ratio, bits per value, encode/decode MB/s and the quality metrics.
 
     ``bounds`` are relative to the valid data range; a codec that refuses the data or bound gets a
-    row with ``"error"``. ``progress`` is called with a label after each row.
+    row with ``"error"``. ``progress`` is called after each row with a line saying what it found.
     """
     array = np.asarray(data)
     if array.dtype.kind not in "iuf" or array.size == 0:
@@ -111,6 +111,8 @@ def evaluate(
             except (ValueError, TypeError) as exc:  # CodecError is a ValueError
                 row["error"] = str(exc)
                 rows.append(row)
+                if progress is not None:
+                    progress(f"{name} at {bound:g}: refused ({exc})")
                 continue
             ratio = array.nbytes / len(stream)
             report = compare(array, restored, fill_value=fill_value).to_dict()
@@ -124,7 +126,7 @@ def evaluate(
             )
             rows.append(row)
             if progress is not None:
-                progress(f"{name} at {bound:g}")
+                progress(f"{name} at {bound:g}: ratio {ratio:.2f}, max error {report['max_abs_error']:.4g}")
     return rows
 
 
@@ -180,12 +182,23 @@ def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
     return figure, axes
 
 
+def _finish(axes: Any, log: bool) -> None:
+    """Log scales and the legend where the plot has points; else a note that no codec coded the data."""
+    if not any(len(line.get_xdata()) for line in axes.get_lines()):
+        axes.text(0.5, 0.5, "no codec coded this data", ha="center", va="center", transform=axes.transAxes)
+        return
+    if log:
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+    axes.legend()
+
+
 def plot_rate_distortion(rows: list[dict[str, Any]]) -> Any:
     """Bits per value (x) against PSNR in dB (y), one line per codec."""
     figure, axes = _figure(PLOTS["rate_distortion"], "bits per value", "PSNR (dB)")
     for codec, series in plot_series(rows)["rate_distortion"].items():
         axes.plot(series["x"], series["y"], marker="o", label=codec, linestyle="--" if codec == "auto" else "-")
-    axes.legend()
+    _finish(axes, log=False)
     return figure
 
 
@@ -194,9 +207,7 @@ def plot_ratio_vs_bound(rows: list[dict[str, Any]]) -> Any:
     figure, axes = _figure(PLOTS["ratio_vs_bound"], "error bound / data range", "compression ratio")
     for codec, series in plot_series(rows)["ratio_vs_bound"].items():
         axes.plot(series["x"], series["y"], marker="o", label=codec, linestyle="--" if codec == "auto" else "-")
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    axes.legend()
+    _finish(axes, log=True)
     return figure
 
 
@@ -207,10 +218,9 @@ def plot_pareto(rows: list[dict[str, Any]]) -> Any:
     for codec, series in data.items():
         if codec != "front":
             axes.plot(series["x"], series["y"], marker="o", linestyle="none", label=codec)
-    axes.plot(data["front"]["x"], data["front"]["y"], color="black", linestyle="--", label="Pareto front")
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    axes.legend()
+    if data["front"]["x"]:
+        axes.plot(data["front"]["x"], data["front"]["y"], color="black", linestyle="--", label="Pareto front")
+    _finish(axes, log=True)
     return figure
 
 

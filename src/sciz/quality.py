@@ -44,6 +44,8 @@ __all__ = [
     "error_histogram",
     "pearson",
     "psnr",
+    "range_outlier",
+    "range_outlier_message",
     "spectral_error",
     "ssim",
     "valid_mask",
@@ -77,6 +79,66 @@ def valid_mask(original: Any, fill_value: float | None = None) -> np.ndarray:
     if fill_value is not None and math.isfinite(float(fill_value)):
         valid &= values != fill_value
     return valid
+
+
+@dataclass(frozen=True)
+class RangeOutlier:
+    """A value far outside all the others, which alone sets one end of the data range."""
+
+    value: float
+    count: int
+    total: int
+    low: float  # the range of the other valid values
+    high: float
+
+
+def range_outlier(
+    data: Any, fill_value: float | None = None, *, factor: float = 10.0, valid: np.ndarray | None = None
+) -> RangeOutlier | None:
+    """The value (NaN, Inf and ``fill_value`` aside) lying at least ``factor`` times the spread of
+    all the others away from them, or None. Such a value (an unmarked fill, 1e20 land in an ocean
+    field) sets the range that a relative or PSNR bound is a share of: ``rel_tolerance=1e-3`` then
+    means 1e17, and every real value may be lost while the bound holds. ``valid``: the mask of the
+    valid elements, when the caller has it.
+
+    Cheap on large arrays: the others' spread is first taken from an evenly strided sample of about
+    65536 values. The sample's spread is at most the whole's and its gap to the lone value at least
+    the whole's, so a sample that finds no outlier proves there is none; one that finds it is
+    confirmed on every value.
+    """
+    array = np.asarray(data)
+    if array.dtype.kind not in "fiu" or array.size < 16:
+        return None
+    if valid is None and (array.dtype.kind == "f" or fill_value is not None):
+        valid = valid_mask(array, fill_value)
+    values = (array if valid is None else array[valid]).reshape(-1)
+    if values.size < 3:
+        return None
+    sample = values[:: max(1, values.size // 65536)]
+    for lone in (values.max(), values.min()):
+        for candidates in (sample, values) if sample.size < values.size else (values,):
+            rest = candidates[candidates != lone]
+            if rest.size < 2:
+                if candidates is sample:
+                    continue  # the sample holds nothing but the lone value: ask every value
+                break
+            low, high = float(rest.min()), float(rest.max())
+            gap = min(abs(float(lone) - low), abs(float(lone) - high))
+            if not (high > low and gap >= factor * (high - low)):
+                break  # none in the sample: none in the whole
+            if candidates is values:
+                return RangeOutlier(float(lone), int(values.size - rest.size), int(values.size), low, high)
+    return None
+
+
+def range_outlier_message(found: RangeOutlier, option: str = "fill_value=") -> str:
+    """The one wording of the warning, with ``option`` spelled as the caller's interface spells it
+    (``fill_value=`` in Python, ``--fill-value `` on the command line)."""
+    return (
+        f"{found.count} of {found.total} values equal {found.value:g}, far outside the others "
+        f"({found.low:g} .. {found.high:g}). A relative or PSNR bound is a share of the whole range, "
+        f"which {found.value:g} sets; if it marks missing data, pass {option}{found.value:g}."
+    )
 
 
 def _valid_values(original: Any, decoded: Any, fill_value: float | None) -> tuple[np.ndarray, np.ndarray]:

@@ -203,3 +203,58 @@ def test_layouts_are_tried_where_the_array_is_coded_whole() -> None:
     assert codec.choice["layouts"] and [2, 0, 1] in orders and None in orders
     assert np.abs(codecs.decode(codec.encode(field)) - field).max() <= 0.01
     assert not codecs.choose(field, tolerance=0.01, layouts=False).choice["layouts"]
+
+
+def test_a_relative_bound_on_data_with_an_unmarked_fill_warns_how_to_mark_it() -> None:
+    # The SST field's 1e20 land without fill_value= made rel_tolerance=1e-3 a 1e17 bound (sz3
+    # tolerance=1e+17 chosen, the ocean lost) without a word.
+    from sciz.errors import RangeOutlierWarning
+
+    field = _field((24, 40))
+    field[:6] = 1e20
+    with pytest.warns(RangeOutlierWarning, match=r"240 of 960 values equal 1e\+20.*pass fill_value=1e\+20"):
+        codecs.choose(field, rel_tolerance=1e-3, numthreads=1)
+    with pytest.warns(RangeOutlierWarning, match=r"fill_value=1e\+20"):
+        codecs.choose(field, psnr=60, numthreads=1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RangeOutlierWarning)
+        marked = codecs.choose(field, rel_tolerance=1e-3, fill_value=1e20, numthreads=1)
+        codecs.choose(field, tolerance=0.01, numthreads=1)  # an absolute bound does not depend on the range
+        codecs.choose(_field((24, 40)), rel_tolerance=1e-3, numthreads=1)
+    assert marked.tolerance == pytest.approx(1e-3 * float(np.ptp(field[6:])), rel=1e-6)
+
+
+def test_zfp_tolerance_on_integers_is_one_error_naming_the_dtype_and_what_is_allowed() -> None:
+    for dtype in ("int16", "uint8", "int32", "int64"):
+        data = np.arange(64, dtype=dtype).reshape(8, 8)
+        with pytest.raises(ZfpError) as caught:
+            codecs.zfp_encode(data, tolerance=1.0)
+        message = str(caught.value)
+        assert f"got {dtype}" in message and "float32/float64" in message and "tolerance=0 (lossless)" in message
+        assert caught.value.__cause__ is None and "Error:" not in message  # one error, no chained engine text
+    assert codecs.zfp_decode(codecs.zfp_encode(np.arange(64, dtype="i4").reshape(8, 8), tolerance=0)).dtype == "i4"
+
+
+def test_large_arrays_get_the_reversed_axis_order_where_a_central_block_shows_the_gain() -> None:
+    # Rows (t, y) smooth along x with an offset each: the engine wants x first (4.3x on the whole).
+    # 2^20 values: the check's block is 2^16 (a sixteenth), its smallest.
+    rng = np.random.default_rng(0)
+    x = np.arange(128, dtype=np.float32)
+    rows = (10 * np.sin(x / 20) + rng.normal(0, 1, (64, 128, 1))).astype(np.float32)
+    chosen = codecs.choose(rows, rel_tolerance=1e-3, candidates=["sperr"], numthreads=1)
+    assert chosen.order == (2, 1, 0) and chosen.choice["layouts"], chosen.choice["chosen"]
+    assert "x on a central block" in chosen.choice["reason"]
+    stream = chosen.encode(rows, numthreads=1)
+    assert np.abs(codecs.decode(stream) - rows).max() <= chosen.tolerance
+    natural = codecs.get("sperr", tolerance=chosen.tolerance).encode(rows, numthreads=1)
+    assert len(natural) > 2 * len(stream)
+    predicted = next(c["predicted_ratio"] for c in chosen.choice["candidates"] if c["label"] == chosen.choice["chosen"])
+    # the block's gain (2^16 values) understates the whole's: the prediction errs low, never high
+    assert rows.nbytes / len(natural) < predicted <= 1.1 * rows.nbytes / len(stream)
+    # frames smooth in (y, x) with an offset each: the array's own order stays (reversed: 0.45x)
+    y = np.arange(128, dtype=np.float32)[:, None]
+    frames = (10 * np.sin(x / 20 + y / 15) + 3 * rng.normal(0, 1, (64, 1, 1))).astype(np.float32)
+    assert codecs.choose(frames, rel_tolerance=1e-3, candidates=["sperr"], numthreads=1).order is None
+    assert codecs.choose(rows, rel_tolerance=1e-3, candidates=["sperr"], numthreads=1, layouts=False).order is None

@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import warnings
 from typing import Any
 
 import numpy as np
@@ -459,14 +460,39 @@ def test_child_runner_reports_crashes_exits_hangs_and_falls_back_to_the_pipe(mon
         patch.setattr(os, "open", no_proc_mem)
         piped = _isolate.run_in_child(fill, (300, 1000), np.dtype("f8"), error=CodecError, timeout=30, what="x")
     assert np.array_equal(piped, expected), "the pipe fallback returns the same result"
-    # Results from 16 MiB on are faulted in while the child works and read on several threads;
-    # a piece that cannot be read sends the whole result through the pipe.
+    # Results from 16 MiB on are decoded into a memory file that the parent maps privately (no copy)
     big = np.arange(3001 * 1000, dtype="f8").reshape(3001, 1000)
-    assert np.array_equal(
-        _isolate.run_in_child(fill, big.shape, np.dtype("f8"), error=CodecError, timeout=30, what="x"), big
-    )
+    real_fetch = _isolate._fetch
+    fetched: list[int] = []
+    with monkeypatch.context() as patch:
+        patch.setattr(_isolate, "_fetch", lambda *args: fetched.append(1) or real_fetch(*args))
+        shared = _isolate.run_in_child(fill, big.shape, np.dtype("f8"), error=CodecError, timeout=30, what="x")
+    assert np.array_equal(shared, big) and shared.flags.writeable
+    if hasattr(os, "memfd_create"):
+        assert fetched == [], "a large result is the child's pages, not a copy"
+        # ... mapped privately: a process forked later writes its own copy, never the caller's array
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+: fork() with threads
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the forked process
+            shared[...] = -1.0
+            os._exit(0 if shared[0, 0] == -1.0 else 1)
+        assert os.WEXITSTATUS(os.waitpid(pid, 0)[1]) == 0
+        assert np.array_equal(shared, big), "the child's writes stayed in the child"
+        shared[0] = 7.0  # and the caller's own writes are its own
+        assert (shared[0] == 7.0).all() and np.array_equal(shared[1:], big[1:])
+        with pytest.raises(CodecError, match="crashed"):
+            _isolate.run_in_child(
+                lambda out: os.abort(), big.shape, np.dtype("f8"), error=CodecError, timeout=30, what="x"
+            )
+    # Without a memory file, the parent faults its result in while the child works and reads the
+    # child's memory on several threads; a piece that cannot be read sends the whole through the pipe.
     real_span = _isolate._read_span
     with monkeypatch.context() as patch:
+        patch.setattr(_isolate, "_shared_file", lambda nbytes: -1)
+        patch.setattr(_isolate, "_fetch", lambda *args: fetched.append(1) or real_fetch(*args))
+        copied = _isolate.run_in_child(fill, big.shape, np.dtype("f8"), error=CodecError, timeout=30, what="x")
+        assert np.array_equal(copied, big) and fetched == [1], "copied out of the child's memory"
         patch.setattr(_isolate, "usable_cores", lambda: 2)  # the parallel copy even on one core
         first_only = lambda d, t, a, start, stop: start == 0 and real_span(d, t, a, start, stop)  # noqa: E731
         patch.setattr(_isolate, "_read_span", first_only)

@@ -183,8 +183,8 @@ def _resolve_codec(codec: Any, tolerance: float | None) -> Any:
 def _write_with_codec(group: Any, name: str, array: np.ndarray, codec: Any) -> None:
     require("hdf5plugin", "hdf5")
     chunks = _chunk_shape(array.shape, array.dtype.itemsize)
-    if codec.name == "auto":  # codec="auto": the filter that compresses this array best
-        codec = codec.choose(array, hdf5=True)
+    if codec.name == "auto":  # codec="auto": the filter that compresses this array best, in these chunks
+        codec = codec.choose(array, hdf5=True, chunks=chunks, measure=_hdf5.filtered_size)
     if codec.spec.hdf5_filter_id in _hdf5.FILTER_CODECS:
         # NaN/Inf never reach the lossy filter; their mask lives outside /processed and /masks,
         # which playNano reads as layers and masks.

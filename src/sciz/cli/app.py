@@ -51,37 +51,12 @@ def disk_size(path: Path) -> int:
 
 
 def range_outlier_warning(data: object, fill_value: float | None) -> str | None:
-    """A warning when one value far from all the others (an unmarked fill such as 1e20 land) sets the range.
+    """A warning when one value far from all the others (an unmarked fill such as 1e20 land) sets the range
+    (:func:`sciz.quality.range_outlier`; the same words as :func:`sciz.codecs.choose` warns with)."""
+    from ..quality import range_outlier, range_outlier_message
 
-    A relative or PSNR bound is a share of that range: without ``--fill-value`` a 1e20 fill makes
-    the bound 1e17 and every real value may be lost while the bound technically holds.
-    """
-    import numpy as np
-
-    array = np.asarray(data)
-    if array.dtype.kind not in "fiu" or array.size < 16:
-        return None
-    values = array.reshape(-1)
-    values = values[:: max(1, values.size // 1_000_000)]
-    if fill_value is not None:  # compared in the data's own type: float32 holds 1e20 as 1.00000002e20
-        with np.errstate(all="ignore"):
-            values = values[values != np.array(fill_value).astype(array.dtype)]
-    values = values.astype(np.float64)
-    values = values[np.isfinite(values)]
-    distinct = np.unique(values)
-    if distinct.size < 3:
-        return None
-    for lone, rest in ((distinct[-1], distinct[:-1]), (distinct[0], distinct[1:])):
-        spread = float(rest[-1] - rest[0])
-        gap = float(min(abs(lone - rest[0]), abs(lone - rest[-1])))
-        if spread > 0 and gap >= 10 * spread:
-            count = int(np.count_nonzero(values == lone))
-            return (
-                f"warning: {count} of {values.size} sampled values equal {lone:g}, far outside the others "
-                f"({rest[0]:g} .. {rest[-1]:g}). A relative or PSNR bound is a share of the whole range, "
-                f"which {lone:g} sets; if it marks missing data, pass --fill-value {lone:g}."
-            )
-    return None
+    found = range_outlier(data, fill_value)
+    return None if found is None else "warning: " + range_outlier_message(found, "--fill-value ")
 
 
 def human_size(size: float) -> str:

@@ -6,6 +6,7 @@ encoding, written as netCDF-4 (``OUT.nc``) or Zarr (``OUT.zarr``), with a per-va
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,17 @@ from .app import app, disk_size, fail, range_outlier_warning
 from .info_cmd import parse_options, read_dataset
 
 __all__ = ["compress_command"]
+
+
+def _lossless_note(dtype: Any, level: float | None, chosen: str) -> str:
+    """Why the chosen codec stores every value exactly (a bound of 0; integers; or nothing lossy won)."""
+    if level == 0:
+        why = "a bound of 0 means lossless"
+    elif level is not None and dtype.kind in "iu" and level < 1:
+        why = f"{dtype} values differ by at least 1, so a bound of {level:g} keeps every one of them exactly"
+    else:
+        why = f"on this {dtype} data exact storage beat every lossy codec within the bound {level:g}"
+    return f"lossless: {why}; chose {chosen}, which stores every value exactly"
 
 
 def _target_options(writer_name: str, codec: Any) -> dict[str, Any]:
@@ -139,8 +151,9 @@ def compress_command(
 
     from .. import codecs
     from ..codecs.registry import spec
-    from ..errors import SciZError
+    from ..errors import RangeOutlierWarning, SciZError
     from ..formats import format_for_writing, load
+    from ..formats._hdf5 import filtered_size
     from ..quality import valid_mask
 
     if sum(bound is not None for bound in (tolerance, rel_tolerance, psnr)) != 1:
@@ -160,16 +173,19 @@ def compress_command(
     # HDF5 holds the codecs that have a registered filter (other readers decode those)
     names = [n for n in codecs.list_codecs() if writer.name != "hspy" or getattr(spec(n), "hdf5_filter_id", None)]
     try:
-        codec = codecs.choose(
-            data,
-            tolerance=tolerance,
-            rel_tolerance=rel_tolerance,
-            psnr=psnr,
-            objective=objective,
-            candidates=names,
-            fill_value=fill_value,
-            layouts=False if writer.name == "hspy" else None,  # an HDF5 filter codes the array's own order
-        )
+        with warnings.catch_warnings():  # said above, in the command line's words
+            warnings.simplefilter("ignore", RangeOutlierWarning)
+            codec = codecs.choose(
+                data,
+                tolerance=tolerance,
+                rel_tolerance=rel_tolerance,
+                psnr=psnr,
+                objective=objective,
+                candidates=names,
+                fill_value=fill_value,
+                container="hdf5" if writer.name == "hspy" else "sciz",
+                measure=filtered_size if writer.name == "hspy" else None,  # through the HDF5 filter
+            )
     except (SciZError, ValueError) as exc:
         fail(f"{source}: {exc}")
     choice = codec.choice
@@ -192,6 +208,8 @@ def compress_command(
         ratio_text = f"ratio {file_ratio:.2f}"
     predicted = next(c["predicted_ratio"] for c in choice["candidates"] if c["label"] == choice["chosen"])
     typer.echo(f"chose {choice['chosen']} ({choice['reason']}; predicted ratio {predicted:g})")
+    if codec.lossless:
+        typer.echo(_lossless_note(data.dtype, choice.get("tolerance"), choice["chosen"]))
     typer.echo(
         f"wrote {written} ({writer.name}) from {source} ({reader.name}): {ratio_text}, "
         f"max error {error:.4g} (bound {codec.tolerance:.4g})"

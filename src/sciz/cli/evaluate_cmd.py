@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -62,18 +63,30 @@ def evaluate_command(
     if warning:
         console.print(warning, markup=False, highlight=False)
     names = _split(codecs, "--codecs") or default_codecs(data)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"evaluating {source.name}", total=len(names) * len(bounds))
+    console.print(
+        f"evaluating {source.name} ({data.shape} {data.dtype}): {len(names)} codecs x {len(bounds)} bounds",
+        markup=False,
+        highlight=False,
+    )
+    with contextlib.ExitStack() as stack:
+        if console.is_terminal:  # a bar that redraws; elsewhere (a log, a pipe) one line per codec and bound
+            progress = stack.enter_context(Progress(console=console, transient=True))
+            task = progress.add_task(f"evaluating {source.name}", total=len(names) * len(bounds))
+
+            def show(label: str) -> None:
+                progress.update(task, advance=1, description=label)
+        else:
+
+            def show(label: str) -> None:
+                console.print(label, markup=False, highlight=False, soft_wrap=True)
+
         try:
-            rows = evaluate(
-                data,
-                codecs=names,
-                bounds=bounds,
-                fill_value=fill_value,
-                progress=lambda label: progress.update(task, advance=1, description=label),
-            )
+            rows = evaluate(data, codecs=names, bounds=bounds, fill_value=fill_value, progress=show)
         except (SciZError, ValueError) as exc:
             fail(f"{source}: {exc}")
+    if not any("ratio" in row for row in rows):
+        refusals = "; ".join(sorted({f"{row['codec']}: {row['error']}" for row in rows}))
+        fail(f"{source}: no codec coded its {data.dtype} array ({refusals})")
     paths = write_report(
         rows, out, title=f"sciz evaluation of {source.name} ({reader.name}, {data.shape} {data.dtype})"
     )

@@ -97,7 +97,9 @@ def resolve_compression(
 
         name = compression.lower()
         if name == "auto":  # the codec with a registered HDF5 filter that compresses this array best
-            chosen = sciz.codecs.get("auto", **params).choose(array, hdf5=True)
+            from ._hdf5 import filtered_size  # measured through the filter, as this file will store it
+
+            chosen = sciz.codecs.get("auto", **params).choose(array, hdf5=True, measure=filtered_size)
             return resolve_compression(chosen, array, {}, fill_value=fill_value)
         if name not in sciz.codecs.list_codecs():
             raise argument_error(

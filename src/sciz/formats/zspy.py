@@ -79,7 +79,9 @@ def _is_sciz_codec(value: Any) -> bool:
     return hasattr(value, "get_config") and str(getattr(value, "codec_id", "")).startswith("sciz_")
 
 
-def resolve_compressor(compressor: Any, params: Mapping[str, Any], *, standard_codec: bool = True) -> tuple[Any, Any]:
+def resolve_compressor(
+    compressor: Any, params: Mapping[str, Any], *, standard_codec: bool = True, dtype: Any = None
+) -> tuple[Any, Any]:
     """(numcodecs codec, chunk verifier or None) for a ``compressor`` argument.
 
     ``compressor`` may be None (the default), a numcodecs codec, a numcodecs config dict, a sciz
@@ -131,6 +133,8 @@ def resolve_compressor(compressor: Any, params: Mapping[str, Any], *, standard_c
     if standard_codec and getattr(codec, "fill_value", None) is None:
         tolerance = getattr(codec, "tolerance", None)
         if codec.name == "zfp" and tolerance:
+            if dtype is not None:  # sciz's own error for a dtype ZFPY refuses ("Unknown dtype")
+                codec.check_array(np.zeros(1, dtype))
             standard = numcodecs.ZFPY(mode=4, tolerance=float(tolerance))
             return standard, _bound_verifier(standard, float(tolerance))
         if codec.name == "pcodec":
@@ -181,7 +185,9 @@ def _write_options(
     if not isinstance(checksum, bool):
         raise argument_error("checksum", checksum, "must be True or False")
     standard = kwds.pop("standard_codec", True)
-    codec, verify = resolve_compressor(compressor, kwds, standard_codec=bool(standard))
+    codec, verify = resolve_compressor(
+        compressor, kwds, standard_codec=bool(standard), dtype=getattr(signal["data"], "dtype", None)
+    )
     data = signal["data"]
     signal_axes = [i for i, axis in enumerate(signal["axes"]) if not axis.get("navigate", False)]
     if chunks is not None and chunks is not True:
