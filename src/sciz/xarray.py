@@ -406,13 +406,9 @@ def _zarr_bitround(keep: int, zarr_format: int, cf: dict[str, Any]) -> dict[str,
 
 def _stored_bytes(values: np.ndarray, options: dict[str, Any]) -> int:
     """Bytes HDF5 stores for ``values`` through the filter ``options``, in chunks as the real write's."""
-    import h5py
-    import hdf5plugin  # noqa: F401  (registers the filters with h5py)
+    from .formats._hdf5 import stored_size
 
-    with h5py.File("sciz-probe.h5", "w", driver="core", backing_store=False) as handle:
-        chunks = _chunks(values.shape, values.dtype.itemsize) if values.ndim else None
-        dataset = handle.create_dataset("x", data=values, chunks=chunks, **options)
-        return int(dataset.id.get_storage_size())
+    return stored_size(values, _chunks(values.shape, values.dtype.itemsize) if values.ndim else None, options)
 
 
 def _packed(sample: np.ndarray, packed: dict[str, Any]) -> np.ndarray:

@@ -1201,5 +1201,17 @@ def filtered_size(codec: Any, block: np.ndarray, fill_value: Any = None, chunks:
             writer.write_array(block)
             size = int(writer.dataset.id.get_storage_size())
             return size + (int(writer.mask.id.get_storage_size()) if writer.mask is not None else 0)
-        dataset = h5.create_dataset("d", data=block, chunks=chunks, **options)
+    return stored_size(block, chunks, options)
+
+
+def stored_size(values: np.ndarray, chunks: tuple[int, ...] | None, options: dict[str, Any]) -> int:
+    """Bytes an HDF5 dataset of ``values`` takes in ``chunks`` through the filter ``options`` (h5py's
+    ``create_dataset`` keywords), written in memory: what a filter really stores, not an estimate."""
+    import io
+
+    import h5py
+    import hdf5plugin  # noqa: F401  (registers the filters with h5py)
+
+    with h5py.File(io.BytesIO(), "w") as h5:
+        dataset = h5.create_dataset("d", data=values, chunks=chunks, **options)
         return int(dataset.id.get_storage_size())
