@@ -191,6 +191,19 @@ def test_a_refused_convert_names_formats_that_hold_everything(shared_data: Path,
     assert result.exit_code == 0, result.output
 
 
+def test_a_refused_bundle_convert_spells_the_plain_npz_with_to(shared_data: Path, tmp_path: Path) -> None:
+    # A float64 vendor video refused as an .h5 bundle used to be told ".npz would keep everything",
+    # but a .npz name makes an AFM stack an AFM bundle, which refuses it too: it takes --to npz.
+    source = shared_data / "afm" / "asd_sample_0.asd"
+    for target in ("v.h5", "v.ome.tif", "v.npz"):
+        result = runner.invoke(app, ["convert", str(source), str(tmp_path / target)])
+        assert result.exit_code == 1, result.output
+        assert "(.zspy, .hspy, --to npz would keep everything)" in result.output, result.output
+    result = runner.invoke(app, ["convert", str(source), str(tmp_path / "v.npz"), "--to", "npz"])
+    assert result.exit_code == 0, result.output
+    assert sciz.load(tmp_path / "v.npz").dtype == np.float64
+
+
 def test_write_options_take_python_spellings_of_booleans() -> None:
     from sciz.cli.info_cmd import parse_options
 

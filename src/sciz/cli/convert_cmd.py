@@ -116,21 +116,36 @@ def _summary(source: Path, reader: str, dataset: Any, written: Path, writer: str
 def _formats_that_hold(dataset: object, exclude: str, target: Path) -> list[str]:
     """How to name the writable formats (other than ``exclude``) that hold ``dataset`` whole.
 
-    By extension (``.hspy``), or ``--to <name>`` for one that shares ``target``'s extension (a plain
-    ``npz`` where the AFM bundle was refused).
+    By extension (``.hspy``), or ``--to <name>`` where the extension alone would pick another format:
+    one that shares ``target``'s extension (a plain ``npz`` where the AFM bundle was refused), or a
+    plain ``npz`` for an AFM stack (a ``.npz`` name makes that an AFM bundle).
     """
-    from ..formats import list_formats
+    from ..errors import SciZError
+    from ..formats import format_for_writing, list_formats
 
     fits: list[str] = []
     for plugin in list_formats("write"):
         if plugin.name == exclude or not plugin.extensions:
             continue
-        try:
-            if plugin.problems(dataset):  # type: ignore[arg-type]
-                continue
-        except Exception:  # a format that cannot even judge the dataset does not hold it
+        if _refuses(plugin, dataset):
             continue
-        spelled = f"--to {plugin.name}" if plugin.matches_extension(target) else plugin.extensions[0]
+        by_name = target.with_name(f"x{plugin.extensions[0]}")
+        try:
+            picked = _stack_writer(dataset, by_name, format_for_writing(by_name, None))
+        except (SciZError, ValueError):
+            picked = None
+        if picked is not None and picked.name != plugin.name and not _refuses(picked, dataset):
+            continue  # the extension names another format that holds it (zspy-zip beside zspy)
+        by_extension = picked is not None and picked.name == plugin.name and not plugin.matches_extension(target)
+        spelled = plugin.extensions[0] if by_extension else f"--to {plugin.name}"
         if spelled not in fits:
             fits.append(spelled)
     return fits
+
+
+def _refuses(plugin: Any, dataset: object) -> bool:
+    """Whether ``plugin`` cannot hold ``dataset`` whole (a format that cannot even judge it does not)."""
+    try:
+        return bool(plugin.problems(dataset))
+    except Exception:
+        return True
