@@ -204,6 +204,18 @@ def test_a_refused_bundle_convert_spells_the_plain_npz_with_to(shared_data: Path
     assert sciz.load(tmp_path / "v.npz").dtype == np.float64
 
 
+def test_a_writer_advice_is_spelled_as_a_write_option(shared_data: Path, tmp_path: Path) -> None:
+    # The zfp filter's advice read "pass fill_value=1e+20", a keyword the command line does not take.
+    source = shared_data / "fields" / "sst_tos_O1_2001-2002.npy"
+    target = tmp_path / "sst.hspy"
+    args = ["convert", str(source), str(target), "-w", "compression=zfp", "-w", "tolerance=0.01"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and not target.exists()
+    assert "pass -w fill_value=1e+20" in " ".join(result.output.split()), result.output
+    result = runner.invoke(app, [*args, "-w", "fill_value=1e+20"])
+    assert result.exit_code == 0, result.output
+
+
 def test_write_options_take_python_spellings_of_booleans() -> None:
     from sciz.cli.info_cmd import parse_options
 

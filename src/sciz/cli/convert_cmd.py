@@ -95,11 +95,14 @@ def _stack_writer(dataset: Any, target: Path, writer: Any) -> Any:
 
 
 def _option_hint(exc: Exception, options: dict[str, Any]) -> str:
-    """The writer's error, spelled with the command-line flag when it names a ``-w`` option by its keyword."""
+    """The writer's error, spelled with the command-line flag when it names a ``-w`` option by its
+    keyword: one given (``tolerance=``) or one it advises (``pass fill_value=1e+20``)."""
+    import re
+
     text = str(exc)
     for key in options:
         text = text.replace(f"{key}=", f"-w {key}=", 1) if f"-w {key}=" not in text else text
-    return text
+    return re.sub(r"\bpass ([A-Za-z_]\w*)=", r"pass -w \1=", text)
 
 
 def _summary(source: Path, reader: str, dataset: Any, written: Path, writer: str, dropped: int) -> str:
