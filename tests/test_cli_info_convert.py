@@ -216,6 +216,19 @@ def test_a_writer_advice_is_spelled_as_a_write_option(shared_data: Path, tmp_pat
     assert result.exit_code == 0, result.output
 
 
+def test_info_reports_how_an_ome_tiff_is_stored(shared_data: Path, tmp_path: Path) -> None:
+    # OME-TIFF arrays used to read "codec ?  stored not reported".
+    report = json.loads(
+        runner.invoke(app, ["info", str(shared_data / "playnano" / "processed.ome.tif"), "--json"]).stdout
+    )
+    assert (report["arrays"][0]["codec"], report["arrays"][0]["stored_bytes"]) == ("none", 4 * 32 * 48 * 4)
+    target = tmp_path / "z.ome.tif"
+    source = shared_data / "playnano" / "processed_raw.npz"
+    assert runner.invoke(app, ["convert", str(source), str(target), "-w", "compression=zlib"]).exit_code == 0
+    array = json.loads(runner.invoke(app, ["info", str(target), "--json"]).stdout)["arrays"][0]
+    assert array["codec"] == "zlib" and 0 < array["stored_bytes"] < array["nbytes"]
+
+
 def test_write_options_take_python_spellings_of_booleans() -> None:
     from sciz.cli.info_cmd import parse_options
 
