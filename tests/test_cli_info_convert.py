@@ -229,6 +229,13 @@ def test_info_reports_how_an_ome_tiff_is_stored(shared_data: Path, tmp_path: Pat
     assert array["codec"] == "zlib" and 0 < array["stored_bytes"] < array["nbytes"]
 
 
+def test_a_records_summary_shows_float_ends_apart() -> None:
+    from sciz.cli.info_cmd import records_summary
+
+    summary = records_summary([{"t": 1000.0001 + i * 1e-4} for i in range(12)])
+    assert summary == {"t": "1000 .. 1000.001, evenly spaced by 0.0001"}, summary  # not "1000 .. 1000"
+
+
 def test_write_options_take_python_spellings_of_booleans() -> None:
     from sciz.cli.info_cmd import parse_options
 
@@ -424,6 +431,8 @@ def test_info_on_afm_bundles_and_vendor_files(shared_data: Path) -> None:
     assert len(lines) < 40, video.stdout  # 32 frames of metadata in a few lines, not one block per frame
     assert "      32 records; per key:" in lines and "        timestamp: 0 .. 31, evenly spaced by 1" in lines
     assert "        line_rate: 200.0 (all 32)" in lines
+    # Epoch milliseconds used to read "1.51127e+12 .. 1.51127e+12": the ends are told apart.
+    assert "        start_epoch_ms: 1511269927000 .. 1511269958000, evenly spaced by 1000" in lines
     jpk = runner.invoke(app, ["info", str(shared_data / "afm" / "sample_0.h5-jpk")]).stdout
     assert "codec h5-jpk vendor data" in jpk and "channels in the file (9): error_trace, height_trace" in jpk
     assert "lossy" not in jpk
