@@ -308,6 +308,8 @@ def test_process_help_matches_behaviour():
     assert "exit code 1 if any failed" in text
     for option in ("--force", "--keep", "--colorbar"):
         assert option in text
+    # playNano failed on a --codec zfp bundle ("can't open directory (/usr/local/lib/plugin)") unwarned.
+    assert "files need `import hdf5plugin` before h5py or playNano can read them" in text
 
 
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])

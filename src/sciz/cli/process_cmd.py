@@ -429,7 +429,11 @@ def process_command(
     ] = None,
     codec: Annotated[
         str | None,
-        typer.Option("--codec", help="HDF5 codec from the registry (zfp, sz3, sperr, szip); default lossless."),
+        typer.Option(
+            "--codec",
+            help="HDF5 codec from the registry (zfp, sz3, sperr, szip); default lossless. zfp, sz3 and sperr "
+            "files need `import hdf5plugin` before h5py or playNano can read them.",
+        ),
     ] = None,
     tolerance: Annotated[
         float | None, typer.Option("--tolerance", help="Absolute error bound for a lossy --codec.")
