@@ -236,6 +236,12 @@ def test_a_records_summary_shows_float_ends_apart() -> None:
     assert summary == {"t": "1000 .. 1000.001, evenly spaced by 0.0001"}, summary  # not "1000 .. 1000"
 
 
+def test_a_gif_target_points_to_process(shared_data: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["convert", str(shared_data / "playnano" / "processed.npz"), str(tmp_path / "v.gif")])
+    assert result.exit_code == 1 and not (tmp_path / "v.gif").exists()
+    assert "made by sciz process --make-gif" in " ".join(result.output.split()), result.output
+
+
 def test_write_options_take_python_spellings_of_booleans() -> None:
     from sciz.cli.info_cmd import parse_options
 

@@ -59,7 +59,12 @@ def convert_command(
     try:
         writer = format_for_writing(target, to)
     except (SciZError, ValueError) as exc:
-        fail(str(exc))
+        gif = (
+            "; an animated GIF of an AFM video is made by sciz process --make-gif"
+            if target.suffix.lower() == ".gif"
+            else ""
+        )
+        fail(f"{exc}{gif}")
     # Between formats that stream lazily (zspy, hspy) the data flows chunk by chunk through dask.
     reader, dataset = read_dataset(source, from_format, read_options, lazy=writer.lazy)
     if to is None:
