@@ -191,6 +191,57 @@ def test_a_refused_convert_names_formats_that_hold_everything(shared_data: Path,
     assert result.exit_code == 0, result.output
 
 
+def test_a_refused_bundle_convert_spells_the_plain_npz_with_to(shared_data: Path, tmp_path: Path) -> None:
+    # A float64 vendor video refused as an .h5 bundle used to be told ".npz would keep everything",
+    # but a .npz name makes an AFM stack an AFM bundle, which refuses it too: it takes --to npz.
+    source = shared_data / "afm" / "asd_sample_0.asd"
+    for target in ("v.h5", "v.ome.tif", "v.npz"):
+        result = runner.invoke(app, ["convert", str(source), str(tmp_path / target)])
+        assert result.exit_code == 1, result.output
+        assert "(.zspy, .hspy, --to npz would keep everything)" in result.output, result.output
+    result = runner.invoke(app, ["convert", str(source), str(tmp_path / "v.npz"), "--to", "npz"])
+    assert result.exit_code == 0, result.output
+    assert sciz.load(tmp_path / "v.npz").dtype == np.float64
+
+
+def test_a_writer_advice_is_spelled_as_a_write_option(shared_data: Path, tmp_path: Path) -> None:
+    # The zfp filter's advice read "pass fill_value=1e+20", a keyword the command line does not take.
+    source = shared_data / "fields" / "sst_tos_O1_2001-2002.npy"
+    target = tmp_path / "sst.hspy"
+    args = ["convert", str(source), str(target), "-w", "compression=zfp", "-w", "tolerance=0.01"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and not target.exists()
+    assert "pass -w fill_value=1e+20" in " ".join(result.output.split()), result.output
+    result = runner.invoke(app, [*args, "-w", "fill_value=1e+20"])
+    assert result.exit_code == 0, result.output
+
+
+def test_info_reports_how_an_ome_tiff_is_stored(shared_data: Path, tmp_path: Path) -> None:
+    # OME-TIFF arrays used to read "codec ?  stored not reported".
+    report = json.loads(
+        runner.invoke(app, ["info", str(shared_data / "playnano" / "processed.ome.tif"), "--json"]).stdout
+    )
+    assert (report["arrays"][0]["codec"], report["arrays"][0]["stored_bytes"]) == ("none", 4 * 32 * 48 * 4)
+    target = tmp_path / "z.ome.tif"
+    source = shared_data / "playnano" / "processed_raw.npz"
+    assert runner.invoke(app, ["convert", str(source), str(target), "-w", "compression=zlib"]).exit_code == 0
+    array = json.loads(runner.invoke(app, ["info", str(target), "--json"]).stdout)["arrays"][0]
+    assert array["codec"] == "zlib" and 0 < array["stored_bytes"] < array["nbytes"]
+
+
+def test_a_records_summary_shows_float_ends_apart() -> None:
+    from sciz.cli.info_cmd import records_summary
+
+    summary = records_summary([{"t": 1000.0001 + i * 1e-4} for i in range(12)])
+    assert summary == {"t": "1000 .. 1000.001, evenly spaced by 0.0001"}, summary  # not "1000 .. 1000"
+
+
+def test_a_gif_target_points_to_process(shared_data: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["convert", str(shared_data / "playnano" / "processed.npz"), str(tmp_path / "v.gif")])
+    assert result.exit_code == 1 and not (tmp_path / "v.gif").exists()
+    assert "made by sciz process --make-gif" in " ".join(result.output.split()), result.output
+
+
 def test_write_options_take_python_spellings_of_booleans() -> None:
     from sciz.cli.info_cmd import parse_options
 
@@ -386,6 +437,8 @@ def test_info_on_afm_bundles_and_vendor_files(shared_data: Path) -> None:
     assert len(lines) < 40, video.stdout  # 32 frames of metadata in a few lines, not one block per frame
     assert "      32 records; per key:" in lines and "        timestamp: 0 .. 31, evenly spaced by 1" in lines
     assert "        line_rate: 200.0 (all 32)" in lines
+    # Epoch milliseconds used to read "1.51127e+12 .. 1.51127e+12": the ends are told apart.
+    assert "        start_epoch_ms: 1511269927000 .. 1511269958000, evenly spaced by 1000" in lines
     jpk = runner.invoke(app, ["info", str(shared_data / "afm" / "sample_0.h5-jpk")]).stdout
     assert "codec h5-jpk vendor data" in jpk and "channels in the file (9): error_trace, height_trace" in jpk
     assert "lossy" not in jpk

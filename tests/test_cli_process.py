@@ -193,6 +193,19 @@ def test_existing_outputs_are_refused_unless_force(small_npz, tmp_path):
     assert (out / "small.npz").read_bytes() == b"precious"
 
 
+def test_an_output_folder_that_cannot_be_made_is_refused_before_the_steps(small_npz, tmp_path):
+    # Used to run every step, then end in "[Errno 17] File exists: 'afile'" (no option named).
+    blocker = tmp_path / "afile"
+    blocker.write_bytes(b"x")
+    for folder in (blocker, blocker / "sub"):
+        result = invoke("process", small_npz, "-p", "zero_mean", "--export", "npz", "-o", folder)
+        assert result.exit_code == 1
+        message = " ".join(result.output.split())
+        assert f"--output-folder {folder}: {blocker} is a file, not a folder" in message, message
+        assert "step 1/1" not in message  # refused before processing
+    assert blocker.read_bytes() == b"x"
+
+
 def _inputs(tmp_path):
     from sciz.afm import save_npz_bundle
     from sciz.processing.sample import sample_stack
@@ -295,6 +308,8 @@ def test_process_help_matches_behaviour():
     assert "exit code 1 if any failed" in text
     for option in ("--force", "--keep", "--colorbar"):
         assert option in text
+    # playNano failed on a --codec zfp bundle ("can't open directory (/usr/local/lib/plugin)") unwarned.
+    assert "files need `import hdf5plugin` before h5py or playNano can read them" in text
 
 
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])

@@ -113,10 +113,12 @@ def test_load_stack_reads_any_registered_format_with_frames(tmp_path):
     frames = np.random.default_rng(1).normal(size=(3, 8, 10)).astype(np.float32)
     axes = [sciz.Axis("time", "s", 0.5), sciz.Axis("y", "um", 0.002), sciz.Axis("x", "um", 0.002)]
     path = sciz.save(sciz.Dataset(frames, axes=axes), tmp_path / "scan.zspy")
-    stack = load_stack(path)
+    with pytest.warns(DataWarning, match=r"scan\.zspy: its lengths are in um: .* height values are not"):
+        stack = load_stack(path)
     assert np.array_equal(np.asarray(stack.data), frames)
     assert stack.pixel_size_nm == pytest.approx(2.0) and stack.timestamps.tolist() == [0.0, 0.5, 1.0]
-    assert load_stack(path, "phase", pixel_size_nm=3.0).pixel_size_nm == 3.0
+    with pytest.warns(DataWarning, match=r"its lengths are in um"):
+        assert load_stack(path, "phase", pixel_size_nm=3.0).pixel_size_nm == 3.0
     cube = sciz.save(sciz.Dataset(np.zeros((2, 3, 4, 5), np.float32)), tmp_path / "cube.zspy")
     with pytest.raises(FormatError, match=r"cube\.zspy: holds 4-D float32 data \(zspy\)"):
         load_stack(cube)

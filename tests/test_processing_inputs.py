@@ -188,6 +188,16 @@ def test_a_dataset_without_length_units_says_so(tmp_path):
     assert load_stack(tmp_path / "calibrated.zspy").pixel_size_nm == 0.5  # no warning (errors here)
 
 
+def test_a_height_map_in_mm_says_its_heights_are_not_converted(copy_shared):
+    # A TMD (heights and lengths in mm) became 14911 nm/px with heights still in mm, and the GIF's
+    # colour bar then labelled 6.8e-05 mm of relief "6.757e-05 nm" without a word.
+    path = copy_shared("tmd/v2_Surface.tmd")
+    with pytest.warns(DataWarning, match=r"v2_Surface\.tmd: its lengths are in mm: .* height values are not"):
+        stack = load_stack(path)
+    assert stack.pixel_size_nm == pytest.approx(14911.24249068943)
+    assert float(np.nanmax(stack.data)) < 1e-3  # the values themselves are unchanged (mm)
+
+
 def test_missing_and_unknown_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         load_stack(tmp_path / "nothing.asd")

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..formats._base import Format
-from ..model import Axis, Dataset
+from ..model import Axis, Dataset, StoredArray
 from ..stack import _NM_PER_UNIT, _SECONDS_PER_UNIT, METADATA_KEY, ImageStack
 
 __all__ = ["OmeTiffFormat"]
@@ -39,6 +39,23 @@ def _physical(axis: Axis) -> tuple[str, float, float]:
         if factor is not None:
             return kind, axis.scale * factor, axis.offset * factor
     return unit, float(axis.scale), float(axis.offset)
+
+
+def _stored(path: Path) -> StoredArray:
+    """How the first series' planes are stored: TIFF compression (``none``, ``zlib``...) and bytes."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        pages = [page for page in tif.series[0].pages if page is not None]
+        codecs = sorted({_compression_name(page.compression) for page in pages})
+        stored = sum(int(n) for page in pages for n in page.databytecounts)
+    return StoredArray(codec="/".join(codecs) or "none", stored_bytes=stored)
+
+
+def _compression_name(compression: Any) -> str:
+    """tifffile's COMPRESSION member as a short name: NONE -> none, ADOBE_DEFLATE -> zlib."""
+    name = str(getattr(compression, "name", compression)).lower()
+    return {"adobe_deflate": "zlib", "deflate": "zlib"}.get(name, name)
 
 
 def changed_axes(before: list[Axis], after: list[Axis]) -> list[str]:
@@ -133,7 +150,9 @@ class OmeTiffFormat(Format):
             from ..errors import argument_error
 
             raise argument_error("options", sorted(options), "the ome-tiff reader takes only 'channel'")
-        return load_ome_tiff_stack(path, channel=channel).to_dataset()
+        dataset = load_ome_tiff_stack(path, channel=channel).to_dataset()
+        dataset.storage = {"data": _stored(path)}
+        return dataset
 
     def problems(self, dataset: Dataset) -> list[str]:
         return stack_problems(dataset, "OME-TIFF", keeps_layers=False)

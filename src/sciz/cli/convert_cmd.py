@@ -59,7 +59,12 @@ def convert_command(
     try:
         writer = format_for_writing(target, to)
     except (SciZError, ValueError) as exc:
-        fail(str(exc))
+        gif = (
+            "; an animated GIF of an AFM video is made by sciz process --make-gif"
+            if target.suffix.lower() == ".gif"
+            else ""
+        )
+        fail(f"{exc}{gif}")
     # Between formats that stream lazily (zspy, hspy) the data flows chunk by chunk through dask.
     reader, dataset = read_dataset(source, from_format, read_options, lazy=writer.lazy)
     if to is None:
@@ -95,11 +100,14 @@ def _stack_writer(dataset: Any, target: Path, writer: Any) -> Any:
 
 
 def _option_hint(exc: Exception, options: dict[str, Any]) -> str:
-    """The writer's error, spelled with the command-line flag when it names a ``-w`` option by its keyword."""
+    """The writer's error, spelled with the command-line flag when it names a ``-w`` option by its
+    keyword: one given (``tolerance=``) or one it advises (``pass fill_value=1e+20``)."""
+    import re
+
     text = str(exc)
     for key in options:
         text = text.replace(f"{key}=", f"-w {key}=", 1) if f"-w {key}=" not in text else text
-    return text
+    return re.sub(r"\bpass ([A-Za-z_]\w*)=", r"pass -w \1=", text)
 
 
 def _summary(source: Path, reader: str, dataset: Any, written: Path, writer: str, dropped: int) -> str:
@@ -116,21 +124,36 @@ def _summary(source: Path, reader: str, dataset: Any, written: Path, writer: str
 def _formats_that_hold(dataset: object, exclude: str, target: Path) -> list[str]:
     """How to name the writable formats (other than ``exclude``) that hold ``dataset`` whole.
 
-    By extension (``.hspy``), or ``--to <name>`` for one that shares ``target``'s extension (a plain
-    ``npz`` where the AFM bundle was refused).
+    By extension (``.hspy``), or ``--to <name>`` where the extension alone would pick another format:
+    one that shares ``target``'s extension (a plain ``npz`` where the AFM bundle was refused), or a
+    plain ``npz`` for an AFM stack (a ``.npz`` name makes that an AFM bundle).
     """
-    from ..formats import list_formats
+    from ..errors import SciZError
+    from ..formats import format_for_writing, list_formats
 
     fits: list[str] = []
     for plugin in list_formats("write"):
         if plugin.name == exclude or not plugin.extensions:
             continue
-        try:
-            if plugin.problems(dataset):  # type: ignore[arg-type]
-                continue
-        except Exception:  # a format that cannot even judge the dataset does not hold it
+        if _refuses(plugin, dataset):
             continue
-        spelled = f"--to {plugin.name}" if plugin.matches_extension(target) else plugin.extensions[0]
+        by_name = target.with_name(f"x{plugin.extensions[0]}")
+        try:
+            picked = _stack_writer(dataset, by_name, format_for_writing(by_name, None))
+        except (SciZError, ValueError):
+            picked = None
+        if picked is not None and picked.name != plugin.name and not _refuses(picked, dataset):
+            continue  # the extension names another format that holds it (zspy-zip beside zspy)
+        by_extension = picked is not None and picked.name == plugin.name and not plugin.matches_extension(target)
+        spelled = plugin.extensions[0] if by_extension else f"--to {plugin.name}"
         if spelled not in fits:
             fits.append(spelled)
     return fits
+
+
+def _refuses(plugin: Any, dataset: object) -> bool:
+    """Whether ``plugin`` cannot hold ``dataset`` whole (a format that cannot even judge it does not)."""
+    try:
+        return bool(plugin.problems(dataset))
+    except Exception:
+        return True

@@ -223,10 +223,23 @@ def records_summary(records: Sequence[Any]) -> dict[str, str] | None:
         elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
             steps = np.diff(np.asarray(values, dtype=np.float64))
             even = f", evenly spaced by {steps[0]:.6g}" if np.allclose(steps, steps[0], rtol=1e-9) else ""
-            out[key] = f"{values[0]:.6g} .. {values[-1]:.6g}{even}{where}"
+            first, last = _distinct_ends(values[0], values[-1])
+            out[key] = f"{first} .. {last}{even}{where}"
         else:
             out[key] = f"{len(set(shown))} distinct values, first {_short(values[0], 60)}{where}"
     return out
+
+
+def _distinct_ends(first: float, last: float) -> tuple[str, str]:
+    """``first`` and ``last`` with 6 significant digits, or as many more as it takes to tell them
+    apart (epoch milliseconds 1.51127e+12 .. 1.51127e+12 said nothing); integers whole."""
+    if isinstance(first, int) and isinstance(last, int):
+        return str(first), str(last)
+    for digits in range(6, 18):
+        shown = f"{first:.{digits}g}", f"{last:.{digits}g}"
+        if shown[0] != shown[1] or first == last:
+            break
+    return shown
 
 
 def _summarise(value: Any, indent: int, limit: int = 100) -> Iterator[str]:

@@ -285,8 +285,14 @@ def shown_warnings() -> Iterator[list[str]]:
 
 
 def check_outputs(paths: list[Path], force: bool, claimed: set[Path]) -> None:
-    """Refuse files this run wrote already (two inputs with one name) and, without ``--force``, files
-    that exist."""
+    """Refuse files this run wrote already (two inputs with one name), files in a folder that cannot
+    be made (a file where a folder should be) and, without ``--force``, files that exist."""
+    for folder in dict.fromkeys(path.parent for path in paths):
+        ancestor = folder
+        while not ancestor.exists() and ancestor.parent != ancestor:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise InputFailed(f"--output-folder {folder}: {ancestor} is a file, not a folder; choose another folder")
     twice = [path for path in paths if path.resolve() in claimed]
     if twice:
         raise InputFailed(
@@ -327,8 +333,10 @@ def process_one(source: str, job: ProcessJob, options: dict[str, Any], claimed: 
 
     try:
         written = run_job(stack, job, before_writing=recheck)
-    except (SciZError, OSError, ValueError) as exc:
+    except (SciZError, ValueError) as exc:
         raise InputFailed(str(exc)) from None
+    except OSError as exc:  # a plain OS error names no step or file of ours: say where it was writing
+        raise InputFailed(f"writing into --output-folder {job.output_folder} failed: {exc}") from None
     claimed.update(path.resolve() for _, path in written)
     print_summary(stack, job, written, os.fspath(source), read)
     return written
@@ -421,7 +429,11 @@ def process_command(
     ] = None,
     codec: Annotated[
         str | None,
-        typer.Option("--codec", help="HDF5 codec from the registry (zfp, sz3, sperr, szip); default lossless."),
+        typer.Option(
+            "--codec",
+            help="HDF5 codec from the registry (zfp, sz3, sperr, szip); default lossless. zfp, sz3 and sperr "
+            "files need `import hdf5plugin` before h5py or playNano can read them.",
+        ),
     ] = None,
     tolerance: Annotated[
         float | None, typer.Option("--tolerance", help="Absolute error bound for a lossy --codec.")

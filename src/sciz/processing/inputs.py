@@ -209,6 +209,16 @@ def _dataset_stack(plugin: Format, source: Path, channel: str | None, pixel_size
     )
     if pixel_size_nm is None and not calibrated:
         warnings.warn(_no_pixel_size(source, " (its last axis has no length unit)"), stacklevel=2)
+    unit = last.units.strip() if last is not None and not isinstance(dataset.metadata.get(METADATA_KEY), dict) else ""
+    if _NM_PER_UNIT.get(unit, 1.0) != 1.0:
+        warnings.warn(
+            DataWarning(
+                f"{source}: its lengths are in {unit}: the pixel size is converted to nm, the height values are "
+                "not (kept as stored, in the file's own unit), yet GIF colour bars, AFM bundles and playNano "
+                "read heights as nm"
+            ),
+            stacklevel=2,
+        )
     stack = ImageStack.from_dataset(dataset, pixel_size_nm=pixel_size_nm)
     if channel is not None:
         stack.channel = channel
