@@ -234,12 +234,11 @@ def _align(
     import warnings
 
     from ..errors import DataWarning
-    from .video import _limit_jumps, constant_frames, warn_blank_reference
+    from .video import _limit_jumps, blank_from_spreads, frame_spreads, warn_blank_reference
 
     n, height, width = (int(x) for x in data.shape)
-    blank = np.concatenate(
-        [constant_frames(block) + start for start, block in iter_frame_blocks(data, step)] or [np.zeros(0, np.int64)]
-    ).astype(np.int64)
+    spreads = [frame_spreads(block) for _, block in iter_frame_blocks(data, step)]
+    blank = blank_from_spreads(np.concatenate(spreads) if spreads else np.zeros(0)).astype(np.int64)
     reference = params.get("reference_frame", 0)
     if n and isinstance(reference, str) and reference == "auto":
         usable = np.setdiff1d(np.arange(n), blank)

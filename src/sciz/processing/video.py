@@ -31,13 +31,29 @@ def _optional_int(name: str, value: Any, minimum: int) -> int | None:
     return int(value)
 
 
-def constant_frames(stack: np.ndarray) -> np.ndarray:
-    """Indices of the frames whose pixels all hold one value (blank frames; all-NaN frames count too)."""
+#: A frame is blank when its spread (max - min) is at most this share of the video's largest frame
+#: spread: a constant frame keeps rounding noise (about 6e-13 nm) after remove_plane and the like.
+BLANK_SPREAD = 1e-6
+
+
+def frame_spreads(stack: np.ndarray) -> np.ndarray:
+    """Each frame's max - min over its finite pixels (0 for an all-NaN frame)."""
     with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN frames: nanmin/nanmax say so
         flat = stack.reshape(stack.shape[0], -1)
         spread = np.nanmax(flat, axis=1) - np.nanmin(flat, axis=1)
-    return np.flatnonzero(~(spread > 0))
+    return np.where(np.isnan(spread), 0.0, spread).astype(np.float64)
+
+
+def blank_from_spreads(spreads: np.ndarray) -> np.ndarray:
+    """Indices of the blank frames given every frame's spread (:func:`frame_spreads`) of one video."""
+    largest = float(spreads.max()) if spreads.size else 0.0
+    return np.flatnonzero(~(spreads > BLANK_SPREAD * largest) | ~(spreads > 0))
+
+
+def constant_frames(stack: np.ndarray) -> np.ndarray:
+    """Indices of the blank frames: one value in every pixel, up to rounding noise (all-NaN frames too)."""
+    return blank_from_spreads(frame_spreads(stack))
 
 
 def _cross_correlation_peaks(stack: np.ndarray, reference: np.ndarray, max_shift: int | None) -> np.ndarray:
