@@ -309,3 +309,18 @@ def test_demo_rejects_a_negative_tolerance(tmp_path):
     result = invoke("demo", tmp_path / "d", "--codec", "zfp", "--tolerance", "-0.5", "--frames", "2", "--size", "32")
     assert result.exit_code == 2 and "--tolerance=-0.5 is not allowed" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_running_out_of_memory_is_a_clear_error(small_npz, tmp_path, monkeypatch):
+    """A MemoryError (an allocation the budget did not foresee, e.g. under RLIMIT_AS) ends in an error
+    line that says what to do, not a traceback; the input of a batch fails alone."""
+    import sciz.afm
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(sciz.afm, "export_gif", exhausted)
+    result = runner.invoke(app, ["process", str(small_npz), "--make-gif", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and not isinstance(result.exception, MemoryError), result.output
+    assert f"ran out of memory processing {small_npz}: process it with --out-of-core" in result.output
+    assert not (tmp_path / "out" / "small.gif").exists()

@@ -329,6 +329,11 @@ def process_one(source: str, job: ProcessJob, options: dict[str, Any], claimed: 
         written = run_job(stack, job, before_writing=recheck)
     except (SciZError, OSError, ValueError) as exc:
         raise InputFailed(str(exc)) from None
+    except MemoryError:
+        raise InputFailed(
+            f"ran out of memory processing {source}: process it with --out-of-core, or make the GIF from "
+            "fewer frames (select_frames, drop_frames)"
+        ) from None
     claimed.update(path.resolve() for _, path in written)
     print_summary(stack, job, written, os.fspath(source), read)
     return written
