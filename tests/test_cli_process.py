@@ -324,3 +324,25 @@ def test_running_out_of_memory_is_a_clear_error(small_npz, tmp_path, monkeypatch
     assert result.exit_code == 1 and not isinstance(result.exception, MemoryError), result.output
     assert f"ran out of memory processing {small_npz}: process it with --out-of-core" in result.output
     assert not (tmp_path / "out" / "small.gif").exists()
+
+
+def test_outputs_never_replace_an_input_of_the_run(small_npz, tmp_path):
+    """With --force too: b.npz links to the file a.npz's output would replace, so b would be read from
+    a's result (and the user's file lost); an input named as its own output is refused the same way."""
+    out = tmp_path / "out"
+    out.mkdir()
+    original = small_npz.read_bytes()
+    (out / "a_filtered.npz").write_bytes(original)
+    a = tmp_path / "a.npz"
+    a.write_bytes(original)
+    (tmp_path / "b.npz").symlink_to(out / "a_filtered.npz")
+    result = invoke("process", a, tmp_path / "b.npz", "-p", "remove_plane", "-e", "npz", "-o", out, "--force")
+    assert result.exit_code == 1, result.output
+    assert f"{out / 'a_filtered.npz'} is an input of this run (or a link to one)" in result.output
+    assert (out / "a_filtered.npz").read_bytes() == original  # untouched
+    assert list(load_npz_bundle(out / "b_filtered.npz").processed) == ["raw", "step_1_remove_plane"]
+    result = invoke(
+        "process", out / "a_filtered.npz", "-p", "remove_plane", "-e", "npz", "-o", out, "-n", "a", "--force"
+    )
+    assert result.exit_code == 1 and "is an input of this run" in result.output, result.output
+    assert (out / "a_filtered.npz").read_bytes() == original

@@ -284,9 +284,16 @@ def shown_warnings() -> Iterator[list[str]]:
         yield said
 
 
-def check_outputs(paths: list[Path], force: bool, claimed: set[Path]) -> None:
-    """Refuse files this run wrote already (two inputs with one name) and, without ``--force``, files
-    that exist."""
+def check_outputs(paths: list[Path], force: bool, claimed: set[Path], inputs: frozenset[Path] = frozenset()) -> None:
+    """Refuse files this run wrote already (two inputs with one name), inputs of this run (even through
+    a symlink, even with ``--force``: a later input would be read from another input's result) and,
+    without ``--force``, files that exist."""
+    read = [path for path in paths if path.resolve() in inputs]
+    if read:
+        raise InputFailed(
+            f"{read[0]} is an input of this run (or a link to one); write elsewhere with --output-folder "
+            "or --output-name"
+        )
     twice = [path for path in paths if path.resolve() in claimed]
     if twice:
         raise InputFailed(
@@ -318,12 +325,12 @@ def process_one(source: str, job: ProcessJob, options: dict[str, Any], claimed: 
     read = describe_read(stack)
     # Checked before the work (as the names will be) and again after it (as they are).
     planned = job.outputs(stack, _is_filtered(stack, False) or len(job.pipeline()) > 0)
-    check_outputs([path for _, _, path in planned], options["force"], claimed)
+    inputs = options.get("inputs", frozenset())
+    check_outputs([path for _, _, path in planned], options["force"], claimed, inputs)
 
     def recheck() -> None:
-        check_outputs(
-            [path for _, _, path in job.outputs(stack, _is_filtered(stack, False))], options["force"], claimed
-        )
+        paths = [path for _, _, path in job.outputs(stack, _is_filtered(stack, False))]
+        check_outputs(paths, options["force"], claimed, inputs)
 
     try:
         written = run_job(stack, job, before_writing=recheck)
@@ -460,7 +467,8 @@ def process_command(
         _check_batch_names(sources, output_name)
     if not job.formats and not make_gif:
         console.print("note: no --export or --make-gif given; processing only, nothing will be written")
-    options = {"channel": channel, "pixel_size_nm": pixel_size_nm, "force": force}
+    inputs = frozenset(Path(source).resolve() for source in sources)
+    options = {"channel": channel, "pixel_size_nm": pixel_size_nm, "force": force, "inputs": inputs}
     claimed: set[Path] = set()
     if len(sources) == 1:
         with shown_warnings():
