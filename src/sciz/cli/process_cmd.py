@@ -467,8 +467,8 @@ def process_command(
         _check_batch_names(sources, output_name)
     if not job.formats and not make_gif:
         console.print("note: no --export or --make-gif given; processing only, nothing will be written")
-    inputs = frozenset(Path(source).resolve() for source in sources)
-    options = {"channel": channel, "pixel_size_nm": pixel_size_nm, "force": force, "inputs": inputs}
+    read_paths = frozenset(Path(source).resolve() for source in sources)
+    options = {"channel": channel, "pixel_size_nm": pixel_size_nm, "force": force, "inputs": read_paths}
     claimed: set[Path] = set()
     if len(sources) == 1:
         with shown_warnings():
