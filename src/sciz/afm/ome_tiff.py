@@ -247,6 +247,7 @@ def load_ome_tiff_stack(path: str | os.PathLike[str], channel: str = "height_tra
             if not tif.is_ome or not tif.ome_metadata:
                 raise FormatError(f"{source}: not an OME-TIFF (no OME-XML in the first page)")
             info = _parse_ome(tif.ome_metadata, source)
+            _check_planes(info, len(tif.pages), source)
             series = tif.series[0]
             _check_series_size(tif, series, source)
             values = series.asarray()
@@ -288,6 +289,17 @@ def load_ome_tiff_stack(path: str | os.PathLike[str], channel: str = "height_tra
 
 #: TIFF compressions whose ratio is bounded (deflate cannot exceed about 1032:1; PackBits 64:1).
 _MAX_RATIO = {1: 1, 8: 1100, 32946: 1100, 50013: 1100, 32773: 70}
+
+
+def _check_planes(info: dict[str, Any], pages: int, source: Path) -> None:
+    """Refuse OME-XML that declares more planes than the file has pages, before tifffile builds the
+    series: it makes an entry per declared plane (a 56 KB file saying SizeT="1000000000" took 15 GB
+    and 80 s before failing) and fills missing planes with zeros."""
+    sizes = info["sizes"]
+    planes = sizes["Z"] * sizes["C"] * sizes["T"]
+    if min(sizes.values()) < 1 or planes > pages:
+        shown = ", ".join(f"Size{axis}={sizes[axis]}" for axis in "XYZCT")
+        raise FormatError(f"{source}: the OME-XML declares {shown} ({planes} planes), but the file holds {pages} pages")
 
 
 def _check_series_size(tif: Any, series: Any, source: Path) -> None:
