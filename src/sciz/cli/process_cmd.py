@@ -322,6 +322,8 @@ def process_one(source: str, job: ProcessJob, options: dict[str, Any], claimed: 
         raise InputFailed(str(exc)) from None
     except (SciZError, OSError, ValueError) as exc:
         raise InputFailed(f"cannot read {source}: {exc}") from None
+    except MemoryError:
+        raise InputFailed(f"cannot read {source}: it does not fit in memory") from None
     read = describe_read(stack)
     # Checked before the work (as the names will be) and again after it (as they are).
     planned = job.outputs(stack, _is_filtered(stack, False) or len(job.pipeline()) > 0)
