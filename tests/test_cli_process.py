@@ -346,3 +346,22 @@ def test_outputs_never_replace_an_input_of_the_run(small_npz, tmp_path):
     )
     assert result.exit_code == 1 and "is an input of this run" in result.output, result.output
     assert (out / "a_filtered.npz").read_bytes() == original
+
+
+def test_outputs_are_not_written_among_the_frames_of_an_input_folder(tmp_path):
+    """The 3-frame result written into a folder of 3 one-frame OME-TIFFs was read back as frames by
+    the next run (6 frames, silently); it is refused, and another --output-folder works."""
+    import tifffile
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index in range(3):
+        tifffile.imwrite(folder / f"f{index}.ome.tif", np.full((16, 16), index, np.float32), metadata={"axes": "YX"})
+    result = invoke("process", folder, "--pixel-size-nm", "1", "-p", "remove_plane", "-e", "tif", "-o", folder)
+    assert result.exit_code == 1, result.output
+    assert "would be written among the frames of the input folder" in result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["f0.ome.tif", "f1.ome.tif", "f2.ome.tif"]
+    out = folder / "out"
+    result = invoke("process", folder, "--pixel-size-nm", "1", "-p", "remove_plane", "-e", "tif", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert load_ome_tiff_stack(out / "frames_filtered.ome.tif").n_frames == 3

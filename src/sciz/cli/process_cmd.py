@@ -294,6 +294,12 @@ def check_outputs(paths: list[Path], force: bool, claimed: set[Path], inputs: fr
             f"{read[0]} is an input of this run (or a link to one); write elsewhere with --output-folder "
             "or --output-name"
         )
+    among = [path for path in paths if path.resolve().parent in inputs]
+    if among:
+        raise InputFailed(
+            f"{among[0]} would be written among the frames of the input folder {among[0].parent} (and read as "
+            "frames of it next time); write elsewhere with --output-folder"
+        )
     twice = [path for path in paths if path.resolve() in claimed]
     if twice:
         raise InputFailed(
