@@ -175,3 +175,27 @@ def test_damaged_h5_jpk_files_are_format_errors(copy_shared, offset, patch):
     path.write_bytes(bytes(data))
     with pytest.raises(FormatError):
         sciz.load(path)
+
+
+def test_ome_tiff_declaring_more_planes_than_pages_is_refused_before_tifffile_builds_them(tmp_path):
+    """A 6-page file whose OME-XML says SizeT=1000000000 made tifffile allocate 15 GB for 80 s (an
+    entry per declared plane) before failing; it is refused at once, naming the sizes and pages."""
+    import re
+
+    import tifffile
+
+    from sciz.afm import load_ome_tiff_stack
+
+    stack = ImageStack(np.arange(6 * 8 * 8, dtype=np.float32).reshape(6, 8, 8), 2.0)
+    source = save_ome_tiff_stack(tmp_path / "s.ome.tif", stack)
+    with tifffile.TiffFile(source) as tif:
+        xml = tif.pages[0].description
+        data = tif.asarray()
+    forged = tmp_path / "forged.ome.tif"
+    for size_t in ("7", "1000000000"):  # 7 first: were the check gone, it fails before 10**9 is tried
+        tifffile.imwrite(
+            forged, data, description=re.sub(r'SizeT="\d+"', f'SizeT="{size_t}"', xml).encode(), metadata=None
+        )
+        with pytest.raises(FormatError, match=rf"SizeT={size_t} \({size_t} planes\), but the file holds 6 pages"):
+            load_ome_tiff_stack(forged)
+    assert load_ome_tiff_stack(source).n_frames == 6

@@ -9,7 +9,7 @@ from PIL import Image
 
 from sciz.afm import ImageStack, export_gif, load_npz_bundle, save_gif
 from sciz.afm.gif import z_range
-from sciz.errors import ArgumentError, SciZWarning
+from sciz.errors import ArgumentError, FormatError, SciZWarning
 
 
 def read_gif(path):
@@ -193,3 +193,17 @@ def test_identical_frames_stay_separate_frames(tmp_path):
     assert all(np.array_equal(frames[0], f) for f in frames[1:])  # and they look the same
     bare = read_gif(save_gif(tmp_path / "bare.gif", still, draw_ts=False, draw_scale=False))[0]
     assert len(bare) == 5
+
+
+def test_a_gif_too_big_for_memory_is_refused_before_allocating(tmp_path, monkeypatch):
+    """Pillow writes every frame at once: 4 frames upscaled to 512x256 need ~1 MB, so with 0.5 MB
+    available the GIF is refused with the numbers and nothing is written (not a MemoryError later)."""
+    import sciz._util
+
+    monkeypatch.setattr(sciz._util, "memory_budget", lambda: 1 << 19)
+    target = tmp_path / "a.gif"
+    with pytest.raises(FormatError, match=r"4 frames of 512x256 px need about 0\.00 GiB, more than this process"):
+        save_gif(target, ramp_stack(), zmin=0.0, zmax=10.0)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(sciz._util, "memory_budget", lambda: 1 << 21)
+    assert len(read_gif(save_gif(target, ramp_stack(), zmin=0.0, zmax=10.0))[0]) == 4

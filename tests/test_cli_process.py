@@ -324,3 +324,59 @@ def test_demo_rejects_a_negative_tolerance(tmp_path):
     result = invoke("demo", tmp_path / "d", "--codec", "zfp", "--tolerance", "-0.5", "--frames", "2", "--size", "32")
     assert result.exit_code == 2 and "--tolerance=-0.5 is not allowed" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_running_out_of_memory_is_a_clear_error(small_npz, tmp_path, monkeypatch):
+    """A MemoryError (an allocation the budget did not foresee, e.g. under RLIMIT_AS) ends in an error
+    line that says what to do, not a traceback; the input of a batch fails alone."""
+    import sciz.afm
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(sciz.afm, "export_gif", exhausted)
+    result = runner.invoke(app, ["process", str(small_npz), "--make-gif", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and not isinstance(result.exception, MemoryError), result.output
+    assert f"ran out of memory processing {small_npz}: process it with --out-of-core" in result.output
+    assert not (tmp_path / "out" / "small.gif").exists()
+
+
+def test_outputs_never_replace_an_input_of_the_run(small_npz, tmp_path):
+    """With --force too: b.npz links to the file a.npz's output would replace, so b would be read from
+    a's result (and the user's file lost); an input named as its own output is refused the same way."""
+    out = tmp_path / "out"
+    out.mkdir()
+    original = small_npz.read_bytes()
+    (out / "a_filtered.npz").write_bytes(original)
+    a = tmp_path / "a.npz"
+    a.write_bytes(original)
+    (tmp_path / "b.npz").symlink_to(out / "a_filtered.npz")
+    result = invoke("process", a, tmp_path / "b.npz", "-p", "remove_plane", "-e", "npz", "-o", out, "--force")
+    assert result.exit_code == 1, result.output
+    assert f"{out / 'a_filtered.npz'} is an input of this run (or a link to one)" in result.output
+    assert (out / "a_filtered.npz").read_bytes() == original  # untouched
+    assert list(load_npz_bundle(out / "b_filtered.npz").processed) == ["raw", "step_1_remove_plane"]
+    result = invoke(
+        "process", out / "a_filtered.npz", "-p", "remove_plane", "-e", "npz", "-o", out, "-n", "a", "--force"
+    )
+    assert result.exit_code == 1 and "is an input of this run" in result.output, result.output
+    assert (out / "a_filtered.npz").read_bytes() == original
+
+
+def test_outputs_are_not_written_among_the_frames_of_an_input_folder(tmp_path):
+    """The 3-frame result written into a folder of 3 one-frame OME-TIFFs was read back as frames by
+    the next run (6 frames, silently); it is refused, and another --output-folder works."""
+    import tifffile
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index in range(3):
+        tifffile.imwrite(folder / f"f{index}.ome.tif", np.full((16, 16), index, np.float32), metadata={"axes": "YX"})
+    result = invoke("process", folder, "--pixel-size-nm", "1", "-p", "remove_plane", "-e", "tif", "-o", folder)
+    assert result.exit_code == 1, result.output
+    assert "would be written among the frames of the input folder" in result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["f0.ome.tif", "f1.ome.tif", "f2.ome.tif"]
+    out = folder / "out"
+    result = invoke("process", folder, "--pixel-size-nm", "1", "-p", "remove_plane", "-e", "tif", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert load_ome_tiff_stack(out / "frames_filtered.ome.tif").n_frames == 3

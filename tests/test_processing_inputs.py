@@ -204,3 +204,15 @@ def test_missing_and_unknown_inputs(tmp_path):
     (tmp_path / "x.csv").write_text("1,2")
     with pytest.raises(FormatError, match=r"cannot read \.csv as an AFM stack"):
         load_stack(tmp_path / "x.csv")
+
+
+def test_plain_tiff_with_a_forged_shape_is_refused_before_allocating(tmp_path):
+    """Six 48x48 pages whose shaped description claims 10**9 frames: tifffile's series asks numpy for
+    8 TiB (a MemoryError traceback from sciz process); the declared size is checked against the file first."""
+    source = tmp_path / "shaped.tif"
+    with tifffile.TiffWriter(source) as writer:
+        for index in range(6):
+            shaped = '{"shape": [1000000000, 48, 48]}' if index == 0 else None
+            writer.write(np.zeros((48, 48), np.float32), description=shaped, metadata=None)
+    with pytest.raises(FormatError, match=r"shape \(1000000000, 48, 48\) = 9216000000000 bytes, but the file can hold"):
+        load_stack(source, pixel_size_nm=1.0)

@@ -179,10 +179,45 @@ def test_scratch_files_vanish(tmp_path: Path) -> None:
     scratch = Scratch(tmp_path)
     layer = scratch.new((2, 3, 3), np.float32)
     layer.write(0, np.ones((2, 3, 3), np.float32))
-    assert list(scratch.path.iterdir()) == []  # unlinked at once: nothing is left if the process dies
+    # Unlinked at once, and no folder of their own: a SIGKILLed run leaves nothing behind.
+    assert list(tmp_path.iterdir()) == []
     np.testing.assert_array_equal(np.asarray(layer), 1.0)
     scratch.cleanup()
-    assert not scratch.path.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+FSIZE_CHILD = textwrap.dedent(
+    """
+    import resource, sys
+    import numpy as np
+    from sciz.processing.blocks import Scratch
+
+    scratch = Scratch(sys.argv[1])
+    layer = scratch.new((4, 64, 64), np.float32)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # a disk that is full from here on
+    for attempt in (lambda: scratch.new((4, 64, 64), np.float32), lambda: layer.write(0, np.ones((4, 64, 64)))):
+        try:
+            attempt()
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_scratch_on_a_full_disk_names_the_folder(tmp_path: Path) -> None:
+    """A file-size limit (as a full disk) is a FormatError naming the scratch folder, not a bare OSError."""
+    done = subprocess.run(
+        [sys.executable, "-c", FSIZE_CHILD, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == (
+        f"FormatError cannot create an out-of-core layer of 0.1 MiB in {tmp_path}: File too large "
+        "(free space there or set TMPDIR to another folder)"
+    ), lines
+    assert lines[1].startswith("FormatError cannot write frames 0-3 to ") and str(tmp_path) in lines[1], lines
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("q", [0.0, 1.0, 37.5, 50.0, 99.0, 100.0])

@@ -227,7 +227,6 @@ def save_gif(
     data, frames = image_stack.export_view(raw)
     values = np.asarray(data, dtype=np.float32) if isinstance(data, np.ndarray) else data
     lows, highs = z_range(values, zmin, zmax)
-    indices = _indices(values, lows, highs)
     palette = _palette(cmap)
 
     times = np.array([np.nan if f.get("timestamp") is None else float(f["timestamp"]) for f in frames])
@@ -240,6 +239,8 @@ def save_gif(
     bars = _scale_bars(float(bar_nm), pixel_nm, layout, warn=scale_bar_nm is not None) if draw_scale else None
     bar_labels = [(_height_label(high), _height_label(low)) for low, high in zip(lows, highs, strict=True)]
     strip = _colorbar_width(layout, bar_labels) if colorbar else 0
+    _check_memory(target, values.shape, (layout.size[0] + strip, layout.size[1]))
+    indices = _indices(values, lows, highs)
 
     images = []
     previous: np.ndarray | None = None
@@ -275,6 +276,24 @@ def save_gif(
             optimize=False,
         )
     return target
+
+
+def _check_memory(target: Path, shape: tuple[int, ...], size: tuple[int, int]) -> None:
+    """Refuse, before allocating, a GIF whose frames cannot all be held: Pillow writes an animated GIF
+    from every frame's palette image at once (about twice their bytes at its peak), beside the
+    palette indices of the stack."""
+    from .._util import memory_budget
+    from ..errors import FormatError
+
+    frames = int(shape[0])
+    need = frames * (2 * size[0] * size[1] + int(np.prod(shape[1:], dtype=np.int64)))
+    budget = memory_budget()
+    if need > budget:
+        raise FormatError(
+            f"cannot write {target}: a GIF is made in memory, and {frames} frames of {size[0]}x{size[1]} px "
+            f"need about {need / 2**30:.2f} GiB, more than this process can allocate ({budget / 2**30:.2f} GiB "
+            "available); make the GIF from fewer frames (select_frames, drop_frames) or export the bundles"
+        )
 
 
 class _Layout:

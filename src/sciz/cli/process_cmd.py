@@ -284,9 +284,22 @@ def shown_warnings() -> Iterator[list[str]]:
         yield said
 
 
-def check_outputs(paths: list[Path], force: bool, claimed: set[Path]) -> None:
-    """Refuse files this run wrote already (two inputs with one name), files in a folder that cannot
-    be made (a file where a folder should be) and, without ``--force``, files that exist."""
+def check_outputs(paths: list[Path], force: bool, claimed: set[Path], inputs: frozenset[Path] = frozenset()) -> None:
+    """Refuse files this run wrote already (two inputs with one name), inputs of this run (even through
+    a symlink, even with ``--force``: a later input would be read from another input's result) and,
+    without ``--force``, files that exist."""
+    read = [path for path in paths if path.resolve() in inputs]
+    if read:
+        raise InputFailed(
+            f"{read[0]} is an input of this run (or a link to one); write elsewhere with --output-folder "
+            "or --output-name"
+        )
+    among = [path for path in paths if path.resolve().parent in inputs]
+    if among:
+        raise InputFailed(
+            f"{among[0]} would be written among the frames of the input folder {among[0].parent} (and read as "
+            "frames of it next time); write elsewhere with --output-folder"
+        )
     for folder in dict.fromkeys(path.parent for path in paths):
         ancestor = folder
         while not ancestor.exists() and ancestor.parent != ancestor:
@@ -321,15 +334,17 @@ def process_one(source: str, job: ProcessJob, options: dict[str, Any], claimed: 
         raise InputFailed(str(exc)) from None
     except (SciZError, OSError, ValueError) as exc:
         raise InputFailed(f"cannot read {source}: {exc}") from None
+    except MemoryError:
+        raise InputFailed(f"cannot read {source}: it does not fit in memory") from None
     read = describe_read(stack)
     # Checked before the work (as the names will be) and again after it (as they are).
     planned = job.outputs(stack, _is_filtered(stack, False) or len(job.pipeline()) > 0)
-    check_outputs([path for _, _, path in planned], options["force"], claimed)
+    inputs = options.get("inputs", frozenset())
+    check_outputs([path for _, _, path in planned], options["force"], claimed, inputs)
 
     def recheck() -> None:
-        check_outputs(
-            [path for _, _, path in job.outputs(stack, _is_filtered(stack, False))], options["force"], claimed
-        )
+        paths = [path for _, _, path in job.outputs(stack, _is_filtered(stack, False))]
+        check_outputs(paths, options["force"], claimed, inputs)
 
     try:
         written = run_job(stack, job, before_writing=recheck)
@@ -337,6 +352,11 @@ def process_one(source: str, job: ProcessJob, options: dict[str, Any], claimed: 
         raise InputFailed(str(exc)) from None
     except OSError as exc:  # a plain OS error names no step or file of ours: say where it was writing
         raise InputFailed(f"writing into --output-folder {job.output_folder} failed: {exc}") from None
+    except MemoryError:
+        raise InputFailed(
+            f"ran out of memory processing {source}: process it with --out-of-core, or make the GIF from "
+            "fewer frames (select_frames, drop_frames)"
+        ) from None
     claimed.update(path.resolve() for _, path in written)
     print_summary(stack, job, written, os.fspath(source), read)
     return written
@@ -467,7 +487,8 @@ def process_command(
         _check_batch_names(sources, output_name)
     if not job.formats and not make_gif:
         console.print("note: no --export or --make-gif given; processing only, nothing will be written")
-    options = {"channel": channel, "pixel_size_nm": pixel_size_nm, "force": force}
+    read_paths = frozenset(Path(source).resolve() for source in sources)
+    options = {"channel": channel, "pixel_size_nm": pixel_size_nm, "force": force, "inputs": read_paths}
     claimed: set[Path] = set()
     if len(sources) == 1:
         with shown_warnings():

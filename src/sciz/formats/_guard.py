@@ -9,6 +9,8 @@ writer wraps its work in :func:`write_errors`, so a full disk is an error naming
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +18,7 @@ from .._util import memory_budget
 from ..atomic import write_error
 from ..errors import FormatError
 
-__all__ = ["check_declared_size", "write_errors"]
+__all__ = ["check_declared_size", "check_tiff_series_size", "write_errors"]
 
 
 def check_declared_size(nbytes: int, where: str, what: str = "", *, file_size: int | None = None) -> None:
@@ -43,6 +45,26 @@ def check_declared_size(nbytes: int, where: str, what: str = "", *, file_size: i
             f"{where}: declares {shown}{nbytes / 2**30:.3g} GiB, more than this process can allocate "
             f"({budget / 2**30:.3g} GiB available)"
         )
+
+
+#: TIFF compressions whose ratio is bounded (deflate cannot exceed about 1032:1; PackBits 64:1).
+_TIFF_MAX_RATIO = {1: 1, 8: 1100, 32946: 1100, 50013: 1100, 32773: 70}
+
+
+def check_tiff_series_size(tif: Any, series: Any, source: Any) -> None:
+    """Refuse a tifffile series whose declared size this process cannot hold, or that its file cannot
+    encode (call before ``series.asarray()``: an OME-XML or shaped description may claim any shape)."""
+    import numpy as np
+
+    shape = tuple(int(n) for n in series.shape)
+    nbytes = math.prod(shape) * np.dtype(series.dtype).itemsize
+    kinds = {int(getattr(page, "compression", 1)) for page in series.pages if page is not None}
+    bounded = kinds <= _TIFF_MAX_RATIO.keys()
+    ratio = max((_TIFF_MAX_RATIO.get(kind, 0) for kind in kinds), default=1) if bounded else 0
+    size = os.fstat(tif.filehandle.fileno()).st_size
+    check_declared_size(
+        nbytes, str(source), f"a {series.dtype} series of shape {shape}", file_size=ratio * size if ratio else None
+    )
 
 
 @contextlib.contextmanager

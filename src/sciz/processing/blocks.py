@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -128,8 +127,15 @@ class FrameFile:
             raise ValueError(f"{self.path}: block of shape {data.shape} does not fit at frame {start} of {self.shape}")
         view = data.reshape(-1).view(np.uint8).data
         position, done = self._offset + start * self._frame_bytes, 0
-        while done < len(view):
-            done += os.pwritev(self._fd, [view[done:]], position + done)
+        try:
+            while done < len(view):
+                done += os.pwritev(self._fd, [view[done:]], position + done)
+        except OSError as exc:  # a full disk or RLIMIT_FSIZE: say which file (folder) and why
+            from ..errors import FormatError
+
+            raise FormatError(
+                f"cannot write frames {start}-{start + len(data) - 1} to {self.path}: {exc.strerror or exc}"
+            ) from exc
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, tuple):
@@ -162,28 +168,55 @@ class FrameFile:
 
 
 class Scratch:
-    """A temporary folder holding the :class:`FrameFile` layers of one out-of-core run.
+    """Where the :class:`FrameFile` layers of one out-of-core run are kept: files in ``folder``.
 
-    The files are unlinked as soon as they are created (on POSIX), so they vanish with their last
-    open handle and never outlive the process; the folder itself is removed by :meth:`cleanup`.
+    Each file is unlinked as soon as it is created (on POSIX), so it vanishes with its last open
+    handle: a killed process leaves nothing behind (no folder either). Elsewhere :meth:`cleanup`
+    removes the files.
     """
 
     def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
-        parent = None if folder is None else os.fspath(folder)
-        if parent is not None:
-            Path(parent).mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix="sciz-layers-", dir=parent))
-        self._count = 0
+        from ..errors import FormatError
+
+        self.path = Path(tempfile.gettempdir() if folder is None else os.fspath(folder))
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FormatError(f"cannot use {self.path} for out-of-core layers: {exc.strerror or exc}") from exc
+        self._kept: list[Path] = []
 
     def new(self, shape: tuple[int, ...], dtype: Any, name: str = "layer") -> FrameFile:
-        self._count += 1
-        frames = FrameFile(self.path / f"{self._count:03d}_{name}.npy", shape, dtype)
+        """A new layer file of ``shape`` and ``dtype``; a :class:`~sciz.errors.FormatError` naming the
+        folder and the size when the file system refuses it (full, ``RLIMIT_FSIZE``, read-only)."""
+        from ..errors import FormatError
+
+        path: Path | None = None
+        try:
+            handle, text = tempfile.mkstemp(prefix=f"sciz-layer-{name}-", suffix=".npy", dir=self.path)
+            os.close(handle)
+            path = Path(text)
+            frames = FrameFile(path, shape, dtype)
+        except OSError as exc:
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            raise FormatError(
+                f"cannot create an out-of-core layer of {size / 2**20:.1f} MiB in {self.path}: "
+                f"{exc.strerror or exc} (free space there or set TMPDIR to another folder)"
+            ) from exc
         if os.name == "posix":
-            frames.path.unlink()
+            path.unlink()
+        else:
+            self._kept.append(path)
         return frames
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Remove the layer files that are still named (none on POSIX)."""
+        for path in self._kept:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self._kept.clear()
 
 
 def iter_frame_blocks(array: Any, frames: int) -> Iterator[tuple[int, np.ndarray]]:

@@ -269,7 +269,10 @@ def _load_tiff(source: Path, channel: str | None, pixel_size_nm: float | None) -
         with tifffile.TiffFile(source) as tif:
             is_ome = bool(tif.is_ome and tif.ome_metadata)
             if not is_ome:
+                from ..formats._guard import check_tiff_series_size
+
                 series = tif.series[0]
+                check_tiff_series_size(tif, series, source)  # a forged shape is refused before allocating
                 values = series.asarray()
                 axes = series.get_axes(False) if hasattr(series, "get_axes") else series.axes
                 resolution = _tiff_pixel_nm(tif)
