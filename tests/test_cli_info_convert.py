@@ -506,3 +506,13 @@ def test_tmd_to_ome_tiff_keeps_the_physical_pixel_size(shared_data: Path, tmp_pa
     pitch_mm = sciz.load(source).axes[1].scale
     assert unit == "µm" and float(size) == pytest.approx(pitch_mm * 1000, rel=1e-6)
     assert (int(width), int(height), dtype) == (169, 169, "float32")
+
+
+@pytest.mark.parametrize("target", ["afm-h5", "afm-npz", "ome-tiff"])
+def test_heights_in_mm_are_listed_as_a_loss_for_afm_stacks(shared_data: Path, tmp_path: Path, target: str) -> None:
+    # A TMD is calibrated in mm: an AFM stack file would convert its pixel size to nm but keep the
+    # heights as stored, which playNano then reads as nm (found by a trial user).
+    out = tmp_path / "t.out"
+    result = runner.invoke(app, ["convert", str(shared_data / "tmd" / "v2_Surface.tmd"), str(out), "--to", target])
+    assert result.exit_code != 0 and not out.exists()
+    assert "heights in mm" in result.stderr

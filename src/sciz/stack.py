@@ -49,6 +49,18 @@ _NM_PER_UNIT = {
     "cm": 1e7,
     "m": 1e9,
 }
+
+
+def height_unit_not_nm(dataset: Any) -> str | None:
+    """The length unit of ``dataset``'s last axis when it is a length other than nm and the dataset
+    is not already an AFM stack: its heights are then (for all sciz knows) in that unit, while AFM
+    stacks, their bundles and playNano take heights as nm. None otherwise."""
+    if isinstance(dataset.metadata.get(METADATA_KEY), dict) or not dataset.axes:
+        return None
+    unit = str(dataset.axes[-1].units).strip()
+    return unit if _NM_PER_UNIT.get(unit, 1.0) != 1.0 else None
+
+
 _SECONDS_PER_UNIT = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "min": 60.0, "h": 3600.0}
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..formats._base import Format
 from ..model import Axis, Dataset, StoredArray
-from ..stack import _NM_PER_UNIT, _SECONDS_PER_UNIT, METADATA_KEY, ImageStack
+from ..stack import _NM_PER_UNIT, _SECONDS_PER_UNIT, METADATA_KEY, ImageStack, height_unit_not_nm
 
 __all__ = ["OmeTiffFormat"]
 
@@ -85,6 +85,11 @@ def stack_problems(dataset: Dataset, label: str, *, keeps_layers: bool) -> list[
         found.append(f"data of dtype {dataset.dtype} ({label} stores float32; {change})")
     if dataset.ndim == 2:
         found.append(f"the 2-D image becomes a stack of one frame, shape (1, {dataset.shape[0]}, {dataset.shape[1]})")
+    unit = height_unit_not_nm(dataset)
+    if unit is not None:
+        found.append(
+            f"heights in {unit} ({label} converts the {unit} pixel size to nm but holds heights as nm, unconverted)"
+        )
     saved = dataset.metadata.get(METADATA_KEY)
     other = sorted(str(k) for k in dataset.metadata if k != METADATA_KEY)
     if other:

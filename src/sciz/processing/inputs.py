@@ -30,7 +30,7 @@ from .._util import require
 from ..errors import DataWarning, FormatError, UnknownFormatError, argument_error
 from ..formats import Format, detect_format, get_format, list_formats
 from ..formats.afm_vendor import VENDOR_FORMATS
-from ..stack import _NM_PER_UNIT, METADATA_KEY, ImageStack
+from ..stack import _NM_PER_UNIT, METADATA_KEY, ImageStack, height_unit_not_nm
 
 __all__ = ["DEFAULT_CHANNELS", "input_suffixes", "load_stack"]
 
@@ -209,8 +209,8 @@ def _dataset_stack(plugin: Format, source: Path, channel: str | None, pixel_size
     )
     if pixel_size_nm is None and not calibrated:
         warnings.warn(_no_pixel_size(source, " (its last axis has no length unit)"), stacklevel=2)
-    unit = last.units.strip() if last is not None and not isinstance(dataset.metadata.get(METADATA_KEY), dict) else ""
-    if _NM_PER_UNIT.get(unit, 1.0) != 1.0:
+    unit = height_unit_not_nm(dataset)
+    if unit is not None:
         warnings.warn(
             DataWarning(
                 f"{source}: its lengths are in {unit}: the pixel size is converted to nm, the height values are "
