@@ -51,6 +51,16 @@ _NM_PER_UNIT = {
 }
 
 
+def keep_words(keep: Any) -> list[str]:
+    """The layer names in ``keep`` (a comma/space separated string or a list of them), for
+    :func:`sciz.afm.select_layers` and ``Pipeline.run(keep=)``."""
+    if isinstance(keep, str):
+        return keep.replace(",", " ").split()
+    if isinstance(keep, list | tuple | set | frozenset) and all(isinstance(k, str) for k in keep):
+        return [word for item in keep for word in item.replace(",", " ").split()]
+    raise argument_error("keep", keep, "must be layer names as a list or a comma-separated string (e.g. 'raw,final')")
+
+
 def height_unit_not_nm(dataset: Any) -> str | None:
     """The length unit of ``dataset``'s last axis when it is a length other than nm and the dataset
     is not already an AFM stack: its heights are then (for all sciz knows) in that unit, while AFM

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import argument_error
-from ..stack import ImageStack
+from ..stack import ImageStack, keep_words
 from ._common import as_image_stack
 
 __all__ = ["KEEP_WORDS", "float32_note", "select_layers"]
@@ -30,14 +30,6 @@ KEEP_WORDS = {
     "final": "the last step's layer",
     "masks": "every mask",
 }
-
-
-def _items(keep: Any) -> list[str]:
-    if isinstance(keep, str):
-        return keep.replace(",", " ").split()
-    if isinstance(keep, list | tuple | set | frozenset) and all(isinstance(k, str) for k in keep):
-        return [word for item in keep for word in item.replace(",", " ").split()]
-    raise argument_error("keep", keep, "must be layer names as a list or a comma-separated string (e.g. 'raw,final')")
 
 
 def _step_name(key: str) -> str | None:
@@ -73,7 +65,7 @@ def select_layers(stack: Any, keep: Any) -> ImageStack:
     image_stack = as_image_stack(stack)
     if keep is None:
         return image_stack
-    words = _items(keep)
+    words = keep_words(keep)
     if not words:
         raise argument_error("keep", keep, f"name at least one of {', '.join(KEEP_WORDS)} or a layer")
     layers, masks = list(image_stack.processed), list(image_stack.masks)

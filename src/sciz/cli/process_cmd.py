@@ -174,7 +174,7 @@ def run_job(
                 if done < steps:  # the pipeline's last call (done == steps) is not a stage
                     stages.stage(done, f"step {done + 1}/{steps}: {name}")
 
-            pipeline.run(stack, progress=step, out_of_core=out_of_core)
+            pipeline.run(stack, progress=step, out_of_core=out_of_core, keep=job.keep)
         done = len(pipeline)
         if before_writing is not None:
             before_writing()

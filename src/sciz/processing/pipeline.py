@@ -39,6 +39,7 @@ import numpy as np
 from .._util import require
 from .._version import __version__
 from ..errors import ArgumentError, FormatError, MissingDependencyError, SciZError, argument_error
+from ..stack import keep_words
 from ._common import ProcessingError
 from .steps import StepSpec, get_step, resolve_params
 
@@ -314,6 +315,7 @@ class Pipeline:
         out_of_core: bool | str = False,
         scratch: str | os.PathLike[str] | None = None,
         frames_per_block: int | None = None,
+        keep: Any = None,
     ) -> Any:
         """Run every step on ``stack`` (an :class:`~sciz.stack.ImageStack`) and return it.
 
@@ -341,6 +343,12 @@ class Pipeline:
             files are unlinked at once and vanish when the stack lets go of them.
         frames_per_block
             Frames per block (default: a few MB per block).
+        keep
+            The layers to keep, named as :func:`sciz.afm.select_layers` takes them (``final``, a
+            step name, a layer key, ``all``...; ``None``: all). A layer that is not kept is let go
+            as soon as the next step has read it, and a per-frame step writes over it in place, so
+            memory mode holds the input, one working layer and the masks (``keep="raw,final"``).
+            Masks are always kept.
         """
         if out_of_core not in (True, False, "auto"):
             raise argument_error("out_of_core", out_of_core, "must be True, False or 'auto'")
@@ -356,7 +364,7 @@ class Pipeline:
 
             storage = Scratch(scratch)
         try:
-            return _Run(stack, self._resolved, progress, storage, frames_per_block).execute()
+            return _Run(stack, self._resolved, progress, storage, frames_per_block, keep).execute()
         finally:
             if storage is not None:
                 storage.cleanup()
@@ -417,8 +425,11 @@ class _Run:
         progress: ProgressCallback | None,
         storage: Any = None,
         frames_per_block: int | None = None,
+        keep: Any = None,
     ):
         self.stack = stack
+        self.keep = None if keep is None else set(keep_words(keep))
+        self.working: str | None = None  # the key of the layer being worked on, when this run made it
         self.steps = steps
         self.progress = progress
         self.storage = storage
@@ -430,6 +441,9 @@ class _Run:
         provenance = stack.provenance if isinstance(stack.provenance, dict) else {}
         history = provenance.get("processing", {}) if isinstance(provenance.get("processing"), dict) else {}
         self.records: list[dict[str, Any]] = list(history.get("steps", []) or [])
+        first = len(self.records) + 1
+        layers = [first + i for i, (spec, _) in enumerate(steps) if spec.kind not in ("mask", "clear")]
+        self.final_index = layers[-1] if layers else -1  # the step whose layer is "final"
 
     def execute(self) -> Any:
         data = self.stack.data
@@ -480,11 +494,25 @@ class _Run:
             "software": {"sciz": __version__, "numpy": np.__version__},
         }
 
-    def _per_frame(self, function: Callable[..., Any], arr: Any, mask: Any, name: str) -> Any:
-        """``function(block, mask_block)`` over frame blocks, into one output (memory or disk)."""
+    def _per_frame(self, function: Callable[..., Any], arr: Any, mask: Any, name: str, reuse: bool = False) -> Any:
+        """``function(block, mask_block)`` over frame blocks, into one output (memory or disk);
+        ``reuse``: into ``arr`` itself (a layer of this run that is not kept)."""
         from .outofcore import map_frames
 
-        return map_frames(function, arr, mask, storage=self.storage, name=name, frames=self.frames_per_block)
+        into = arr if reuse and self._let_go() and isinstance(arr, np.ndarray) else None
+        return map_frames(function, arr, mask, storage=self.storage, name=name, frames=self.frames_per_block, into=into)
+
+    def _kept(self, key: str) -> bool:
+        """Whether layer ``key`` (``step_<i>_<name>``) is among the layers to keep."""
+        if self.keep is None or "all" in self.keep:
+            return True
+        name = "_".join(key.split("_")[2:])
+        final = key == f"step_{self.final_index}_{name}" and "final" in self.keep
+        return final or key in self.keep or name in self.keep
+
+    def _let_go(self) -> bool:
+        """Whether the working layer is this run's and not kept (so it can be dropped or overwritten)."""
+        return self.working is not None and not self._kept(self.working)
 
     def _step(self, index: int, spec: StepSpec, params: dict[str, Any], arr: Any, mask: Any) -> tuple[Any, Any]:
         record = self._record(index, spec, params)
@@ -520,7 +548,7 @@ class _Run:
             def filtered(block: np.ndarray, fg: np.ndarray | None) -> np.ndarray:
                 return np.asarray(function(block, **call_params, **({"mask": fg} if masked else {})))
 
-            out = self._per_frame(filtered, arr, mask if masked else None, key)
+            out = self._per_frame(filtered, arr, mask if masked else None, key, reuse=True)
             record["masked"] = masked
         elif spec.kind == "video_filter":
             if self.storage is None:
@@ -551,7 +579,12 @@ class _Run:
 
                     mask = take_frames(mask, kept, self.storage, self.frames_per_block)
             record["kept_frames"] = list(kept)
+        if self._let_go():
+            assert self.working is not None
+            del self.processed[self.working]  # read by this step and not kept: let it go
+            record["dropped_input_layer"] = self.working
         self.processed[key] = out
+        self.working = key
         record["processed_key"] = key
         record["output_summary"] = _summary(out)
         self.records.append(record)
