@@ -86,6 +86,13 @@ def test_info_lists_dimensions_coordinates_filters_and_sizes() -> None:
     code, out = _cli("info", str(POP))
     assert code == 0, out
     assert "lat2d" in out and "missing_value" in out and "none (netCDF classic stores raw values)" in out
+    # The text report: one line per variable, its CF attributes below, groups as their own reports.
+    code, out = _cli("info", str(NC4))
+    lines = out.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.strip().startswith("T  (time=1, lev=14, lat=64, lon=128)"))
+    assert "float32 stored 256.3 KiB ratio 1.75  shuffle, deflate [2]; chunks 1 x 7 x 32 x 64" in lines[row]
+    assert lines[row + 1].strip() == "units=C, long_name=Temperature, _FillValue=-999.0"
+    assert "group grp1:" in lines and "group g3: (empty)" in lines
 
 
 def test_not_netcdf_and_truncated_files_are_refused(tmp_path: Path) -> None:

@@ -320,8 +320,52 @@ def _print_description(path: Path, plugin: Any, described: dict[str, Any], *, as
         return
     typer.echo(f"file:     {path} ({human_size(size)} on disk)")
     typer.echo(f"format:   {plugin.name} - {plugin.description}")
-    for line in _summarise(described, 0):
+    for line in _report_lines(described, 0):
         typer.echo(line)
+
+
+def _report_lines(report: dict[str, Any], indent: int) -> Iterator[str]:
+    """A format's own report: tables of arrays one per line, ``groups`` as reports of their own."""
+    pad = "  " * indent
+    for key, value in report.items():
+        if _is_array_table(value):
+            yield f"{pad}{key}:"
+            yield from _array_table(value, indent + 1)
+        elif key == "groups" and isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()):
+            for name, group in value.items():
+                yield f"{pad}group {name}:" + ("" if any(group.values()) else " (empty)")
+                if any(group.values()):
+                    yield from _report_lines(group, indent + 1)
+        elif value or value == 0:
+            yield from _summarise({key: value}, indent)
+
+
+def _is_array_table(value: Any) -> bool:
+    """A mapping of names to array descriptions (each with ``dtype`` and ``shape``): shown one per line."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(v, dict) and "dtype" in v and "shape" in v for v in value.values())
+    )
+
+
+def _array_table(rows: dict[str, dict[str, Any]], indent: int) -> Iterator[str]:
+    """One line per array (dimensions, dtype, stored size, ratio, filters), its CF attributes below."""
+    pad = "  " * indent
+    width = max(len(str(name)) for name in rows)
+    shown = ("dtype", "shape", "dimensions", "stored_bytes", "ratio", "filters", "cf", "chunks")
+    for name, row in rows.items():
+        dims = ", ".join(f"{d}={n}" for d, n in zip(row.get("dimensions") or [], row["shape"], strict=False))
+        stored = human_size(row["stored_bytes"]) if row.get("stored_bytes") is not None else "?"
+        ratio = f"{row['ratio']:.2f}" if isinstance(row.get("ratio"), int | float) else "?"
+        filters = ", ".join(str(f) for f in row.get("filters") or []) or "-"
+        if row.get("chunks"):
+            filters += f"; chunks {' x '.join(map(str, row['chunks']))}"
+        yield f"{pad}{name:<{width}}  ({dims or 'scalar'}) {row['dtype']} stored {stored} ratio {ratio}  {filters}"
+        cf = row.get("cf")
+        if isinstance(cf, dict) and cf:
+            yield f"{pad}{'':<{width}}  " + _short(", ".join(f"{k}={_short(v, 40)}" for k, v in cf.items()), 200)
+        yield from _summarise({k: v for k, v in row.items() if k not in shown}, indent + 2)
 
 
 @app.command("info")
