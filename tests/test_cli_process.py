@@ -380,3 +380,37 @@ def test_outputs_are_not_written_among_the_frames_of_an_input_folder(tmp_path):
     result = invoke("process", folder, "--pixel-size-nm", "1", "-p", "remove_plane", "-e", "tif", "-o", out)
     assert result.exit_code == 0, result.output
     assert load_ome_tiff_stack(out / "frames_filtered.ome.tif").n_frames == 3
+
+
+def test_a_second_run_into_the_same_folder_waits_and_then_sees_the_first_runs_files(tmp_path):
+    # Two runs into one folder without --force used to both pass the 'exists?' check and then
+    # overwrite each other file by file (found by attack). The folder is locked from that check
+    # to the last file written: the second run waits, then refuses.
+    import time
+
+    source = tmp_path / "v.npy"
+    np.save(source, np.random.default_rng(0).normal(size=(3, 16, 16)).astype(np.float32))
+    out = tmp_path / "out"
+    out.mkdir()
+    from sciz.cli.process_cmd import _folder_lock
+
+    lock = _folder_lock(out)
+    lock.__enter__()  # as another sciz process writing there holds it
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", "from sciz.cli import main; main()", "process", str(source), "-p", "zero_mean",
+             "--export", "npz", "-o", str(out), "--pixel-size-nm", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert child.stderr is not None
+        for line in child.stderr:
+            if "step 1/1" in line:
+                break
+        time.sleep(2.0)
+        assert child.poll() is None, "the second run did not wait for the folder"
+        (out / "v_filtered.npz").write_bytes(b"the other run's result")
+    finally:
+        lock.__exit__(None, None, None)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 1, err
+    assert "would overwrite" in err and (out / "v_filtered.npz").read_bytes() == b"the other run's result"

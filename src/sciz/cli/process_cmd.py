@@ -318,6 +318,41 @@ def check_outputs(paths: list[Path], force: bool, claimed: set[Path], inputs: fr
         raise InputFailed(f"would overwrite {shown}; pass --force to replace existing outputs")
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on writing into ``folder``, whether it exists yet or not.
+
+    The lock is a ``flock`` on a file named after the folder's resolved path in a private folder of
+    this user's under the system's temporary folder (nothing is added to the output folder, and
+    two runs lock the same file whichever of them creates the folder). Where that private folder
+    cannot be trusted (not ours, or a link), the nearest existing folder on the path is locked.
+    """
+    import fcntl
+    import hashlib
+    import stat
+    import tempfile
+
+    resolved = folder.resolve()
+    locks = Path(tempfile.gettempdir()) / f"sciz-locks-{os.getuid()}"
+    try:
+        locks.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(locks)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            raise PermissionError(f"{locks} is not a private folder of this user's")
+        name = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:32] + ".lock"
+        descriptor = os.open(locks / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        existing = resolved
+        while not existing.is_dir() and existing.parent != existing:
+            existing = existing.parent
+        descriptor = os.open(existing, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
 def process_one(source: str, job: ProcessJob, options: dict[str, Any], claimed: set[Path]) -> list[tuple[str, Path]]:
     """Read, check the outputs, process and export one input; raise :class:`InputFailed` with the reason."""
     from ..afm.gif import _is_filtered
@@ -342,12 +377,18 @@ def process_one(source: str, job: ProcessJob, options: dict[str, Any], claimed: 
     inputs = options.get("inputs", frozenset())
     check_outputs([path for _, _, path in planned], options["force"], claimed, inputs)
 
+    folder_lock = contextlib.ExitStack()
+
     def recheck() -> None:
+        # Another sciz process writing into the same folder waits here until that one is done, so
+        # this check sees its outputs (without the lock both passed it and the last file won).
+        folder_lock.enter_context(_folder_lock(job.output_folder))
         paths = [path for _, _, path in job.outputs(stack, _is_filtered(stack, False))]
         check_outputs(paths, options["force"], claimed, inputs)
 
     try:
-        written = run_job(stack, job, before_writing=recheck)
+        with folder_lock:
+            written = run_job(stack, job, before_writing=recheck)
     except (SciZError, ValueError) as exc:
         raise InputFailed(str(exc)) from None
     except OSError as exc:  # a plain OS error names no step or file of ours: say where it was writing
