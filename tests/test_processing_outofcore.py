@@ -299,8 +299,8 @@ def test_peak_memory_is_bounded(tmp_path: Path, mode: str) -> None:
     that does not grow with the stack, so the bound is 1.25x here, where one float32 layer held in
     memory would add 1x more (the GIF, which keeps every frame's palette image, is left out).
     Memory mode keeping only ``raw,final`` holds the input, one working layer (per-frame steps write
-    over a layer that is not kept) and the mask, 2.25x, then the GIF's palette frames (0.5x; measured
-    3.52x in all), so one more layer held anywhere (+1x) breaks its bound of 3.75x.
+    over a layer that is not kept) and the mask, 2.25x, then the GIF's palette frames (0.25x; measured
+    3.24x in all), so one more layer held anywhere (+1x) breaks its bound of 3.75x.
     """
     rng = np.random.default_rng(0)
     n, size = 96, 512

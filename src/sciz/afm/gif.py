@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,14 +110,14 @@ def _palette(cmap_name: str) -> list[int]:
     return [*colours.reshape(-1).tolist(), 0, 0, 0, 0, 0, 0, 255, 255, 255]
 
 
-def _indices(values: Any, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
-    # Palette indices block by block of frames: the float64 temporaries stay a few MB.
-    out = np.empty(values.shape, dtype=np.uint8)
+def _frame_indices(values: Any, lows: np.ndarray, highs: np.ndarray) -> Iterator[np.ndarray]:
+    """Each frame's palette indices, made block by block of frames as the GIF is drawn: neither the
+    float64 temporaries nor the indices of the whole stack are ever held (a quarter of a float32
+    layer, the same again as the palette frames the GIF writer keeps)."""
     step = block_frames(tuple(values.shape), 8, 4 << 20)
     for start, block in iter_frame_blocks(values, step):
         stop = start + len(block)
-        out[start:stop] = _block_indices(block, lows[start:stop], highs[start:stop])
-    return out
+        yield from _block_indices(block, lows[start:stop], highs[start:stop])
 
 
 def _block_indices(values: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
@@ -240,12 +241,11 @@ def save_gif(
     bar_labels = [(_height_label(high), _height_label(low)) for low, high in zip(lows, highs, strict=True)]
     strip = _colorbar_width(layout, bar_labels) if colorbar else 0
     _check_memory(target, values.shape, (layout.size[0] + strip, layout.size[1]))
-    indices = _indices(values, lows, highs)
 
     images = []
     previous: np.ndarray | None = None
-    for index in range(values.shape[0]):
-        frame = Image.fromarray(indices[index], mode="P")
+    for index, frame_indices in enumerate(_frame_indices(values, lows, highs)):
+        frame = Image.fromarray(frame_indices, mode="P")
         if layout.scale != 1.0:
             frame = frame.resize(layout.size, Image.Resampling.NEAREST)
         image = Image.new("P", (layout.size[0] + strip, layout.size[1]), _BLACK)
