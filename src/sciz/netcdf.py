@@ -238,30 +238,17 @@ def _leading_chunk(ds: Any, dim: Any) -> int:
 def _write(
     ds: Any, path: Path, group: str, engine: str, encodings: dict[str, dict[str, Any]], zarr_format: int, first: bool
 ) -> None:
+    # The first group creates the file or store, the others are added to it.
+    where = {"mode": "w" if first else "a", "group": None if group == "/" else group, "encoding": encodings}
     if engine == "zarr":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr v3: "consolidated metadata is not part of the specification"
-            ds.to_zarr(
-                path,
-                mode="w" if first else "a",
-                group=None if group == "/" else group,
-                zarr_format=zarr_format,
-                encoding=encodings,
-                consolidated=zarr_format == 2,
-            )
+            ds.to_zarr(path, zarr_format=zarr_format, consolidated=zarr_format == 2, **where)
         return
     if engine == "h5netcdf":
         require("hdf5plugin", "netcdf", needed_for="writing HDF5 plugin filters")
     unlimited = ds.encoding.get("unlimited_dims") or None
-    ds.to_netcdf(
-        path,
-        mode="w" if first else "a",
-        group=None if group == "/" else group,
-        engine=engine,
-        encoding=encodings,
-        unlimited_dims=unlimited,
-        format="NETCDF4",
-    )
+    ds.to_netcdf(path, engine=engine, unlimited_dims=unlimited, format="NETCDF4", **where)
 
 
 def _open_written(path: Path, group: str, engine: str, decode: bool = True, keep: Any = ()) -> Any:

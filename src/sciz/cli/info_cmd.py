@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -42,30 +43,45 @@ def parse_options(items: Sequence[str], flag: str) -> dict[str, Any]:
     return options
 
 
-def read_dataset(
-    path: Path, format_name: str | None, options: dict[str, Any], *, lazy: bool = False
-) -> tuple[Any, Any]:
-    """Detect (or look up) the format and read ``path``; errors end the command with a clear message.
-
-    With ``lazy``, a format that streams lazily (``Format.lazy``) is read with ``lazy=True``
-    (unless ``options`` say otherwise).
-    """
+@contextlib.contextmanager
+def clear_errors(path: Path) -> Iterator[None]:
+    """What a reader raises ends the command with one message naming ``path``."""
     from ..errors import SciZError
-    from ..formats import detect_format, get_format
 
-    if not path.exists():
-        fail(f"no such file or directory: {path}")
     try:
-        plugin = get_format(format_name) if format_name else detect_format(path)
-        if not plugin.can_read:
-            fail(f"sciz cannot read {plugin.name} files")
-        if lazy and plugin.lazy:
-            options = {"lazy": True, **options}
-        dataset = plugin.read(path, **options)
+        yield
     except typer.Exit:
         raise
     except (SciZError, OSError, ValueError, TypeError) as exc:
         fail(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
+
+
+def format_of(path: Path, format_name: str | None) -> Any:
+    """The registered format of ``path`` (detected, or ``format_name``); exits if there is none."""
+    from ..formats import detect_format, get_format
+
+    if not path.exists():
+        fail(f"no such file or directory: {path}")
+    with clear_errors(path):
+        plugin = get_format(format_name) if format_name else detect_format(path)
+    return plugin
+
+
+def read_dataset(
+    path: Path, format_name: str | None, options: dict[str, Any], *, lazy: bool = False, plugin: Any = None
+) -> tuple[Any, Any]:
+    """Detect (or look up) the format and read ``path``; errors end the command with a clear message.
+
+    With ``lazy``, a format that streams lazily (``Format.lazy``) is read with ``lazy=True``
+    (unless ``options`` say otherwise). ``plugin``: the format, when the caller found it already.
+    """
+    plugin = plugin if plugin is not None else format_of(path, format_name)
+    if not plugin.can_read:
+        fail(f"sciz cannot read {plugin.name} files")
+    if lazy and plugin.lazy:
+        options = {"lazy": True, **options}
+    with clear_errors(path):
+        dataset = plugin.read(path, **options)
     return plugin, dataset
 
 
@@ -292,23 +308,6 @@ def _short(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _own_description(path: Path, format_name: str | None, options: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
-    """The format's own report (:meth:`Format.describe`), or None when info describes the Dataset."""
-    from ..errors import SciZError
-    from ..formats import detect_format, get_format
-
-    if not path.exists():
-        fail(f"no such file or directory: {path}")
-    try:
-        plugin = get_format(format_name) if format_name else detect_format(path)
-        described = plugin.describe(path, **options)
-    except typer.Exit:
-        raise
-    except (SciZError, OSError, ValueError, TypeError) as exc:
-        fail(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
-    return None if described is None else (plugin, described)
-
-
 def _print_description(path: Path, plugin: Any, described: dict[str, Any], *, as_json: bool) -> None:
     from ..metadata import to_jsonable
 
@@ -384,11 +383,13 @@ def info_command(
     from ..metadata import to_jsonable
 
     options = parse_options(read_option or [], "--read-option")
-    described = _own_description(path, format_name, options)
+    plugin = format_of(path, format_name)
+    with clear_errors(path):
+        described = plugin.describe(path, **options)  # a format's own report (netCDF), else None
     if described is not None:
-        _print_description(path, *described, as_json=as_json)
+        _print_description(path, plugin, described, as_json=as_json)
         return
-    plugin, dataset = read_dataset(path, format_name, options)
+    plugin, dataset = read_dataset(path, format_name, options, plugin=plugin)
     size = disk_size(path)
     rows = _array_rows(dataset, _container(plugin.name))
     stack = _afm_stack(dataset)
