@@ -386,3 +386,41 @@ def test_only_the_signal_gets_the_lossy_filter(tmp_path, codec, shared_data):
 
         handle.visititems(visit)
     assert lossy == ["Experiments/height_trace/data"], lossy
+
+
+def test_hspy_compression_auto_chooses_for_the_datasets_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The HDF5 filter codes each chunk alone, so "auto" must rank the codecs on chunks of the
+    # dataset's shape, not on the whole array (found by review: hspy passed no chunks).
+    from sciz.codecs import auto
+
+    asked: list[object] = []
+    real_choose = auto.choose
+
+    def recording_choose(*args: object, **kwargs: object) -> object:
+        asked.append(kwargs.get("chunks"))
+        return real_choose(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(auto, "choose", recording_choose)
+    stack = nonfinite_stack()
+    target = tmp_path / "auto.hspy"
+    hspy.file_writer(
+        target,
+        {"data": stack, "axes": [{"size": n} for n in stack.shape]},
+        compression="auto",
+        tolerance=TOLERANCE,
+        chunks=(1, 32, 72),
+    )
+    assert asked == [(1, 32, 72)]
+    with h5py.File(target, "r") as h5:
+        (data,) = [item for item in _datasets(h5) if item.name.endswith("/data")]
+        assert data.chunks == (1, 32, 72)
+    restored = hspy.file_reader(target)[0]["data"]
+    finite = np.isfinite(stack)
+    assert np.array_equal(np.isnan(restored), np.isnan(stack))
+    assert np.abs(restored[finite] - stack[finite]).max() <= TOLERANCE
+
+
+def _datasets(h5: object) -> list[object]:
+    found: list[object] = []
+    h5.visititems(lambda name, item: found.append(item) if isinstance(item, h5py.Dataset) else None)  # type: ignore[attr-defined]
+    return found

@@ -56,7 +56,12 @@ def _h5py() -> Any:
 
 
 def resolve_compression(
-    compression: Any, array: Any, params: Mapping[str, Any], *, fill_value: Any = None
+    compression: Any,
+    array: Any,
+    params: Mapping[str, Any],
+    *,
+    fill_value: Any = None,
+    chunks: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
     """h5py ``create_dataset`` keywords for a ``compression`` argument.
 
@@ -66,6 +71,7 @@ def resolve_compression(
     it keeps the bound for this array; a codec without one is refused with the reason. The lossy
     filters (zfp, sz3, sperr) are written by :mod:`sciz.formats._hdf5` (NaN/Inf and ``fill_value``
     kept exactly in a mask dataset): their options carry the codec under a private key.
+    ``chunks``: the dataset's chunk shape, which ``"auto"`` chooses for (the filter codes each chunk alone).
     """
     params = dict(params)
     if fill_value is not None and not (
@@ -99,7 +105,8 @@ def resolve_compression(
         if name == "auto":  # the codec with a registered HDF5 filter that compresses this array best
             from ._hdf5 import filtered_size  # measured through the filter, as this file will store it
 
-            chosen = sciz.codecs.get("auto", **params).choose(array, hdf5=True, measure=filtered_size)
+            chooser = sciz.codecs.get("auto", **params)
+            chosen = chooser.choose(array, hdf5=True, chunks=chunks, measure=filtered_size)
             return resolve_compression(chosen, array, {}, fill_value=fill_value)
         if name not in sciz.codecs.list_codecs():
             raise argument_error(
@@ -540,7 +547,7 @@ def file_writer(
     sample = data if not is_lazy_array(data) else data.blocks[(0,) * data.ndim].compute() if data.size else data
     fill_value = kwds.pop("fill_value", None)
     signal_kwargs = resolve_compression(
-        compression, np.asarray(sample) if data.ndim else sample, kwds, fill_value=fill_value
+        compression, np.asarray(sample) if data.ndim else sample, kwds, fill_value=fill_value, chunks=chunk_shape
     )
     signal_kwargs["chunks"] = chunk_shape
     meta_options = {"compression": "gzip"}
