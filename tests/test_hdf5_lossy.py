@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -420,7 +421,7 @@ def test_hspy_compression_auto_chooses_for_the_datasets_chunks(tmp_path: Path, m
     assert np.abs(restored[finite] - stack[finite]).max() <= TOLERANCE
 
 
-def _datasets(h5: object) -> list[object]:
-    found: list[object] = []
-    h5.visititems(lambda name, item: found.append(item) if isinstance(item, h5py.Dataset) else None)  # type: ignore[attr-defined]
+def _datasets(h5: Any) -> list[Any]:
+    found: list[Any] = []
+    h5.visititems(lambda name, item: found.append(item) if isinstance(item, h5py.Dataset) else None)
     return found
