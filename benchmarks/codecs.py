@@ -9,8 +9,9 @@ ratio is the steadier one on a shared machine).
 
 Targets: sciz single-thread >= 0.95x the raw engine, encode and decode (the summary table); sciz
 with 2 threads >= 1.7x the single-thread engine for sz3 and sperr on the 256 MB field. The summary
-also prints what ``numthreads=2`` costs sz3 and sperr in ratio (two chunks along the first axis
-against one) and what halves along each other axis would keep (raw engine on the halves).
+also prints what ``numthreads=2`` costs sz3 and sperr in ratio (two chunks, cut along the longest
+axis as sciz cuts them for these engines, against one) and what halves along each axis keep
+(raw engine on the halves).
 
 The SST field's land (31%, stored as 1e20) is also coded at 0.01 K as NaN and with
 ``fill_value=1e20`` (target: zfp, sperr, lerc ratio >= 4; max error over the ocean). Rows where
@@ -301,7 +302,7 @@ def summary(table: dict[str, list[dict[str, Any]]], data: np.ndarray, repeat: in
         one = next((row for row in rows if row["who"] == "sciz 1 thread" and "x" in row), None)
         if one is not None:
             print(f"{name:7} " + " ".join(f"{one['x'][key][i]:11.3f}" for key in ("enc", "dec") for i in (0, 1)))
-    print("\n== numthreads=2 ratio cost (2 chunks along axis 0 against 1 chunk), and other split axes (raw engine) ==")
+    print("\n== numthreads=2 ratio cost (2 chunks across the longest axis vs 1 chunk), halves per axis (raw) ==")
     for name in ("sz3", "sperr"):
         rows = {row["who"]: row for row in table.get(name, []) if "ratio" in row}
         if "sciz 1 thread" not in rows or "sciz 2 threads" not in rows:

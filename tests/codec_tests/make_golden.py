@@ -4,16 +4,21 @@ python tests/codec_tests/make_golden.py
 
 ``CASES`` were written by stream format 1 and are frozen: this sciz writes format 2, so they can
 no longer be regenerated, and they prove that old streams keep decoding. ``CASES_V2`` are format 2
-streams with masked NaN/Inf/fill values. Add a case (with a new name) when the format changes.
+streams with masked NaN/Inf/fill values. ``CASES_V3`` are format 3 streams, whose chunks cut a later
+axis than the first (two threads on sz3/sperr; written here with the smallest chunk size lowered,
+so that a small array splits). Add a case (with a new name) when the format changes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from sciz import codecs
+from sciz.codecs import _stream
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -38,6 +43,12 @@ CASES_V2 = {
     "v2_pcodec_nan": ("pcodec", {}, "f8"),
     "v2_szip_nan": ("szip", {}, "f4"),
 }
+CASES_V3 = {
+    "v3_sz3_split": ("sz3", {"tolerance": 1e-3, "fill_value": 1e20}, "f4"),
+    "v3_sperr_split": ("sperr", {"tolerance": 1e-4}, "f8"),
+}
+#: The cases this sciz still writes (checked byte for byte against the committed streams).
+ALL_WRITTEN = {**CASES_V2, **CASES_V3}
 #: A NaN with a payload: golden streams must keep its bits.
 PAYLOAD_NAN = {"f4": np.uint32(0x7FC0BEEF), "f8": np.uint64(0x7FF800000000BEEF)}
 
@@ -58,8 +69,27 @@ def golden_input(dtype: str, fill_value: float | None = None, shape: tuple[int, 
     return data
 
 
+@contextmanager
+def small_chunks() -> Iterator[None]:
+    """Let two threads split the small golden arrays (chunks of at least 8 MiB otherwise)."""
+    saved = _stream.MIN_CHUNK_BYTES
+    _stream.MIN_CHUNK_BYTES = 256
+    try:
+        yield
+    finally:
+        _stream.MIN_CHUNK_BYTES = saved
+
+
+def encode_case(case: str) -> bytes:
+    name, params, _dtype = ALL_WRITTEN[case]
+    if case in CASES_V3:
+        with small_chunks():
+            return bytes(codecs.get(name, **params).encode(case_input(case), numthreads=2))
+    return bytes(codecs.get(name, **params).encode(case_input(case)))
+
+
 def case_input(case: str) -> np.ndarray:
-    _name, params, dtype = {**CASES, **CASES_V2}[case]
+    _name, params, dtype = {**CASES, **ALL_WRITTEN}[case]
     if case in CASES:
         return golden_input(dtype)
     return golden_input(dtype, params.get("fill_value"), shape=(6, 16, 12))  # small: the fixtures stay small
@@ -67,13 +97,13 @@ def case_input(case: str) -> np.ndarray:
 
 def main() -> None:
     GOLDEN.mkdir(exist_ok=True)
-    for case, (name, params, _dtype) in {**CASES, **CASES_V2}.items():
+    for case, (name, params, _dtype) in {**CASES, **ALL_WRITTEN}.items():
         target = GOLDEN / f"{case}.scz"
         if target.exists():
             continue
         if case in CASES:
             raise SystemExit(f"{target} is a frozen format-1 stream and is missing: restore it from git")
-        stream = bytes(codecs.get(name, **params).encode(case_input(case)))
+        stream = encode_case(case)
         target.write_bytes(stream)
         np.save(GOLDEN / f"{case}.expected.npy", codecs.get(name, **params).decode(stream), allow_pickle=False)
         print(f"wrote {target.name} ({len(stream)} bytes)")

@@ -18,9 +18,9 @@ from sciz import codecs
 from sciz.codecs import _stream
 from sciz.testing import CodecTests
 
-from .make_golden import CASES, CASES_V2, GOLDEN, case_input
+from .make_golden import ALL_WRITTEN, CASES, CASES_V3, GOLDEN, case_input, small_chunks
 
-ALL_CASES = {**CASES, **CASES_V2}
+ALL_CASES = {**CASES, **ALL_WRITTEN}
 
 
 class TestCodecContract(CodecTests):
@@ -39,15 +39,15 @@ class TestCodecContract(CodecTests):
 def test_golden_cases_are_committed_and_small() -> None:
     committed = {path.name.split(".")[0] for path in Path(GOLDEN).iterdir()}
     assert committed == set(ALL_CASES), "make_golden.py and the golden folder disagree"
-    assert sum(p.stat().st_size for p in Path(GOLDEN).iterdir()) < 400_000
+    assert sum(p.stat().st_size for p in Path(GOLDEN).iterdir()) < 450_000
 
 
 @pytest.mark.parametrize("case", sorted(ALL_CASES))
 def test_golden_stream_format_versions_and_masked_bits(case: str) -> None:
-    """Format 1 streams stay readable; format 2 streams give back masked NaN/Inf/fill values bit for bit."""
+    """Format 1 streams stay readable; format 2 and 3 streams give back masked NaN/Inf/fill values bit for bit."""
     name, params, _dtype = ALL_CASES[case]
     stream = (GOLDEN / f"{case}.scz").read_bytes()
-    assert stream[4] == (1 if case in CASES else 2), "stream format version"
+    assert stream[4] == (1 if case in CASES else 3 if case in CASES_V3 else 2), "stream format version"
     if case in CASES:
         return
     original, decoded = case_input(case), codecs.decode(stream)
@@ -66,15 +66,23 @@ class TestOneCodecByName(CodecTests):
     codec = "floatpred"
 
 
-@pytest.mark.parametrize("case", sorted(CASES_V2))
+@pytest.mark.parametrize("case", sorted(ALL_WRITTEN))
 def test_golden_input_encodes_to_the_committed_stream(case: str) -> None:
     """This sciz writes the committed format 2 streams byte for byte, on one thread or two, into
-    ``out=`` or not. A failure means an encoder changed (an engine upgrade, a new chunk layout): old
-    streams must still decode (above), and a changed layout needs new golden cases."""
-    name, params, _dtype = CASES_V2[case]
+    ``out=`` or not, and the format 3 ones (chunks cut along a later axis) on two threads. A failure
+    means an encoder changed (an engine upgrade, a new chunk layout): old streams must still decode
+    (above), and a changed layout needs new golden cases."""
+    name, params, _dtype = ALL_WRITTEN[case]
     committed = (GOLDEN / f"{case}.scz").read_bytes()
     codec = codecs.get(name, **params)
     data = case_input(case)
+    if case in CASES_V3:
+        with small_chunks():
+            assert codec.encode(data, numthreads=2) == committed
+            header = _stream.parse_stream(committed, codec.error)
+            assert (header.axis, len(header.chunks)) == (1, 2), "two chunks across the longest axis (16 of 6x16x12)"
+            assert codec.encode(data) != committed, "one thread codes the array whole"
+        return
     assert codec.encode(data) == committed
     assert codec.encode(data, numthreads=2) == committed
     out = bytearray(len(committed) + 7)

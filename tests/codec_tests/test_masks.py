@@ -273,6 +273,7 @@ def test_describe_stream() -> None:
         "dtype": ">f4",
         "shape": [6, 20, 30],
         "chunks": 1,
+        "split_axis": 0,
         "rows_per_chunk": 6,
         "lossless_chunks": 0,
         "fallbacks": {},

@@ -10,16 +10,18 @@ engines no check makes safe decode in a child process (:mod:`sciz.codecs._isolat
 Layout (little-endian)::
 
     0   4   magic b"\\x89SZC"
-    4   1   stream format version (2; version 1 streams are still read)
+    4   1   stream format version (2, or 3 for chunks split along another axis than the first;
+            versions 1 and 2 are still read, and written wherever they can say the layout)
     5   1   codec number (CODEC_NUMBERS)
     6   1   dtype number (DTYPES)
     7   1   flags (bit 0: the caller's array was big-endian)
     8   1   ndim
-    9   3   reserved, zero
+    9   1   version 3: the axis of the chunked view the chunks split (versions 1-2: zero, axis 0)
+    10  2   reserved, zero
     12  4   length P of the parameters JSON
     16  8*ndim  shape
     ..  P   parameters JSON (UTF-8)
-    ..  8   rows per chunk along axis 0
+    ..  8   rows per chunk along the split axis
     ..  4   number of chunks
     ..  32*n  per chunk: method u8, fallback reason u8, 2 reserved, CRC-32 u32 of the chunk body,
               engine bytes u64, patch count u64, mask bytes u64  (version 1: 24 bytes, no reason
@@ -73,17 +75,19 @@ __all__ = [
     "pack_mask",
     "pack_stream",
     "parse_stream",
-    "plan_rows",
+    "plan_chunks",
     "unpack_mask",
 ]
 
 MAGIC = b"\x89SZC"
 VERSION = 2
+#: The version of streams whose chunks split another axis than the first (older readers refuse it).
+VERSION_SPLIT = 3
 DTYPES = ("u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8")
 MAX_NDIM = 32
 MAX_PARAMS = 65536
 MAX_EXTENT = 1 << 48
-_FIXED = struct.Struct("<4sBBBBB3sI")
+_FIXED = struct.Struct("<4sBBBBBB2sI")
 _CHUNK = struct.Struct("<BB2sIQQQ")
 _CHUNK_V1 = struct.Struct("<B3sIQQ")
 _MASK = struct.Struct("<BBHIQ")
@@ -123,7 +127,7 @@ _FALLBACK_TEXT = {
 
 @dataclass
 class Chunk:
-    """One chunk of a stream: rows ``start:stop`` of axis 0, encoded by ``method``.
+    """One chunk of a stream: rows ``start:stop`` of the split axis, encoded by ``method``.
 
     ``mask`` is the chunk's mask section (:func:`pack_mask`, empty when every element went through
     the engine) and ``masked`` the number of elements it restores; ``fallback`` says why a lossy
@@ -150,6 +154,8 @@ class StreamHeader:
     big_endian: bool = False
     chunks: list[Chunk] = field(default_factory=list)
     version: int = VERSION
+    #: The axis of :attr:`chunked_shape` the chunks split (see :func:`plan_chunks`).
+    axis: int = 0
 
     @property
     def size(self) -> int:
@@ -160,13 +166,24 @@ class StreamHeader:
         return chunked_shape(self.shape)
 
     def chunk_bounds(self, index: int) -> tuple[int, int]:
-        """Rows of the chunked view's first axis held by chunk ``index``."""
+        """Rows of the chunked view's split axis held by chunk ``index``."""
         start = index * self.rows
-        return start, min(self.chunked_shape[0], start + self.rows)
+        return start, min(self.chunked_shape[self.axis], start + self.rows)
+
+    def chunk_region(self, index: int) -> tuple[slice, ...]:
+        """Chunk ``index`` as an index into the chunked view."""
+        start, stop = self.chunk_bounds(index)
+        return (*(slice(None),) * self.axis, slice(start, stop))
+
+    def chunk_shape(self, index: int) -> tuple[int, ...]:
+        start, stop = self.chunk_bounds(index)
+        dims = list(self.chunked_shape)
+        dims[self.axis] = stop - start
+        return tuple(dims)
 
 
 def chunked_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The view of an array that chunks split along its first axis: leading length-1 axes dropped
+    """The view of an array that chunks split: leading length-1 axes dropped
     (a (1, N) array is cut along N, not left whole), 0-d as one element."""
     dims = list(shape)
     while len(dims) > 1 and dims[0] == 1:
@@ -174,25 +191,34 @@ def chunked_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(dims) or (1,)
 
 
-def plan_rows(shape: tuple[int, ...], itemsize: int, *, align: int = 4, threads: int = 1) -> int:
-    """Rows of the chunked view's first axis per chunk: one chunk per thread, within the chunk limits.
+def plan_chunks(
+    shape: tuple[int, ...], itemsize: int, *, align: int = 4, threads: int = 1, longest: bool = False
+) -> tuple[int, int]:
+    """``(axis, rows)``: the chunked view's axis the chunks cut and how many of its rows each holds.
 
-    Fewer, larger chunks compress better (each engine call restarts its prediction and tables:
-    measured on a smooth 256 MB field, sz3 gives ratio 109 in 32 MB chunks and 397 whole), so a
-    single thread codes up to ``CHUNK_BYTES`` at once and ``threads`` share the work evenly.
-    Rows are a multiple of ``align`` where possible (zfp codes 4^d blocks; a cut elsewhere costs ratio).
+    One chunk per thread, within the chunk limits. Fewer, larger chunks compress better (each
+    engine call restarts its prediction and tables: measured on a smooth 256 MB field, sz3 gives
+    ratio 109 in 32 MB chunks and 397 whole), so a single thread codes up to ``CHUNK_BYTES`` at
+    once and ``threads`` share the work evenly. Chunks cut the first axis (contiguous, no copy)
+    unless ``longest``: codecs that predict along every axis keep more of their ratio when the
+    longest axis is cut (measured on the (64, 1024, 1024) benchmark field in two halves: sz3 keeps
+    0.71 of its ratio cut along the 64 frames and 0.95 along 1024 rows, sperr 0.64 and 0.84; on the
+    CCSM field (110, 64, 128) sperr keeps 0.70 and 0.97; zfp and lerc keep 1.00 either way). Rows
+    are a multiple of ``align`` where possible (zfp codes 4^d blocks; a cut elsewhere costs ratio).
     """
     shape = chunked_shape(shape)
-    extent = shape[0]
     total = math.prod(shape) * itemsize
     chunk_bytes = min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, math.ceil(total / max(1, threads))))
     count = max(1, math.ceil(total / chunk_bytes))
+    axis = shape.index(max(shape)) if longest and count > 1 else 0
+    extent = shape[axis]
     rows = max(1, math.ceil(extent / count))
     if rows % align:
         # Up to whole blocks: zfp pads a chunk of 2 rows to 4 (measured: (4, 1024, 1024) on two
         # threads fell from ratio 3.64 to 2.55 in chunks of 2 rows).
         rows += align - rows % align
-    return max(1, min(rows, extent))
+    rows = max(1, min(rows, extent))
+    return (axis, rows) if rows < extent else (0, shape[0])
 
 
 def codec_error(name: str, default: type[CodecError]) -> type[CodecError]:
@@ -223,12 +249,13 @@ def pack_stream(header: StreamHeader, *, in_place: bool = False) -> bytearray:
     parts: list[bytes | bytearray | memoryview] = [
         _FIXED.pack(
             MAGIC,
-            VERSION,
+            VERSION_SPLIT if header.axis else VERSION,
             spec(header.codec).method,
             DTYPES.index(header.dtype.str[1:]),
             flags,
             len(header.shape),
-            b"\0\0\0",
+            header.axis,
+            b"\0\0",
             len(params),
         ),
         struct.pack(f"<{len(header.shape)}Q", *header.shape),
@@ -292,9 +319,9 @@ def parse_stream(data: Any, error: type[CodecError], expected: str | None = None
 
     if len(view) < _FIXED.size or bytes(view[:4]) != MAGIC:
         raise fail("not a sciz stream (no sciz header); decode engine-native streams with imagecodecs")
-    _magic, version, codec_number, dtype_number, flags, ndim, _reserved, params_len = _FIXED.unpack_from(view)
-    if version not in (1, VERSION):
-        raise fail(f"stream format version {version} is not supported (this sciz reads versions 1 to {VERSION})")
+    _magic, version, codec_number, dtype_number, flags, ndim, axis, _reserved, params_len = _FIXED.unpack_from(view)
+    if version not in (1, VERSION, VERSION_SPLIT):
+        raise fail(f"stream format version {version} is not supported (this sciz reads versions 1 to {VERSION_SPLIT})")
     entry = _CHUNK_V1 if version == 1 else _CHUNK
     if ndim > MAX_NDIM or params_len > MAX_PARAMS:
         raise fail(f"header declares ndim={ndim}, {params_len} parameter bytes: impossible values")
@@ -329,18 +356,22 @@ def parse_stream(data: Any, error: type[CodecError], expected: str | None = None
     dtype = np.dtype("<" + DTYPES[dtype_number]) if DTYPES[dtype_number][1] != "1" else np.dtype(DTYPES[dtype_number])
     header = StreamHeader(codec, dtype, tuple(int(n) for n in shape), params, int(rows), bool(flags & 1))
     header.version = version
+    if version == VERSION_SPLIT:  # older versions had zero here: chunks cut axis 0
+        if not 0 < axis < len(header.chunked_shape):
+            raise fail(f"header splits axis {axis} of a {len(header.chunked_shape)}-d chunked view: impossible")
+        header.axis = axis
     nbytes = header.size * dtype.itemsize
     limit = _memory_limit()
     if nbytes > limit:
         raise fail(f"stream declares {nbytes} decoded bytes, more than this machine's {limit} bytes of memory")
     view_shape = header.chunked_shape
-    expected_chunks = 0 if header.size == 0 else math.ceil(view_shape[0] / rows) if rows else -1
+    expected_chunks = 0 if header.size == 0 else math.ceil(view_shape[header.axis] / rows) if rows else -1
     if n_chunks != expected_chunks:
         raise fail(
             f"chunk table lists {n_chunks} chunks, shape {header.shape} with {rows} rows needs {expected_chunks}"
         )
     position = header_end + 4
-    row_size = math.prod(view_shape[1:])
+    row_size = math.prod(view_shape) // max(1, view_shape[header.axis])
     for index in range(n_chunks):
         fields = entry.unpack_from(view, table_start + 12 + entry.size * index)
         if version == 1:
@@ -474,7 +505,8 @@ def describe_stream(
     """What a sciz stream holds and how it was stored, without decoding it (for ``sciz info``).
 
     Keys: ``codec``, ``format_version``, ``params``, ``dtype`` (as stored, with byte order),
-    ``shape``, ``chunks``, ``rows_per_chunk``, ``lossless_chunks`` (chunks not coded by the codec's
+    ``shape``, ``chunks``, ``split_axis`` (the array axis the chunks cut), ``rows_per_chunk`` (along
+    it), ``lossless_chunks`` (chunks not coded by the codec's
     own engine), ``fallbacks`` (``{reason: chunks}`` for chunks a lossy codec had to store exactly),
     ``patched_elements``, ``masked_elements`` (NaN/Inf/fill values kept apart from the engine),
     ``stored_bytes``, ``decoded_bytes`` and ``ratio``. Damaged streams raise ``error``. ``header``:
@@ -500,6 +532,7 @@ def describe_stream(
         "dtype": (header.dtype.newbyteorder(">") if header.big_endian else header.dtype).str,
         "shape": list(header.shape),
         "chunks": len(header.chunks),
+        "split_axis": header.axis + len(header.shape) - len(header.chunked_shape) if header.shape else 0,
         "rows_per_chunk": header.rows,
         "lossless_chunks": sum(chunk.method != method for chunk in header.chunks),
         "fallbacks": fallbacks,

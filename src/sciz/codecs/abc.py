@@ -41,6 +41,9 @@ class Codec(ABC):
     keeps_nonfinite: ClassVar[bool]
     #: Chunk rows are a multiple of this where possible (zfp codes blocks of 4).
     align: ClassVar[int] = 1
+    #: True for engines that predict along every axis (sz3, sperr): chunks for threads then cut the
+    #: array's longest axis instead of the first, which keeps more of the ratio (see ``plan_chunks``).
+    split_longest: ClassVar[bool] = False
     #: True when a forged payload that passes :meth:`check_payload` can still crash the engine
     #: (SZ3's decoder throws C++ exceptions that abort the process): the default decode then
     #: decodes streams holding such payloads in a child process.

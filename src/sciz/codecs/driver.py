@@ -156,19 +156,27 @@ def encode_array(codec: Codec, data: Any, *, out: Any = None, numthreads: int | 
     array = codec.check_array(data)
     threads = check_numthreads(numthreads)
     native = array.dtype.newbyteorder("=")
+    axis, rows = _stream.plan_chunks(
+        array.shape, native.itemsize, align=codec.align, threads=threads, longest=codec.split_longest
+    )
     header = StreamHeader(
         codec=codec.name,
         dtype=native,
         shape=tuple(array.shape),
         params=codec.stream_params(),
-        rows=_stream.plan_rows(array.shape, native.itemsize, align=codec.align, threads=threads),
+        rows=rows,
         big_endian=array.dtype.byteorder == ">",
+        axis=axis,
     )
     if array.size:
-        rows = header.rows
         view = np.ascontiguousarray(array, dtype=native).reshape(header.chunked_shape)
-        count = math.ceil(view.shape[0] / rows)
-        coded = run_parallel(lambda i: _encode_chunk(codec, view[i * rows : (i + 1) * rows], i), count, threads)
+        count = math.ceil(view.shape[axis] / rows)
+
+        def encode(index: int) -> tuple[Chunk, str | None, tuple[float, float]]:
+            # A chunk across a later axis is copied out whole: engines code C-contiguous arrays.
+            return _encode_chunk(codec, np.ascontiguousarray(view[header.chunk_region(index)]), index)
+
+        coded = run_parallel(encode, count, threads)
         header.chunks = [chunk for chunk, _, _ in coded]
         _warn_fallbacks(codec, [reason for _, reason, _ in coded if reason], count)
         _warn_fill_like(codec, min(low for _, _, (low, _) in coded), max(high for _, _, (_, high) in coded))
@@ -440,8 +448,7 @@ def _needs_child(header: StreamHeader, isolated: bool | None, error: type[CodecE
 
 def _check_payloads(header: StreamHeader, error: type[CodecError]) -> None:
     for index, chunk in enumerate(header.chunks):
-        start, stop = header.chunk_bounds(index)
-        shape = (stop - start, *header.chunked_shape[1:])
+        shape = header.chunk_shape(index)
         codec = _payload_codec(chunk.method)
         if codec is not None:
             _check_payload(
@@ -450,9 +457,16 @@ def _check_payloads(header: StreamHeader, error: type[CodecError]) -> None:
 
 
 def _decode_chunk(header: StreamHeader, view: np.ndarray, index: int, error: type[CodecError]) -> None:
-    start, stop = header.chunk_bounds(index)
     chunk = header.chunks[index]
-    target = view[start:stop]
+    region = view[header.chunk_region(index)]
+    # A chunk across a later axis is decoded whole, then put in place (engines write C-contiguous arrays).
+    target = region if header.axis == 0 else np.empty(region.shape, region.dtype)
+    _decode_into(header, chunk, target, index, error)
+    if target is not region:
+        region[...] = target
+
+
+def _decode_into(header: StreamHeader, chunk: Chunk, target: np.ndarray, index: int, error: type[CodecError]) -> None:
     decode_payload(chunk.method, chunk.payload, target, header.params, error, f"chunk {index}")
     # Masked values and patches are written as bit patterns: NaN payloads come back exactly.
     flat = target.reshape(-1)

@@ -102,6 +102,7 @@ class Sz3Codec(Codec):
     name = "sz3"
     decode_chunk = staticmethod(_decode_sz3)
     check_payload = staticmethod(_check_sz3)
+    split_longest = True  # two chunks along the frames of the benchmark field kept 0.71 of sz3's ratio, 0.64 of sperr's
     isolate = True  # SZ3 aborts the process on a forged body that no header check can see
 
     def __init__(self, *, tolerance: float | None = None, fill_value: float | None = None):

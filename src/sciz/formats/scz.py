@@ -58,6 +58,8 @@ def _storage(data: Any, header: Any) -> StoredArray:
 
     described = describe_stream(data, header=header)
     details: dict[str, Any] = {"chunks": described["chunks"]}
+    if described["chunks"] > 1:
+        details["chunks cut axis"] = described["split_axis"]
     for reason, count in described["fallbacks"].items():
         details[f"chunks stored losslessly ({reason})"] = count
     if described["lossless_chunks"] and not described["fallbacks"]:
