@@ -363,7 +363,7 @@ def _encode_method(
     entry: VariablePlan,
 ) -> dict[str, Any] | None:
     keep_cf = {k: v for k, v in cf.items() if k in ("_FillValue", "missing_value", "units", "calendar")}
-    if method in ("plugin", *_PLUGIN_CODECS):
+    if method in ("plugin", "sz", *_PLUGIN_CODECS):
         chosen = _plugin(method, var, sample, bound, span, keep_cf, entry)
         if chosen is None:
             return None
@@ -427,14 +427,19 @@ def _plugin(
     cf: dict[str, Any],
     entry: VariablePlan,
 ) -> tuple[str, dict[str, Any]] | None:
-    """The smallest of the plugin filters (and CF packing) on the sample, or ``method``'s filter.
+    """The plugin filter (or CF packing) that stores the sample smallest, or ``method``'s filter.
 
-    :func:`sciz.codecs.choose` ranks sciz streams; the HDF5 filters code differently (measured on
-    TREFHT at 1e-3 of its range: the SPERR filter 5.8x where SPERR's sciz stream is 15.3x, the SZ3
-    filter 13.5x where its stream is 9.9x), so the filters themselves are written on the sample.
+    The sciz codecs with an HDF5 filter (SZ3, ZFP, SPERR) are ranked by :func:`sciz.codecs.choose`
+    with ``container="hdf5"``: it writes the sample's chunks (chunked as the variable will be; a
+    variable of up to :data:`SAMPLE_ELEMENTS` values is one chunk, so it writes the whole variable)
+    through each filter with :func:`_measure`, the bytes the netCDF file will hold. The filters code
+    differently from sciz's streams (SZ3's filter 13.5x on TREFHT at 1e-3 of its range where its
+    stream is 9.9x), so only such a measure ranks them right. SZ2's filter (32017, no sciz codec)
+    and CF packing are written on the same sample beside the winner.
     """
+    import hdf5plugin
+
     from . import codecs
-    from .codecs.registry import CODECS
     from .errors import CodecError
 
     missing = bool(np.isnan(sample).any()) if sample.dtype.kind == "f" else False
@@ -442,26 +447,31 @@ def _plugin(
     if missing and (fill is None or not np.isfinite(fill)):
         entry.notes.append("NaN without a finite fill value: the plugin filters cannot hold NaN")
         return None
-    # Variables with missing values: SZ3 and SZ2 keep a far-off fill value exactly (ZFP and SPERR spread it).
-    names = ["sz3"] if missing else [n for n in _PLUGIN_CODECS if sample.dtype.str[1:] in CODECS[n].dtypes]
-    names = [n for n in names if _engine_here(n)] + ["sz"]  # SZ2's filter (32017): no sciz codec, only the filter
+    # Variables with missing values: SZ3 and SZ2 keep a far-off fill value exactly (ZFP and SPERR spread
+    # it, and the SPERR filter crashes the process on 9.97e36).
+    names = ["sz3"] if missing else [n for n in _PLUGIN_CODECS if _engine_here(n)]
     if method != "plugin":
-        names = [method]
+        names = [method] if method in _PLUGIN_CODECS else []
     coded = np.where(np.isnan(sample), sample.dtype.type(fill), sample) if missing else sample
-    sizes: dict[str, tuple[int, dict[str, Any]]] = {}
-    for name in names:
+    chunks = tuple(min(c, n) for c, n in zip(_chunks(var.shape, var.dtype.itemsize), coded.shape, strict=True))
+    sizes: dict[str, tuple[float, dict[str, Any]]] = {}
+    losers: dict[str, float] = {}
+    if names and coded.ndim:
         try:
-            if name == "sz":
-                import hdf5plugin
-
-                options = dict(hdf5plugin.SZ(absolute=bound))
-            else:
-                options = codecs.get(name, tolerance=bound).hdf5_filter(coded)
+            chosen = codecs.choose(
+                coded, tolerance=bound, candidates=names, container="hdf5", chunks=chunks, measure=_measure
+            )
         except (CodecError, ArgumentError, ValueError) as exc:
-            entry.notes.append(f"{name}: {exc}")
-            continue
-        if options is not None:
-            sizes[name] = (_stored_bytes(coded, options), {**cf, "dtype": var.dtype, **options})
+            entry.notes.append(f"{', '.join(names)}: {exc}")
+        else:
+            losers = {r["codec"]: r["predicted_ratio"] for r in chosen.choice["candidates"]}
+            options = chosen.hdf5_filter(coded)
+            if options is not None:
+                ratio = losers.pop(chosen.name)
+                sizes[chosen.name] = (coded.nbytes / ratio, {**cf, "dtype": var.dtype, **options})
+    if method in ("plugin", "sz") and coded.ndim:
+        options = dict(hdf5plugin.SZ(absolute=bound))
+        sizes["sz"] = (_stored_bytes(coded, options), {**cf, "dtype": var.dtype, **options})
     packed = packing(span[0], span[1], bound, var.dtype) if method == "plugin" else None
     if packed is not None:
         deflate = {"compression": "gzip", "compression_opts": _DEFLATE_LEVEL, "shuffle": True}
@@ -470,15 +480,29 @@ def _plugin(
     if not sizes:
         return None
     best = min(sizes, key=lambda n: sizes[n][0])
-    if len(sizes) > 1:
-        ratios = ", ".join(f"{n} {sample.nbytes / max(1, b):.2f}x" for n, (b, _) in sizes.items())
-        entry.notes.append(f"chose {best} on a {sample.size}-element sample ({ratios})")
+    if len(sizes) + len(losers) > 1:
+        ratios = {n: sample.nbytes / max(1.0, b) for n, (b, _) in sizes.items()} | losers
+        listed = ", ".join(f"{n} {r:.2f}x" for n, r in sorted(ratios.items(), key=lambda item: -item[1]))
+        entry.notes.append(f"chose {best} on a {sample.size}-element sample ({listed})")
     elif missing:
         entry.notes.append(f"{best} (the variable has missing values)")
     made = sizes[best][1]
     if best != "pack":
         made["chunksizes"] = _chunks(var.shape, var.dtype.itemsize)
     return best, made
+
+
+def _measure(codec: Any, block: np.ndarray, chunks: tuple[int, ...]) -> int:
+    """Bytes the netCDF file holds for ``block`` through ``codec``'s HDF5 filter, in ``chunks`` (the
+    ``measure`` of :func:`sciz.codecs.choose`): the filter is given the values as they are, fill values
+    included, as the written variable will be."""
+    from .formats._hdf5 import stored_size
+
+    options = codec.hdf5_filter(block)
+    if options is None:
+        raise ValueError(f"{codec.name} has no HDF5 filter for this block")
+    shape = {"maxshape": chunks} if tuple(chunks) != block.shape else {}
+    return stored_size(block, tuple(chunks), {**options, **shape})
 
 
 def _engine_here(name: str) -> bool:
