@@ -75,6 +75,9 @@ CHUNK_BYTES = 16 << 20
 #: Elements of a variable :func:`sciz.codecs.choose` and the size estimates look at.
 SAMPLE_ELEMENTS = 1 << 22
 _DEFLATE_LEVEL = 4
+#: Deflate level of packed and bit-rounded data (measured on the shared files' packed int16: 1-5 % smaller
+#: than level 4 at about the same speed; level 9 a further 0-3 % at a fifth of the speed).
+_LOSSY_LEVEL = 6
 
 
 @dataclass
@@ -380,7 +383,7 @@ def _encode_method(
         if engine == "zarr":
             return {**packed, **_zarr_compressor(zarr_format)}
         chunks = {"chunksizes": _chunks(var.shape, np.dtype(packed["dtype"]).itemsize)} if var.ndim else {}
-        return {**packed, "zlib": True, "complevel": _DEFLATE_LEVEL, "shuffle": True, **chunks}
+        return {**packed, "zlib": True, "complevel": _LOSSY_LEVEL, "shuffle": True, **chunks}
     if method == "bitround":
         keep = bitround_keepbits(max(abs(span[0]), abs(span[1])), bound, var.dtype)
         if keep is None:
@@ -390,7 +393,7 @@ def _encode_method(
         if engine == "zarr":
             return _zarr_bitround(keep, zarr_format, keep_cf)
         return {**keep_cf, "quantize_mode": "BitRound", "significant_digits": keep, "zlib": True,
-                "complevel": _DEFLATE_LEVEL, "shuffle": True}  # fmt: skip
+                "complevel": _LOSSY_LEVEL, "shuffle": True}  # fmt: skip
     raise argument_error("codec", method, f"one of {', '.join(METHODS)}")
 
 
@@ -474,8 +477,8 @@ def _plugin(
         sizes["sz"] = (_stored_bytes(coded, options), {**cf, "dtype": var.dtype, **options})
     packed = packing(span[0], span[1], bound, var.dtype) if method == "plugin" else None
     if packed is not None:
-        deflate = {"compression": "gzip", "compression_opts": _DEFLATE_LEVEL, "shuffle": True}
-        encoded = {**packed, "zlib": True, "complevel": _DEFLATE_LEVEL, "shuffle": True}
+        deflate = {"compression": "gzip", "compression_opts": _LOSSY_LEVEL, "shuffle": True}
+        encoded = {**packed, "zlib": True, "complevel": _LOSSY_LEVEL, "shuffle": True}
         sizes["pack"] = (_stored_bytes(_packed(sample, packed), deflate), encoded)
     if not sizes:
         return None
