@@ -341,3 +341,15 @@ def test_encoding_for_plain_xarray_writes(tmp_path: Path) -> None:
     with xr.open_dataset(tmp_path / "p.nc") as got, xr.open_dataset(DATA / "tos_O1_2001-2002.nc") as src:
         assert float(np.nanmax(np.abs(got.tos.values - src.tos.values))) <= 0.01
         assert np.array_equal(np.isnan(got.tos.values), np.isnan(src.tos.values))
+
+
+def test_plugin_choice_measures_filters_and_chunk_layouts() -> None:
+    """sciz.codecs.choose ranks the filters by what they store; the chunk layout is chosen per variable:
+    ECHAM5's rhumidity codes smaller in 2-D slices, its temperature whole (measured 6.9x vs 6.4x, 13.6x vs 13.4x)."""
+    with xr.open_dataset(DATA / "rectilinear_grid_3D.nc") as ds:
+        made = sciz.xarray.plan(ds, rel_tolerance=REL)
+    rhumidity, t = made["rhumidity"], made["t"]
+    assert (rhumidity.method, t.method) == ("sperr", "sperr"), (rhumidity.notes, t.notes)
+    assert rhumidity.encoding["chunksizes"] == (1, 1, 96, 192), rhumidity.notes
+    assert t.encoding["chunksizes"] == (1, 17, 96, 192), t.notes
+    assert any(n.startswith("chose sperr (2-D slices)") for n in rhumidity.notes), rhumidity.notes

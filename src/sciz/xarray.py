@@ -444,6 +444,7 @@ def _plugin(
 
     from . import codecs
     from .errors import CodecError
+    from .formats._hdf5 import stored_size
 
     missing = bool(np.isnan(sample).any()) if sample.dtype.kind == "f" else False
     fill = cf.get("_FillValue", cf.get("missing_value"))
@@ -456,25 +457,33 @@ def _plugin(
     if method != "plugin":
         names = [method] if method in _PLUGIN_CODECS else []
     coded = np.where(np.isnan(sample), sample.dtype.type(fill), sample) if missing else sample
-    chunks = tuple(min(c, n) for c, n in zip(_chunks(var.shape, var.dtype.itemsize), coded.shape, strict=True))
+    # (bytes on the sample, encoding) per "codec" or "codec in chunks of 2-D slices"
     sizes: dict[str, tuple[float, dict[str, Any]]] = {}
     losers: dict[str, float] = {}
-    if names and coded.ndim:
-        try:
-            chosen = codecs.choose(
-                coded, tolerance=bound, candidates=names, container="hdf5", chunks=chunks, measure=_measure
+    for layout, chunks in _layouts(var.shape, var.dtype.itemsize).items():
+        in_sample = tuple(min(c, n) for c, n in zip(chunks, coded.shape, strict=True))
+        label = "" if layout == "whole" else f" ({layout})"
+        if names and coded.ndim:
+            try:
+                chosen = codecs.choose(
+                    coded, tolerance=bound, candidates=names, container="hdf5", chunks=in_sample, measure=_measure
+                )
+            except (CodecError, ArgumentError, ValueError) as exc:
+                entry.notes.append(f"{', '.join(names)}{label}: {exc}")
+            else:
+                ratios = {r["codec"] + label: r["predicted_ratio"] for r in chosen.choice["candidates"]}
+                options = chosen.hdf5_filter(coded)
+                if options is not None:
+                    ratio = ratios.pop(chosen.name + label)
+                    made = {**cf, "dtype": var.dtype, **options, "chunksizes": chunks}
+                    sizes[chosen.name + label] = (coded.nbytes / ratio, made)
+                losers |= ratios
+        if method in ("plugin", "sz") and coded.ndim:
+            options = dict(hdf5plugin.SZ(absolute=bound))
+            sizes["sz" + label] = (
+                stored_size(coded, in_sample, options),
+                {**cf, "dtype": var.dtype, **options, "chunksizes": chunks},
             )
-        except (CodecError, ArgumentError, ValueError) as exc:
-            entry.notes.append(f"{', '.join(names)}: {exc}")
-        else:
-            losers = {r["codec"]: r["predicted_ratio"] for r in chosen.choice["candidates"]}
-            options = chosen.hdf5_filter(coded)
-            if options is not None:
-                ratio = losers.pop(chosen.name)
-                sizes[chosen.name] = (coded.nbytes / ratio, {**cf, "dtype": var.dtype, **options})
-    if method in ("plugin", "sz") and coded.ndim:
-        options = dict(hdf5plugin.SZ(absolute=bound))
-        sizes["sz"] = (_stored_bytes(coded, options), {**cf, "dtype": var.dtype, **options})
     packed = packing(span[0], span[1], bound, var.dtype) if method == "plugin" else None
     if packed is not None:
         deflate = {"compression": "gzip", "compression_opts": _LOSSY_LEVEL, "shuffle": True}
@@ -485,14 +494,30 @@ def _plugin(
     best = min(sizes, key=lambda n: sizes[n][0])
     if len(sizes) + len(losers) > 1:
         ratios = {n: sample.nbytes / max(1.0, b) for n, (b, _) in sizes.items()} | losers
-        listed = ", ".join(f"{n} {r:.2f}x" for n, r in sorted(ratios.items(), key=lambda item: -item[1]))
+        ranked = sorted(ratios.items(), key=lambda item: -item[1])
+        listed = ", ".join(f"{n} {r:.2f}x" for n, r in ranked[:4]) + (", ..." if len(ranked) > 4 else "")
         entry.notes.append(f"chose {best} on a {sample.size}-element sample ({listed})")
     elif missing:
         entry.notes.append(f"{best} (the variable has missing values)")
-    made = sizes[best][1]
-    if best != "pack":
-        made["chunksizes"] = _chunks(var.shape, var.dtype.itemsize)
-    return best, made
+    return best.split(" ")[0], sizes[best][1]
+
+
+def _layouts(shape: tuple[int, ...], itemsize: int) -> dict[str, tuple[int, ...]]:
+    """The chunk shapes the plugin filters are tried in: the variable whole (up to :data:`CHUNK_BYTES`,
+    see :func:`_chunks`), and, for 3-D and 4-D variables, 2-D slices of the last two axes.
+
+    Measured at 1e-3 of each range: the whole variable wins on TREFHT (SPERR 15.3x, 8.5x in slices),
+    nc4uvt and the ECHAM5 temperature; slices win on ECHAM5's rhumidity (SPERR 6.9x, 6.4x whole).
+    The SPERR filter codes only chunks whose longer axes have at least 9 values, so slices are tried
+    where both last axes do.
+    """
+    whole = _chunks(shape, itemsize)
+    out = {"whole": whole}
+    if len(shape) >= 3 and math.prod(shape[:-2]) > 1 and min(shape[-2:]) >= 9:
+        slices = (1,) * (len(shape) - 2) + tuple(shape[-2:])
+        if slices != whole:
+            out["2-D slices"] = slices
+    return out
 
 
 def _measure(codec: Any, block: np.ndarray, chunks: tuple[int, ...]) -> int:
