@@ -4,13 +4,14 @@
 ``xarray.open_dataset`` does by default) an encoding that keeps an absolute error bound on its data:
 
 - **plugins** (``portable=False``, engine ``h5netcdf``): HDF5 filters from hdf5plugin — SZ3
-  (32024), SZ2 (32017), ZFP (32013), SPERR (32028), Blosc2 — per variable the one that stores a
-  sample of the variable smallest (CF packing competes too; see :func:`_plugin` for why the filters
-  are measured rather than ranked by :func:`sciz.codecs.choose`). Readers need ``import hdf5plugin`` (xarray,
-  h5py) or ``HDF5_PLUGIN_PATH`` (netCDF-C >= 4.9). Fill values stay in the data the filter codes:
-  SZ3 keeps the bound on every element, and a fill value whose float spacing exceeds twice the
-  bound (1e20, 9.97e36) can only come back exactly; ZFP and SPERR would spread a 1e20 over its
-  neighbours, so variables with missing values use SZ3 only. :func:`sciz.netcdf.compress`
+  (32024), SZ2 (32017), ZFP (32013), SPERR (32028), Blosc2 — per variable the one that stores the
+  variable (or a sample of whole chunks) smallest, whole or in 2-D slices: :func:`sciz.codecs.choose`
+  ranks SZ3/ZFP/SPERR by the bytes their filters store (``container="hdf5"``, ``measure``), SZ2's
+  filter and CF packing are measured beside its winner (see :func:`_plugin`). Readers need
+  ``import hdf5plugin`` (xarray, h5py) or ``HDF5_PLUGIN_PATH`` (netCDF-C >= 4.9). Fill values stay
+  in the data the filter codes: SZ3 keeps the bound on every element, and a fill value whose float
+  spacing exceeds twice the bound (1e20, 9.97e36) can only come back exactly; ZFP and SPERR would
+  spread a 1e20 over its neighbours, so variables with missing values use SZ3 or SZ2 only. :func:`sciz.netcdf.compress`
   verifies the result and falls back where a fill did not come back exactly.
 - **portable** (``portable=True``, engine ``netcdf4``): what every netCDF reader decodes without
   plugins — CF packing (``scale_factor``/``add_offset`` into int16 or int32, the step chosen so the
