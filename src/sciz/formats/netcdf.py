@@ -105,7 +105,8 @@ def classic_extents(path: Path) -> dict[str, int]:
     4-byte in CDF-1 and 8 in CDF-2/5; a record variable's data end at ``begin + (numrecs - 1) *
     recsize + vsize``. A header that declares more entries than its bytes can hold is refused.
     """
-    raw = path.read_bytes()[: 64 << 20]  # headers are far smaller; entries past this are refused below
+    with path.open("rb") as handle:
+        raw = handle.read(64 << 20)  # headers are far smaller; entries past this are refused below
     version = raw[3] if len(raw) >= 4 else 0
     count_size = 8 if version == 5 else 4
     offset_size = 4 if version == 1 else 8
