@@ -25,13 +25,17 @@ from pathlib import Path
 from sciz import formats
 from sciz.testing import reliability as rel
 
-#: Real files of the read-only vendor formats (nobody here wrote them; see ../shared/data/SOURCES.md).
-SHARED_AFM = Path(__file__).resolve().parents[2] / "shared" / "data" / "afm"
+#: Real files of the read-only formats (nobody here wrote them; see ../shared/data/SOURCES.md).
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def vendor_samples() -> dict[str, Path]:
-    """The real vendor files the mutants and hostile cases of read-only formats start from."""
-    found = {"asd": SHARED_AFM / "asd_sample_0.asd", "h5-jpk": SHARED_AFM / "sample_0.h5-jpk"}
+    """The real files the mutants and hostile cases of read-only formats (vendor AFM, netCDF) start from."""
+    found = {
+        "asd": SHARED / "afm" / "asd_sample_0.asd",
+        "h5-jpk": SHARED / "afm" / "sample_0.h5-jpk",
+        "netcdf": SHARED / "netcdf" / "nc4uvt.nc",
+    }
     return {name: path for name, path in found.items() if path.is_file()}
 
 

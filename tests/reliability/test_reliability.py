@@ -35,9 +35,13 @@ WRITABLE = rel.writable_formats()
 
 
 def _vendor_samples(names: list[str]) -> dict[str, Path]:
-    """Real files of the read-only vendor formats (AFMReader's), where the mutants of those start."""
-    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "afm"
-    found = {"asd": shared / "asd_sample_0.asd", "h5-jpk": shared / "sample_0.h5-jpk"}
+    """Real files of the read-only formats (AFMReader's vendor files, netCDF), where the mutants of those start."""
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data"
+    found = {
+        "asd": shared / "afm" / "asd_sample_0.asd",
+        "h5-jpk": shared / "afm" / "sample_0.h5-jpk",
+        "netcdf": shared / "netcdf" / "nc4uvt.nc",  # netCDF-4 (HDF5, deflated); classic headers are hostile cases
+    }
     return {name: path for name, path in found.items() if name in names and path.is_file()}
 
 
@@ -61,7 +65,7 @@ def test_hostile_corpus(half: int, tmp_path: Path) -> None:
 def test_mutants(tmp_path: Path) -> None:
     names = [n for n in ALL if n not in MUTANTS_FAILING]
     cases = rel.mutant_cases(tmp_path, MUTANTS_PER_FORMAT, names, samples=_vendor_samples(names))
-    assert {c.format for c in cases} >= {"asd", "h5-jpk"} & set(names), "the real vendor files are mutated too"
+    assert {c.format for c in cases} >= {"asd", "h5-jpk", "netcdf"} & set(names), "the real read-only files too"
     results = rel.run_read_cases(cases, tmp_path / "run", workers=1)
     _check(results)
     refused = sum(r.outcome == "clean error" for r in results)

@@ -227,13 +227,17 @@ class SperrCodec(Codec):
                 "the SPERR HDF5 filter cannot hold NaN/Inf; save as .zspy, whose sciz streams keep them exactly"
             )
         if self.mode == "rate":
-            return dict(hdf5plugin.Sperr(rate=self.quality))
+            return dict(hdf5plugin.Sperr(rate=self.quality, swap=True))
         if self.mode == "psnr":
-            return dict(hdf5plugin.Sperr(peak_signal_to_noise_ratio=self.quality))
+            return dict(hdf5plugin.Sperr(peak_signal_to_noise_ratio=self.quality, swap=True))
         engine_level = tightened_tolerance(self.quality, low, high, values.dtype)
         if engine_level is None:
             raise SperrError(
                 f"tolerance {self.quality:g} is below the float precision of values up to {max(abs(low), abs(high)):g}"
                 + fill_hint(low, high)
             )
-        return dict(hdf5plugin.Sperr(absolute=engine_level))
+        # swap: H5Z-SPERR hands SPERR the chunk's extents slowest axis first as if it were the fastest,
+        # unless told to swap them (the flag is stored with the filter: older files still decode).
+        # Measured, CCSM 110x64x128 at 1e-3 of its range: 5.76x without, 15.3x with (the ratio of
+        # SPERR's own stream); nc4uvt's T 20.9x. The bound holds either way.
+        return dict(hdf5plugin.Sperr(absolute=engine_level, swap=True))

@@ -34,7 +34,7 @@ from ..errors import FormatError, argument_error
 from ..model import Axis, Dataset, StoredArray
 from ._base import Format, require
 
-__all__ = ["CLASSIC_MAGIC", "HDF5_MAGIC", "NetcdfFormat", "netcdf_kind", "open_xarray"]
+__all__ = ["CLASSIC_MAGIC", "HDF5_MAGIC", "NetcdfFormat", "classic_extents", "netcdf_kind", "open_xarray"]
 
 #: CDF-1 (classic), CDF-2 (64-bit offset) and CDF-5 (64-bit data) magic; netCDF-4 is an HDF5 file.
 CLASSIC_MAGIC = {b"CDF\x01": "classic", b"CDF\x02": "64bit_offset", b"CDF\x05": "cdf5"}
@@ -71,20 +71,101 @@ def netcdf_kind(path: Path) -> str:
 
 
 def check_complete(path: Path, handle: Any) -> None:
-    """Refuse a classic file shorter than its variables' data (netCDF-C reads a cut file's tail as zeros).
+    """Refuse a classic file whose variables' data reach past its end (netCDF-C reads a cut file's
+    tail, or data placed past the end, as fill values: other data, silently).
 
-    ``handle`` is the open ``netCDF4.Dataset``. The header's own length is not known here, so a
-    file cut by less than its header is not caught; every cut into the data is.
+    ``handle`` is the open ``netCDF4.Dataset`` (netCDF-4 files are HDF5's to check). The extents
+    come from the file's own header (:func:`classic_extents`): each variable's ``begin`` and size,
+    the record variables' records interleaved up to ``numrecs``.
     """
     if handle.data_model.startswith("NETCDF4"):
         return
-    needed = 0
-    for var in handle.variables.values():
-        size = math.prod(int(n) for n in var.shape) * np.dtype(var.dtype).itemsize
-        needed += size
     actual = path.stat().st_size
-    if actual < needed:
+    needed = sum(math.prod(int(n) for n in v.shape) * np.dtype(v.dtype).itemsize for v in handle.variables.values())
+    if actual < needed:  # the shapes netCDF-C derived, whatever sizes the header states
         raise FormatError(f"{path}: truncated netCDF file: {actual} bytes on disk, its variables alone need {needed}")
+    for name, end in classic_extents(path).items():
+        if end > actual:
+            raise FormatError(
+                f"{path}: truncated netCDF file: variable {name!r} needs bytes up to {end}, the file has {actual}"
+            )
+
+
+#: Bytes per value of the classic nc_types 1-11 (byte, char, short, int, float, double, ubyte, ushort,
+#: uint, int64, uint64).
+_CLASSIC_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 4, 6: 8, 7: 1, 8: 2, 9: 4, 10: 8, 11: 8}
+#: numrecs of a file still being streamed (the count is then taken from the file's length).
+_STREAMING = {0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF}
+
+
+def classic_extents(path: Path) -> dict[str, int]:
+    """Per variable of a classic (CDF-1/2/5) file, the byte its data end at, from the header.
+
+    Follows the classic format specification: counts are 4-byte (8 in CDF-5), ``begin`` offsets
+    4-byte in CDF-1 and 8 in CDF-2/5; a record variable's data end at ``begin + (numrecs - 1) *
+    recsize + vsize``. A header that declares more entries than its bytes can hold is refused.
+    """
+    with path.open("rb") as handle:
+        raw = handle.read(64 << 20)  # headers are far smaller; entries past this are refused below
+    version = raw[3] if len(raw) >= 4 else 0
+    count_size = 8 if version == 5 else 4
+    offset_size = 4 if version == 1 else 8
+    at = 4
+
+    def take(size: int) -> int:
+        nonlocal at
+        if at + size > len(raw):
+            raise FormatError(f"{path}: netCDF header cut short at byte {at}")
+        value = int.from_bytes(raw[at : at + size], "big")
+        at += size
+        return value
+
+    def count() -> int:
+        value = take(count_size)
+        if value * 4 > len(raw) - at:
+            raise FormatError(f"{path}: netCDF header declares {value} entries, more than the file holds")
+        return value
+
+    def skip_name() -> None:
+        nonlocal at
+        length = count()
+        at += length + (-length % 4)
+
+    def skip_attributes() -> None:
+        nonlocal at
+        take(4)
+        for _ in range(count()):
+            skip_name()
+            kind = take(4)
+            values = take(count_size) * _CLASSIC_SIZES.get(kind, 1)
+            at += values + (-values % 4)
+
+    numrecs = take(count_size)
+    take(4)
+    lengths = []
+    for _ in range(count()):
+        skip_name()
+        lengths.append(take(count_size))
+    skip_attributes()
+    take(4)
+    variables = []
+    for _ in range(count()):
+        start = at
+        length = take(count_size)
+        name = raw[start + count_size : start + count_size + length].decode("utf-8", "replace")
+        at = start + count_size + length + (-length % 4)
+        dims = [take(count_size) for _ in range(count())]
+        skip_attributes()
+        take(4)
+        vsize, begin = take(count_size), take(offset_size)
+        is_record = bool(dims) and dims[0] < len(lengths) and lengths[dims[0]] == 0
+        variables.append((name, vsize, begin, is_record))
+    recsize = sum(vsize for _, vsize, _, record in variables if record)
+    records = 0 if numrecs in _STREAMING else numrecs
+    return {
+        name: begin + ((records - 1) * recsize + vsize if records else 0) if record else begin + vsize
+        for name, vsize, begin, record in variables
+    }
 
 
 def open_xarray(path: Path, **options: Any) -> Any:
@@ -104,6 +185,8 @@ def open_xarray(path: Path, **options: Any) -> Any:
         try:
             with nc4.Dataset(path) as handle:
                 check_complete(path, handle)
+        except FormatError:
+            raise
         except OSError as exc:
             raise FormatError(f"{path}: cannot read it as netCDF ({kind}): {exc}") from None
     try:
@@ -186,8 +269,15 @@ class NetcdfFormat(Format):
                 raise FormatError(
                     f"{path}: variable {variable!r} is {var.dtype} (sciz reads numeric variables; use xarray)"
                 )
-            data = np.asarray(var.values)
-            axes, coordinates = self._axes(ds, var)
+            try:  # the values are read here: a damaged chunk or block fails now, not at opening
+                data = np.asarray(var.values)
+                axes, coordinates = self._axes(ds, var)
+            except FormatError:
+                raise
+            except (OSError, RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
+                raise FormatError(
+                    f"{path}: cannot read variable {variable!r} ({netcdf_kind(path)}): {type(exc).__name__}: {exc}"
+                ) from None
             metadata: dict[str, Any] = {
                 "variable": variable,
                 "dimensions": list(map(str, var.dims)),

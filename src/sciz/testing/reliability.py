@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import random
 import shutil
@@ -406,6 +407,43 @@ def _binary_builders(fmt: str, base: Path, data: np.ndarray) -> dict[str, Callab
     return {}
 
 
+def _classic_netcdf(dims: list[tuple[str, int]], numrecs: int = 0, begin: int = 0, payload: bytes = b"") -> bytes:
+    """A CDF-1 file: the dimensions ``dims`` (length 0: the record dimension), one float variable
+    ``v`` on all of them starting at ``begin`` (0: right after the header), then ``payload``."""
+
+    def name(text: str) -> bytes:
+        raw = text.encode()
+        return struct.pack(">i", len(raw)) + raw + b"\0" * (-len(raw) % 4)
+
+    head = b"CDF\x01" + struct.pack(">i", numrecs)
+    head += struct.pack(">ii", 0x0A, len(dims)) + b"".join(name(n) + struct.pack(">i", size) for n, size in dims)
+    head += b"\0" * 8  # no global attributes
+    head += struct.pack(">ii", 0x0B, 1) + name("v") + struct.pack(">i", len(dims))
+    head += b"".join(struct.pack(">i", i) for i in range(len(dims)))
+    head += b"\0" * 8 + struct.pack(">i", 5)  # no variable attributes; NC_FLOAT
+    vsize = min(0x7FFFFFFF, 4 * math.prod(size for _, size in dims if size))
+    head += struct.pack(">i", vsize)
+    start = begin or len(head) + 4
+    return head + struct.pack(">i", start) + payload
+
+
+def _netcdf_builders() -> dict[str, Callable[[Path], Path]]:
+    """Classic netCDF headers that declare far more data than the file holds, or point past its end."""
+    small = np.arange(16, dtype=">f4").tobytes()
+    return {
+        "declared 65535x65535 floats": lambda d: _write(
+            d / "x.nc", _classic_netcdf([("y", 65535), ("x", 65535)], payload=small)
+        ),
+        "2^31-1 records": lambda d: _write(
+            d / "x.nc", _classic_netcdf([("t", 0), ("x", 4)], numrecs=0x7FFFFFFF, payload=small)
+        ),
+        "data offset past the end": lambda d: _write(
+            d / "x.nc", _classic_netcdf([("x", 4)], begin=0x7FFFFF00, payload=small)
+        ),
+        "negative dimension": lambda d: _write(d / "x.nc", _classic_netcdf([("x", -4)], payload=small)),
+    }
+
+
 def _hdf5_builders(base: Path, secret: Path, data: np.ndarray) -> dict[str, Callable[[Path], Path]]:
     """HDF5 files whose main dataset reads outside the file, declares a huge size, or whose tree is deep/cyclic."""
 
@@ -600,6 +638,8 @@ def hostile_cases(
             builders.update(_hdf5_builders(base, secret, data))
         elif name == "zspy":
             builders.update(_zarr_builders(base, secret))
+        elif name == "netcdf":
+            builders.update(_netcdf_builders())
         builders.update(_binary_builders(name, base, data))
         for label, build in builders.items():
             if label in skip.get(name, ()):
