@@ -80,7 +80,10 @@ def read_dataset(
         fail(f"sciz cannot read {plugin.name} files")
     if lazy and plugin.lazy:
         options = {"lazy": True, **options}
-    with clear_errors(path):
+    from .process_cmd import shown_warnings
+
+    # What the reader warns of (no pixel size found, blank frames...) is said as sciz process says it.
+    with clear_errors(path), shown_warnings():
         dataset = plugin.read(path, **options)
     return plugin, dataset
 
@@ -107,7 +110,23 @@ def _array_rows(dataset: Any, container: str) -> list[dict[str, Any]]:
 
 
 #: Codecs that never change a value (with any parameters).
-_LOSSLESS = {"none", "deflate", "gzip", "lzf", "pcodec", "szip", "floatpred", "jetraw", "shuffle", "zstd", "blosc"}
+_LOSSLESS = {
+    "none",
+    "deflate",
+    "zlib",
+    "lzw",
+    "packbits",
+    "lzma",
+    "gzip",
+    "lzf",
+    "pcodec",
+    "szip",
+    "floatpred",
+    "jetraw",
+    "shuffle",
+    "zstd",
+    "blosc",
+}
 #: What other tools need to read a codec's arrays, by container and codec (None: any reader of the container).
 _HDF5_PLUGIN = "h5py after `import hdf5plugin` (it registers HDF5 filter {id}, {name})"
 _SCIZ_ENTRY_POINT = (
@@ -128,7 +147,7 @@ def _container(format_name: str) -> str:
 
 def _bound(codec: str, parameters: dict[str, Any]) -> str | None:
     """The error bound of ``codec`` with ``parameters`` in words; None when no value changes."""
-    if codec in _LOSSLESS or codec.endswith(" vendor data"):  # vendor data: the instrument's own values
+    if codec in _LOSSLESS or codec.endswith((" vendor data", " frame files")):  # the instrument's own values
         return None
     mode = parameters.get("mode")
     if codec == "sperr":  # mode "pwe" (point-wise error), "bpp" (rate) or "psnr", the value in "quality"
