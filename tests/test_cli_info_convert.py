@@ -516,3 +516,52 @@ def test_heights_in_mm_are_listed_as_a_loss_for_afm_stacks(shared_data: Path, tm
     result = runner.invoke(app, ["convert", str(shared_data / "tmd" / "v2_Surface.tmd"), str(out), "--to", target])
     assert result.exit_code != 0 and not out.exists()
     assert "heights in mm" in result.stderr
+
+
+def _tiff_stack(path: Path, frames: np.ndarray, pixel_nm: float) -> Path:
+    import tifffile
+
+    tifffile.imwrite(path, frames, imagej=True, resolution=(1 / pixel_nm, 1 / pixel_nm), metadata={"unit": "nm"})
+    return path
+
+
+def test_info_and_convert_read_what_process_reads(tmp_path: Path) -> None:
+    # Plain TIFF stacks and folders of frames used to be read by sciz process only (its own list of
+    # inputs): sciz info/convert said "not a format sciz recognises". One registry now: info, convert
+    # and process see the same frames, pixel size and warnings.
+    from sciz.processing import load_stack
+
+    frames = np.random.default_rng(3).random((4, 12, 10), dtype=np.float32)
+    tif = _tiff_stack(tmp_path / "stack.tif", frames, 0.5)
+    report = json.loads(runner.invoke(app, ["info", str(tif), "--json"]).stdout)
+    assert report["format"] == "tiff" and report["arrays"][0]["codec"] == "none"
+    assert report["afm_stack"]["frames"] == 4 and report["afm_stack"]["pixel_size_nm"] == 0.5
+    assert load_stack(tif).pixel_size_nm == report["afm_stack"]["pixel_size_nm"]
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        np.save(folder / f"f{i + 1}.npy", frames[i])  # f10 would sort after f2: natural order as process
+    shown = runner.invoke(app, ["info", str(folder)])
+    assert shown.exit_code == 0, shown.output
+    assert "format:   frames" in shown.stdout and "afm stack: 3 frames of 12 x 10 px, 1 nm/px" in shown.stdout
+    assert "codec .npy frame files" in shown.stdout and "frame files: 3 (f1.npy .. f3.npy)" in shown.stdout
+    assert "lossy" not in shown.stdout
+    assert "warning: " in shown.stderr and "no pixel size found in 3 of its 3 frame files" in shown.stderr
+    given = runner.invoke(app, ["info", str(folder), "-r", "pixel_size_nm=2", "--json"])
+    assert json.loads(given.stdout)["afm_stack"]["pixel_size_nm"] == 2 and "no pixel size" not in given.stderr
+    out = tmp_path / "out.zspy"
+    converted = runner.invoke(app, ["convert", str(tif), str(out)])
+    assert converted.exit_code == 0, converted.output
+    assert "(tiff) ->" in converted.stdout
+    script = (
+        "import sys, numpy as np, sciz\n"
+        "ds = sciz.load(sys.argv[1])\n"
+        "print(ds.axes[-1].units, ds.axes[-1].scale, np.asarray(ds.data).tobytes().hex())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    units, scale, data = done.stdout.split()
+    assert (units, float(scale)) == ("nm", 0.5) and bytes.fromhex(data) == frames.tobytes()
+    # A zarr store is never taken for a folder of frames, whatever files it holds.
+    (out / "stray.npy").write_bytes((folder / "f1.npy").read_bytes())
+    assert sciz.formats.detect_format(out).name == "zspy"
