@@ -138,7 +138,8 @@ def test_convert_errors(shared_data: Path, tmp_path: Path) -> None:
     exists = runner.invoke(app, ["convert", source, str(tmp_path / "exists.npz")])
     assert exists.exit_code == 1 and "--force" in exists.stderr and (tmp_path / "exists.npz").read_bytes() == b"keep me"
     forced = runner.invoke(app, ["convert", source, str(tmp_path / "exists.npz"), "--force"])
-    assert forced.exit_code == 0 and sciz.load(tmp_path / "exists.npz").shape == (169, 169)
+    assert forced.exit_code == 1 and "not npz" in forced.stderr  # not an NPZ: --force does not replace it
+    assert (tmp_path / "exists.npz").read_bytes() == b"keep me"
     bad_write = runner.invoke(app, ["convert", source, str(tmp_path / "y.npz"), "-w", "colour=red"])
     assert bad_write.exit_code == 1 and "colour" in bad_write.stderr
     copy = tmp_path / "copy.tmd"
@@ -565,3 +566,36 @@ def test_info_and_convert_read_what_process_reads(tmp_path: Path) -> None:
     # A zarr store is never taken for a folder of frames, whatever files it holds.
     (out / "stray.npy").write_bytes((folder / "f1.npy").read_bytes())
     assert sciz.formats.detect_format(out).name == "zspy"
+
+
+def test_force_replaces_only_a_file_of_the_target_format(tmp_path: Path) -> None:
+    # --force used to replace any regular file with the target's name (notes.txt became an NPZ). As
+    # for directories (issue 9), it replaces only what sciz reads as the target format or one of the
+    # same container (a plain NPZ by an AFM bundle), and names what it refused.
+    source = tmp_path / "a.npy"
+    np.save(source, np.arange(12.0).reshape(3, 4))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious")
+    refused = runner.invoke(app, ["convert", str(source), str(notes), "--to", "npz", "--force"])
+    assert refused.exit_code == 1 and notes.read_text() == "precious"
+    assert f"{notes} exists and is a file of no format sciz recognises, not npz" in refused.stderr
+    other = tmp_path / "other.npy"
+    np.save(other, np.zeros(3))
+    kind = runner.invoke(app, ["convert", str(source), str(other), "--to", "npz", "--force"])
+    assert kind.exit_code == 1 and "is a npy file, not npz" in kind.stderr and np.load(other).shape == (3,)
+    store = tmp_path / "s.zspy"
+    sciz.save(sciz.Dataset(np.ones((2, 2), np.float32)), store)
+    folder = runner.invoke(app, ["convert", str(source), str(store), "--to", "hspy", "--force"])
+    assert folder.exit_code == 1 and "is a zspy folder, not hspy" in folder.stderr and store.is_dir()
+    plain = tmp_path / "x.npz"
+    runner.invoke(app, ["convert", str(source), str(plain)])
+    replaced = runner.invoke(app, ["convert", str(source), str(plain), "--force", "-w", "compress=false"])
+    assert replaced.exit_code == 0, replaced.output
+    replaced = runner.invoke(app, ["convert", str(store), str(store.with_name("t.zspy"))])
+    again = runner.invoke(app, ["convert", str(source), str(store.with_name("t.zspy")), "--force"])
+    assert replaced.exit_code == 0 and again.exit_code == 0, again.output
+    script = "import sys, numpy as np, sciz\nprint(np.asarray(sciz.load(sys.argv[1]).data).shape)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(store.with_name("t.zspy"))], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "(3, 4)", done.stderr

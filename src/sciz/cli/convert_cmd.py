@@ -37,7 +37,14 @@ def convert_command(
             "--drop-unsupported", help="Write even if the target cannot hold everything; say what is dropped."
         ),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace TARGET if it exists.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace TARGET if it exists and sciz reads it as the target format (or one sharing its "
+            "extension: npz and afm-npz); any other file or folder is never replaced.",
+        ),
+    ] = False,
 ) -> None:
     """Convert SOURCE to TARGET, keeping data, dtype, axes, metadata and title; refuse if the target would lose any.
 
@@ -65,6 +72,10 @@ def convert_command(
             else ""
         )
         fail(f"{exc}{gif}")
+    if target.exists():
+        refusal = _not_replaceable(target, writer)
+        if refusal:
+            fail(refusal)
     # Between formats that stream lazily (zspy, hspy) the data flows chunk by chunk through dask.
     reader, dataset = read_dataset(source, from_format, read_options, lazy=writer.lazy)
     if to is None:
@@ -86,6 +97,31 @@ def convert_command(
     except (SciZError, OSError, ValueError, TypeError) as exc:
         fail(f"writing {target} as {writer.name} failed: {_option_hint(exc, write_options)}")
     typer.echo(_summary(source, reader.name, dataset, written, writer.name, len(problems)))
+
+
+def _not_replaceable(target: Path, writer: Any) -> str | None:
+    """Why ``--force`` may not replace the existing ``target`` with a ``writer`` file (None: it may).
+
+    Only a file or store sciz reads as the target's format, or as a format of the same container
+    (one that shares an extension with it: ``npz`` and ``afm-npz``, ``zspy`` and ``zspy-zip``), is
+    replaced: a mistyped name never costs an unrelated file or folder (issue 9: a writer never deletes
+    what is not a store of its format).
+    """
+    from ..errors import SciZError
+    from ..formats import detect_format
+
+    try:
+        found = detect_format(target)
+    except (SciZError, OSError, ValueError):
+        found = None
+    if found is not None and (found.name == writer.name or set(found.extensions) & set(writer.extensions)):
+        return None
+    kind = "folder" if target.is_dir() else "file"
+    what = f"a {found.name} {kind}" if found is not None else f"a {kind} of no format sciz recognises"
+    return (
+        f"{target} exists and is {what}, not {writer.name}; --force replaces only an existing {writer.name} "
+        f"file or store: remove {target} yourself or choose another target"
+    )
 
 
 def _stack_writer(dataset: Any, target: Path, writer: Any) -> Any:
