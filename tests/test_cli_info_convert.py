@@ -599,3 +599,37 @@ def test_force_replaces_only_a_file_of_the_target_format(tmp_path: Path) -> None
         [sys.executable, "-c", script, str(store.with_name("t.zspy"))], capture_output=True, text=True
     )
     assert done.returncode == 0 and done.stdout.strip() == "(3, 4)", done.stderr
+
+
+def test_info_shows_the_codec_auto_chose_not_auto(tmp_path: Path) -> None:
+    # compressor="auto" chooses per chunk; the zarr config says only {"id": "auto", ...}, so info
+    # printed "codec auto" with no bound of the codec actually stored. It reads what the chunks hold.
+    rng = np.random.default_rng(5)
+    data = np.cumsum(rng.random((8, 48, 48)), axis=2).astype(np.float32)
+    store = tmp_path / "auto.zspy"
+    sciz.save(sciz.Dataset(data), store, compressor="auto", tolerance=1e-3)
+    chosen = sciz.codecs.describe_stream(
+        next(p for p in (store / "Experiments").rglob("0") if p.is_file()).read_bytes()
+    )
+    row = json.loads(runner.invoke(app, ["info", str(store), "--json"]).stdout)["arrays"][0]
+    assert row["codec_name"] == f"{chosen['codec']} (sciz stream)" and "auto" not in row["codec_name"]
+    assert row["lossy"] and "0.001" in row["bound"]
+    assert row["details"]["chosen by"] == "auto (tolerance=0.001)"
+    assert row["details"]["chunks by codec"].startswith(chosen["codec"]) and row["details"]["chunks by codec"].endswith(
+        ": 1"
+    )
+    text = runner.invoke(app, ["info", str(store)]).stdout
+    assert f"codec {chosen['codec']} (sciz stream)" in text and "codec auto" not in text
+    # HDF5 stores the chosen filter already; its choice record is one line, not a dict of candidates.
+    hspy = tmp_path / "auto.hspy"
+    sciz.save(sciz.Dataset(data), hspy, compression="auto", tolerance=1e-3)
+    text = runner.invoke(app, ["info", str(hspy)]).stdout
+    assert "chosen by: auto (tolerance=0.001): " in text and "choice=" not in text and "'candidates'" not in text
+    # A .scz stream records the chosen codec (writing codec=auto used to be refused as "no stream codec").
+    scz = tmp_path / "auto.scz"
+    done = runner.invoke(
+        app, ["convert", str(hspy), str(scz), "-w", "codec=auto", "-w", "tolerance=1e-3", "--drop-unsupported"]
+    )
+    assert done.exit_code == 0, done.output
+    stored = sciz.codecs.describe_stream(scz.read_bytes())["codec"]
+    assert stored != "auto" and f"codec {stored} " in runner.invoke(app, ["info", str(scz)]).stdout

@@ -177,6 +177,15 @@ def _bound(codec: str, parameters: dict[str, Any]) -> str | None:
     return "not recorded in the file"
 
 
+def _choice_line(choice: dict[str, Any]) -> str:
+    """What ``auto`` chose and why, from the ``choice`` record a codec's config keeps."""
+    bound = choice.get("bound")
+    asked = ", ".join(f"{k}={v}" for k, v in bound.items()) if isinstance(bound, dict) else "?"
+    tried = [c.get("label") for c in choice.get("candidates") or [] if isinstance(c, dict)]
+    among = f" among {', '.join(map(str, tried))}" if tried else ""
+    return f"chosen by: auto ({asked}): {choice.get('chosen', '?')}, {choice.get('reason', '?')}{among}"
+
+
 def codec_report(container: str, codec: str | None, parameters: dict[str, Any]) -> dict[str, Any]:
     """What a user needs about one array's codec: its name, whether and how far it is lossy, and
     what another tool needs to read it (``read_with``; None when the container's usual reader does)."""
@@ -454,7 +463,11 @@ def info_command(
         shown = row["parameters"]
         if row["codec"] == "sciz" and isinstance(shown.get("codec"), dict):  # a sciz stream in zarr: its codec's
             shown = {k: v for k, v in shown["codec"].items() if k != "id"}
-        extra = [", ".join(f"{k}={v}" for k, v in shown.items() if v is not None)] if shown else []
+        choice = shown.get("choice") if isinstance(shown.get("choice"), dict) else None
+        shown = {k: v for k, v in shown.items() if v is not None and k != "choice"}
+        extra = [", ".join(f"{k}={v}" for k, v in shown.items())] if shown else []
+        if choice is not None:  # the record of sciz.codecs.choose (codec "auto"): one line, --json has it all
+            extra.append(_choice_line(choice))
         extra += [f"lossy: {row['bound']}"] if row["lossy"] else []
         extra += [f"{k}: {v}" for k, v in row["details"].items()]
         if row["read_with"]:
