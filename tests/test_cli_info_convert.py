@@ -633,3 +633,25 @@ def test_info_shows_the_codec_auto_chose_not_auto(tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     stored = sciz.codecs.describe_stream(scz.read_bytes())["codec"]
     assert stored != "auto" and f"codec {stored} " in runner.invoke(app, ["info", str(scz)]).stdout
+
+
+def test_convert_ratio_counts_only_what_was_kept(tmp_path: Path) -> None:
+    # The summary's ratio used to divide every array read (layers included) by the size of a file
+    # that held only the data: an uncompressed .npy of one layer of four showed "ratio 3.97".
+    import re
+
+    data = np.random.default_rng(9).random((4, 16, 16), dtype=np.float32)
+    source = tmp_path / "layers.npz"
+    sciz.save(sciz.Dataset(data, layers={"raw": data + 1, "flat": data + 2}), source)
+    target = tmp_path / "one.npy"
+    result = runner.invoke(app, ["convert", str(source), str(target), "--drop-unsupported"])
+    assert result.exit_code == 0, result.output
+    ratio = float(re.search(r"ratio ([0-9.]+)", result.stdout).group(1))
+    assert ratio == pytest.approx(data.nbytes / target.stat().st_size, abs=0.006)
+    assert "to the 4.0 KiB of data it holds (of 12.0 KiB read); dropped 1 item(s)" in result.stdout
+    # Nothing dropped: one ratio, to everything read.
+    whole = runner.invoke(app, ["convert", str(source), str(tmp_path / "all.zspy")])
+    assert whole.exit_code == 0 and "of data it holds" not in whole.stdout and "dropped" not in whole.stdout
+    size = sum(p.stat().st_size for p in (tmp_path / "all.zspy").rglob("*") if p.is_file())
+    ratio = float(re.search(r"ratio ([0-9.]+)", whole.stdout).group(1))
+    assert ratio == pytest.approx(3 * data.nbytes / size, abs=0.006)

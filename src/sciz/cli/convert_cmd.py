@@ -96,7 +96,10 @@ def convert_command(
         written = Path(writer.write(dataset, target, **write_options))
     except (SciZError, OSError, ValueError, TypeError) as exc:
         fail(f"writing {target} as {writer.name} failed: {_option_hint(exc, write_options)}")
-    typer.echo(_summary(source, reader.name, dataset, written, writer.name, len(problems)))
+    read_bytes = _nbytes(dataset)
+    del dataset  # a read-back below must not hold both in memory
+    kept = read_bytes if not problems and not write_options else _kept_bytes(written, writer)
+    typer.echo(_summary(source, reader.name, read_bytes, kept, written, writer.name, len(problems)))
 
 
 def _not_replaceable(target: Path, writer: Any) -> str | None:
@@ -146,15 +149,40 @@ def _option_hint(exc: Exception, options: dict[str, Any]) -> str:
     return re.sub(r"\bpass ([A-Za-z_]\w*)=", r"pass -w \1=", text)
 
 
-def _summary(source: Path, reader: str, dataset: Any, written: Path, writer: str, dropped: int) -> str:
-    """One line, the same for every format: what went where, its size on disk and the ratio to the data."""
+def _nbytes(dataset: Any) -> int:
+    """Bytes of every array of ``dataset`` in memory (data, layers, masks; lazy ones by shape)."""
+    return sum(int(a.size) * a.dtype.itemsize for a in dataset.arrays().values())
+
+
+def _kept_bytes(written: Path, writer: Any) -> int | None:
+    """Bytes in memory of what ``written`` holds, read back (lazily where the format streams), when
+    the conversion dropped something or writer options (``-w raw=true``...) may have: the ratio is
+    then to what was kept, not to what was read. None (and a warning) if it cannot be read back."""
+    from ..errors import SciZError
+
+    if not writer.can_read:
+        return None
+    try:
+        return _nbytes(writer.read(written, **({"lazy": True} if writer.lazy else {})))
+    except (SciZError, OSError, ValueError, TypeError) as exc:
+        typer.echo(f"warning: {written} could not be read back to measure what it holds: {exc}", err=True)
+        return None
+
+
+def _summary(source: Path, reader: str, read: int, kept: int | None, written: Path, writer: str, dropped: int) -> str:
+    """One line, the same for every format: what went where, its size on disk and the ratio of the data
+    it holds (in memory) to that size; when that is less than what was read, both sizes are said."""
     from .app import disk_size, human_size
 
     size = disk_size(written)
-    nbytes = sum(int(a.size) * a.dtype.itemsize for a in dataset.arrays().values())
-    ratio = f", ratio {nbytes / size:.2f}" if size else ""
-    kept = f"; dropped {dropped} item(s) (see warnings)" if dropped else ""
-    return f"converted {source} ({reader}) -> {written} ({writer}): {human_size(size)} on disk{ratio}{kept}"
+    line = f"converted {source} ({reader}) -> {written} ({writer}): {human_size(size)} on disk"
+    if kept is None:
+        line += ", ratio not measured" if size else ""
+    elif kept == read and size:
+        line += f", ratio {kept / size:.2f}"
+    elif size:
+        line += f", ratio {kept / size:.2f} to the {human_size(kept)} of data it holds (of {human_size(read)} read)"
+    return line + (f"; dropped {dropped} item(s) (see warnings)" if dropped else "")
 
 
 def _formats_that_hold(dataset: object, exclude: str, target: Path) -> list[str]:
