@@ -655,3 +655,19 @@ def test_convert_ratio_counts_only_what_was_kept(tmp_path: Path) -> None:
     size = sum(p.stat().st_size for p in (tmp_path / "all.zspy").rglob("*") if p.is_file())
     ratio = float(re.search(r"ratio ([0-9.]+)", whole.stdout).group(1))
     assert ratio == pytest.approx(3 * data.nbytes / size, abs=0.006)
+
+
+def test_an_image_in_nm_to_tmd_lists_its_heights_as_a_loss(tmp_path: Path) -> None:
+    # The other direction of "heights in mm": a 2-D image on nm axes went to TMD with its axes
+    # converted to mm and its heights written as given, which every TMD reader takes as mm (x1e6).
+    image = np.linspace(0, 5, 36, dtype=np.float32).reshape(6, 6)  # nm, as the axes
+    source = sciz.save(
+        sciz.Dataset(image, axes=[sciz.Axis("y", "nm", 0.5), sciz.Axis("x", "nm", 0.5)]), tmp_path / "i.npz"
+    )
+    target = tmp_path / "i.tmd"
+    refused = runner.invoke(app, ["convert", str(source), str(target)])
+    assert refused.exit_code == 1 and not target.exists()
+    assert "heights in nm (its axes are in nm; TMD converts the axes to mm" in refused.stderr
+    # Heights said to be in mm (a TMD read back) are not a loss, whatever the lateral unit was.
+    mm = sciz.save(sciz.Dataset(image, axes=[sciz.Axis("y", "mm", 0.5), sciz.Axis("x", "mm", 0.5)]), tmp_path / "m.npz")
+    assert runner.invoke(app, ["convert", str(mm), str(tmp_path / "m.tmd")]).exit_code == 0
