@@ -96,10 +96,10 @@ def convert_command(
         written = Path(writer.write(dataset, target, **write_options))
     except (SciZError, OSError, ValueError, TypeError) as exc:
         fail(f"writing {target} as {writer.name} failed: {_option_hint(exc, write_options)}")
-    read_bytes = _nbytes(dataset)
+    read = _nbytes(dataset)
     del dataset  # a read-back below must not hold both in memory
-    kept = read_bytes if not problems and not write_options else _kept_bytes(written, writer)
-    typer.echo(_summary(source, reader.name, read_bytes, kept, written, writer.name, len(problems)))
+    kept = sum(read.values()) if not problems and not write_options else _kept_bytes(written, writer, read)
+    typer.echo(_summary(source, reader.name, sum(read.values()), kept, written, writer.name, len(problems)))
 
 
 def _not_replaceable(target: Path, writer: Any) -> str | None:
@@ -149,21 +149,23 @@ def _option_hint(exc: Exception, options: dict[str, Any]) -> str:
     return re.sub(r"\bpass ([A-Za-z_]\w*)=", r"pass -w \1=", text)
 
 
-def _nbytes(dataset: Any) -> int:
-    """Bytes of every array of ``dataset`` in memory (data, layers, masks; lazy ones by shape)."""
-    return sum(int(a.size) * a.dtype.itemsize for a in dataset.arrays().values())
+def _nbytes(dataset: Any) -> dict[str, int]:
+    """Bytes in memory of each array of ``dataset`` by name (data, layers/..., masks/...; lazy ones by shape)."""
+    return {name: int(a.size) * a.dtype.itemsize for name, a in dataset.arrays().items()}
 
 
-def _kept_bytes(written: Path, writer: Any) -> int | None:
-    """Bytes in memory of what ``written`` holds, read back (lazily where the format streams), when
-    the conversion dropped something or writer options (``-w raw=true``...) may have: the ratio is
-    then to what was kept, not to what was read. None (and a warning) if it cannot be read back."""
+def _kept_bytes(written: Path, writer: Any, read: dict[str, int]) -> int | None:
+    """Bytes of the arrays read (``read``: bytes by name) that ``written`` still holds, when the
+    conversion dropped something or writer options (``-w raw=true``...) may have: the file is read
+    back (lazily where the format streams) for the names of its arrays, so the ratio is to what was
+    read and kept. None (and a warning) if it cannot be read back."""
     from ..errors import SciZError
 
     if not writer.can_read:
         return None
     try:
-        return _nbytes(writer.read(written, **({"lazy": True} if writer.lazy else {})))
+        back = writer.read(written, **({"lazy": True} if writer.lazy else {}))
+        return sum(read.get(name, 0) for name in back.arrays())
     except (SciZError, OSError, ValueError, TypeError) as exc:
         typer.echo(f"warning: {written} could not be read back to measure what it holds: {exc}", err=True)
         return None
