@@ -671,3 +671,22 @@ def test_an_image_in_nm_to_tmd_lists_its_heights_as_a_loss(tmp_path: Path) -> No
     # Heights said to be in mm (a TMD read back) are not a loss, whatever the lateral unit was.
     mm = sciz.save(sciz.Dataset(image, axes=[sciz.Axis("y", "mm", 0.5), sciz.Axis("x", "mm", 0.5)]), tmp_path / "m.npz")
     assert runner.invoke(app, ["convert", str(mm), str(tmp_path / "m.tmd")]).exit_code == 0
+
+
+def test_a_truncated_tiff_stack_is_an_error_not_fewer_frames(tmp_path: Path) -> None:
+    # tifffile logs "invalid page offset" / "corrupted file" and returns the frames before the break:
+    # a 3-frame stack cut in half came back as 1 frame (the hostile corpus' truncated OME-TIFF too).
+    import tifffile
+
+    from sciz.errors import FormatError
+    from sciz.processing import load_stack
+
+    whole = tmp_path / "whole.tif"
+    tifffile.imwrite(whole, np.random.default_rng(2).random((3, 8, 9), dtype=np.float32), imagej=True)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(FormatError, match=r"cut\.tif: damaged TIFF"):
+        load_stack(cut, pixel_size_nm=1.0)
+    result = runner.invoke(app, ["info", str(cut)])
+    assert result.exit_code == 1 and "damaged TIFF" in result.stderr
+    assert sciz.load(whole, pixel_size_nm=1.0).shape == (3, 8, 9)

@@ -16,7 +16,10 @@ Example
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -63,7 +66,34 @@ class TiffStackFormat(Format):
     def read_stack(self, path: Path, channel: str | None = None, pixel_size_nm: float | None = None) -> ImageStack:
         from ..processing.inputs import _load_tiff
 
-        return _load_tiff(path, channel, pixel_size_nm)
+        with _refuse_damage(path):
+            return _load_tiff(path, channel, pixel_size_nm)
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _refuse_damage(path: Path) -> Iterator[None]:
+    """A FormatError when tifffile reports damage while reading ``path``: on a truncated file it logs
+    "invalid page offset" and returns the pages before the break (a 3-frame stack read as 1 frame)."""
+    logger = logging.getLogger("tifffile")
+    collect = _Collect()
+    logger.addHandler(collect)
+    try:
+        yield
+    finally:
+        logger.removeHandler(collect)
+    if collect.messages:
+        from ..errors import FormatError
+
+        raise FormatError(f"{path}: damaged TIFF ({collect.messages[0]}); nothing is returned from it")
 
 
 class FrameFolderFormat(Format):
