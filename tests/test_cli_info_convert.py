@@ -138,7 +138,8 @@ def test_convert_errors(shared_data: Path, tmp_path: Path) -> None:
     exists = runner.invoke(app, ["convert", source, str(tmp_path / "exists.npz")])
     assert exists.exit_code == 1 and "--force" in exists.stderr and (tmp_path / "exists.npz").read_bytes() == b"keep me"
     forced = runner.invoke(app, ["convert", source, str(tmp_path / "exists.npz"), "--force"])
-    assert forced.exit_code == 0 and sciz.load(tmp_path / "exists.npz").shape == (169, 169)
+    assert forced.exit_code == 1 and "not npz" in forced.stderr  # not an NPZ: --force does not replace it
+    assert (tmp_path / "exists.npz").read_bytes() == b"keep me"
     bad_write = runner.invoke(app, ["convert", source, str(tmp_path / "y.npz"), "-w", "colour=red"])
     assert bad_write.exit_code == 1 and "colour" in bad_write.stderr
     copy = tmp_path / "copy.tmd"
@@ -516,3 +517,176 @@ def test_heights_in_mm_are_listed_as_a_loss_for_afm_stacks(shared_data: Path, tm
     result = runner.invoke(app, ["convert", str(shared_data / "tmd" / "v2_Surface.tmd"), str(out), "--to", target])
     assert result.exit_code != 0 and not out.exists()
     assert "heights in mm" in result.stderr
+
+
+def _tiff_stack(path: Path, frames: np.ndarray, pixel_nm: float) -> Path:
+    import tifffile
+
+    tifffile.imwrite(path, frames, imagej=True, resolution=(1 / pixel_nm, 1 / pixel_nm), metadata={"unit": "nm"})
+    return path
+
+
+def test_info_and_convert_read_what_process_reads(tmp_path: Path) -> None:
+    # Plain TIFF stacks and folders of frames used to be read by sciz process only (its own list of
+    # inputs): sciz info/convert said "not a format sciz recognises". One registry now: info, convert
+    # and process see the same frames, pixel size and warnings.
+    from sciz.processing import load_stack
+
+    frames = np.random.default_rng(3).random((4, 12, 10), dtype=np.float32)
+    tif = _tiff_stack(tmp_path / "stack.tif", frames, 0.5)
+    report = json.loads(runner.invoke(app, ["info", str(tif), "--json"]).stdout)
+    assert report["format"] == "tiff" and report["arrays"][0]["codec"] == "none"
+    assert report["afm_stack"]["frames"] == 4 and report["afm_stack"]["pixel_size_nm"] == 0.5
+    assert load_stack(tif).pixel_size_nm == report["afm_stack"]["pixel_size_nm"]
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        np.save(folder / f"f{i + 1}.npy", frames[i])  # f10 would sort after f2: natural order as process
+    shown = runner.invoke(app, ["info", str(folder)])
+    assert shown.exit_code == 0, shown.output
+    assert "format:   frames" in shown.stdout and "afm stack: 3 frames of 12 x 10 px, 1 nm/px" in shown.stdout
+    assert "codec .npy frame files" in shown.stdout and "frame files: 3 (f1.npy .. f3.npy)" in shown.stdout
+    assert "lossy" not in shown.stdout
+    assert "warning: " in shown.stderr and "no pixel size found in 3 of its 3 frame files" in shown.stderr
+    given = runner.invoke(app, ["info", str(folder), "-r", "pixel_size_nm=2", "--json"])
+    assert json.loads(given.stdout)["afm_stack"]["pixel_size_nm"] == 2 and "no pixel size" not in given.stderr
+    out = tmp_path / "out.zspy"
+    converted = runner.invoke(app, ["convert", str(tif), str(out)])
+    assert converted.exit_code == 0, converted.output
+    assert "(tiff) ->" in converted.stdout
+    script = (
+        "import sys, numpy as np, sciz\n"
+        "ds = sciz.load(sys.argv[1])\n"
+        "print(ds.axes[-1].units, ds.axes[-1].scale, np.asarray(ds.data).tobytes().hex())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    units, scale, data = done.stdout.split()
+    assert (units, float(scale)) == ("nm", 0.5) and bytes.fromhex(data) == frames.tobytes()
+    # A zarr store is never taken for a folder of frames, whatever files it holds.
+    (out / "stray.npy").write_bytes((folder / "f1.npy").read_bytes())
+    assert sciz.formats.detect_format(out).name == "zspy"
+
+
+def test_force_replaces_only_a_file_of_the_target_format(tmp_path: Path) -> None:
+    # --force used to replace any regular file with the target's name (notes.txt became an NPZ). As
+    # for directories (issue 9), it replaces only what sciz reads as the target format or one of the
+    # same container (a plain NPZ by an AFM bundle), and names what it refused.
+    source = tmp_path / "a.npy"
+    np.save(source, np.arange(12.0).reshape(3, 4))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious")
+    refused = runner.invoke(app, ["convert", str(source), str(notes), "--to", "npz", "--force"])
+    assert refused.exit_code == 1 and notes.read_text() == "precious"
+    assert f"{notes} exists and is a file of no format sciz recognises, not npz" in refused.stderr
+    other = tmp_path / "other.npy"
+    np.save(other, np.zeros(3))
+    kind = runner.invoke(app, ["convert", str(source), str(other), "--to", "npz", "--force"])
+    assert kind.exit_code == 1 and "is a npy file, not npz" in kind.stderr and np.load(other).shape == (3,)
+    store = tmp_path / "s.zspy"
+    sciz.save(sciz.Dataset(np.ones((2, 2), np.float32)), store)
+    folder = runner.invoke(app, ["convert", str(source), str(store), "--to", "hspy", "--force"])
+    assert folder.exit_code == 1 and "is a zspy folder, not hspy" in folder.stderr and store.is_dir()
+    plain = tmp_path / "x.npz"
+    runner.invoke(app, ["convert", str(source), str(plain)])
+    replaced = runner.invoke(app, ["convert", str(source), str(plain), "--force", "-w", "compress=false"])
+    assert replaced.exit_code == 0, replaced.output
+    replaced = runner.invoke(app, ["convert", str(store), str(store.with_name("t.zspy"))])
+    again = runner.invoke(app, ["convert", str(source), str(store.with_name("t.zspy")), "--force"])
+    assert replaced.exit_code == 0 and again.exit_code == 0, again.output
+    script = "import sys, numpy as np, sciz\nprint(np.asarray(sciz.load(sys.argv[1]).data).shape)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(store.with_name("t.zspy"))], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "(3, 4)", done.stderr
+
+
+def test_info_shows_the_codec_auto_chose_not_auto(tmp_path: Path) -> None:
+    # compressor="auto" chooses per chunk; the zarr config says only {"id": "auto", ...}, so info
+    # printed "codec auto" with no bound of the codec actually stored. It reads what the chunks hold.
+    rng = np.random.default_rng(5)
+    data = np.cumsum(rng.random((8, 48, 48)), axis=2).astype(np.float32)
+    store = tmp_path / "auto.zspy"
+    sciz.save(sciz.Dataset(data), store, compressor="auto", tolerance=1e-3)
+    chosen = sciz.codecs.describe_stream(
+        next(p for p in (store / "Experiments").rglob("0") if p.is_file()).read_bytes()
+    )
+    row = json.loads(runner.invoke(app, ["info", str(store), "--json"]).stdout)["arrays"][0]
+    assert row["codec_name"] == f"{chosen['codec']} (sciz stream)" and "auto" not in row["codec_name"]
+    assert row["lossy"] and "0.001" in row["bound"]
+    assert row["details"]["chosen by"] == "auto (tolerance=0.001)"
+    assert row["details"]["chunks by codec"].startswith(chosen["codec"]) and row["details"]["chunks by codec"].endswith(
+        ": 1"
+    )
+    text = runner.invoke(app, ["info", str(store)]).stdout
+    assert f"codec {chosen['codec']} (sciz stream)" in text and "codec auto" not in text
+    # HDF5 stores the chosen filter already; its choice record is one line, not a dict of candidates.
+    hspy = tmp_path / "auto.hspy"
+    sciz.save(sciz.Dataset(data), hspy, compression="auto", tolerance=1e-3)
+    text = runner.invoke(app, ["info", str(hspy)]).stdout
+    assert "chosen by: auto (tolerance=0.001): " in text and "choice=" not in text and "'candidates'" not in text
+    # A .scz stream records the chosen codec (writing codec=auto used to be refused as "no stream codec").
+    scz = tmp_path / "auto.scz"
+    done = runner.invoke(
+        app, ["convert", str(hspy), str(scz), "-w", "codec=auto", "-w", "tolerance=1e-3", "--drop-unsupported"]
+    )
+    assert done.exit_code == 0, done.output
+    stored = sciz.codecs.describe_stream(scz.read_bytes())["codec"]
+    assert stored != "auto" and f"codec {stored} " in runner.invoke(app, ["info", str(scz)]).stdout
+
+
+def test_convert_ratio_counts_only_what_was_kept(tmp_path: Path) -> None:
+    # The summary's ratio used to divide every array read (layers included) by the size of a file
+    # that held only the data: an uncompressed .npy of one layer of four showed "ratio 3.97".
+    import re
+
+    data = np.random.default_rng(9).random((4, 16, 16), dtype=np.float32)
+    source = tmp_path / "layers.npz"
+    sciz.save(sciz.Dataset(data, layers={"raw": data + 1, "flat": data + 2}), source)
+    target = tmp_path / "one.npy"
+    result = runner.invoke(app, ["convert", str(source), str(target), "--drop-unsupported"])
+    assert result.exit_code == 0, result.output
+    ratio = float(re.search(r"ratio ([0-9.]+)", result.stdout).group(1))
+    assert ratio == pytest.approx(data.nbytes / target.stat().st_size, abs=0.006)
+    assert "to the 4.0 KiB of data it holds (of 12.0 KiB read); dropped 1 item(s)" in result.stdout
+    # Nothing dropped: one ratio, to everything read.
+    whole = runner.invoke(app, ["convert", str(source), str(tmp_path / "all.zspy")])
+    assert whole.exit_code == 0 and "of data it holds" not in whole.stdout and "dropped" not in whole.stdout
+    size = sum(p.stat().st_size for p in (tmp_path / "all.zspy").rglob("*") if p.is_file())
+    ratio = float(re.search(r"ratio ([0-9.]+)", whole.stdout).group(1))
+    assert ratio == pytest.approx(3 * data.nbytes / size, abs=0.006)
+
+
+def test_an_image_in_nm_to_tmd_lists_its_heights_as_a_loss(tmp_path: Path) -> None:
+    # The other direction of "heights in mm": a 2-D image on nm axes went to TMD with its axes
+    # converted to mm and its heights written as given, which every TMD reader takes as mm (x1e6).
+    image = np.linspace(0, 5, 36, dtype=np.float32).reshape(6, 6)  # nm, as the axes
+    source = sciz.save(
+        sciz.Dataset(image, axes=[sciz.Axis("y", "nm", 0.5), sciz.Axis("x", "nm", 0.5)]), tmp_path / "i.npz"
+    )
+    target = tmp_path / "i.tmd"
+    refused = runner.invoke(app, ["convert", str(source), str(target)])
+    assert refused.exit_code == 1 and not target.exists()
+    assert "heights in nm (its axes are in nm; TMD converts the axes to mm" in refused.stderr
+    # Heights said to be in mm (a TMD read back) are not a loss, whatever the lateral unit was.
+    mm = sciz.save(sciz.Dataset(image, axes=[sciz.Axis("y", "mm", 0.5), sciz.Axis("x", "mm", 0.5)]), tmp_path / "m.npz")
+    assert runner.invoke(app, ["convert", str(mm), str(tmp_path / "m.tmd")]).exit_code == 0
+
+
+def test_a_truncated_tiff_stack_is_an_error_not_fewer_frames(tmp_path: Path) -> None:
+    # tifffile logs "invalid page offset" / "corrupted file" and returns the frames before the break:
+    # a 3-frame stack cut in half came back as 1 frame (the hostile corpus' truncated OME-TIFF too).
+    import tifffile
+
+    from sciz.errors import FormatError
+    from sciz.processing import load_stack
+
+    whole = tmp_path / "whole.tif"
+    tifffile.imwrite(whole, np.random.default_rng(2).random((3, 8, 9), dtype=np.float32), imagej=True)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(FormatError, match=r"cut\.tif: damaged TIFF"):
+        load_stack(cut, pixel_size_nm=1.0)
+    result = runner.invoke(app, ["info", str(cut)])
+    assert result.exit_code == 1 and "damaged TIFF" in result.stderr
+    assert sciz.load(whole, pixel_size_nm=1.0).shape == (3, 8, 9)

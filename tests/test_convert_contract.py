@@ -36,6 +36,8 @@ VENDOR_SAMPLES = {
 }
 #: Read-only formats with no sample file in the shared data (their readers are AFMReader's, tested there).
 NO_SAMPLE = {"spm", "jpk", "ibw", "gwy"}
+#: Read-only AFM inputs made here: a calibrated TIFF stack, a folder of calibrated TIFF frames.
+STACK_INPUTS = {"tiff", "frames"}
 
 _NM = {"nm": 1.0, "pm": 1e-3, "um": 1e3, "µm": 1e3, "mm": 1e6, "cm": 1e7, "m": 1e9}
 _S = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "min": 60.0, "h": 3600.0}
@@ -59,11 +61,30 @@ def _source_file(name: str, folder: Path, shared_data: Path) -> Path:
     """A file of format ``name``: the richest synthetic dataset it holds, or its real sample."""
     if name in VENDOR_SAMPLES:
         return shared_data / VENDOR_SAMPLES[name]
+    if name in STACK_INPUTS:
+        return _stack_input(name, folder)
     plugin = get_format(name)
     for dataset in [*rich_datasets(), *(d for _, d in representative_datasets())]:
         if not plugin.problems(dataset):
             return sciz.save(dataset, folder / f"source-{name}{plugin.extensions[0]}", format=name)
     raise AssertionError(f"{name} holds none of the synthetic datasets")
+
+
+def _stack_input(name: str, folder: Path) -> Path:
+    """A TIFF stack (``tiff``) or a folder of single-frame TIFFs (``frames``), 0.25 nm/px in ImageJ tags."""
+    import tifffile
+
+    frames = np.linspace(-1, 1, 3 * 6 * 5, dtype=np.float32).reshape(3, 6, 5)
+    tags = {"imagej": True, "resolution": (4.0, 4.0), "metadata": {"unit": "nm"}}
+    if name == "tiff":
+        path = folder / "source-tiff.tif"
+        tifffile.imwrite(path, frames, **tags)
+        return path
+    path = folder / "source-frames"
+    path.mkdir()
+    for index, frame in enumerate(frames):
+        tifffile.imwrite(path / f"frame{index}.tif", frame, **tags)
+    return path
 
 
 def _physical(units: str, scale: float, offset: float) -> tuple[str, float, float]:
@@ -145,7 +166,9 @@ def _own_record(metadata: dict[str, Any]) -> dict[str, Any]:
 def test_every_conversion_keeps_everything_or_is_refused(shared_data: Path, tmp_path: Path) -> None:
     readable = [f.name for f in list_formats("read")]
     writable = [f.name for f in list_formats("write")]
-    assert set(readable) - set(writable) - set(VENDOR_SAMPLES) == NO_SAMPLE, "a readable format has no source here"
+    assert set(readable) - set(writable) - set(VENDOR_SAMPLES) - STACK_INPUTS == NO_SAMPLE, (
+        "a readable format has no source here"
+    )
     sources = {name: _source_file(name, tmp_path, shared_data) for name in readable if name not in NO_SAMPLE}
     converted: dict[str, tuple[str, str, Path]] = {}
     refused: dict[str, list[str]] = {}

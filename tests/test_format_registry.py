@@ -33,7 +33,9 @@ def _overrides(plugin: Format, method: str) -> bool:
 def test_each_format_implements_what_its_flags_promise(plugin):
     held = plugin.capabilities()
     assert held <= set(CAPABILITIES)
-    assert plugin.extensions and all(e.startswith(".") and e == e.lower() for e in plugin.extensions)
+    # A folder of frames has no extension: a directory format may be found by its content alone.
+    assert plugin.extensions or (plugin.directory and _overrides(plugin, "sniff"))
+    assert all(e.startswith(".") and e == e.lower() for e in plugin.extensions)
     assert ("write" in held) == _overrides(plugin, "write")
     assert ("afm-stack" in held) == _overrides(plugin, "read_stack")
     assert ("afm-export" in held) == _overrides(plugin, "write_stack")

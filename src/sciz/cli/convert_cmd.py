@@ -37,7 +37,14 @@ def convert_command(
             "--drop-unsupported", help="Write even if the target cannot hold everything; say what is dropped."
         ),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace TARGET if it exists.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace TARGET if it exists and sciz reads it as the target format (or one sharing its "
+            "extension: npz and afm-npz); any other file or folder is never replaced.",
+        ),
+    ] = False,
 ) -> None:
     """Convert SOURCE to TARGET, keeping data, dtype, axes, metadata and title; refuse if the target would lose any.
 
@@ -65,6 +72,10 @@ def convert_command(
             else ""
         )
         fail(f"{exc}{gif}")
+    if target.exists():
+        refusal = _not_replaceable(target, writer)
+        if refusal:
+            fail(refusal)
     # Between formats that stream lazily (zspy, hspy) the data flows chunk by chunk through dask.
     reader, dataset = read_dataset(source, from_format, read_options, lazy=writer.lazy)
     if to is None:
@@ -85,7 +96,35 @@ def convert_command(
         written = Path(writer.write(dataset, target, **write_options))
     except (SciZError, OSError, ValueError, TypeError) as exc:
         fail(f"writing {target} as {writer.name} failed: {_option_hint(exc, write_options)}")
-    typer.echo(_summary(source, reader.name, dataset, written, writer.name, len(problems)))
+    read = _nbytes(dataset)
+    del dataset  # a read-back below must not hold both in memory
+    kept = sum(read.values()) if not problems and not write_options else _kept_bytes(written, writer, read)
+    typer.echo(_summary(source, reader.name, sum(read.values()), kept, written, writer.name, len(problems)))
+
+
+def _not_replaceable(target: Path, writer: Any) -> str | None:
+    """Why ``--force`` may not replace the existing ``target`` with a ``writer`` file (None: it may).
+
+    Only a file or store sciz reads as the target's format, or as a format of the same container
+    (one that shares an extension with it: ``npz`` and ``afm-npz``, ``zspy`` and ``zspy-zip``), is
+    replaced: a mistyped name never costs an unrelated file or folder (issue 9: a writer never deletes
+    what is not a store of its format).
+    """
+    from ..errors import SciZError
+    from ..formats import detect_format
+
+    try:
+        found = detect_format(target)
+    except (SciZError, OSError, ValueError):
+        found = None
+    if found is not None and (found.name == writer.name or set(found.extensions) & set(writer.extensions)):
+        return None
+    kind = "folder" if target.is_dir() else "file"
+    what = f"a {found.name} {kind}" if found is not None else f"a {kind} of no format sciz recognises"
+    return (
+        f"{target} exists and is {what}, not {writer.name}; --force replaces only an existing {writer.name} "
+        f"file or store: remove {target} yourself or choose another target"
+    )
 
 
 def _stack_writer(dataset: Any, target: Path, writer: Any) -> Any:
@@ -110,15 +149,42 @@ def _option_hint(exc: Exception, options: dict[str, Any]) -> str:
     return re.sub(r"\bpass ([A-Za-z_]\w*)=", r"pass -w \1=", text)
 
 
-def _summary(source: Path, reader: str, dataset: Any, written: Path, writer: str, dropped: int) -> str:
-    """One line, the same for every format: what went where, its size on disk and the ratio to the data."""
+def _nbytes(dataset: Any) -> dict[str, int]:
+    """Bytes in memory of each array of ``dataset`` by name (data, layers/..., masks/...; lazy ones by shape)."""
+    return {name: int(a.size) * a.dtype.itemsize for name, a in dataset.arrays().items()}
+
+
+def _kept_bytes(written: Path, writer: Any, read: dict[str, int]) -> int | None:
+    """Bytes of the arrays read (``read``: bytes by name) that ``written`` still holds, when the
+    conversion dropped something or writer options (``-w raw=true``...) may have: the file is read
+    back (lazily where the format streams) for the names of its arrays, so the ratio is to what was
+    read and kept. None (and a warning) if it cannot be read back."""
+    from ..errors import SciZError
+
+    if not writer.can_read:
+        return None
+    try:
+        back = writer.read(written, **({"lazy": True} if writer.lazy else {}))
+        return sum(read.get(name, 0) for name in back.arrays())
+    except (SciZError, OSError, ValueError, TypeError) as exc:
+        typer.echo(f"warning: {written} could not be read back to measure what it holds: {exc}", err=True)
+        return None
+
+
+def _summary(source: Path, reader: str, read: int, kept: int | None, written: Path, writer: str, dropped: int) -> str:
+    """One line, the same for every format: what went where, its size on disk and the ratio of the data
+    it holds (in memory) to that size; when that is less than what was read, both sizes are said."""
     from .app import disk_size, human_size
 
     size = disk_size(written)
-    nbytes = sum(int(a.size) * a.dtype.itemsize for a in dataset.arrays().values())
-    ratio = f", ratio {nbytes / size:.2f}" if size else ""
-    kept = f"; dropped {dropped} item(s) (see warnings)" if dropped else ""
-    return f"converted {source} ({reader}) -> {written} ({writer}): {human_size(size)} on disk{ratio}{kept}"
+    line = f"converted {source} ({reader}) -> {written} ({writer}): {human_size(size)} on disk"
+    if kept is None:
+        line += ", ratio not measured" if size else ""
+    elif kept == read and size:
+        line += f", ratio {kept / size:.2f}"
+    elif size:
+        line += f", ratio {kept / size:.2f} to the {human_size(kept)} of data it holds (of {human_size(read)} read)"
+    return line + (f"; dropped {dropped} item(s) (see warnings)" if dropped else "")
 
 
 def _formats_that_hold(dataset: object, exclude: str, target: Path) -> list[str]:

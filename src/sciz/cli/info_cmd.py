@@ -80,7 +80,10 @@ def read_dataset(
         fail(f"sciz cannot read {plugin.name} files")
     if lazy and plugin.lazy:
         options = {"lazy": True, **options}
-    with clear_errors(path):
+    from .process_cmd import shown_warnings
+
+    # What the reader warns of (no pixel size found, blank frames...) is said as sciz process says it.
+    with clear_errors(path), shown_warnings():
         dataset = plugin.read(path, **options)
     return plugin, dataset
 
@@ -107,7 +110,23 @@ def _array_rows(dataset: Any, container: str) -> list[dict[str, Any]]:
 
 
 #: Codecs that never change a value (with any parameters).
-_LOSSLESS = {"none", "deflate", "gzip", "lzf", "pcodec", "szip", "floatpred", "jetraw", "shuffle", "zstd", "blosc"}
+_LOSSLESS = {
+    "none",
+    "deflate",
+    "zlib",
+    "lzw",
+    "packbits",
+    "lzma",
+    "gzip",
+    "lzf",
+    "pcodec",
+    "szip",
+    "floatpred",
+    "jetraw",
+    "shuffle",
+    "zstd",
+    "blosc",
+}
 #: What other tools need to read a codec's arrays, by container and codec (None: any reader of the container).
 _HDF5_PLUGIN = "h5py after `import hdf5plugin` (it registers HDF5 filter {id}, {name})"
 _SCIZ_ENTRY_POINT = (
@@ -128,7 +147,7 @@ def _container(format_name: str) -> str:
 
 def _bound(codec: str, parameters: dict[str, Any]) -> str | None:
     """The error bound of ``codec`` with ``parameters`` in words; None when no value changes."""
-    if codec in _LOSSLESS or codec.endswith(" vendor data"):  # vendor data: the instrument's own values
+    if codec in _LOSSLESS or codec.endswith((" vendor data", " frame files")):  # the instrument's own values
         return None
     mode = parameters.get("mode")
     if codec == "sperr":  # mode "pwe" (point-wise error), "bpp" (rate) or "psnr", the value in "quality"
@@ -156,6 +175,15 @@ def _bound(codec: str, parameters: dict[str, Any]) -> str | None:
     if "cd_values" in parameters:
         return "set in the HDF5 filter's values (not written by sciz)"
     return "not recorded in the file"
+
+
+def _choice_line(choice: dict[str, Any]) -> str:
+    """What ``auto`` chose and why, from the ``choice`` record a codec's config keeps."""
+    bound = choice.get("bound")
+    asked = ", ".join(f"{k}={v}" for k, v in bound.items()) if isinstance(bound, dict) else "?"
+    tried = [c.get("label") for c in choice.get("candidates") or [] if isinstance(c, dict)]
+    among = f" among {', '.join(map(str, tried))}" if tried else ""
+    return f"chosen by: auto ({asked}): {choice.get('chosen', '?')}, {choice.get('reason', '?')}{among}"
 
 
 def codec_report(container: str, codec: str | None, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -435,7 +463,11 @@ def info_command(
         shown = row["parameters"]
         if row["codec"] == "sciz" and isinstance(shown.get("codec"), dict):  # a sciz stream in zarr: its codec's
             shown = {k: v for k, v in shown["codec"].items() if k != "id"}
-        extra = [", ".join(f"{k}={v}" for k, v in shown.items() if v is not None)] if shown else []
+        choice = shown.get("choice") if isinstance(shown.get("choice"), dict) else None
+        shown = {k: v for k, v in shown.items() if v is not None and k != "choice"}
+        extra = [", ".join(f"{k}={v}" for k, v in shown.items())] if shown else []
+        if choice is not None:  # the record of sciz.codecs.choose (codec "auto"): one line, --json has it all
+            extra.append(_choice_line(choice))
         extra += [f"lossy: {row['bound']}"] if row["lossy"] else []
         extra += [f"{k}: {v}" for k, v in row["details"].items()]
         if row["read_with"]:

@@ -76,6 +76,7 @@ __all__ = [
     "pack_stream",
     "parse_stream",
     "plan_chunks",
+    "stored_codecs",
     "unpack_mask",
 ]
 
@@ -542,6 +543,33 @@ def describe_stream(
         "decoded_bytes": decoded,
         "ratio": decoded / stored if stored else 0.0,
     }
+
+
+def stored_codecs(streams: Any) -> dict[str, Any] | None:
+    """What a container's chunks hold when its config names no single codec (``auto`` chooses per
+    chunk): the codec and parameters of the most chunks, and every choice with its chunk count.
+
+    ``streams`` yields each chunk's bytes (a sciz stream, or one behind numcodecs' 4-byte CRC32).
+    Returns ``{"codec": {"id": ..., **params}, "chunks": {"sperr mode=pwe quality=0.001": 3, ...}}``,
+    or None when no chunk is a readable sciz stream.
+    """
+    tally: dict[str, int] = {}
+    configs: dict[str, dict[str, Any]] = {}
+    for data in streams:
+        view = memoryview(data).cast("B")
+        if bytes(view[4:8]) == MAGIC and bytes(view[:4]) != MAGIC:
+            view = view[4:]  # numcodecs' CRC32 puts its checksum first
+        try:
+            header = parse_stream(view, CodecError)
+        except CodecError:
+            continue
+        params = {k: v for k, v in header.params.items() if k != "order"}
+        label = " ".join([header.codec, *(f"{k}={v}" for k, v in params.items())])
+        tally[label] = tally.get(label, 0) + 1
+        configs.setdefault(label, {"id": header.codec, **params})
+    if not tally:
+        return None
+    return {"codec": configs[max(tally, key=tally.__getitem__)], "chunks": tally}
 
 
 def without_order(header: StreamHeader) -> StreamHeader:

@@ -61,6 +61,8 @@ BUILTIN_FORMATS: list[str] = [
     "sciz.formats.afm_vendor:IbwFormat",
     "sciz.formats.afm_vendor:GwyFormat",
     "sciz.formats.netcdf:NetcdfFormat",
+    "sciz.afm.stack_inputs:TiffStackFormat",
+    "sciz.afm.stack_inputs:FrameFolderFormat",
 ]
 
 _registry: dict[str, Format] = {}

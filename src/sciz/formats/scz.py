@@ -101,9 +101,12 @@ def write_scz(
         chosen = codec
     else:
         raise argument_error("codec", codec, "must be a codec name (with its parameters) or a sciz codec object")
+    array = np.asarray(array)
+    if getattr(chosen, "name", None) == "auto":  # the stream records the codec auto chose, not "auto"
+        chosen = chosen.choose(array, numthreads=numthreads)
     if getattr(chosen, "spec", None) is None or chosen.spec.method is None:
         raise argument_error("codec", codec, "must be a stream codec (floatpred and jetraw write no sciz stream)")
-    stream = chosen.encode(np.asarray(array), numthreads=numthreads)
+    stream = chosen.encode(array, numthreads=numthreads)
     with atomic_file(path) as handle:
         handle.write(stream)
     return Path(os.fspath(path))

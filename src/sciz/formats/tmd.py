@@ -438,6 +438,17 @@ class TmdFormat(Format):
         units = dataset.metadata.get("units")
         if units not in (None, "mm"):
             found.append(f"heights in {units!r} (TMD heights are in mm)")
+        elif units is None and dataset.axes:
+            from ..stack import _NM_PER_UNIT
+
+            # Heights share the lateral unit (an AFM image in nm): the axes become mm, the heights would
+            # not, and every reader takes a TMD's heights as mm (a 1e6 error for nm).
+            lateral = str(dataset.axes[-1].units).strip()
+            if lateral in _NM_PER_UNIT and lateral != "mm":
+                found.append(
+                    f"heights in {lateral} (its axes are in {lateral}; TMD converts the axes to mm but holds the "
+                    "heights as given, which readers take as mm)"
+                )
         comment = dataset.metadata.get("comment")
         if comment:
             try:

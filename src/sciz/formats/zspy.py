@@ -553,7 +553,17 @@ def _storage(signal: dict[str, Any], kv: Any) -> dict[str, StoredArray]:
         parameters = {k: v for k, v in config.items() if k not in ("id", "name")}
         attributes = node.children.get("attributes")
         lazy = attributes.attrs.get("_lazy") if isinstance(attributes, GroupNode) else None
-        details = {LAZY_DETAIL: lazy} if isinstance(lazy, bool) else {}
+        details: dict[str, Any] = {LAZY_DETAIL: lazy} if isinstance(lazy, bool) else {}
+        inner = parameters.get("codec")
+        if isinstance(inner, dict) and inner.get("id") == "auto":  # chosen per chunk: say what each holds
+            from ..codecs._stream import stored_codecs
+
+            chunks = (kv.get(key) or b"" for key in kv.keys_under(meta.path) if not engine.is_document(key))
+            found = stored_codecs(chunks)
+            if found is not None:
+                details["chosen by"] = "auto (" + ", ".join(f"{k}={v}" for k, v in inner.items() if k != "id") + ")"
+                details["chunks by codec"] = ", ".join(f"{label}: {n}" for label, n in found["chunks"].items())
+                parameters = {"codec": found["codec"]}
         return {
             "data": StoredArray(
                 codec=str(codec), stored_bytes=stored, chunks=meta.chunks, parameters=parameters, details=details

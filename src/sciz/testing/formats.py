@@ -136,7 +136,9 @@ class FormatTests:
     def test_registration(self, plugin: Format, format_name: str) -> None:
         """The plugin has a name, extensions and at least one capability; writing a read-only one is explained."""
         assert plugin.name == format_name
-        assert plugin.extensions and all(e.startswith(".") for e in plugin.extensions), plugin.extensions
+        # A directory format may have no extension (a folder of frames): then its content names it.
+        assert plugin.extensions or (plugin.directory and type(plugin).sniff is not Format.sniff)
+        assert all(e.startswith(".") for e in plugin.extensions), plugin.extensions
         assert plugin.can_read or plugin.can_write
         if not plugin.can_write:
             with pytest.raises(FormatError, match=plugin.name):
