@@ -197,12 +197,17 @@ def test_bad_axis_orders_are_refused() -> None:
 
 
 def test_layouts_are_tried_where_the_array_is_coded_whole() -> None:
-    field = _field((12, 24, 40), seed=8)
+    field = _field((8, 16, 28), seed=8)  # up to WHOLE_ELEMENTS values: coded whole
     codec = codecs.choose(field, tolerance=0.01)
     orders = [c["order"] for c in codec.choice["candidates"]]
     assert codec.choice["layouts"] and [2, 0, 1] in orders and None in orders
     assert np.abs(codecs.decode(codec.encode(field)) - field).max() <= 0.01
     assert not codecs.choose(field, tolerance=0.01, layouts=False).choice["layouts"]
+    # a larger small array is predicted from a probe, where orders are tried only when asked
+    larger = _field((12, 24, 40), seed=8)
+    assert not codecs.choose(larger, tolerance=0.01).choice["layouts"]
+    asked = codecs.choose(larger, tolerance=0.01, layouts=True)
+    assert [2, 0, 1] in [c["order"] for c in asked.choice["candidates"]]
 
 
 def test_a_relative_bound_on_data_with_an_unmarked_fill_warns_how_to_mark_it() -> None:
@@ -258,3 +263,71 @@ def test_large_arrays_get_the_reversed_axis_order_where_a_central_block_shows_th
     frames = (10 * np.sin(x / 20 + y / 15) + 3 * rng.normal(0, 1, (64, 1, 1))).astype(np.float32)
     assert codecs.choose(frames, rel_tolerance=1e-3, candidates=["sperr"], numthreads=1).order is None
     assert codecs.choose(rows, rel_tolerance=1e-3, candidates=["sperr"], numthreads=1, layouts=False).order is None
+
+
+def test_a_small_array_is_predicted_from_a_probe_and_keeps_the_bound() -> None:
+    field = _field((6, 48, 64), seed=9)  # 18432 values: more than WHOLE_ELEMENTS, under 4 blocks
+    codec = codecs.choose(field, rel_tolerance=1e-3)
+    choice = codec.choice
+    assert choice["sample"]["blocks"] == 1 and 0.1 <= choice["sample"]["share"] <= 0.3, choice["sample"]
+    coded = [c for c in choice["candidates"] if c["blocks"]]
+    assert {c["codec"] for c in coded} >= {"sperr", "sz3", "lerc", "zfp"}
+    restored = codecs.decode(codec.encode(field))
+    assert np.abs(restored.astype(np.float64) - field).max() <= codec.tolerance
+    # within 5 % of the best default candidate coded whole
+    best = max(field.nbytes / len(codecs.get(n, tolerance=codec.tolerance).encode(field)) for n in ("sperr", "sz3"))
+    assert field.nbytes / len(codec.encode(field)) >= 0.95 * best
+
+
+def test_lossless_codecs_are_skipped_only_where_the_bound_spans_many_steps_of_the_data() -> None:
+    rng = np.random.default_rng(10)
+    heights = np.cumsum(rng.integers(-500, 501, (64, 256)), axis=1).astype(np.int32)
+    loose = codecs.choose(heights, tolerance=2000)  # log2(2 * 2000 / 1) = 12 bits
+    skipped = {c["codec"] for c in loose.choice["candidates"] if c["blocks"] == 0}
+    assert skipped == {"pcodec", "szip"} and loose.name == "lerc"
+    assert all(c["pruned"] and c["predicted_ratio"] is None for c in loose.choice["candidates"] if c["blocks"] == 0)
+    assert np.abs(codecs.decode(loose.encode(heights)).astype(np.int64) - heights).max() <= 2000
+    # the same heights in steps of 100: the bound spans 40 steps (5.3 bits), lossless stays in the race
+    stepped = heights * 100
+    tight = codecs.choose(stepped, tolerance=2000)
+    assert all(c["blocks"] for c in tight.choice["candidates"] if c["codec"] in ("pcodec", "szip"))
+    # a float ramp quantised to 1/64: the bound spans 2 steps, lossless is tried
+    ramp = np.round(np.cumsum(rng.normal(0, 1, (32, 128)), axis=1) * 64).astype(np.float32) / 64
+    near = codecs.choose(ramp, tolerance=1 / 64)
+    assert all(c["blocks"] for c in near.choice["candidates"] if c["codec"] in ("pcodec", "szip"))
+    assert auto._resolution_bits(ramp, np.ones(ramp.shape, bool), 1 / 64) == pytest.approx(1.0)
+    # other objectives weigh speed: lossless codecs stay candidates
+    fast = codecs.choose(heights, tolerance=2000, objective="speed")
+    assert all(c["blocks"] for c in fast.choice["candidates"])
+
+
+def test_inflated_zfp_is_tried_only_where_zfp_comes_near_the_best() -> None:
+    field = _field((40, 64), seed=11)
+
+    def by_label(codec: object) -> dict:
+        return {c["label"]: c for c in codec.choice["candidates"]}  # type: ignore[attr-defined]
+
+    far = by_label(codecs.choose(field, tolerance=0.05, layouts=False))  # zfp 3.8, sperr 10.8
+    assert (
+        far["zfp tolerance=0.05"]["predicted_ratio"] * auto.ZFP_REACH < far["sperr tolerance=0.05"]["predicted_ratio"]
+    )
+    for label in ("zfp tolerance=0.05 accuracy=0.1", "zfp tolerance=0.05 accuracy=0.2"):
+        assert far[label]["blocks"] == 0 and far[label]["pruned"] and far[label]["predicted_ratio"] is None
+    near = by_label(codecs.choose(field, tolerance=0.005, layouts=False))  # zfp 2.8, sperr 5.1
+    assert near["zfp tolerance=0.005 accuracy=0.02"]["predicted_ratio"] > near["zfp tolerance=0.005"]["predicted_ratio"]
+    alone = by_label(codecs.choose(field, tolerance=0.05, candidates=["zfp"], layouts=False))  # zfp is the best
+    assert len(alone) == 3 and all(c["blocks"] for c in alone.values())
+
+
+def test_block_bytes_are_the_coded_sections_of_the_final_stream() -> None:
+    from sciz.codecs import _stream
+
+    field = _field((24, 40), seed=12).astype(np.float64)
+    field[2:5, 3:9] = 1e20
+    field[10, :4] = np.nan
+    for name, params in [("zfp", {"tolerance": 1e-3, "accuracy": 4e-3}), ("sz3", {"tolerance": 1e-3}), ("lerc", {})]:
+        codec = codecs.get(name, **params, fill_value=1e20)
+        codec.set_order((1, 0))
+        header = _stream.parse_stream(codec.encode(field), CodecError)
+        sections = sum(len(c.payload) + len(c.mask) + c.patch_index.size * (8 + field.itemsize) for c in header.chunks)
+        assert sections > 0 and auto._block_bytes(codec, field)[0] == sections, name
