@@ -115,6 +115,10 @@ def run_case(array: np.ndarray, fill: float | None, rel: float, threads: int) ->
         "oracle": best_name,
         "oracle_ratio": best,
         "ratio_vs_oracle": ratio / best,
+        "oracle_s": oracle_s,
+        "oracle_cpu_s": oracle_cpu,
+        "search_s": search_s,
+        "search_cpu_s": search_cpu,
         "search_vs_oracle": search_s / oracle_s,
         "search_vs_oracle_cpu": search_cpu / oracle_cpu,
         "total_vs_oracle": (search_s + encode_s) / oracle_s,
@@ -151,24 +155,30 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--enstools", type=Path, help="JSON written by benchmarks/auto_enstools.py")
+    parser.add_argument("--only", help="only the arrays whose name contains this")
     args = parser.parse_args()
     if args.enstools:
         beside_enstools(args.enstools, args.threads)
         return
     rows = []
     header = (
-        f"{'data':32} {'bound':>6} {'chosen':28} {'ratio':>7} {'oracle':>14} {'r/or':>6} "
-        f"{'t/or':>6} {'cpu/or':>6} {'t+enc/or':>8} {'bound ok':>8}"
+        f"{'data':30} {'bound':>6} {'chosen':28} {'ratio':>7} {'oracle':>14} {'r/or':>6} "
+        f"{'oracle ms':>15} {'choose ms':>15} {'t/or':>6} {'cpu/or':>6} {'t+enc/or':>8} {'bound ok':>8}"
     )
+    print(f"{'':134}(wall / CPU)")
     print(header)
     for name, array, fill in arrays():
+        if args.only and args.only not in name:
+            continue
         for rel in BOUNDS:
             row = run_case(array, fill, rel, args.threads)
             row["data"] = name
             rows.append(row)
             print(
-                f"{name[:32]:32} {rel:6.0e} {row['chosen'][:28]:28} {row['ratio']:7.2f} "
+                f"{name[:30]:30} {rel:6.0e} {row['chosen'][:28]:28} {row['ratio']:7.2f} "
                 f"{row['oracle']:>6} {row['oracle_ratio']:7.2f} {row['ratio_vs_oracle']:6.3f} "
+                f"{row['oracle_s'] * 1e3:7.1f}/{row['oracle_cpu_s'] * 1e3:7.1f} "
+                f"{row['search_s'] * 1e3:7.1f}/{row['search_cpu_s'] * 1e3:7.1f} "
                 f"{row['search_vs_oracle']:6.3f} {row['search_vs_oracle_cpu']:6.3f} {row['total_vs_oracle']:8.3f} "
                 f"{row['bound_holds']!s:>8}"
             )

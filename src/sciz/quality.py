@@ -111,7 +111,7 @@ def range_outlier(
         return None
     if valid is None and (array.dtype.kind == "f" or fill_value is not None):
         valid = valid_mask(array, fill_value)
-    values = (array if valid is None else array[valid]).reshape(-1)
+    values = (array if valid is None or valid.all() else array[valid]).reshape(-1)
     if values.size < 3:
         return None
     sample = values[:: max(1, values.size // 65536)]

@@ -24,8 +24,9 @@ reversed on a central block.
 
 Candidates that cannot win are not coded at all: lossless codecs where the bound spans at least
 ``2^LOSSLESS_GAP_BITS`` steps of the data's resolution (:func:`_resolution_bits`), and zfp with an
-inflated accuracy where zfp at the tolerance is :data:`ZFP_REACH` times below the best on the
-first block. Blocks are coded through the driver's own chunk step, without packing a stream.
+inflated accuracy where the bit planes it saves (:data:`ZFP_PLANE_BITS`) could not make zfp
+beat the best candidate of the first block. Blocks are coded through the driver's own chunk step,
+without packing a stream.
 
 :class:`AutoCodec` (``sciz.codecs.get("auto", tolerance=...)``) is the same as a codec: it chooses
 for each array it encodes, and its streams are those of the chosen codec, decodable by any sciz.
@@ -60,10 +61,12 @@ CONTAINERS = ("sciz", "hdf5")
 #: zfp's engine accuracy, as multiples of the tolerance, that :func:`choose` tries (its real error is
 #: typically 4-8x below the accuracy it is given).
 ZFP_INFLATION = (1.0, 2.0, 4.0)
-#: The inflated accuracies are tried where zfp at the tolerance comes within this factor of the
-#: best candidate on the first block: measured on the benchmark's float arrays at 1e-2..1e-4 of
-#: their range, 4x the accuracy gives zfp 1.09x to 1.70x its ratio.
-ZFP_REACH = 2.0
+#: zfp codes bit planes: an accuracy ``f`` times the tolerance stops ``log2(f)`` planes earlier,
+#: which saves at most about one bit per value and plane (measured on the benchmark's float arrays
+#: at 1e-2..1e-4 of their range, 4x the accuracy saved 1.71 to 2.0 bits a value). An inflated
+#: accuracy is tried only where zfp at the tolerance, less ``ZFP_PLANE_BITS * log2(f)`` bits a
+#: value, would beat the best candidate of the first round.
+ZFP_PLANE_BITS = 1.1
 #: Share of the array coded per candidate, and the blocks it is cut into.
 SAMPLE_SHARE = 0.1
 BLOCK_ELEMENTS = 2**15
@@ -77,7 +80,7 @@ _LINK_BYTES_PER_S = 100e6
 #: Coding a small array whole with every candidate costs what the oracle does (the engines' fixed
 #: costs dominate: sperr takes 0.15 ms even on 384 values), so the probe is all a search can afford.
 PROBE_SHARE = 1 / 8
-PROBE_MIN = 1024
+PROBE_MIN = 512
 WHOLE_ELEMENTS = 4096
 #: Lossless candidates are not tried where the bound spans ``2^LOSSLESS_GAP_BITS`` steps of the
 #: data's resolution or more (:func:`_resolution_bits`). Measured where they were tried: a lossless
@@ -151,15 +154,14 @@ class Sample:
     blocks: list[tuple[slice, ...]]
     weights: list[float]
     block_shape: tuple[int, ...]
+    sizes: list[int] = field(init=False)  # the elements of each block
 
-    @property
-    def counted(self) -> list[int]:
-        """The blocks standing for the array (a probe for the first round has weight 0)."""
-        return [i for i, weight in enumerate(self.weights) if weight > 0]
+    def __post_init__(self) -> None:
+        self.sizes = [math.prod(s.stop - s.start for s in block) for block in self.blocks]
 
     @property
     def elements(self) -> int:
-        return sum(math.prod(s.stop - s.start for s in self.blocks[i]) for i in self.counted)
+        return sum(self.sizes)
 
 
 def _one_bound(tolerance: Any, rel_tolerance: Any, psnr: Any, ratio: Any, who: str = "") -> tuple[str, float]:
@@ -192,7 +194,7 @@ def _bound(
         return kind, value, value
     if kind == "tolerance":
         return kind, value, value
-    values = array[valid]
+    values = array if valid.all() else array[valid]
     span = float(values.max()) - float(values.min()) if values.size else 0.0
     if kind == "rel_tolerance":
         return kind, value, value * span
@@ -308,6 +310,29 @@ def _block_shape(shape: tuple[int, ...], elements: int) -> tuple[int, ...]:
     return tuple(n if n == 1 else min(n, max(4, int(n * scale) // 4 * 4)) for n in shape)
 
 
+def _probe_shape(shape: tuple[int, ...], elements: int) -> tuple[int, ...]:
+    """A block of about ``elements`` shaped like the array, sides multiples of 4 (zfp's grid), for a
+    small array's probe: axes of up to 4 stay whole and axes that would fall under 4 stop there,
+    the others shrink alike to make up for them (:func:`_block_shape` lets such axes make its
+    blocks larger: 4x16x24 for an eighth of a 4x32x48 video, a quarter; here 4x12x16)."""
+    extent = list(shape)
+    free = [axis for axis, n in enumerate(shape) if n > 4]
+    while free:
+        fixed = math.prod(n for axis, n in enumerate(extent) if axis not in free)
+        scale = (elements / fixed / math.prod(shape[axis] for axis in free)) ** (1 / len(free))
+        if scale >= 1:
+            break
+        short = [axis for axis in free if shape[axis] * scale < 4]
+        if not short:
+            for axis in free:
+                extent[axis] = max(4, round(shape[axis] * scale / 4) * 4)
+            break
+        for axis in short:
+            extent[axis] = 4
+        free = [axis for axis in free if axis not in short]
+    return tuple(extent)
+
+
 def _plan_sample(array: np.ndarray, valid: np.ndarray, share: float, chunks: tuple[int, ...] | None = None) -> Sample:
     """Stratified blocks (see the module docstring); ``chunks``: blocks are whole chunks of this shape."""
     shape = array.shape
@@ -316,7 +341,7 @@ def _plan_sample(array: np.ndarray, valid: np.ndarray, share: float, chunks: tup
         # one centred block stands for the whole (the whole itself where the array is tiny)
         if total <= WHOLE_ELEMENTS:
             return Sample([tuple(slice(0, n) for n in shape)], [float(total)], tuple(shape))
-        extent = _block_shape(shape, max(PROBE_MIN, round(PROBE_SHARE * total)))
+        extent = _probe_shape(shape, max(PROBE_MIN, round(PROBE_SHARE * total)))
         probe = tuple(slice((n - b) // 8 * 4, (n - b) // 8 * 4 + b) for n, b in zip(shape, extent, strict=True))
         return Sample([probe], [float(total)], extent)
     # At least two blocks make the share: smaller ones where two full blocks would code twice the
@@ -362,18 +387,12 @@ def _plan_sample(array: np.ndarray, valid: np.ndarray, share: float, chunks: tup
 
 def _predicted_bytes(candidate: Candidate, sample: Sample, itemsize: int) -> float:
     """Bytes of the whole array predicted from the blocks coded so far (weights renormalised)."""
-    full = sum(sample.weights)
-    done = [i for i in sample.counted if i in candidate.sizes]
-    if not done:  # only the probe: its bytes per element
-        probe = [i for i in candidate.sizes if sample.weights[i] == 0]
-        if not probe:
-            return math.inf
-        return candidate.sizes[probe[0]] / math.prod(s.stop - s.start for s in sample.blocks[probe[0]]) * full
-    weight = sum(sample.weights[i] for i in done)
-    per_element = sum(
-        sample.weights[i] * candidate.sizes[i] / math.prod(s.stop - s.start for s in sample.blocks[i]) for i in done
-    )
-    return per_element / weight * full
+    if not candidate.sizes:
+        return math.inf
+    done = candidate.sizes.items()
+    weight = sum(sample.weights[i] for i, _ in done)
+    per_element = sum(sample.weights[i] * size / sample.sizes[i] for i, size in done)
+    return per_element / weight * sum(sample.weights)
 
 
 def _block_bytes(codec: Any, part: np.ndarray, decode: bool = False) -> tuple[int, float, float]:
@@ -407,6 +426,31 @@ def _block_bytes(codec: Any, part: np.ndarray, decode: bool = False) -> tuple[in
     return size, middle - start, time.perf_counter() - middle
 
 
+def _inflate_zfp(
+    pool: list[Candidate],
+    inflated: list[Candidate],
+    code: Callable[[Candidate], None],
+    predicted: Callable[[Candidate], float],
+    values: int,
+) -> list[Candidate]:
+    """Code zfp's inflated-accuracy candidates (``code``) that could beat the best candidate of the
+    first round: those whose bound of :data:`ZFP_PLANE_BITS` bits a value and plane saved on plain
+    zfp's predicted bytes (``values`` in the array) comes under the best's. Returns the others
+    (marked pruned, left uncoded)."""
+    plain = [c for c in pool if c.codec == "zfp" and "accuracy" not in c.params]
+    best = min(predicted(c) for c in pool if c.sizes)
+    untried = []
+    for candidate in inflated:
+        planes = math.log2(float(candidate.params["accuracy"]) / float(candidate.params["tolerance"]))
+        reach = min((predicted(c) for c in plain), default=0.0) - ZFP_PLANE_BITS * planes * values / 8
+        if reach < best:
+            code(candidate)
+        else:
+            candidate.pruned = True
+            untried.append(candidate)
+    return untried
+
+
 def _run(
     candidates: list[Candidate],
     blocks: list[int],
@@ -419,7 +463,7 @@ def _run(
 ) -> None:
     tasks = [(c, b) for c in candidates for b in blocks if b not in c.sizes]
     codecs = {id(c): c.make(fill_value) for c in candidates}
-    work = sum(math.prod(s.stop - s.start for s in sample.blocks[b]) for _, b in tasks)
+    work = sum(sample.sizes[b] for _, b in tasks)
     if work < PARALLEL_ELEMENTS:
         threads = 1
 
@@ -602,23 +646,23 @@ def choose(
             c.pruned = not c.lossy
     pool, unreachable = [c for c in pool if not c.pruned], [c for c in pool if c.pruned]
     sample = _plan_sample(array, valid, SAMPLE_SHARE, block)
-    everything = sample.counted
+    everything = list(range(len(sample.blocks)))
     timed = objective != "ratio"
-    # A small array: a probe first, then the whole. Else one typical block (the middle stratum's)
-    # for every candidate, and the rest of the sample for the survivors.
+    # One typical block (the middle stratum's; a small array's probe) for every candidate, and the
+    # rest of the sample for the survivors.
     first = [everything[len(everything) // 2]]
     inflated = [c for c in pool if "accuracy" in c.params] if objective == "ratio" else []
     _run([c for c in pool if c not in inflated], first, array, sample, fill, threads, timed, sizer)
-    if inflated:  # zfp with an inflated accuracy, where zfp could reach the best that way
-        plain = [c for c in pool if c.codec == "zfp" and "accuracy" not in c.params]
-        best = min(_predicted_bytes(c, sample, array.itemsize) for c in pool if c.sizes)
-        if all(_predicted_bytes(c, sample, array.itemsize) <= ZFP_REACH * best for c in plain):
-            _run(inflated, first, array, sample, fill, threads, timed, sizer)
-        else:
-            pool = [c for c in pool if c not in inflated]
-            unreachable += inflated
-            for c in inflated:
-                c.pruned = True
+    if inflated:
+        untried = _inflate_zfp(
+            pool,
+            inflated,
+            lambda c: _run([c], first, array, sample, fill, threads, timed, sizer),
+            lambda c: _predicted_bytes(c, sample, array.itemsize),
+            array.size,
+        )
+        pool = [c for c in pool if c not in untried]
+        unreachable += untried
     whole = sample.elements == array.size  # the block is the array: the final ranking is exact
     # the contenders in other axis orders
     if kind != "ratio" and not hdf5 and (layouts if layouts is not None else whole):
@@ -644,7 +688,7 @@ def choose(
         return raw / _predicted_bytes(c, sample, array.itemsize)
 
     def record(c: Candidate) -> dict[str, Any]:
-        coded = sum(math.prod(s.stop - s.start for s in sample.blocks[i]) for i in c.sizes)
+        coded = sum(sample.sizes[i] for i in c.sizes)
         return {
             "codec": c.codec,
             "params": c.params,
