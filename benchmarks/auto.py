@@ -4,9 +4,10 @@ For each array and bound (1e-2, 1e-3, 1e-4 of the valid data range) the oracle e
 array with every eligible codec of the table in its default mode for that bound (zfp, sperr, sz3,
 lerc at the tolerance; pcodec, szip lossless) and keeps the best ratio. ``choose`` searches a
 wider space (zfp with inflated accuracy too) on a sample and the chosen codec encodes the whole
-array. Printed: choose's ratio / the oracle's best, choose's search time / the oracle's time (wall
-and CPU time of the process, best of ``ROUNDS`` alternate rounds each; and wall with the final
-encode), and whether every valid element is within the bound. Both use the same number of threads.
+array. Printed: choose's ratio / the oracle's best, the oracle's and choose's times in ms and
+choose's search time / the oracle's time (wall and CPU time of the process, best of at least
+``ROUNDS`` alternate rounds each, more on small arrays; and wall with the final encode), and
+whether every valid element is within the bound. Both use the same number of threads.
 
 Run: ``PYTHONPATH=src python benchmarks/auto.py [--threads 2] [--json out.json]``.
 Data: ../shared/data (fields/*.npy; afm/asd_sample_0.asd and afm/sample_0.h5-jpk via AFMReader/h5py;
@@ -31,8 +32,13 @@ from sciz.quality import valid_mask
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BOUNDS = (1e-2, 1e-3, 1e-4)
-#: Oracle and search are each timed this many times, alternately; the best counts (wall and CPU apart).
+#: Oracle and search are each timed at least this many times, alternately, and more on small arrays
+#: until the oracle has taken ``BUDGET_S`` (at most ``MAX_ROUNDS``); the best round counts (wall and
+#: CPU apart). On a shared machine a round of a few ms is often slowed by other processes: more
+#: rounds of both make their best a steadier measure.
 ROUNDS = 3
+MAX_ROUNDS = 25
+BUDGET_S = 0.3
 
 
 def arrays() -> list[tuple[str, np.ndarray, float | None]]:
@@ -88,7 +94,7 @@ def run_case(array: np.ndarray, fill: float | None, rel: float, threads: int) ->
     searches = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for _ in range(ROUNDS):
+        while len(oracle) < ROUNDS or (len(oracle) < MAX_ROUNDS and sum(t[0] for t in oracle) < BUDGET_S):
             wall, cpu = time.perf_counter(), time.process_time()
             for name, params in oracle_candidates(array, tolerance):
                 codec = codecs.get(name, **params, **extra)

@@ -100,7 +100,7 @@ LAYOUT_GAIN = 1.1
 _REFUSED = 1 << 62  # the size of a block a container's filter refuses
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: a field-wise __eq__ would compare the built codecs
 class Candidate:
     """One codec in one mode, and what the sample said about it."""
 
@@ -230,9 +230,11 @@ def _candidates(
     names: Sequence[str] | None,
     hdf5: bool = False,
     fill_value: Any = None,
+    skip_lossless: bool = False,
 ) -> list[Candidate]:
     """The table's codecs in every mode that keeps the bound, for this array's dtype (``hdf5``: those
-    with a registered HDF5 filter, and no inflated zfp: a filter has no per-element check)."""
+    with a registered HDF5 filter, and no inflated zfp: a filter has no per-element check).
+    ``skip_lossless``: lossless ones are listed pruned, unbuilt, where a lossy one can race."""
     known = list_codecs()
     if names is not None:
         if isinstance(names, str) or not all(isinstance(n, str) for n in names):
@@ -262,16 +264,23 @@ def _candidates(
                 tries += [{"tolerance": level, "accuracy": level * f} for f in ZFP_INFLATION if f != 1.0]
         else:
             tries = [{}] if "lossless" in row.bounds else []
+        checked = False
         for params in tries:
             label = name + "".join(f" {k}={v:.3g}" if isinstance(v, float) else f" {k}={v}" for k, v in params.items())
             candidate = Candidate(name, params, label)
-            try:
-                candidate.make(fill_value).check_array(array.reshape(-1)[:1])
-            except (CodecError, ValueError, TypeError):
-                continue
+            if skip_lossless and not candidate.lossy:
+                candidate.pruned = True  # recorded, not built: it cannot win (see choose)
+            elif not checked:  # the codec's later tries (inflated zfp) take the same arrays
+                try:
+                    candidate.make(fill_value).check_array(array.reshape(-1)[:1])
+                except (CodecError, ValueError, TypeError):
+                    continue
+                checked = True
             out.append(candidate)
             if level == 0 or kind == "ratio":
                 break  # one lossless / rate spelling per codec
+    if skip_lossless and all(c.pruned for c in out):
+        return _candidates(array, kind, level, names, hdf5, fill_value)
     if not out:
         raise CodecError(f"no codec here can code a {array.dtype} array with this bound ({kind}={level:g})")
     return out
@@ -462,6 +471,8 @@ def _run(
     sizer: Callable[[Any, np.ndarray], int] | None = None,
 ) -> None:
     tasks = [(c, b) for c in candidates for b in blocks if b not in c.sizes]
+    if not tasks:
+        return
     codecs = {id(c): c.make(fill_value) for c in candidates}
     work = sum(sample.sizes[b] for _, b in tasks)
     if work < PARALLEL_ELEMENTS:
@@ -633,17 +644,15 @@ def choose(
         found = range_outlier(array, fill, valid=valid)
         if found is not None:
             warnings.warn(range_outlier_message(found), RangeOutlierWarning, stacklevel=2)
-    pool = _candidates(array, kind, level, candidates, hdf5, fill)
-    # candidates that cannot win on ratio are not coded at all (other objectives weigh speed too)
-    if (
+    # lossless candidates cannot win on ratio where the bound spans many steps of the data's
+    # resolution: they are not coded at all (other objectives weigh speed too)
+    lossy_wins = (
         objective == "ratio"
         and kind != "ratio"
         and level > 0
-        and any(c.lossy for c in pool)
         and _resolution_bits(array, valid, level) >= LOSSLESS_GAP_BITS
-    ):
-        for c in pool:
-            c.pruned = not c.lossy
+    )
+    pool = _candidates(array, kind, level, candidates, hdf5, fill, skip_lossless=lossy_wins)
     pool, unreachable = [c for c in pool if not c.pruned], [c for c in pool if c.pruned]
     sample = _plan_sample(array, valid, SAMPLE_SHARE, block)
     everything = list(range(len(sample.blocks)))
