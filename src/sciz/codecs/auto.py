@@ -25,7 +25,8 @@ reversed on a central block.
 Candidates that cannot win are not coded at all: lossless codecs where the bound spans at least
 ``2^LOSSLESS_GAP_BITS`` steps of the data's resolution (:func:`_resolution_bits`), and zfp with an
 inflated accuracy where the bit planes it saves (:data:`ZFP_PLANE_BITS`) could not make zfp
-beat the best candidate of the first block. Blocks are coded through the driver's own chunk step,
+beat the best candidate of the first block; and sz3 on a small array's probe too small to measure it
+(:data:`SZ3_MIN_VALUES`) where sperr races. Blocks are coded through the driver's own chunk step,
 without packing a stream.
 
 :class:`AutoCodec` (``sciz.codecs.get("auto", tolerance=...)``) is the same as a codec: it chooses
@@ -88,6 +89,13 @@ WHOLE_ELEMENTS = 4096
 #: bits); pcodec alone costs more than half the oracle's time there.
 LOSSLESS_GAP_BITS = 8.0
 RESOLUTION_SAMPLE = 1024
+#: sz3 is not coded on a small array's probe of fewer values than this where sperr races: there its
+#: header and Huffman tables outweigh the data (the playNano video's 768-value probe: 1.0 / 2.4 /
+#: 5.6 at 1e-4 / 1e-3 / 1e-2 of the range, against 2.3 / 5.6 / 17 whole) and it cannot rank first;
+#: on the crops of benchmarks/auto_small.py whose probe is that small it never did, in the 2 cases
+#: where it was best whole too (sperr, chosen, came within 0.98 and 0.995 of it), while it cost a
+#: quarter to a third of the search.
+SZ3_MIN_VALUES = 4096
 #: A round coding fewer values than this (all its blocks and candidates together) runs on one
 #: thread: starting a pool's threads cost more than they saved on the small arrays' probes.
 PARALLEL_ELEMENTS = 2**16
@@ -657,8 +665,17 @@ def choose(
         and _resolution_bits(array, valid, level) >= LOSSLESS_GAP_BITS
     )
     pool = _candidates(array, kind, level, candidates, hdf5, fill, skip_lossless=lossy_wins)
-    pool, unreachable = [c for c in pool if not c.pruned], [c for c in pool if c.pruned]
     sample = _plan_sample(array, valid, SAMPLE_SHARE, block)
+    if (
+        objective == "ratio"
+        and block is None
+        and len(sample.blocks) == 1
+        and SZ3_MIN_VALUES > sample.sizes[0] < array.size
+        and any(c.codec == "sperr" and not c.pruned for c in pool)
+    ):  # a small array's probe too small to measure sz3 (see SZ3_MIN_VALUES)
+        for c in pool:
+            c.pruned = c.pruned or c.codec == "sz3"
+    pool, unreachable = [c for c in pool if not c.pruned], [c for c in pool if c.pruned]
     everything = list(range(len(sample.blocks)))
     timed = objective != "ratio"
     # One typical block (the middle stratum's; a small array's probe) for every candidate, and the
