@@ -4,9 +4,10 @@ For each array and bound (1e-2, 1e-3, 1e-4 of the valid data range) the oracle e
 array with every eligible codec of the table in its default mode for that bound (zfp, sperr, sz3,
 lerc at the tolerance; pcodec, szip lossless) and keeps the best ratio. ``choose`` searches a
 wider space (zfp with inflated accuracy too) on a sample and the chosen codec encodes the whole
-array. Printed: choose's ratio / the oracle's best, choose's search time / the oracle's time (wall
-and CPU time of the process, best of ``ROUNDS`` alternate rounds each; and wall with the final
-encode), and whether every valid element is within the bound. Both use the same number of threads.
+array. Printed: choose's ratio / the oracle's best, the oracle's and choose's times in ms and
+choose's search time / the oracle's time (wall and CPU time of the process, best of at least
+``ROUNDS`` alternate rounds each, more on small arrays; and wall with the final encode), and
+whether every valid element is within the bound. Both use the same number of threads.
 
 Run: ``PYTHONPATH=src python benchmarks/auto.py [--threads 2] [--json out.json]``.
 Data: ../shared/data (fields/*.npy; afm/asd_sample_0.asd and afm/sample_0.h5-jpk via AFMReader/h5py;
@@ -31,8 +32,13 @@ from sciz.quality import valid_mask
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BOUNDS = (1e-2, 1e-3, 1e-4)
-#: Oracle and search are each timed this many times, alternately; the best counts (wall and CPU apart).
+#: Oracle and search are each timed at least this many times, alternately, and more on small arrays
+#: until the oracle has taken ``BUDGET_S`` (at most ``MAX_ROUNDS``); the best round counts (wall and
+#: CPU apart). On a shared machine a round of a few ms is often slowed by other processes: more
+#: rounds of both make their best a steadier measure.
 ROUNDS = 3
+MAX_ROUNDS = 25
+BUDGET_S = 0.3
 
 
 def arrays() -> list[tuple[str, np.ndarray, float | None]]:
@@ -88,7 +94,7 @@ def run_case(array: np.ndarray, fill: float | None, rel: float, threads: int) ->
     searches = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for _ in range(ROUNDS):
+        while len(oracle) < ROUNDS or (len(oracle) < MAX_ROUNDS and sum(t[0] for t in oracle) < BUDGET_S):
             wall, cpu = time.perf_counter(), time.process_time()
             for name, params in oracle_candidates(array, tolerance):
                 codec = codecs.get(name, **params, **extra)
@@ -115,6 +121,10 @@ def run_case(array: np.ndarray, fill: float | None, rel: float, threads: int) ->
         "oracle": best_name,
         "oracle_ratio": best,
         "ratio_vs_oracle": ratio / best,
+        "oracle_s": oracle_s,
+        "oracle_cpu_s": oracle_cpu,
+        "search_s": search_s,
+        "search_cpu_s": search_cpu,
         "search_vs_oracle": search_s / oracle_s,
         "search_vs_oracle_cpu": search_cpu / oracle_cpu,
         "total_vs_oracle": (search_s + encode_s) / oracle_s,
@@ -151,24 +161,30 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--enstools", type=Path, help="JSON written by benchmarks/auto_enstools.py")
+    parser.add_argument("--only", help="only the arrays whose name contains this")
     args = parser.parse_args()
     if args.enstools:
         beside_enstools(args.enstools, args.threads)
         return
     rows = []
     header = (
-        f"{'data':32} {'bound':>6} {'chosen':28} {'ratio':>7} {'oracle':>14} {'r/or':>6} "
-        f"{'t/or':>6} {'cpu/or':>6} {'t+enc/or':>8} {'bound ok':>8}"
+        f"{'data':30} {'bound':>6} {'chosen':28} {'ratio':>7} {'oracle':>14} {'r/or':>6} "
+        f"{'oracle ms':>15} {'choose ms':>15} {'t/or':>6} {'cpu/or':>6} {'t+enc/or':>8} {'bound ok':>8}"
     )
+    print(f"{'':134}(wall / CPU)")
     print(header)
     for name, array, fill in arrays():
+        if args.only and args.only not in name:
+            continue
         for rel in BOUNDS:
             row = run_case(array, fill, rel, args.threads)
             row["data"] = name
             rows.append(row)
             print(
-                f"{name[:32]:32} {rel:6.0e} {row['chosen'][:28]:28} {row['ratio']:7.2f} "
+                f"{name[:30]:30} {rel:6.0e} {row['chosen'][:28]:28} {row['ratio']:7.2f} "
                 f"{row['oracle']:>6} {row['oracle_ratio']:7.2f} {row['ratio_vs_oracle']:6.3f} "
+                f"{row['oracle_s'] * 1e3:7.1f}/{row['oracle_cpu_s'] * 1e3:7.1f} "
+                f"{row['search_s'] * 1e3:7.1f}/{row['search_cpu_s'] * 1e3:7.1f} "
                 f"{row['search_vs_oracle']:6.3f} {row['search_vs_oracle_cpu']:6.3f} {row['total_vs_oracle']:8.3f} "
                 f"{row['bound_holds']!s:>8}"
             )

@@ -111,7 +111,7 @@ def test_exact_copy_and_shape_mismatch() -> None:
 
 def test_range_outlier_finds_a_lone_fill_at_either_end_and_nothing_else() -> None:
     rng = np.random.default_rng(1)
-    field = (280 + rng.standard_normal(300_000)).astype(np.float32)  # larger than the 65536 sample
+    field = (280 + rng.standard_normal(300_000)).astype(np.float32)  # larger than the 1024-value sample
     assert quality.range_outlier(field) is None
     one = field.copy()
     one[123_457] = 1e20  # one value, off the sample's stride: confirmed on every value

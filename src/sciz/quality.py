@@ -92,6 +92,10 @@ class RangeOutlier:
     high: float
 
 
+#: Values :func:`range_outlier` first looks at (a sample finding no outlier proves there is none).
+OUTLIER_SAMPLE = 1024
+
+
 def range_outlier(
     data: Any, fill_value: float | None = None, *, factor: float = 10.0, valid: np.ndarray | None = None
 ) -> RangeOutlier | None:
@@ -101,20 +105,20 @@ def range_outlier(
     means 1e17, and every real value may be lost while the bound holds. ``valid``: the mask of the
     valid elements, when the caller has it.
 
-    Cheap on large arrays: the others' spread is first taken from an evenly strided sample of about
-    65536 values. The sample's spread is at most the whole's and its gap to the lone value at least
-    the whole's, so a sample that finds no outlier proves there is none; one that finds it is
-    confirmed on every value.
+    Cheap: the others' spread is first taken from an evenly strided sample of about
+    :data:`OUTLIER_SAMPLE` values. The sample's spread is at most the whole's and its gap to the
+    lone value at least the whole's, so a sample that finds no outlier proves there is none; one
+    that finds it is confirmed on every value.
     """
     array = np.asarray(data)
     if array.dtype.kind not in "fiu" or array.size < 16:
         return None
     if valid is None and (array.dtype.kind == "f" or fill_value is not None):
         valid = valid_mask(array, fill_value)
-    values = (array if valid is None else array[valid]).reshape(-1)
+    values = (array if valid is None or valid.all() else array[valid]).reshape(-1)
     if values.size < 3:
         return None
-    sample = values[:: max(1, values.size // 65536)]
+    sample = values[:: max(1, values.size // OUTLIER_SAMPLE)]
     for lone in (values.max(), values.min()):
         for candidates in (sample, values) if sample.size < values.size else (values,):
             rest = candidates[candidates != lone]

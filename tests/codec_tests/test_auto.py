@@ -197,12 +197,17 @@ def test_bad_axis_orders_are_refused() -> None:
 
 
 def test_layouts_are_tried_where_the_array_is_coded_whole() -> None:
-    field = _field((12, 24, 40), seed=8)
+    field = _field((8, 16, 28), seed=8)  # up to WHOLE_ELEMENTS values: coded whole
     codec = codecs.choose(field, tolerance=0.01)
     orders = [c["order"] for c in codec.choice["candidates"]]
     assert codec.choice["layouts"] and [2, 0, 1] in orders and None in orders
     assert np.abs(codecs.decode(codec.encode(field)) - field).max() <= 0.01
     assert not codecs.choose(field, tolerance=0.01, layouts=False).choice["layouts"]
+    # a larger small array is predicted from a probe, where orders are tried only when asked
+    larger = _field((12, 24, 40), seed=8)
+    assert not codecs.choose(larger, tolerance=0.01).choice["layouts"]
+    asked = codecs.choose(larger, tolerance=0.01, layouts=True)
+    assert [2, 0, 1] in [c["order"] for c in asked.choice["candidates"]]
 
 
 def test_a_relative_bound_on_data_with_an_unmarked_fill_warns_how_to_mark_it() -> None:
@@ -258,3 +263,92 @@ def test_large_arrays_get_the_reversed_axis_order_where_a_central_block_shows_th
     frames = (10 * np.sin(x / 20 + y / 15) + 3 * rng.normal(0, 1, (64, 1, 1))).astype(np.float32)
     assert codecs.choose(frames, rel_tolerance=1e-3, candidates=["sperr"], numthreads=1).order is None
     assert codecs.choose(rows, rel_tolerance=1e-3, candidates=["sperr"], numthreads=1, layouts=False).order is None
+
+
+def test_a_small_array_is_predicted_from_a_probe_and_keeps_the_bound() -> None:
+    field = _field((6, 48, 64), seed=9)  # 18432 values: more than WHOLE_ELEMENTS, under 4 blocks
+    codec = codecs.choose(field, rel_tolerance=1e-3)
+    choice = codec.choice
+    assert choice["sample"]["blocks"] == 1 and 0.1 <= choice["sample"]["share"] <= 0.3, choice["sample"]
+    coded = [c for c in choice["candidates"] if c["blocks"]]
+    assert {c["codec"] for c in coded} >= {"sperr", "lerc", "zfp"}  # sz3: see the test below
+    restored = codecs.decode(codec.encode(field))
+    assert np.abs(restored.astype(np.float64) - field).max() <= codec.tolerance
+    # within 5 % of the best default candidate coded whole
+    best = max(field.nbytes / len(codecs.get(n, tolerance=codec.tolerance).encode(field)) for n in ("sperr", "sz3"))
+    assert field.nbytes / len(codec.encode(field)) >= 0.95 * best
+
+
+def test_lossless_codecs_are_skipped_only_where_the_bound_spans_many_steps_of_the_data() -> None:
+    rng = np.random.default_rng(10)
+    heights = np.cumsum(rng.integers(-500, 501, (64, 256)), axis=1).astype(np.int32)
+    loose = codecs.choose(heights, tolerance=2000)  # log2(2 * 2000 / 1) = 12 bits
+    skipped = {c["codec"] for c in loose.choice["candidates"] if c["blocks"] == 0}
+    assert skipped == {"pcodec", "szip"} and loose.name == "lerc"
+    assert all(c["pruned"] and c["predicted_ratio"] is None for c in loose.choice["candidates"] if c["blocks"] == 0)
+    assert np.abs(codecs.decode(loose.encode(heights)).astype(np.int64) - heights).max() <= 2000
+    # the same heights in steps of 100: the bound spans 40 steps (5.3 bits), lossless stays in the race
+    stepped = heights * 100
+    tight = codecs.choose(stepped, tolerance=2000)
+    assert all(c["blocks"] for c in tight.choice["candidates"] if c["codec"] in ("pcodec", "szip"))
+    # a float ramp quantised to 1/64: the bound spans 2 steps, lossless is tried
+    ramp = np.round(np.cumsum(rng.normal(0, 1, (32, 128)), axis=1) * 64).astype(np.float32) / 64
+    near = codecs.choose(ramp, tolerance=1 / 64)
+    assert all(c["blocks"] for c in near.choice["candidates"] if c["codec"] in ("pcodec", "szip"))
+    assert auto._resolution_bits(ramp, np.ones(ramp.shape, bool), 1 / 64) == pytest.approx(1.0)
+    # other objectives weigh speed: lossless codecs stay candidates
+    fast = codecs.choose(heights, tolerance=2000, objective="speed")
+    assert all(c["blocks"] for c in fast.choice["candidates"])
+
+
+def test_inflated_zfp_is_tried_only_where_the_planes_it_saves_could_make_it_win() -> None:
+    field = _field((40, 64), seed=11)
+
+    def by_label(codec: object) -> dict:
+        return {c["label"]: c for c in codec.choice["candidates"]}  # type: ignore[attr-defined]
+
+    def bits(ratio: float) -> float:
+        return 32 / ratio
+
+    far = by_label(codecs.choose(field, tolerance=0.05, layouts=False))  # zfp 3.8, sperr 10.8
+    zfp, sperr = far["zfp tolerance=0.05"]["predicted_ratio"], far["sperr tolerance=0.05"]["predicted_ratio"]
+    assert bits(zfp) - 2 * auto.ZFP_PLANE_BITS > bits(sperr)  # 4x: two planes fewer still lose
+    for label in ("zfp tolerance=0.05 accuracy=0.1", "zfp tolerance=0.05 accuracy=0.2"):
+        assert far[label]["blocks"] == 0 and far[label]["pruned"] and far[label]["predicted_ratio"] is None
+    # against lerc alone zfp is close (2.8 against 3.0): both inflations are tried, and gain
+    near = by_label(codecs.choose(field, tolerance=0.005, candidates=["zfp", "lerc"], layouts=False))
+    plain = near["zfp tolerance=0.005"]["predicted_ratio"]
+    for label, planes in (("zfp tolerance=0.005 accuracy=0.01", 1), ("zfp tolerance=0.005 accuracy=0.02", 2)):
+        inflated = near[label]["predicted_ratio"]
+        assert near[label]["blocks"] == 1 and inflated > plain
+        assert bits(plain) - bits(inflated) <= planes * auto.ZFP_PLANE_BITS  # the bound the rule uses
+
+
+def test_block_bytes_are_the_coded_sections_of_the_final_stream() -> None:
+    from sciz.codecs import _stream
+
+    field = _field((24, 40), seed=12).astype(np.float64)
+    field[2:5, 3:9] = 1e20
+    field[10, :4] = np.nan
+    for name, params in [("zfp", {"tolerance": 1e-3, "accuracy": 4e-3}), ("sz3", {"tolerance": 1e-3}), ("lerc", {})]:
+        codec = codecs.get(name, **params, fill_value=1e20)
+        codec.set_order((1, 0))
+        header = _stream.parse_stream(codec.encode(field), CodecError)
+        sections = sum(len(c.payload) + len(c.mask) + c.patch_index.size * (8 + field.itemsize) for c in header.chunks)
+        assert sections > 0 and auto._block_bytes(codec, field)[0] == sections, name
+
+
+def test_sz3_is_left_out_of_a_probe_too_small_to_measure_it_where_sperr_races() -> None:
+    field = _field((6, 48, 64), seed=13)  # probe 4x20x28 = 2240 values
+    raced = {c["codec"]: c for c in codecs.choose(field, rel_tolerance=1e-3).choice["candidates"]}
+    assert raced["sz3"]["blocks"] == 0 and raced["sz3"]["pruned"] and raced["sperr"]["blocks"] == 1
+    # without sperr, or on an array coded whole, or for another objective, sz3 is coded
+    alone = codecs.choose(field, rel_tolerance=1e-3, candidates=["sz3", "zfp"]).choice["candidates"]
+    assert all(c["blocks"] == 1 for c in alone if c["codec"] == "sz3")
+    small = codecs.choose(_field((8, 16, 28), seed=13), rel_tolerance=1e-3).choice["candidates"]
+    assert all(c["blocks"] == 1 for c in small if c["codec"] == "sz3" and c["order"] is None)
+    fast = codecs.choose(field, rel_tolerance=1e-3, objective="speed").choice["candidates"]
+    assert all(c["blocks"] == 1 for c in fast if c["codec"] == "sz3")
+    # a larger array's blocks are large enough: sz3 races
+    large = codecs.choose(_field((16, 96, 128), seed=13), rel_tolerance=1e-3).choice["candidates"]
+    assert all(c["blocks"] >= 1 for c in large if c["codec"] == "sz3")

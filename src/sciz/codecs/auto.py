@@ -16,9 +16,18 @@ variation (mean absolute difference along the last axis), cut into equal strata,
 block of each stratum stands for it, weighted by the stratum's elements (blocks shrink where two
 would exceed the share). Every candidate first codes one typical block (the middle stratum's); those
 predicted over :data:`PRUNE_FACTOR` times larger than the best are dropped and the survivors code
-the rest, about 10 % of the array in all. Arrays up to 4 blocks are coded whole (after a first round
-on a quarter of them), and there the contenders are also tried with the engine seeing the axes in
-other orders; on larger arrays the winner is tried with its axes reversed on a central block.
+the rest, about 10 % of the array in all. An array of up to 4 blocks is predicted from one centred
+block of an eighth of it (coding it whole with every candidate would cost what trying them all on
+it does), and coded whole up to :data:`WHOLE_ELEMENTS` values, where the contenders are also tried
+with the engine seeing the axes in other orders; on large arrays the winner is tried with its axes
+reversed on a central block.
+
+Candidates that cannot win are not coded at all: lossless codecs where the bound spans at least
+``2^LOSSLESS_GAP_BITS`` steps of the data's resolution (:func:`_resolution_bits`), and zfp with an
+inflated accuracy where the bit planes it saves (:data:`ZFP_PLANE_BITS`) could not make zfp
+beat the best candidate of the first block; and sz3 on a small array's probe too small to measure it
+(:data:`SZ3_MIN_VALUES`) where sperr races. Blocks are coded through the driver's own chunk step,
+without packing a stream.
 
 :class:`AutoCodec` (``sciz.codecs.get("auto", tolerance=...)``) is the same as a codec: it chooses
 for each array it encodes, and its streams are those of the chosen codec, decodable by any sciz.
@@ -53,6 +62,12 @@ CONTAINERS = ("sciz", "hdf5")
 #: zfp's engine accuracy, as multiples of the tolerance, that :func:`choose` tries (its real error is
 #: typically 4-8x below the accuracy it is given).
 ZFP_INFLATION = (1.0, 2.0, 4.0)
+#: zfp codes bit planes: an accuracy ``f`` times the tolerance stops ``log2(f)`` planes earlier,
+#: which saves at most about one bit per value and plane (measured on the benchmark's float arrays
+#: at 1e-2..1e-4 of their range, 4x the accuracy saved 1.71 to 2.0 bits a value). An inflated
+#: accuracy is tried only where zfp at the tolerance, less ``ZFP_PLANE_BITS * log2(f)`` bits a
+#: value, would beat the best candidate of the first round.
+ZFP_PLANE_BITS = 1.1
 #: Share of the array coded per candidate, and the blocks it is cut into.
 SAMPLE_SHARE = 0.1
 BLOCK_ELEMENTS = 2**15
@@ -61,6 +76,29 @@ BLOCK_ELEMENTS = 2**15
 #: CCSM at 1e-3; one block misjudges more than the whole sample, hence the margin).
 PRUNE_FACTOR = 1.5
 _LINK_BYTES_PER_S = 100e6
+#: An array of up to ``4 * BLOCK_ELEMENTS`` values is predicted from one centred block of
+#: ``PROBE_SHARE`` of it (at least ``PROBE_MIN`` values), and coded whole up to ``WHOLE_ELEMENTS``.
+#: Coding a small array whole with every candidate costs what the oracle does (the engines' fixed
+#: costs dominate: sperr takes 0.15 ms even on 384 values), so the probe is all a search can afford.
+PROBE_SHARE = 1 / 8
+PROBE_MIN = 512
+WHOLE_ELEMENTS = 4096
+#: Lossless candidates are not tried where the bound spans ``2^LOSSLESS_GAP_BITS`` steps of the
+#: data's resolution or more (:func:`_resolution_bits`). Measured where they were tried: a lossless
+#: codec came closest on the JPK heights at 1e-4 of the range (pcodec 1.54 against lerc 2.33, 14
+#: bits); pcodec alone costs more than half the oracle's time there.
+LOSSLESS_GAP_BITS = 8.0
+RESOLUTION_SAMPLE = 1024
+#: sz3 is not coded on a small array's probe of fewer values than this where sperr races: there its
+#: header and Huffman tables outweigh the data (the playNano video's 768-value probe: 1.0 / 2.4 /
+#: 5.6 at 1e-4 / 1e-3 / 1e-2 of the range, against 2.3 / 5.6 / 17 whole) and it cannot rank first;
+#: on the crops of benchmarks/auto_small.py whose probe is that small it never did, in the 2 cases
+#: where it was best whole too (sperr, chosen, came within 0.98 and 0.995 of it), while it cost a
+#: quarter to a third of the search.
+SZ3_MIN_VALUES = 4096
+#: A round coding fewer values than this (all its blocks and candidates together) runs on one
+#: thread: starting a pool's threads cost more than they saved on the small arrays' probes.
+PARALLEL_ELEMENTS = 2**16
 #: A large array's winner is also tried with its axes reversed on one central block of a sixteenth
 #: of the array, from ``LAYOUT_MIN`` up to ``LAYOUT_ELEMENTS`` values (:func:`_better_order`), and
 #: that order is taken where it codes the block ``LAYOUT_GAIN`` times smaller.
@@ -70,7 +108,7 @@ LAYOUT_GAIN = 1.1
 _REFUSED = 1 << 62  # the size of a block a container's filter refuses
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: a field-wise __eq__ would compare the built codecs
 class Candidate:
     """One codec in one mode, and what the sample said about it."""
 
@@ -81,16 +119,22 @@ class Candidate:
     encode_s: float = 0.0
     decode_s: float = 0.0
     pruned: bool = False
-    streams: dict[int, Any] = field(default_factory=dict)
-
     order: tuple[int, ...] | None = None
     gain: float = 1.0  # an axis order's size gain on the central block (see _better_order)
+    made: Any = None
+
+    @property
+    def lossy(self) -> bool:
+        """Coded within a non-zero tolerance (not a lossless or rate mode)."""
+        return bool(self.params.get("tolerance"))
 
     def make(self, fill_value: Any) -> Any:
-        extra = {} if fill_value is None else {"fill_value": fill_value}
-        codec = build(self.codec, {**self.params, **extra})
-        codec.set_order(self.order)
-        return codec
+        """The codec, built once per search (``build`` reads the class signature: 0.1 ms a call)."""
+        if self.made is None:
+            extra = {} if fill_value is None else {"fill_value": fill_value}
+            self.made = build(self.codec, {**self.params, **extra})
+            self.made.set_order(self.order)
+        return self.made
 
 
 def _layouts(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -118,15 +162,14 @@ class Sample:
     blocks: list[tuple[slice, ...]]
     weights: list[float]
     block_shape: tuple[int, ...]
+    sizes: list[int] = field(init=False)  # the elements of each block
 
-    @property
-    def counted(self) -> list[int]:
-        """The blocks standing for the array (a probe for the first round has weight 0)."""
-        return [i for i, weight in enumerate(self.weights) if weight > 0]
+    def __post_init__(self) -> None:
+        self.sizes = [math.prod(s.stop - s.start for s in block) for block in self.blocks]
 
     @property
     def elements(self) -> int:
-        return sum(math.prod(s.stop - s.start for s in self.blocks[i]) for i in self.counted)
+        return sum(self.sizes)
 
 
 def _one_bound(tolerance: Any, rel_tolerance: Any, psnr: Any, ratio: Any, who: str = "") -> tuple[str, float]:
@@ -159,7 +202,7 @@ def _bound(
         return kind, value, value
     if kind == "tolerance":
         return kind, value, value
-    values = array[valid]
+    values = array if valid.all() else array[valid]
     span = float(values.max()) - float(values.min()) if values.size else 0.0
     if kind == "rel_tolerance":
         return kind, value, value * span
@@ -189,10 +232,17 @@ def _engine_here(row: CodecSpec) -> bool:
 
 
 def _candidates(
-    array: np.ndarray, kind: str, level: float, names: Sequence[str] | None, hdf5: bool = False
+    array: np.ndarray,
+    kind: str,
+    level: float,
+    names: Sequence[str] | None,
+    hdf5: bool = False,
+    fill_value: Any = None,
+    skip_lossless: bool = False,
 ) -> list[Candidate]:
     """The table's codecs in every mode that keeps the bound, for this array's dtype (``hdf5``: those
-    with a registered HDF5 filter, and no inflated zfp: a filter has no per-element check)."""
+    with a registered HDF5 filter, and no inflated zfp: a filter has no per-element check).
+    ``skip_lossless``: lossless ones are listed pruned, unbuilt, where a lossy one can race."""
     known = list_codecs()
     if names is not None:
         if isinstance(names, str) or not all(isinstance(n, str) for n in names):
@@ -222,19 +272,49 @@ def _candidates(
                 tries += [{"tolerance": level, "accuracy": level * f} for f in ZFP_INFLATION if f != 1.0]
         else:
             tries = [{}] if "lossless" in row.bounds else []
+        checked = False
         for params in tries:
-            try:
-                codec = build(name, dict(params))
-                codec.check_array(array.reshape(-1)[:1])
-            except (CodecError, ValueError, TypeError):
-                continue
             label = name + "".join(f" {k}={v:.3g}" if isinstance(v, float) else f" {k}={v}" for k, v in params.items())
-            out.append(Candidate(name, params, label))
+            candidate = Candidate(name, params, label)
+            if skip_lossless and not candidate.lossy:
+                candidate.pruned = True  # recorded, not built: it cannot win (see choose)
+            elif not checked:  # the codec's later tries (inflated zfp) take the same arrays
+                try:
+                    candidate.make(fill_value).check_array(array.reshape(-1)[:1])
+                except (CodecError, ValueError, TypeError):
+                    continue
+                checked = True
+            out.append(candidate)
             if level == 0 or kind == "ratio":
                 break  # one lossless / rate spelling per codec
+    if skip_lossless and all(c.pruned for c in out):
+        return _candidates(array, kind, level, names, hdf5, fill_value)
     if not out:
         raise CodecError(f"no codec here can code a {array.dtype} array with this bound ({kind}={level:g})")
     return out
+
+
+def _resolution_bits(array: np.ndarray, valid: np.ndarray, tolerance: float) -> float:
+    """``log2(2 * tolerance / resolution)``: roughly the bits per value a lossless codec spends beyond
+    an error-bounded coder using the same prediction (it must tell apart values the bound lets the
+    other confuse). The resolution is taken from an evenly strided sample of at most
+    ``RESOLUTION_SAMPLE`` valid values: for integers (up to 32 bits) the step they all share (the
+    gcd of their differences, 1 or more), else the smallest gap between distinct values (a multiple
+    of the step of quantised data). A sample can only miss finer steps and closer pairs, so the
+    estimate errs towards keeping lossless codecs in the race. Measured on the benchmark cases: the
+    ASD video (quantised, a step of 0.061 nm) 6.4 / 3.0 / -0.3 bits at 1e-2 / 1e-3 / 1e-4 of its
+    range; the climate fields and the playNano video 7.8 to 16 bits; the JPK heights (int32, step
+    1) 14 to 20.6 bits."""
+    values = array[valid] if not valid.all() else array.reshape(-1)
+    sample = values[:: max(1, values.size // RESOLUTION_SAMPLE)]
+    if sample.dtype.kind in "iu" and sample.dtype.itemsize <= 4:
+        step = float(np.gcd.reduce(sample.astype(np.int64) - int(sample.min())))
+    else:
+        gaps = np.diff(np.sort(sample)).astype(np.float64)
+        step = float(np.min(gaps, where=gaps > 0, initial=np.inf))
+    if step == 0 or not math.isfinite(step):  # constant: nothing to gain over a lossless codec
+        return -math.inf
+    return math.log2(2 * tolerance / step)
 
 
 def _block_shape(shape: tuple[int, ...], elements: int) -> tuple[int, ...]:
@@ -251,18 +331,40 @@ def _block_shape(shape: tuple[int, ...], elements: int) -> tuple[int, ...]:
     return tuple(n if n == 1 else min(n, max(4, int(n * scale) // 4 * 4)) for n in shape)
 
 
+def _probe_shape(shape: tuple[int, ...], elements: int) -> tuple[int, ...]:
+    """A block of about ``elements`` shaped like the array, sides multiples of 4 (zfp's grid), for a
+    small array's probe: axes of up to 4 stay whole and axes that would fall under 4 stop there,
+    the others shrink alike to make up for them (:func:`_block_shape` lets such axes make its
+    blocks larger: 4x16x24 for an eighth of a 4x32x48 video, a quarter; here 4x12x16)."""
+    extent = list(shape)
+    free = [axis for axis, n in enumerate(shape) if n > 4]
+    while free:
+        fixed = math.prod(n for axis, n in enumerate(extent) if axis not in free)
+        scale = (elements / fixed / math.prod(shape[axis] for axis in free)) ** (1 / len(free))
+        if scale >= 1:
+            break
+        short = [axis for axis in free if shape[axis] * scale < 4]
+        if not short:
+            for axis in free:
+                extent[axis] = max(4, round(shape[axis] * scale / 4) * 4)
+            break
+        for axis in short:
+            extent[axis] = 4
+        free = [axis for axis in free if axis not in short]
+    return tuple(extent)
+
+
 def _plan_sample(array: np.ndarray, valid: np.ndarray, share: float, chunks: tuple[int, ...] | None = None) -> Sample:
     """Stratified blocks (see the module docstring); ``chunks``: blocks are whole chunks of this shape."""
     shape = array.shape
     total = array.size
     if chunks is None and total <= 4 * BLOCK_ELEMENTS:
-        # coded whole (the prediction is exact), after a first round on a centred block of a quarter
-        whole = tuple(slice(0, n) for n in shape)
-        if total < 4 * 4096:
-            return Sample([whole], [float(total)], tuple(shape))
-        quarter = _block_shape(shape, total // 4)
-        probe = tuple(slice((n - b) // 8 * 4, (n - b) // 8 * 4 + b) for n, b in zip(shape, quarter, strict=True))
-        return Sample([whole, probe], [float(total), 0.0], tuple(shape))
+        # one centred block stands for the whole (the whole itself where the array is tiny)
+        if total <= WHOLE_ELEMENTS:
+            return Sample([tuple(slice(0, n) for n in shape)], [float(total)], tuple(shape))
+        extent = _probe_shape(shape, max(PROBE_MIN, round(PROBE_SHARE * total)))
+        probe = tuple(slice((n - b) // 8 * 4, (n - b) // 8 * 4 + b) for n, b in zip(shape, extent, strict=True))
+        return Sample([probe], [float(total)], extent)
     # At least two blocks make the share: smaller ones where two full blocks would code twice the
     # share (ECHAM5, 313k values: two 2^15 blocks were 20 % of it, and choose took 0.3x the oracle's CPU)
     if chunks is not None:
@@ -306,28 +408,68 @@ def _plan_sample(array: np.ndarray, valid: np.ndarray, share: float, chunks: tup
 
 def _predicted_bytes(candidate: Candidate, sample: Sample, itemsize: int) -> float:
     """Bytes of the whole array predicted from the blocks coded so far (weights renormalised)."""
-    full = sum(sample.weights)
-    done = [i for i in sample.counted if i in candidate.sizes]
-    if not done:  # only the probe: its bytes per element
-        probe = [i for i in candidate.sizes if sample.weights[i] == 0]
-        if not probe:
-            return math.inf
-        return candidate.sizes[probe[0]] / math.prod(s.stop - s.start for s in sample.blocks[probe[0]]) * full
-    weight = sum(sample.weights[i] for i in done)
-    per_element = sum(
-        sample.weights[i] * candidate.sizes[i] / math.prod(s.stop - s.start for s in sample.blocks[i]) for i in done
-    )
-    return per_element / weight * full
+    if not candidate.sizes:
+        return math.inf
+    done = candidate.sizes.items()
+    weight = sum(sample.weights[i] for i, _ in done)
+    per_element = sum(sample.weights[i] * size / sample.sizes[i] for i, size in done)
+    return per_element / weight * sum(sample.weights)
 
 
-def _coded_bytes(stream: Any, itemsize: int) -> int:
-    """The stream's coded sections (payloads, masks, patches) without its header: a sample block's
-    header would weigh on highly compressible data (ratio 1000 on an AFM video) as the one header of
-    the whole array's stream does not."""
-    header = _stream.parse_stream(stream, CodecError)
-    return sum(
-        len(chunk.payload) + len(chunk.mask) + chunk.patch_index.size * (8 + itemsize) for chunk in header.chunks
-    )
+def _block_bytes(codec: Any, part: np.ndarray, decode: bool = False) -> tuple[int, float, float]:
+    """Bytes the final encode stores for ``part`` coded as one chunk (its payload, mask and patches),
+    with the seconds to encode it and (``decode``) to decode the payload.
+
+    The block goes through the driver's own chunk step (``driver._encode_chunk``: NaN/fill masks,
+    the bound's verification and patches, the lossless fallbacks, as in the final encode) but is
+    not packed into a stream and parsed back: that took 0.1-0.3 ms a candidate, as long as the
+    engine on a small array's probe. A stream's header is left out on purpose too: a sample
+    block's would weigh on highly compressible data (ratio 1000 on an AFM video) as the one header
+    of the whole array's stream does not. The decode (speed objectives) runs the engine here, not
+    in a child as :func:`~sciz.codecs.driver.decode_stream` does for untrusted sz3 streams: the
+    payload is the one the engine just made from our own block, as the driver's bound check
+    (``driver._misses``) decodes it here too.
+    """
+    from .driver import _encode_chunk, chunk_decoder
+
+    if codec.order is not None:
+        part = part.transpose(codec.order)
+    view = np.ascontiguousarray(part, dtype=part.dtype.newbyteorder("="))
+    view = view.reshape(_stream.chunked_shape(view.shape))
+    start = time.perf_counter()
+    chunk, _, _ = _encode_chunk(codec, view, 0)
+    middle = time.perf_counter()
+    if decode:
+        decoder = chunk_decoder(chunk.method)
+        assert decoder is not None
+        decoder(memoryview(chunk.payload), np.empty_like(view), codec.stream_params())
+    size = len(chunk.payload) + len(chunk.mask) + chunk.patch_index.size * (8 + view.itemsize)
+    return size, middle - start, time.perf_counter() - middle
+
+
+def _inflate_zfp(
+    pool: list[Candidate],
+    inflated: list[Candidate],
+    code: Callable[[Candidate], None],
+    predicted: Callable[[Candidate], float],
+    values: int,
+) -> list[Candidate]:
+    """Code zfp's inflated-accuracy candidates (``code``) that could beat the best candidate of the
+    first round: those whose bound of :data:`ZFP_PLANE_BITS` bits a value and plane saved on plain
+    zfp's predicted bytes (``values`` in the array) comes under the best's. Returns the others
+    (marked pruned, left uncoded)."""
+    plain = [c for c in pool if c.codec == "zfp" and "accuracy" not in c.params]
+    best = min(predicted(c) for c in pool if c.sizes)
+    untried = []
+    for candidate in inflated:
+        planes = math.log2(float(candidate.params["accuracy"]) / float(candidate.params["tolerance"]))
+        reach = min((predicted(c) for c in plain), default=0.0) - ZFP_PLANE_BITS * planes * values / 8
+        if reach < best:
+            code(candidate)
+        else:
+            candidate.pruned = True
+            untried.append(candidate)
+    return untried
 
 
 def _run(
@@ -341,9 +483,14 @@ def _run(
     sizer: Callable[[Any, np.ndarray], int] | None = None,
 ) -> None:
     tasks = [(c, b) for c in candidates for b in blocks if b not in c.sizes]
+    if not tasks:
+        return
     codecs = {id(c): c.make(fill_value) for c in candidates}
+    work = sum(sample.sizes[b] for _, b in tasks)
+    if work < PARALLEL_ELEMENTS:
+        threads = 1
 
-    def work(i: int) -> tuple[int, float, float]:
+    def code(i: int) -> tuple[int, float, float]:
         candidate, index = tasks[i]
         part = np.ascontiguousarray(array[sample.blocks[index]])
         codec = codecs[id(candidate)]
@@ -354,15 +501,11 @@ def _run(
             except (CodecError, ValueError, TypeError):  # this filter refuses the block: it cannot win
                 size = _REFUSED
             return size, time.perf_counter() - start, 0.0
-        stream = codec.encode(part)
-        middle = time.perf_counter()
-        if decode:
-            decode_stream(stream, None, CodecError, isolated=False)
-        return _coded_bytes(stream, part.itemsize), middle - start, time.perf_counter() - middle
+        return _block_bytes(codec, part, decode)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fallbacks are paid for in the sizes; the final encode warns
-        results = run_parallel(work, len(tasks), threads)
+        results = run_parallel(code, len(tasks), threads)
     for (candidate, index), (size, encode_s, decode_s) in zip(tasks, results, strict=True):
         candidate.sizes[index] = size
         candidate.encode_s += encode_s
@@ -394,7 +537,7 @@ def _better_order(winner: Candidate, array: np.ndarray, fill: Any, threads: int)
     made = [winner.make(fill), reversed_.make(fill)]
 
     def size(i: int) -> int:
-        return _coded_bytes(made[i].encode(part), part.itemsize)
+        return _block_bytes(made[i], part)[0]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -447,7 +590,7 @@ def choose(
     restricts the codecs; ``fill_value`` marks missing data (kept exactly by the chosen codec);
     ``numthreads`` codes the sample on that many threads (None or 0: every core). ``layouts``: also
     try the contenders with the engine seeing the axes in other orders (:attr:`Codec.order`); None
-    (default) does where the array is coded whole (up to ``4 * BLOCK_ELEMENTS`` elements), where the
+    (default) does where the array is coded whole (up to :data:`WHOLE_ELEMENTS` values), where the
     ranking is exact. On sample blocks the gain of an order does not show reliably (measured: on the
     ASD video sperr gains 48 % with the x axis first on the whole array, but not on 8x56x56 blocks;
     blocks keeping the 32 frames whole show it, and then rank a wrong order first on the CCSM field).
@@ -513,16 +656,44 @@ def choose(
         found = range_outlier(array, fill, valid=valid)
         if found is not None:
             warnings.warn(range_outlier_message(found), RangeOutlierWarning, stacklevel=2)
-    pool = _candidates(array, kind, level, candidates, hdf5)
+    # lossless candidates cannot win on ratio where the bound spans many steps of the data's
+    # resolution: they are not coded at all (other objectives weigh speed too)
+    lossy_wins = (
+        objective == "ratio"
+        and kind != "ratio"
+        and level > 0
+        and _resolution_bits(array, valid, level) >= LOSSLESS_GAP_BITS
+    )
+    pool = _candidates(array, kind, level, candidates, hdf5, fill, skip_lossless=lossy_wins)
     sample = _plan_sample(array, valid, SAMPLE_SHARE, block)
-    everything = sample.counted
+    if (
+        objective == "ratio"
+        and block is None
+        and len(sample.blocks) == 1
+        and SZ3_MIN_VALUES > sample.sizes[0] < array.size
+        and any(c.codec == "sperr" and not c.pruned for c in pool)
+    ):  # a small array's probe too small to measure sz3 (see SZ3_MIN_VALUES)
+        for c in pool:
+            c.pruned = c.pruned or c.codec == "sz3"
+    pool, unreachable = [c for c in pool if not c.pruned], [c for c in pool if c.pruned]
+    everything = list(range(len(sample.blocks)))
     timed = objective != "ratio"
-    # A small array: a probe first, then the whole. Else one typical block (the middle stratum's)
-    # for every candidate, and the rest of the sample for the survivors.
-    probe = len(sample.blocks) > len(everything)
-    first = [len(sample.blocks) - 1] if probe else [everything[len(everything) // 2]]
-    _run(pool, first, array, sample, fill, threads, timed, sizer)
-    whole = sample.weights[0] == array.size  # the first block is the array: the final ranking is exact
+    # One typical block (the middle stratum's; a small array's probe) for every candidate, and the
+    # rest of the sample for the survivors.
+    first = [everything[len(everything) // 2]]
+    inflated = [c for c in pool if "accuracy" in c.params] if objective == "ratio" else []
+    _run([c for c in pool if c not in inflated], first, array, sample, fill, threads, timed, sizer)
+    if inflated:
+        untried = _inflate_zfp(
+            pool,
+            inflated,
+            lambda c: _run([c], first, array, sample, fill, threads, timed, sizer),
+            lambda c: _predicted_bytes(c, sample, array.itemsize),
+            array.size,
+        )
+        pool = [c for c in pool if c not in untried]
+        unreachable += untried
+    whole = sample.elements == array.size  # the block is the array: the final ranking is exact
     # the contenders in other axis orders
     if kind != "ratio" and not hdf5 and (layouts if layouts is not None else whole):
         best = min(_predicted_bytes(c, sample, array.itemsize) for c in pool)
@@ -545,6 +716,19 @@ def choose(
 
     def predicted_ratio(c: Candidate) -> float:
         return raw / _predicted_bytes(c, sample, array.itemsize)
+
+    def record(c: Candidate) -> dict[str, Any]:
+        coded = sum(sample.sizes[i] for i in c.sizes)
+        return {
+            "codec": c.codec,
+            "params": c.params,
+            "order": None if c.order is None else list(c.order),
+            "label": c.label,
+            "predicted_ratio": round(predicted_ratio(c), 3) if c.sizes else None,
+            "encode_mb_s": round(coded * array.itemsize / max(c.encode_s, 1e-9) / 1e6, 1) if c.sizes else None,
+            "blocks": len(c.sizes),
+            "pruned": c.pruned,
+        }
 
     if kind == "ratio":
         scores = {id(c): _sample_psnr(c, array, sample, fill) for c in survivors}
@@ -590,25 +774,7 @@ def choose(
             "share": round(sample.elements / array.size, 4),
         },
         "search_seconds": round(time.perf_counter() - started, 4),
-        "candidates": [
-            {
-                "codec": c.codec,
-                "params": c.params,
-                "order": None if c.order is None else list(c.order),
-                "label": c.label,
-                "predicted_ratio": round(predicted_ratio(c), 3),
-                "encode_mb_s": round(
-                    sum(math.prod(s.stop - s.start for s in sample.blocks[i]) for i in c.sizes)
-                    * array.itemsize
-                    / max(c.encode_s, 1e-9)
-                    / 1e6,
-                    1,
-                ),
-                "blocks": len(c.sizes),
-                "pruned": c.pruned,
-            }
-            for c in pool
-        ],
+        "candidates": [record(c) for c in pool + unreachable],
     }
     return codec
 

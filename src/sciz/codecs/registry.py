@@ -12,6 +12,7 @@ entry point names a class whose ``spec`` attribute is its :class:`CodecSpec`).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import threading
 from dataclasses import dataclass
@@ -222,19 +223,25 @@ def get(name: str, **params: Any) -> Any:
     return build(key, params)
 
 
-def build(name: str, params: dict[str, Any]) -> Any:
-    """Codec ``name`` made with ``params``; an unknown parameter is the codec's error listing the known ones."""
+@functools.cache
+def _keyword_parameters(cls: type) -> tuple[str, ...]:
+    """The keyword-only parameters of a codec class's constructor (read once: 0.07 ms a signature)."""
     import inspect
 
-    cls = codec_class(name)
     try:
-        accepted = [p for p in inspect.signature(cls).parameters.values() if p.kind is p.KEYWORD_ONLY]
+        return tuple(p.name for p in inspect.signature(cls).parameters.values() if p.kind is p.KEYWORD_ONLY)
     except (TypeError, ValueError):
-        accepted = []
-    unknown = sorted(set(params) - {p.name for p in accepted}) if accepted else []
+        return ()
+
+
+def build(name: str, params: dict[str, Any]) -> Any:
+    """Codec ``name`` made with ``params``; an unknown parameter is the codec's error listing the known ones."""
+    cls = codec_class(name)
+    accepted = _keyword_parameters(cls)
+    unknown = sorted(set(params) - set(accepted)) if accepted else []
     error = getattr(cls, "error", CodecError)
     if unknown:
-        known = ", ".join(p.name for p in accepted)
+        known = ", ".join(accepted)
         raise argument_error(unknown[0], params[unknown[0]], f"{name} takes the parameters {known}", cls=error)
     try:
         return cls(**params)
