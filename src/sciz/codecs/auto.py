@@ -420,7 +420,7 @@ def _block_bytes(codec: Any, part: np.ndarray, decode: bool = False) -> tuple[in
     """Bytes the final encode stores for ``part`` coded as one chunk (its payload, mask and patches),
     with the seconds to encode it and (``decode``) to decode the payload.
 
-    The block goes through the driver's own chunk step (``driver._encode_chunk``: NaN/fill masks,
+    The block goes through the driver's own chunk step (``driver.code_chunk``: NaN/fill masks,
     the bound's verification and patches, the lossless fallbacks, as in the final encode) but is
     not packed into a stream and parsed back: that took 0.1-0.3 ms a candidate, as long as the
     engine on a small array's probe. A stream's header is left out on purpose too: a sample
@@ -430,14 +430,14 @@ def _block_bytes(codec: Any, part: np.ndarray, decode: bool = False) -> tuple[in
     payload is the one the engine just made from our own block, as the driver's bound check
     (``driver._misses``) decodes it here too.
     """
-    from .driver import _encode_chunk, chunk_decoder
+    from .driver import chunk_decoder, code_chunk
 
     if codec.order is not None:
         part = part.transpose(codec.order)
     view = np.ascontiguousarray(part, dtype=part.dtype.newbyteorder("="))
     view = view.reshape(_stream.chunked_shape(view.shape))
     start = time.perf_counter()
-    chunk, _, _ = _encode_chunk(codec, view, 0)
+    chunk, _, _ = code_chunk(codec, view, 0)
     middle = time.perf_counter()
     if decode:
         decoder = chunk_decoder(chunk.method)

@@ -174,7 +174,7 @@ def encode_array(codec: Codec, data: Any, *, out: Any = None, numthreads: int | 
 
         def encode(index: int) -> tuple[Chunk, str | None, tuple[float, float]]:
             # A chunk across a later axis is copied out whole: engines code C-contiguous arrays.
-            return _encode_chunk(codec, np.ascontiguousarray(view[header.chunk_region(index)]), index)
+            return code_chunk(codec, np.ascontiguousarray(view[header.chunk_region(index)]), index)
 
         coded = run_parallel(encode, count, threads)
         header.chunks = [chunk for chunk, _, _ in coded]
@@ -211,9 +211,11 @@ def _warn_fill_like(codec: Codec, low: float, high: float) -> None:
         )
 
 
-def _encode_chunk(codec: Codec, original: np.ndarray, index: int) -> tuple[Chunk, str | None, tuple[float, float]]:
-    """Encode one chunk; return it, why a lossy codec had to store it exactly (if so), and the range
-    of values the engine saw (0, 0 for integers)."""
+def code_chunk(codec: Codec, original: np.ndarray, index: int) -> tuple[Chunk, str | None, tuple[float, float]]:
+    """Encode one chunk as a stream stores it (NaN/Inf/fill mask, bound check, patches, lossless
+    fallback); return it, why a lossy codec had to store it exactly (if so), and the range of values
+    the engine saw (0, 0 for integers). :func:`encode_array` codes each chunk of a stream with it, and
+    the automatic choice measures candidates on sample blocks with it."""
     chunk, valid, mask, leftover, low, high = _separate_invalid(codec, original)
     tolerance = codec.tolerance
     reason, why = Fallback.NONE, None
