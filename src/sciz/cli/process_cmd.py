@@ -174,7 +174,9 @@ def run_job(
                 if done < steps:  # the pipeline's last call (done == steps) is not a stage
                     stages.stage(done, f"step {done + 1}/{steps}: {name}")
 
-            pipeline.run(stack, progress=step, out_of_core=out_of_core, keep=job.keep)
+            # In memory the kept layers but the final one spill to scratch files as they are made, so
+            # memory holds the input and the final layer whatever the number of steps.
+            pipeline.run(stack, progress=step, out_of_core=out_of_core, keep=job.keep, spill=not out_of_core)
         done = len(pipeline)
         if before_writing is not None:
             before_writing()
@@ -394,10 +396,7 @@ def process_one(source: str, job: ProcessJob, options: dict[str, Any], claimed: 
     except OSError as exc:  # a plain OS error names no step or file of ours: say where it was writing
         raise InputFailed(f"writing into --output-folder {job.output_folder} failed: {exc}") from None
     except MemoryError:
-        raise InputFailed(
-            f"ran out of memory processing {source}: process it with --out-of-core, or make the GIF from "
-            "fewer frames (select_frames, drop_frames)"
-        ) from None
+        raise InputFailed(f"ran out of memory processing {source}: process it with --out-of-core") from None
     claimed.update(path.resolve() for _, path in written)
     print_summary(stack, job, written, os.fspath(source), read)
     return written
