@@ -77,6 +77,32 @@ def test_out_of_core_gives_the_memory_mode_layers(text: str, frames_per_block: i
     assert disk.frame_metadata == memory.frame_metadata
 
 
+@pytest.mark.parametrize("text", PIPELINES)
+@pytest.mark.parametrize("keep", [None, "raw,final"])
+def test_spilled_layers_equal_memory_mode(text: str, keep: str | None) -> None:
+    # Memory mode with spill: kept layers but the final one and every mask go to files as they are
+    # made; the values, keys and provenance are memory mode's, and only the final layer is in memory.
+    raw = drifting_stack()
+    memory = Pipeline(text).run(_stack(raw), keep=keep)
+    spilled = Pipeline(text).run(_stack(raw), keep=keep, spill=True)
+    assert list(spilled.processed) == list(memory.processed)
+    assert list(spilled.masks) == list(memory.masks)
+    final_key = next(
+        r["processed_key"] for r in reversed(memory.provenance["processing"]["steps"]) if "processed_key" in r
+    )
+    for key, layer in memory.processed.items():
+        kind = np.ndarray if key in ("raw", final_key) else FrameFile
+        assert isinstance(spilled.processed[key], kind), key
+        np.testing.assert_array_equal(np.asarray(spilled.processed[key]), layer, err_msg=key)
+    for key, mask in memory.masks.items():
+        assert isinstance(spilled.masks[key], FrameFile), key
+        np.testing.assert_array_equal(np.asarray(spilled.masks[key]), mask, err_msg=key)
+    assert isinstance(spilled.data, np.ndarray)
+    np.testing.assert_array_equal(spilled.data, memory.data)
+    assert _steps(spilled) == _steps(memory)
+    assert spilled.frame_metadata == memory.frame_metadata
+
+
 def test_memory_mode_blocks_do_not_change_results() -> None:
     raw = drifting_stack(n=9)
     whole = Pipeline(PIPELINES[1]).run(_stack(raw), frames_per_block=100)
