@@ -376,3 +376,30 @@ def test_keep_lets_go_of_other_layers_with_the_same_result(keep: str) -> None:
         np.testing.assert_array_equal(kept.processed[key], everything.processed[key], err_msg=key)
     np.testing.assert_array_equal(kept.processed["raw"], raw)
     assert list(kept.masks) == list(everything.masks)
+
+
+def test_out_of_core_writes_over_the_layers_it_lets_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    # keep=raw,final out of core: each per-frame step writes over the layer file it reads (not kept),
+    # so one layer file and the mask's are made instead of one per step (an 8 GB stack: 8 GB of
+    # scratch instead of 32 GB); the values are memory mode's.
+    raw = drifting_stack(n=7)
+    text = "remove_plane; mask_threshold:threshold=1; row_median_align; clear; gaussian_filter:sigma=1; zero_mean"
+    made: list[str] = []
+    new = Scratch.new
+
+    def counted(self: Scratch, shape: tuple[int, ...], dtype: object, name: str = "layer") -> FrameFile:
+        made.append(name)
+        return new(self, shape, dtype, name)
+
+    monkeypatch.setattr(Scratch, "new", counted)
+    memory = Pipeline(text).run(_stack(raw))
+    disk = Pipeline(text).run(_stack(raw), out_of_core=True, frames_per_block=2, keep="raw,final")
+    assert made == ["step_1_remove_plane", "step_2_mask_threshold"]
+    assert set(disk.processed) == {"raw", "step_6_zero_mean"}
+    np.testing.assert_array_equal(np.asarray(disk.data), memory.data)
+    np.testing.assert_array_equal(
+        np.asarray(disk.masks["step_2_mask_threshold"]), memory.masks["step_2_mask_threshold"]
+    )
+    made.clear()
+    Pipeline(text).run(_stack(raw), out_of_core=True, frames_per_block=2)
+    assert len(made) == 5  # every layer kept: a file each

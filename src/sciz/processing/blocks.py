@@ -57,6 +57,7 @@ class FrameFile:
             self._offset = handle.tell()
             handle.truncate(self._offset + self.nbytes)
         self._fd = os.open(self.path, os.O_RDWR)
+        self.writable = True
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> FrameFile:
@@ -83,6 +84,7 @@ class FrameFile:
         if source.stat().st_size < offset + self.nbytes:
             raise FormatError(f"{source}: shorter than its header's {shape} {dtype} array")
         self._fd = os.open(source, os.O_RDONLY)
+        self.writable = False
         return self
 
     @property

@@ -515,7 +515,7 @@ class _Run:
         memory when None); ``reuse``: into ``arr`` itself (a layer of this run that is not kept)."""
         from .outofcore import map_frames
 
-        into = arr if reuse and self._let_go() and isinstance(arr, np.ndarray) else None
+        into = arr if reuse and self._let_go() else None
         return map_frames(function, arr, mask, storage=storage, name=name, frames=self.frames_per_block, into=into)
 
     def _storage_of(self, key: str) -> Any:
