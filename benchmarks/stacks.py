@@ -114,6 +114,7 @@ import scipy.ndimage, h5py, hdf5plugin, tifffile, PIL.Image, PIL.ImageFont, matp
 from sciz.afm import export_bundles, export_gif
 from sciz.lazy import current_rss, peak_rss
 from sciz.processing import Pipeline
+from sciz.processing._common import release_free_memory
 from sciz.processing.blocks import FrameFile
 from sciz.stack import ImageStack
 
@@ -134,6 +135,7 @@ for name in formats.split(","):
         path = export_gif(stack, make_gif=True, output_folder=folder, output_name="bench")
     else:
         path = export_bundles(stack, folder, "bench", [name], keep=keep)[name]
+    release_free_memory()  # as sciz process does after each export
     figures["sizes"][name] = os.path.getsize(path)
     if ooc and name == "h5":  # sampled frames: memory mode on them alone, the layers, the HDF5 file
         n = int(data.shape[0])

@@ -152,6 +152,7 @@ def run_job(
     Returns the (kind, path) of every file written.
     """
     from ..afm import export_bundles, export_gif
+    from ..processing._common import release_free_memory
 
     pipeline = job.pipeline()
     exports = [(fmt, False) for fmt in job.formats]
@@ -194,6 +195,7 @@ def run_job(
                 keep=job.keep,
             )
             written += [(f"{name}{' (raw)' if raw else ''}", Path(p)) for name, p in paths.items()]
+            release_free_memory()  # the writer's buffers, before the next export allocates its own
             done += 1
         for raw in gifs:
             stages.stage(done, f"writing gif{' (raw)' if raw else ''}")

@@ -35,8 +35,8 @@ from .blocks import FrameFile, Scratch, block_frames, iter_frame_blocks
 
 __all__ = ["edit_step", "map_frames", "take_frames", "video_step"]
 
-#: Bytes per block of frames in memory mode: small enough that each core's temporaries stay in
-#: cache-friendly sizes, large enough that per-call overhead does not show.
+#: Bytes (as float64) per block of frames of a per-frame step: small enough that each core's
+#: temporaries stay in cache-friendly sizes, large enough that per-call overhead does not show.
 MEMORY_BLOCK_BYTES = 4 << 20
 
 
@@ -89,8 +89,9 @@ def map_frames(
     """
     n = int(data.shape[0])
     if frames is None:
-        budget = MEMORY_BLOCK_BYTES if storage is None else 4 * MEMORY_BLOCK_BYTES
-        frames = block_frames(tuple(data.shape), 8, budget)
+        # The same small blocks on disk: each core's float64 temporaries are a few times the block,
+        # and a pread/pwrite of a few MB costs no more per byte than a larger one.
+        frames = block_frames(tuple(data.shape), 8, MEMORY_BLOCK_BYTES)
     starts = list(range(0, n, frames))
 
     def run(start: int) -> np.ndarray:

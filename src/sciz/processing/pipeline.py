@@ -40,7 +40,7 @@ from .._util import require
 from .._version import __version__
 from ..errors import ArgumentError, FormatError, MissingDependencyError, SciZError, argument_error
 from ..stack import keep_words
-from ._common import ProcessingError
+from ._common import ProcessingError, release_free_memory
 from .steps import StepSpec, get_step, resolve_params
 
 __all__ = [
@@ -479,6 +479,7 @@ class _Run:
                 self.progress(offset, total, spec.name)
             try:
                 arr, mask = self._step(index, spec, params, arr, mask)
+                release_free_memory()  # the step's temporaries, before the next step allocates
             except MissingDependencyError:
                 raise
             except ProcessingError as exc:
