@@ -167,7 +167,8 @@ def run_job(
         if len(pipeline):
             from ..processing import needs_out_of_core
 
-            out_of_core = needs_out_of_core(stack, pipeline) if job.out_of_core == "auto" else bool(job.out_of_core)
+            automatic = needs_out_of_core(stack, pipeline, spill=True)
+            out_of_core = automatic if job.out_of_core == "auto" else bool(job.out_of_core)
             how = "out of core (layers on disk, frames in blocks)" if out_of_core else "in memory"
             stages.note(f"processing {how}{' (chosen by the memory budget)' if job.out_of_core == 'auto' else ''}")
 

@@ -400,17 +400,23 @@ def run_pipeline(
     return pipeline.run(stack, progress, **options)
 
 
-def needs_out_of_core(stack: Any, pipeline: Pipeline | None = None) -> bool:
-    """Whether ``stack`` processed by ``pipeline`` should run out of core: True when the input, its
-    layers (one float32 stack per non-mask step, a quarter for each mask) and two blocks' worth of
-    temporaries would take more than half of :func:`sciz._util.memory_budget`."""
+def needs_out_of_core(stack: Any, pipeline: Pipeline | None = None, spill: bool = False) -> bool:
+    """Whether ``stack`` processed by ``pipeline`` should run out of core: True when what memory mode
+    holds and two blocks' worth of temporaries would take more than half of
+    :func:`sciz._util.memory_budget`. Memory mode holds the input and one float32 stack per
+    non-mask step and a quarter for each mask; with ``spill`` (as ``sciz process`` runs it) the
+    input and the final layer, and one more stack while a whole-video step reads a spilled layer."""
     from .._util import memory_budget
 
     frames = int(np.prod(stack.data.shape, dtype=np.int64))
-    layers = 1.0 + sum(
-        0.25 if spec.kind == "mask" else 0.0 if spec.kind == "clear" else 1.0
-        for spec, _ in (pipeline._resolved if pipeline else [])
-    )
+    resolved = pipeline._resolved if pipeline else []
+    if spill:
+        whole = any(spec.kind in ("video_filter", "stack_edit") for spec, _ in resolved)
+        layers = 1.0 + (1.0 if any(spec.kind not in ("mask", "clear") for spec, _ in resolved) else 0.0) + whole
+    else:
+        layers = 1.0 + sum(
+            0.25 if spec.kind == "mask" else 0.0 if spec.kind == "clear" else 1.0 for spec, _ in resolved
+        )
     need = frames * 4 * (layers + 0.5)
     return need > memory_budget() / 2
 
