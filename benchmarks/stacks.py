@@ -14,14 +14,21 @@ every layer as both libraries do; the largest difference between the two final s
 as a check. Afterwards the bundle I/O
 benchmark (``benchmarks/stacks_io.py``) runs on the same stack, unless ``--skip-io``.
 
-Then the peak resident memory of the ``masked`` pipeline with exports is measured, each run in a
-fresh interpreter on a synthetic AFM-like stack written to disk first: memory mode on
-``--memory-frames`` frames (800 x 512 x 512 float32 = 0.84 GB, the issue's stack) with npz, h5,
-tif and gif; out-of-core mode on ``--ooc-frames`` frames (8192 = 8.6 GB by default; choose what
-the disk and time allow) with ``--ooc-exports``.
+Then the peak resident memory of the ``masked`` pipeline with exports is measured as ``sciz
+process`` runs it, each run in a fresh interpreter on a synthetic AFM-like stack written to disk
+first: memory mode, every layer kept, on each of ``--memory-frames`` (800 x 512 x 512 float32 =
+0.84 GB, the issue's stack, and 96 frames) with npz, h5, tif and gif; with ``--out-of-core-gb 8``
+also out of core on an 8 GB stack (``--ooc-keep``, default ``none``: the bundles hold the
+processed data, the intermediate layers are written over in place) with ``--ooc-exports``, its
+sampled frames checked against memory mode. Every file is deleted afterwards. Peak disk use is
+the input, the final layer and the mask on scratch (8 + 8 + 2 GB) and the largest export: with
+``none`` the NPZ of the data (~7.5 GB, ~26 GB in all); ``final`` adds the final layer to the NPZ
+beside ``data`` (measured 14.9 GB, 33 GB in all); ``all`` would need 34 GB of scratch alone.
+``--memory-only`` skips the speed runs.
 
 Usage: python benchmarks/stacks.py [--frames 64] [--size 512] [--repeat 2] [--skip-io]
-       [--memory-frames 800] [--ooc-frames 8192] [--ooc-exports npz,h5,tif] [--scratch DIR]
+       [--memory-frames 800,96] [--out-of-core-gb 8] [--ooc-exports npz,h5,tif,gif]
+       [--ooc-keep none] [--memory-only] [--scratch DIR]
 """
 
 from __future__ import annotations
@@ -96,54 +103,84 @@ def run_sciz(raw: np.ndarray, frames: list[dict], processing: str, repeat: int) 
     return best, cpu, stack
 
 
-#: One processing + export run in a fresh interpreter, reporting its peak resident memory.
+#: One processing + export run in a fresh interpreter, as ``sciz process`` runs it (memory mode
+#: spills the kept layers but the final one to scratch files), reporting its peak resident memory.
+#: Each export is written, measured and deleted before the next (the 8 GB run's files would not
+#: all fit on the disk at once). Out of core, sampled frames of every layer, of the mask and of the
+#: HDF5 and NPZ exports are compared with memory mode run on those frames alone (every step of the
+#: pipeline acts on each frame alone, so the values must be identical).
 MEMORY_CHILD = r"""
-import json, sys, time
+import json, os, sys, time
 import numpy as np
-import scipy.ndimage, h5py, tifffile, PIL.Image  # imported before the baseline: not the data's memory
+# Imported before the baseline: the libraries' own memory, not the data's.
+import scipy.ndimage, h5py, hdf5plugin, tifffile, PIL.Image, PIL.ImageFont, matplotlib
 from sciz.afm import export_bundles, export_gif
 from sciz.lazy import current_rss, peak_rss
 from sciz.processing import Pipeline
+from sciz.processing._common import release_free_memory
 from sciz.processing.blocks import FrameFile
 from sciz.stack import ImageStack
 
-source, folder, mode, processing, formats = sys.argv[1:6]
+source, folder, mode, processing, formats, keep = sys.argv[1:7]
+keep = None if keep == "all" else keep
+ooc = mode == "out-of-core"
 base = current_rss()
 start = time.perf_counter()
-data = FrameFile.open(source) if mode == "out-of-core" else np.load(source)
+data = FrameFile.open(source) if ooc else np.load(source)
 stack = ImageStack(data, 2.0, "height_trace", [{"timestamp": 0.1 * i} for i in range(data.shape[0])])
-Pipeline(processing).run(stack, out_of_core=mode == "out-of-core")
-processed = time.perf_counter()
-peak_processing = peak_rss()
-names = formats.split(",")
-bundles = [n for n in names if n != "gif"]
-if bundles:
-    export_bundles(stack, folder, "bench", bundles)
-if "gif" in names:
-    export_gif(stack, make_gif=True, output_folder=folder, output_name="bench")
-print(json.dumps({"base": base, "peak_processing": peak_processing, "peak": peak_rss(),
-                  "process_s": processed - start, "export_s": time.perf_counter() - processed}))
+Pipeline(processing).run(stack, out_of_core=ooc, keep=keep, spill=not ooc)
+figures = {"base": base, "peak_processing": peak_rss(), "process_s": time.perf_counter() - start, "sizes": {}}
+layers = {id(a): a for a in [*stack.processed.values(), *stack.masks.values()] if isinstance(a, FrameFile)}
+figures["scratch_bytes"] = sum(a.nbytes for a in layers.values() if a is not data)
+exported = time.perf_counter()
+for name in formats.split(","):
+    if name == "gif":
+        path = export_gif(stack, make_gif=True, output_folder=folder, output_name="bench")
+    else:
+        path = export_bundles(stack, folder, "bench", [name], keep=keep)[name]
+    release_free_memory()  # as sciz process does after each export
+    figures["sizes"][name] = os.path.getsize(path)
+    if ooc and name == "h5":  # sampled frames: memory mode on them alone, the layers, the HDF5 file
+        n = int(data.shape[0])
+        sample = sorted({0, 1, n // 3, n // 2, n - 2, n - 1})
+        memory = Pipeline(processing).run(ImageStack(np.stack([data[i] for i in sample]), 2.0), keep=keep)
+        pairs = list(enumerate(sample))
+        with h5py.File(path, "r") as f:
+            same = all(np.array_equal(f["data"][i], memory.data[j]) for j, i in pairs)
+            same &= all(np.array_equal(stack.data[i], memory.data[j]) for j, i in pairs)
+            for key, layer in memory.processed.items():
+                same &= all(np.array_equal(stack.processed[key][i], layer[j]) for j, i in pairs)
+            for key, mask in memory.masks.items():
+                same &= all(np.array_equal(stack.masks[key][i], mask[j]) for j, i in pairs)
+                if key in f.get("masks", {}):
+                    same &= all(np.array_equal(f["masks"][key][i], mask[j]) for j, i in pairs)
+        same &= sorted(memory.processed) == sorted(stack.processed) and sorted(memory.masks) == sorted(stack.masks)
+        figures["same_as_memory_mode"] = {"frames": sample, "identical": bool(same)}
+    os.unlink(path)
+figures["peak"] = peak_rss()
+figures["export_s"] = time.perf_counter() - exported
+print(json.dumps(figures))
 """
 
 
 def write_synthetic(path: Path, frames: int, size: int) -> int:
     """An AFM-like float32 stack of ``frames`` x ``size`` x ``size`` written to an .npy file block by
-    block (never whole in memory); returns its bytes."""
-    handle = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(frames, size, size))
+    block (never whole in memory, and not through a memory map); returns its bytes."""
     block = max(1, 32 * 2**20 // (4 * size * size))
     pattern = afm_like(min(block, frames), size)
-    for start in range(0, frames, block):
-        stop = min(frames, start + block)
-        handle[start:stop] = pattern[: stop - start] + np.float32(0.01 * (start // block % 7))
-    handle.flush()
-    nbytes = int(handle.nbytes)
-    del handle
-    return nbytes
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+              "shape": (frames, size, size)}  # fmt: skip
+    with path.open("wb") as handle:
+        np.lib.format.write_array_header_2_0(handle, header)
+        for start in range(0, frames, block):
+            stop = min(frames, start + block)
+            handle.write((pattern[: stop - start] + np.float32(0.01 * (start // block % 7))).tobytes())
+    return frames * size * size * 4
 
 
-def measure_memory(source: Path, folder: Path, mode: str, formats: str) -> dict[str, float]:
+def measure_memory(source: Path, folder: Path, mode: str, formats: str, keep: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", MEMORY_CHILD, str(source), str(folder), mode, PIPELINES["masked"], formats],
+        [sys.executable, "-c", MEMORY_CHILD, str(source), str(folder), mode, PIPELINES["masked"], formats, keep],
         capture_output=True,
         text=True,
     )
@@ -154,27 +191,36 @@ def measure_memory(source: Path, folder: Path, mode: str, formats: str) -> dict[
 
 def memory_report(args: argparse.Namespace) -> None:
     """Peak RSS of the masked pipeline with exports: memory mode and out of core, on stacks on disk."""
-    print(f"\nPeak resident memory, '{PIPELINES['masked']}' + exports, each in a fresh process "
-          f"(load: {os.getloadavg()[0]:.1f}):")  # fmt: skip
-    print(f"{'mode':<12} {'input':>9} {'exports':<15} {'peak RSS':>9} {'x input':>8} {'processing':>11} "
-          f"{'x input':>8} {'process':>8} {'export':>8}")  # fmt: skip
-    runs = [("memory", args.memory_frames, "npz,h5,tif,gif"), ("out-of-core", args.ooc_frames, args.ooc_exports)]
-    for mode, frames, formats in runs:
+    print(f"\nPeak resident memory, '{PIPELINES['masked']}' + exports, each in a fresh process, as sciz process "
+          f"runs it (load: {os.getloadavg()[0]:.1f}):")  # fmt: skip
+    print(f"{'mode':<12} {'input':>9} {'layers':<10} {'exports':<15} {'peak RSS':>9} {'x input':>8} "
+          f"{'processing':>11} {'x input':>8} {'process':>8} {'export':>8}  check")  # fmt: skip
+    all_exports = "npz,h5,tif,gif"
+    runs = [("memory", frames, all_exports, "all") for frames in args.memory_frames]
+    if args.out_of_core_gb > 0:
+        frames = max(1, round(args.out_of_core_gb * 1e9 / (4 * args.size * args.size)))
+        runs.append(("out-of-core", frames, args.ooc_exports, args.ooc_keep))
+    for mode, frames, formats, keep in runs:
         if frames <= 0:
             continue
         with tempfile.TemporaryDirectory(prefix="sciz-stacks-mem-", dir=args.scratch) as tmp:
             source = Path(tmp) / "input.npy"
             nbytes = write_synthetic(source, frames, args.size)
-            figures = measure_memory(source, Path(tmp) / "out", mode, formats)
+            figures = measure_memory(source, Path(tmp) / "out", mode, formats, keep)
         peak, during = figures["peak"] - figures["base"], figures["peak_processing"] - figures["base"]
+        check = figures.get("same_as_memory_mode")
+        said = "" if check is None else f"identical to memory mode on frames {check['frames']}: {check['identical']}"
         print(
-            f"{mode:<12} {nbytes / 2**30:>7.2f}GB {formats:<15} {peak / 2**30:>7.2f}GB {peak / nbytes:>7.2f}x "
-            f"{during / 2**30:>9.2f}GB {during / nbytes:>7.2f}x "
-            f"{figures['process_s']:>7.0f}s {figures['export_s']:>7.0f}s"
+            f"{mode:<12} {nbytes / 1e9:>7.2f}GB {keep:<10} {formats:<15} "
+            f"{peak / 2**30:>6.2f}GiB {peak / nbytes:>7.2f}x "
+            f"{during / 2**30:>8.2f}GiB {during / nbytes:>7.2f}x "
+            f"{figures['process_s']:>7.0f}s {figures['export_s']:>7.0f}s  {said}"
         )
+        sizes = ", ".join(f"{k} {v / 1e9:.2f} GB" for k, v in figures["sizes"].items())
+        print(f"{'':<12} scratch layers {figures['scratch_bytes'] / 1e9:.2f} GB; exports (each deleted after): {sizes}")
         sys.stdout.flush()
-    print("(peak RSS above the interpreter's baseline after imports; memory mode holds the input, three float32 "
-          "layers and a mask = 4.25x the input by design)")  # fmt: skip
+    print("(peak RSS above the interpreter's baseline after imports; memory mode holds the input and the "
+          "final layer, the other kept layers and the masks spill to scratch files; out of core: blocks)")  # fmt: skip
 
 
 def main() -> None:
@@ -183,11 +229,23 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--skip-io", action="store_true", help="do not run benchmarks/stacks_io.py afterwards")
-    parser.add_argument("--memory-frames", type=int, default=800, help="frames of the memory-mode RSS run (0: skip)")
-    parser.add_argument("--ooc-frames", type=int, default=8192, help="frames of the out-of-core RSS run (0: skip)")
-    parser.add_argument("--ooc-exports", default="npz,h5,tif", help="exports of the out-of-core run")
+    parser.add_argument(
+        "--memory-frames", default="800,96", help="frames of the memory-mode RSS runs, comma-separated (0: skip)"
+    )
+    parser.add_argument(
+        "--out-of-core-gb", type=float, default=0.0, help="GB of the out-of-core RSS run (e.g. 8; default 0: skip)"
+    )
+    parser.add_argument("--ooc-exports", default="npz,h5,tif,gif", help="exports of the out-of-core run")
+    parser.add_argument(
+        "--ooc-keep", default="none", help="layers the out-of-core bundles keep (all: every one; see the docstring)"
+    )
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory runs")
     parser.add_argument("--scratch", default=None, help="folder for the large stacks (default: the system's temp)")
     args = parser.parse_args()
+    args.memory_frames = [int(n) for n in str(args.memory_frames).split(",") if n.strip()]
+    if args.memory_only:
+        memory_report(args)
+        return
 
     raw = afm_like(args.frames, args.size)
     frames = [{"timestamp": 0.1 * i, "frame_pixel_size_nm": 2.0} for i in range(args.frames)]

@@ -9,7 +9,7 @@ from PIL import Image
 
 from sciz.afm import ImageStack, export_gif, load_npz_bundle, save_gif
 from sciz.afm.gif import z_range
-from sciz.errors import ArgumentError, FormatError, SciZWarning
+from sciz.errors import ArgumentError, SciZWarning
 
 
 def read_gif(path):
@@ -195,15 +195,30 @@ def test_identical_frames_stay_separate_frames(tmp_path):
     assert len(bare) == 5
 
 
-def test_a_gif_too_big_for_memory_is_refused_before_allocating(tmp_path, monkeypatch):
-    """Pillow writes every frame at once: 4 frames upscaled to 512x256 need ~1 MB, so with 0.5 MB
-    available the GIF is refused with the numbers and nothing is written (not a MemoryError later)."""
-    import sciz._util
+def test_frames_are_written_as_they_are_drawn_with_pillows_bytes(tmp_path):
+    """The animation is written frame by frame (only the previous frame held, not all of them as
+    Pillow's save_all does), and its bytes are exactly those of Pillow's save_all of the same frames:
+    whole first frame, then boxes of change (here a small box, a full frame and a one-pixel change)."""
+    import io
 
-    monkeypatch.setattr(sciz._util, "memory_budget", lambda: 1 << 19)
-    target = tmp_path / "a.gif"
-    with pytest.raises(FormatError, match=r"4 frames of 512x256 px need about 0\.00 GiB, more than this process"):
-        save_gif(target, ramp_stack(), zmin=0.0, zmax=10.0)
-    assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(sciz._util, "memory_budget", lambda: 1 << 21)
-    assert len(read_gif(save_gif(target, ramp_stack(), zmin=0.0, zmax=10.0))[0]) == 4
+    from sciz.afm.gif import _write_animation
+
+    rng = np.random.default_rng(1)
+    first = rng.integers(0, 250, size=(24, 40), dtype=np.uint8)
+    second = first.copy()
+    second[5:9, 10:20] += 1
+    third = rng.integers(0, 250, size=(24, 40), dtype=np.uint8)
+    fourth = third.copy()
+    fourth[23, 39] += 1
+    images = []
+    for pixels in (first, second, third, fourth):
+        image = Image.fromarray(pixels, mode="P")
+        image.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
+        images.append(image)
+    pillow = io.BytesIO()
+    images[0].save(pillow, format="GIF", save_all=True, append_images=images[1:], duration=70, loop=0, optimize=False)
+    ours = io.BytesIO()
+    _write_animation(ours, iter(images), 70)
+    assert ours.getvalue() == pillow.getvalue()
+    frames, durations, _, loop = read_gif(save_gif(tmp_path / "a.gif", ramp_stack(n=6), zmin=0.0, zmax=10.0))
+    assert len(frames) == 6 and durations == [500] * 6 and loop == 0

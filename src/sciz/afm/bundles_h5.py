@@ -149,19 +149,21 @@ def _contiguous(array: Any, dtype: Any) -> Any:
 
 
 def _chunk_blocks(array: Any, chunks: tuple[int, ...]) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
-    """``(origin, block)`` of every chunk in C order; an array on disk is read one chunk-deep slab
-    of whole frames at a time (the origins run frame-major), not once per chunk."""
-    slab: np.ndarray | None = None
-    slab_start = -1
+    """``(origin, block)`` of every chunk in C order; an array on disk is read one chunk-deep and
+    chunk-high band of rows at a time (the origins run frame-major, then row-major), not once per
+    chunk, and not a whole chunk-deep slab of frames (16 MB for 512 x 512 frames, held twice while
+    the chunks of the previous one are still being compressed)."""
+    band: np.ndarray | None = None
+    band_start: tuple[int, ...] = ()
     for origin in _hdf5.chunk_origins(array.shape, chunks):
         index = tuple(slice(o, o + c) for o, c in zip(origin, chunks, strict=True))
-        if isinstance(array, np.ndarray):
-            yield origin, array[index]
+        if isinstance(array, np.ndarray) or len(origin) < 3:
+            yield origin, np.asarray(array[index])
             continue
-        if origin[0] != slab_start:
-            slab_start, slab = origin[0], np.asarray(array[origin[0] : origin[0] + chunks[0]])
-        assert slab is not None
-        yield origin, slab[(slice(None), *index[1:])]
+        if origin[:2] != band_start:
+            band_start, band = origin[:2], np.asarray(array[index[:2]])
+        assert band is not None
+        yield origin, band[(slice(None), slice(None), *index[2:])]
 
 
 def _resolve_codec(codec: Any, tolerance: float | None) -> Any:

@@ -240,60 +240,69 @@ def save_gif(
     bars = _scale_bars(float(bar_nm), pixel_nm, layout, warn=scale_bar_nm is not None) if draw_scale else None
     bar_labels = [(_height_label(high), _height_label(low)) for low, high in zip(lows, highs, strict=True)]
     strip = _colorbar_width(layout, bar_labels) if colorbar else 0
-    _check_memory(target, values.shape, (layout.size[0] + strip, layout.size[1]))
 
-    images = []
-    previous: np.ndarray | None = None
-    for index, frame_indices in enumerate(_frame_indices(values, lows, highs)):
-        frame = Image.fromarray(frame_indices, mode="P")
-        if layout.scale != 1.0:
-            frame = frame.resize(layout.size, Image.Resampling.NEAREST)
-        image = Image.new("P", (layout.size[0] + strip, layout.size[1]), _BLACK)
-        image.putpalette(palette)
-        image.paste(frame, (0, 0))
-        if draw_ts:
-            _draw_stamp(image, layout, _stamp(times, index))
-        if bars is not None:
-            _draw_scale_bar(image, layout, *bars[index])
-        if colorbar:
-            _draw_colorbar(image, layout, *bar_labels[index])
-        pixels = np.asarray(image)
-        if previous is not None and np.array_equal(pixels, previous):
-            blacks = np.flatnonzero(pixels == _BLACK)
-            where = int(blacks[0]) if blacks.size else 0
-            image.putpixel((where % image.size[0], where // image.size[0]), _TWIN_BLACK)
+    def drawn() -> Iterator[Any]:
+        previous: np.ndarray | None = None
+        for index, frame_indices in enumerate(_frame_indices(values, lows, highs)):
+            frame = Image.fromarray(frame_indices, mode="P")
+            if layout.scale != 1.0:
+                frame = frame.resize(layout.size, Image.Resampling.NEAREST)
+            image = Image.new("P", (layout.size[0] + strip, layout.size[1]), _BLACK)
+            image.putpalette(palette)
+            image.paste(frame, (0, 0))
+            if draw_ts:
+                _draw_stamp(image, layout, _stamp(times, index))
+            if bars is not None:
+                _draw_scale_bar(image, layout, *bars[index])
+            if colorbar:
+                _draw_colorbar(image, layout, *bar_labels[index])
             pixels = np.asarray(image)
-        previous = pixels
-        images.append(image)
+            if previous is not None and np.array_equal(pixels, previous):
+                blacks = np.flatnonzero(pixels == _BLACK)
+                where = int(blacks[0]) if blacks.size else 0
+                image.putpixel((where % image.size[0], where // image.size[0]), _TWIN_BLACK)
+                pixels = np.asarray(image)
+            previous = pixels
+            yield image
+
     with atomic_file(target) as handle:
-        images[0].save(
-            handle,
-            format="GIF",
-            save_all=True,
-            append_images=images[1:],
-            duration=delay_ms,
-            loop=0,
-            optimize=False,
-        )
+        if int(values.shape[0]) > 1:
+            _write_animation(handle, drawn(), delay_ms)
+        else:  # one frame: Pillow writes a still image (one frame is no memory to save)
+            first = list(drawn())
+            first[0].save(handle, format="GIF", save_all=True, duration=delay_ms, loop=0, optimize=False)
     return target
 
 
-def _check_memory(target: Path, shape: tuple[int, ...], size: tuple[int, int]) -> None:
-    """Refuse, before allocating, a GIF whose frames cannot all be held: Pillow writes an animated GIF
-    from every frame's palette image at once (about twice their bytes at its peak), beside the
-    palette indices of the stack."""
-    from .._util import memory_budget
-    from ..errors import FormatError
+def _write_animation(handle: Any, frames: Iterator[Any], delay_ms: int) -> None:
+    """Write the palette images ``frames`` (two or more, one palette) as a looping GIF, frame by
+    frame as they come: only the previous frame is held, where Pillow's ``save_all`` holds every
+    frame until the end (the GIF of an 8000-frame 512x512 video would be 2 GiB in memory).
 
-    frames = int(shape[0])
-    need = frames * (2 * size[0] * size[1] + int(np.prod(shape[1:], dtype=np.int64)))
-    budget = memory_budget()
-    if need > budget:
-        raise FormatError(
-            f"cannot write {target}: a GIF is made in memory, and {frames} frames of {size[0]}x{size[1]} px "
-            f"need about {need / 2**30:.2f} GiB, more than this process can allocate ({budget / 2**30:.2f} GiB "
-            "available); make the GIF from fewer frames (select_frames, drop_frames) or export the bundles"
-        )
+    The bytes are those of Pillow's ``save(save_all=True, loop=0, optimize=False)``: the global
+    header and the first frame whole, then each frame cropped to the box where it differs from the
+    one before, with its palette as a local table (Pillow's public ``getheader``/``getdata``).
+    """
+    from PIL import GifImagePlugin
+
+    options = {"duration": delay_ms, "loop": 0, "optimize": False}
+    previous: np.ndarray | None = None
+    for image in frames:
+        pixels = np.asarray(image)
+        if previous is None:
+            header, _ = GifImagePlugin.getheader(image, None, dict(options))
+            handle.writelines(header)
+            handle.writelines(GifImagePlugin.getdata(image, (0, 0), **options))
+        else:
+            changed = pixels != previous
+            rows, columns = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+            if not rows.size:  # never: export_gif makes every frame differ from the one before
+                raise ValueError("two identical consecutive GIF frames")
+            box = (int(columns[0]), int(rows[0]), int(columns[-1]) + 1, int(rows[-1]) + 1)
+            part = image if box == (0, 0, *image.size) else image.crop(box)
+            handle.writelines(GifImagePlugin.getdata(part, box[:2], **options, include_color_table=True))
+        previous = pixels
+    handle.write(b";")
 
 
 class _Layout:

@@ -140,6 +140,9 @@ def save_ome_tiff_stack(
             resolutionunit="INCH",
             extratags=extratags,
             compression=compression,
+            # Past 4 GiB of frames the classic TIFF offsets overflow; tifffile picks BigTIFF by itself
+            # only for an array in memory, so frames streamed from disk (out of core) say it here.
+            bigtiff=4 * n_frames * height * width > 2**32 - 2**25,
             **layout,
         )
     return target

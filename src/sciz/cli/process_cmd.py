@@ -152,6 +152,7 @@ def run_job(
     Returns the (kind, path) of every file written.
     """
     from ..afm import export_bundles, export_gif
+    from ..processing._common import release_free_memory
 
     pipeline = job.pipeline()
     exports = [(fmt, False) for fmt in job.formats]
@@ -166,7 +167,8 @@ def run_job(
         if len(pipeline):
             from ..processing import needs_out_of_core
 
-            out_of_core = needs_out_of_core(stack, pipeline) if job.out_of_core == "auto" else bool(job.out_of_core)
+            automatic = needs_out_of_core(stack, pipeline, spill=True)
+            out_of_core = automatic if job.out_of_core == "auto" else bool(job.out_of_core)
             how = "out of core (layers on disk, frames in blocks)" if out_of_core else "in memory"
             stages.note(f"processing {how}{' (chosen by the memory budget)' if job.out_of_core == 'auto' else ''}")
 
@@ -174,7 +176,9 @@ def run_job(
                 if done < steps:  # the pipeline's last call (done == steps) is not a stage
                     stages.stage(done, f"step {done + 1}/{steps}: {name}")
 
-            pipeline.run(stack, progress=step, out_of_core=out_of_core, keep=job.keep)
+            # In memory the kept layers but the final one spill to scratch files as they are made, so
+            # memory holds the input and the final layer whatever the number of steps.
+            pipeline.run(stack, progress=step, out_of_core=out_of_core, keep=job.keep, spill=not out_of_core)
         done = len(pipeline)
         if before_writing is not None:
             before_writing()
@@ -192,6 +196,7 @@ def run_job(
                 keep=job.keep,
             )
             written += [(f"{name}{' (raw)' if raw else ''}", Path(p)) for name, p in paths.items()]
+            release_free_memory()  # the writer's buffers, before the next export allocates its own
             done += 1
         for raw in gifs:
             stages.stage(done, f"writing gif{' (raw)' if raw else ''}")
@@ -394,10 +399,7 @@ def process_one(source: str, job: ProcessJob, options: dict[str, Any], claimed: 
     except OSError as exc:  # a plain OS error names no step or file of ours: say where it was writing
         raise InputFailed(f"writing into --output-folder {job.output_folder} failed: {exc}") from None
     except MemoryError:
-        raise InputFailed(
-            f"ran out of memory processing {source}: process it with --out-of-core, or make the GIF from "
-            "fewer frames (select_frames, drop_frames)"
-        ) from None
+        raise InputFailed(f"ran out of memory processing {source}: process it with --out-of-core") from None
     claimed.update(path.resolve() for _, path in written)
     print_summary(stack, job, written, os.fspath(source), read)
     return written

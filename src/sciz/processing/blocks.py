@@ -57,6 +57,7 @@ class FrameFile:
             self._offset = handle.tell()
             handle.truncate(self._offset + self.nbytes)
         self._fd = os.open(self.path, os.O_RDWR)
+        self.writable = True
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> FrameFile:
@@ -83,6 +84,7 @@ class FrameFile:
         if source.stat().st_size < offset + self.nbytes:
             raise FormatError(f"{source}: shorter than its header's {shape} {dtype} array")
         self._fd = os.open(source, os.O_RDONLY)
+        self.writable = False
         return self
 
     @property
@@ -151,7 +153,26 @@ class FrameFile:
         start, stop, step = first.indices(self.shape[0])
         if step != 1:
             return self.read(start, stop)[(slice(None, None, step), *key[1:])] if stop > start else self.read(0, 0)
+        second = key[1] if len(key) > 1 else slice(None)
+        if self.ndim == 3 and isinstance(second, slice) and second.step in (None, 1) and stop > start:
+            low, high, _ = second.indices(self.shape[1])
+            if high - low < self.shape[1]:  # a band of rows (an HDF5 chunk, a sample): read only it
+                return self._rows(start, stop, low, max(low, high))[(slice(None), slice(None), *key[2:])]
         return self.read(start, stop)[(slice(None), *key[1:])]
+
+    def _rows(self, start: int, stop: int, low: int, high: int) -> np.ndarray:
+        """Rows ``low:high`` of frames ``start:stop`` (each frame's band is one contiguous read)."""
+        out = np.empty((stop - start, high - low, *self.shape[2:]), self.dtype)
+        row = int(np.prod(self.shape[2:], dtype=np.int64)) * self.dtype.itemsize
+        for i in range(stop - start):
+            view = out[i].reshape(-1).view(np.uint8).data
+            position, done = self._offset + (start + i) * self._frame_bytes + low * row, 0
+            while done < len(view):
+                count = os.preadv(self._fd, [view[done:]], position + done)
+                if count <= 0:
+                    raise OSError(f"{self.path}: short read at byte {position + done}")
+                done += count
+        return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self.read(0, self.shape[0])

@@ -35,8 +35,8 @@ from .blocks import FrameFile, Scratch, block_frames, iter_frame_blocks
 
 __all__ = ["edit_step", "map_frames", "take_frames", "video_step"]
 
-#: Bytes per block of frames in memory mode: small enough that each core's temporaries stay in
-#: cache-friendly sizes, large enough that per-call overhead does not show.
+#: Bytes (as float64) per block of frames of a per-frame step: small enough that each core's
+#: temporaries stay in cache-friendly sizes, large enough that per-call overhead does not show.
 MEMORY_BLOCK_BYTES = 4 << 20
 
 
@@ -76,21 +76,22 @@ def map_frames(
     storage: Scratch | None = None,
     name: str = "layer",
     frames: int | None = None,
-    into: np.ndarray | None = None,
+    into: Any = None,
 ) -> Any:
     """``function(block, mask_block)`` over blocks of frames of ``data``, stacked into one output.
 
     ``function`` must return an array of its block's shape. The output is a numpy array, or with
     ``storage`` a :class:`FrameFile` in it. Blocks run on the usable cores (BLAS kept to one thread
     each); a :class:`ProcessingError` names the frame in the whole stack. ``into``: a writable
-    array of the output's shape and dtype to write into instead of a new one (``data`` itself, when
-    the caller will not keep it: each block is read before its own result replaces it, and no
-    block reads another's frames).
+    array or scratch layer file of the output's shape and dtype to write into instead of a new one
+    (``data`` itself, when the caller will not keep it: each block is read before its own result
+    replaces it, and no block reads another's frames).
     """
     n = int(data.shape[0])
     if frames is None:
-        budget = MEMORY_BLOCK_BYTES if storage is None else 4 * MEMORY_BLOCK_BYTES
-        frames = block_frames(tuple(data.shape), 8, budget)
+        # The same small blocks on disk: each core's float64 temporaries are a few times the block,
+        # and a pread/pwrite of a few MB costs no more per byte than a larger one.
+        frames = block_frames(tuple(data.shape), 8, MEMORY_BLOCK_BYTES)
     starts = list(range(0, n, frames))
 
     def run(start: int) -> np.ndarray:
@@ -109,12 +110,8 @@ def map_frames(
             return _allocate(storage, tuple(data.shape), _empty_dtype(function, data), name)
         head = run(0)
         shape = (n, *head.shape[1:])
-        reusable = into is not None and storage is None and into.shape == shape and into.dtype == head.dtype
-        out = (
-            into
-            if reusable and into is not None and into.flags.writeable
-            else _allocate(storage, shape, head.dtype, name)
-        )
+        reusable = into is not None and into.shape == shape and into.dtype == head.dtype and _writable(into)
+        out = into if reusable else _allocate(storage, shape, head.dtype, name)
         _store(out, 0, head)
         del head
         rest = starts[1:]
@@ -127,6 +124,11 @@ def map_frames(
                 for _ in pool.map(lambda start: _store(out, start, run(start)), rest):
                     pass
     return out
+
+
+def _writable(array: Any) -> bool:
+    """Whether ``array`` can be written into: a writable numpy array, or a layer file of a scratch."""
+    return bool(array.flags.writeable) if isinstance(array, np.ndarray) else getattr(array, "writable", False)
 
 
 def _empty_dtype(function: Callable[..., Any], data: Any) -> np.dtype:

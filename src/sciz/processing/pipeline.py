@@ -40,7 +40,7 @@ from .._util import require
 from .._version import __version__
 from ..errors import ArgumentError, FormatError, MissingDependencyError, SciZError, argument_error
 from ..stack import keep_words
-from ._common import ProcessingError
+from ._common import ProcessingError, release_free_memory
 from .steps import StepSpec, get_step, resolve_params
 
 __all__ = [
@@ -316,6 +316,7 @@ class Pipeline:
         scratch: str | os.PathLike[str] | None = None,
         frames_per_block: int | None = None,
         keep: Any = None,
+        spill: bool = False,
     ) -> Any:
         """Run every step on ``stack`` (an :class:`~sciz.stack.ImageStack`) and return it.
 
@@ -349,6 +350,13 @@ class Pipeline:
             as soon as the next step has read it, and a per-frame step writes over it in place, so
             memory mode holds the input, one working layer and the masks (``keep="raw,final"``).
             Masks are always kept.
+        spill
+            Memory mode only: every kept layer but the final one, and every mask, goes to a file in
+            ``scratch`` as it is made (a :class:`~sciz.processing.blocks.FrameFile`, read back in
+            blocks with ``pread``, not mapped), so memory holds the input, the final layer and a
+            few blocks whatever the number of layers kept; the values are the same. Whole-video
+            steps (alignment, cropping, frame edits) read a spilled input whole. ``sciz process``
+            spills; the default keeps every layer a numpy array.
         """
         if out_of_core not in (True, False, "auto"):
             raise argument_error("out_of_core", out_of_core, "must be True, False or 'auto'")
@@ -358,16 +366,19 @@ class Pipeline:
             raise argument_error("frames_per_block", frames_per_block, "must be None or an int >= 1")
         if out_of_core == "auto":
             out_of_core = needs_out_of_core(stack, self)
-        storage = None
-        if out_of_core:
+        if not isinstance(spill, bool):
+            raise argument_error("spill", spill, "must be True or False")
+        storage = spilled = None
+        if out_of_core or spill:
             from .blocks import Scratch
 
-            storage = Scratch(scratch)
+            storage, spilled = (Scratch(scratch), None) if out_of_core else (None, Scratch(scratch))
         try:
-            return _Run(stack, self._resolved, progress, storage, frames_per_block, keep).execute()
+            return _Run(stack, self._resolved, progress, storage, frames_per_block, keep, spilled).execute()
         finally:
-            if storage is not None:
-                storage.cleanup()
+            for used in (storage, spilled):
+                if used is not None:
+                    used.cleanup()
 
 
 def _format_step(name: str, params: Mapping[str, Any]) -> str:
@@ -389,17 +400,23 @@ def run_pipeline(
     return pipeline.run(stack, progress, **options)
 
 
-def needs_out_of_core(stack: Any, pipeline: Pipeline | None = None) -> bool:
-    """Whether ``stack`` processed by ``pipeline`` should run out of core: True when the input, its
-    layers (one float32 stack per non-mask step, a quarter for each mask) and two blocks' worth of
-    temporaries would take more than half of :func:`sciz._util.memory_budget`."""
+def needs_out_of_core(stack: Any, pipeline: Pipeline | None = None, spill: bool = False) -> bool:
+    """Whether ``stack`` processed by ``pipeline`` should run out of core: True when what memory mode
+    holds and two blocks' worth of temporaries would take more than half of
+    :func:`sciz._util.memory_budget`. Memory mode holds the input and one float32 stack per
+    non-mask step and a quarter for each mask; with ``spill`` (as ``sciz process`` runs it) the
+    input and the final layer, and one more stack while a whole-video step reads a spilled layer."""
     from .._util import memory_budget
 
     frames = int(np.prod(stack.data.shape, dtype=np.int64))
-    layers = 1.0 + sum(
-        0.25 if spec.kind == "mask" else 0.0 if spec.kind == "clear" else 1.0
-        for spec, _ in (pipeline._resolved if pipeline else [])
-    )
+    resolved = pipeline._resolved if pipeline else []
+    if spill:
+        whole = any(spec.kind in ("video_filter", "stack_edit") for spec, _ in resolved)
+        layers = 1.0 + (1.0 if any(spec.kind not in ("mask", "clear") for spec, _ in resolved) else 0.0) + whole
+    else:
+        layers = 1.0 + sum(
+            0.25 if spec.kind == "mask" else 0.0 if spec.kind == "clear" else 1.0 for spec, _ in resolved
+        )
     need = frames * 4 * (layers + 0.5)
     return need > memory_budget() / 2
 
@@ -426,8 +443,10 @@ class _Run:
         storage: Any = None,
         frames_per_block: int | None = None,
         keep: Any = None,
+        spill: Any = None,
     ):
         self.stack = stack
+        self.spill = spill  # memory mode: where kept layers other than the final one and masks go
         self.keep = None if keep is None else set(keep_words(keep))
         self.working: str | None = None  # the key of the layer being worked on, when this run made it
         self.steps = steps
@@ -442,8 +461,9 @@ class _Run:
         history = provenance.get("processing", {}) if isinstance(provenance.get("processing"), dict) else {}
         self.records: list[dict[str, Any]] = list(history.get("steps", []) or [])
         first = len(self.records) + 1
-        layers = [first + i for i, (spec, _) in enumerate(steps) if spec.kind not in ("mask", "clear")]
-        self.final_index = layers[-1] if layers else -1  # the step whose layer is "final"
+        layers = [(first + i, spec.name) for i, (spec, _) in enumerate(steps) if spec.kind not in ("mask", "clear")]
+        self.final_index = layers[-1][0] if layers else -1  # the step whose layer is "final"
+        self.final_key = f"step_{layers[-1][0]}_{layers[-1][1]}" if layers else ""
 
     def execute(self) -> Any:
         data = self.stack.data
@@ -465,6 +485,7 @@ class _Run:
                 self.progress(offset, total, spec.name)
             try:
                 arr, mask = self._step(index, spec, params, arr, mask)
+                release_free_memory()  # the step's temporaries, before the next step allocates
             except MissingDependencyError:
                 raise
             except ProcessingError as exc:
@@ -494,13 +515,42 @@ class _Run:
             "software": {"sciz": __version__, "numpy": np.__version__},
         }
 
-    def _per_frame(self, function: Callable[..., Any], arr: Any, mask: Any, name: str, reuse: bool = False) -> Any:
-        """``function(block, mask_block)`` over frame blocks, into one output (memory or disk);
-        ``reuse``: into ``arr`` itself (a layer of this run that is not kept)."""
+    def _per_frame(
+        self, function: Callable[..., Any], arr: Any, mask: Any, name: str, storage: Any, reuse: bool = False
+    ) -> Any:
+        """``function(block, mask_block)`` over frame blocks, into one output (in ``storage``, or
+        memory when None); ``reuse``: into ``arr`` itself (a layer of this run that is not kept)."""
         from .outofcore import map_frames
 
-        into = arr if reuse and self._let_go() and isinstance(arr, np.ndarray) else None
-        return map_frames(function, arr, mask, storage=self.storage, name=name, frames=self.frames_per_block, into=into)
+        into = arr if reuse and self._let_go() else None
+        return map_frames(function, arr, mask, storage=storage, name=name, frames=self.frames_per_block, into=into)
+
+    def _storage_of(self, key: str) -> Any:
+        """Where layer ``key`` goes: out of core every layer to disk; spilling, the kept ones but the
+        final layer (``stack.data``, in memory); else None (memory)."""
+        if self.storage is not None:
+            return self.storage
+        if self.spill is not None and key != self.final_key and self._kept(key):
+            return self.spill
+        return None
+
+    def _spilled(self, out: Any, key: str) -> Any:
+        """``out`` (made whole in memory by a whole-video step) moved to a file when ``key`` spills."""
+        if self.storage is not None or not isinstance(out, np.ndarray) or self._storage_of(key) is None:
+            return out
+        from .blocks import block_frames
+
+        moved = self.spill.new(out.shape, out.dtype, key)
+        step = block_frames(out.shape, out.dtype.itemsize)
+        for start in range(0, int(out.shape[0]), step):
+            moved.write(start, out[start : start + step])
+        return moved
+
+    def _whole(self, arr: Any) -> Any:
+        """A spilled layer read into memory for a whole-video step in memory mode."""
+        from .blocks import FrameFile
+
+        return arr.read(0, arr.shape[0]) if self.storage is None and isinstance(arr, FrameFile) else arr
 
     def _kept(self, key: str) -> bool:
         """Whether layer ``key`` (``step_<i>_<name>``) is among the layers to keep."""
@@ -532,7 +582,8 @@ class _Run:
                 # As playNano: a mask while another is active adds to it (logical OR).
                 return made if old is None else np.logical_or(made, old, out=made)
 
-            new_mask = self._per_frame(new_mask_of, arr, previous_mask, key)
+            masks_storage = self.storage if self.storage is not None else self.spill
+            new_mask = self._per_frame(new_mask_of, arr, previous_mask, key, masks_storage)
             if previous_mask is not None:
                 previous = next((k for k in reversed(self.masks) if k.startswith("step_")), None)
                 tail = "_".join(previous.split("_")[2:]) if previous else "overlay"
@@ -548,11 +599,12 @@ class _Run:
             def filtered(block: np.ndarray, fg: np.ndarray | None) -> np.ndarray:
                 return np.asarray(function(block, **call_params, **({"mask": fg} if masked else {})))
 
-            out = self._per_frame(filtered, arr, mask if masked else None, key, reuse=True)
+            out = self._per_frame(filtered, arr, mask if masked else None, key, self._storage_of(key), reuse=True)
             record["masked"] = masked
         elif spec.kind == "video_filter":
             if self.storage is None:
-                out, meta = function(arr, **call_params)
+                out, meta = function(self._whole(arr), **call_params)
+                out = self._spilled(out, key)
             else:
                 from .outofcore import video_step
 
@@ -564,7 +616,8 @@ class _Run:
                 record["mask_cleared"] = True
         else:  # stack_edit
             if self.storage is None:
-                out, kept = function(arr, **call_params)
+                out, kept = function(self._whole(arr), **call_params)
+                out = self._spilled(out, key)
             else:
                 from .outofcore import edit_step
 
@@ -572,12 +625,12 @@ class _Run:
             self.backups.setdefault("frame_metadata_before_edit", [dict(f) for f in self.frames])
             self.frames = [self.frames[i] for i in kept]
             if mask is not None:
-                if self.storage is None:
+                if isinstance(mask, np.ndarray):
                     mask = mask[np.asarray(kept, dtype=np.intp)]
                 else:
                     from .outofcore import take_frames
 
-                    mask = take_frames(mask, kept, self.storage, self.frames_per_block)
+                    mask = take_frames(mask, kept, self.storage or self.spill, self.frames_per_block)
             record["kept_frames"] = list(kept)
         if self._let_go():
             assert self.working is not None
