@@ -402,7 +402,9 @@ def remove_debris(path: str | os.PathLike[str]) -> list[Path]:
 
 
 # ----- replacement checks and error wrapping ------------------------------------------------------------
-def _check_replaceable(target: Path, replace_if: Callable[[Path], bool] | None, *, directory: bool) -> None:
+def _check_replaceable(
+    target: Path, replace_if: Callable[[Path], bool] | None, *, directory: bool, retries: int = 3
+) -> None:
     try:
         info = target.lstat()
     except FileNotFoundError:
@@ -424,6 +426,16 @@ def _check_replaceable(target: Path, replace_if: Callable[[Path], bool] | None, 
             ours = False
         if ours:
             return
+        try:
+            now = target.lstat()
+        except FileNotFoundError:
+            return  # another writer's swap moved it away while it was being checked
+        except OSError as exc:
+            raise FormatError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        if (now.st_ino, now.st_dev) != (info.st_ino, info.st_dev) and retries:
+            # Another writer's swap put a new tree there while the old one was checked (seen: the
+            # check looked inside a tree being moved away): check what is there now.
+            return _check_replaceable(target, replace_if, directory=directory, retries=retries - 1)
         kind = "directory" if stat.S_ISDIR(info.st_mode) else "file"
         raise FormatError(
             f"cannot write {target}: a {kind} is there that is not a file of the format being written; "
