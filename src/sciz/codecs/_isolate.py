@@ -14,7 +14,10 @@ shared with the caller); a page the caller writes is copied then, so rewriting a
 its memory twice until the array is freed. Measured on the 256 MB benchmark field
 (sz3, 1 thread, each decode in a fresh forked process as benchmarks/codecs.py times it, CPU time of
 parent and child, a machine loaded 6x over): raw engine median 0.87 s, sciz 0.90 s (copying out of
-``/proc/<child>/mem`` instead, into a result faulted in 4 KiB pages meanwhile: 1.08 s). Smaller
+``/proc/<child>/mem`` instead, into a result faulted in 4 KiB pages meanwhile: 1.08 s). On a quiet
+machine, wall time, best of 7: raw 0.65-0.69 s, sciz 0.74-0.82 s (0.85-0.89x); the rest is the fork
+and the memory file's 4 KiB pages (no shmem huge pages here). Mapping the pages on a second thread
+in the child (MADV_POPULATE_WRITE) did not help (0.78x alone, no change beside the preallocation). Smaller
 results, and systems without memory files, still take that copy; where the child's memory cannot be
 read, the child sends the result through the pipe instead. A crash, an ``exit``, a hang past
 ``timeout`` or an address-space limit hit in the child becomes ``error`` in the caller. POSIX only.
