@@ -412,6 +412,11 @@ def decode_stream(
 
         result = None if out is None else _check_out(out, header.shape, stored, error)
         _check_payloads(header, error)  # a clear error for a mismatched header, without a fork
+        if result is not None and result.dtype != stored:
+            # The child's bytes are in the stream's byte order: an ``out`` of the other order is
+            # filled by numpy's conversion (a trial user got byte-swapped garbage from a raw copy).
+            result[...] = decode_in_child(header, error, timeout, threads)
+            return result
         return decode_in_child(header, error, timeout, threads, out=result)
     return decode_parsed(header, _check_out(out, header.shape, stored, error), threads, error)
 
