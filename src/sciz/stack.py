@@ -387,8 +387,8 @@ class ImageStack:
                 Axis("y", "nm", self.pixel_size_nm),
                 Axis("x", "nm", self.pixel_size_nm),
             ],
-            layers=dict(self.processed),
-            masks=dict(self.masks),
+            layers={name: _in_memory_or_lazy(layer) for name, layer in self.processed.items()},
+            masks={name: _in_memory_or_lazy(mask) for name, mask in self.masks.items()},
             metadata={
                 METADATA_KEY: {
                     "pixel_size_nm": self.pixel_size_nm,
@@ -481,3 +481,18 @@ def _time_axis(times: np.ndarray) -> Axis:
     if times.size == 1 and np.isfinite(times[0]):
         return Axis("time", "s", 1.0, float(times[0]))
     return Axis("frame", "", 1.0, 0.0)
+
+
+def _in_memory_or_lazy(value: Any) -> Any:
+    """A layer for a Dataset: arrays as they are; a layer a pipeline spilled to a scratch file
+    (``processing.blocks.FrameFile``) as a dask array reading it in blocks of frames (every format
+    writes dask arrays), or read whole where dask is not installed. Found by a trial user: saving a
+    spilled stack to zspy/hspy failed, their layout knows no FrameFile."""
+    if type(value).__name__ != "FrameFile" or not hasattr(value, "read"):
+        return value
+    try:
+        import dask.array as da
+    except ImportError:
+        return np.asarray(value)
+    frames = max(1, (16 << 20) // max(1, value.nbytes // max(1, value.shape[0])))
+    return da.from_array(value, chunks=(frames, *value.shape[1:]), asarray=True, lock=False, name=False)
