@@ -425,3 +425,27 @@ def _datasets(h5: Any) -> list[Any]:
     found: list[Any] = []
     h5.visititems(lambda name, item: found.append(item) if isinstance(item, h5py.Dataset) else None)
     return found
+
+
+@pytest.mark.parametrize("shape", [(100,), (1, 64), (64, 1), (1, 1, 300)])
+def test_one_dimensional_arrays_through_the_lossy_filters(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    # Found by a trial user: compression="auto" raised h5py's bare OSError ("filter returned
+    # failure", SPERR codes only 2-D/3-D chunks), and sz3 on (1, 64) wrote a file sciz could not read.
+    data = np.linspace(0, 1, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    signal = {"data": data, "axes": [{"size": n} for n in shape]}
+    target = tmp_path / "auto.hspy"
+    hspy.file_writer(target, signal, compression="auto", tolerance=TOLERANCE)
+    assert np.abs(hspy.file_reader(target)[0]["data"] - data).max() <= TOLERANCE
+    with pytest.raises(CodecError, match="SPERR HDF5 filter codes 2-D and 3-D"):
+        hspy.file_writer(tmp_path / "sperr.hspy", signal, compression="sperr", tolerance=TOLERANCE)
+
+
+def test_a_file_whose_sz3_filter_left_its_chunks_as_they_are_reads(tmp_path: Path) -> None:
+    # H5Z-SZ3 sizes a (1, 64) chunk as one value and leaves it uncoded: h5py reads such files, so must sciz.
+    data = np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 64)
+    target = tmp_path / "plain.h5"
+    with h5py.File(target, "w") as h5:
+        h5.create_dataset("data", data=data, chunks=(1, 64), **hdf5plugin.SZ3(absolute=0.01))
+        assert h5["data"]._filters["32024"][:4] == (1, 0, 0, 1), "the filter's own parameters for this chunk"
+    with h5py.File(target, "r") as h5:
+        assert np.array_equal(_hdf5.read_dataset(h5["data"]), data)

@@ -498,7 +498,7 @@ def _run(
         if sizer is not None:  # the bytes the target container stores for this block
             try:
                 size = sizer(codec, part)
-            except (CodecError, ValueError, TypeError):  # this filter refuses the block: it cannot win
+            except (CodecError, ValueError, TypeError, OSError):  # this filter refuses the block: it cannot win
                 size = _REFUSED
             return size, time.perf_counter() - start, 0.0
         return _block_bytes(codec, part, decode)

@@ -220,6 +220,12 @@ class SperrCodec(Codec):
         import hdf5plugin
 
         values = np.asarray(array)
+        if not 2 <= sum(n > 1 for n in values.shape) <= 3:
+            # Found by a trial user: h5py's write then fails with "filter returned failure".
+            raise SperrError(
+                f"the SPERR HDF5 filter codes 2-D and 3-D chunks, not an array of shape {values.shape}: "
+                "use zfp or sz3, or save as .zspy"
+            )
         low, high = float(np.min(values)), float(np.max(values))
         if not (np.isfinite(low) and np.isfinite(high)):
             # In every mode: the engine inside the filter crashes the process on NaN/Inf.

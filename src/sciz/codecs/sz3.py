@@ -132,6 +132,14 @@ class Sz3Codec(Codec):
 
         if self._tolerance == 0:
             raise Sz3Error("tolerance=0 is lossless: use a lossless HDF5 filter (gzip, zstd, blosc2)")
+        shape = np.shape(array)
+        if len(shape) > 1 and shape[0] == 1 and sum(n > 1 for n in shape) <= 1:
+            # H5Z-SZ3 sizes such chunks from their first axis ((1, 64) as 1 value): every chunk then
+            # fails to compress and HDF5 stores it uncompressed (found by a trial user).
+            raise Sz3Error(
+                f"the SZ3 HDF5 filter cannot code an array of shape {shape} (it stores it uncompressed): "
+                "use zfp, or save as .zspy"
+            )
         if np.isnan(np.asarray(array)).any():
             # Measured: the filter writes NaN back as about -2.1e6, and takes 30-45 s per chunk doing it.
             raise Sz3Error("the SZ3 HDF5 filter cannot hold NaN; save as .zspy, whose sciz streams keep them exactly")

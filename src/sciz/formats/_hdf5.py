@@ -877,17 +877,24 @@ class _Sz3Plan(_ChunkPlan):
         if self._TYPES.get(code) != self.dtype.str[1:]:
             raise self.fail(f"SZ3 parameters say type {code}, the dataset is {self.dtype}")
         dims = [(values[2] << 32) | values[3]] if ndim == 1 else list(values[2 : 2 + ndim])
+        self.mismatch = ""
         if math.prod(dims) != math.prod(self.chunks) or sorted(dims) != sorted(_used_dims(self.chunks) or [1]):
-            raise self.fail(f"SZ3 parameters describe chunks of {dims}, the dataset's chunks are {list(self.chunks)}")
+            # H5Z-SZ3 writes such parameters for chunks like (1, 64) (dims [1]): it then leaves every
+            # chunk as it is (below), which reads as it is; a chunk it coded is refused.
+            self.mismatch = f"SZ3 parameters describe chunks of {dims}, the dataset's chunks are {list(self.chunks)}"
         self.error_values = values[2 + count :]
         self.elements = math.prod(self.chunks)
+        #: The filter leaves chunks it sizes at fewer than 20 values as they are.
+        self.passthrough = math.prod(dims) < 20
 
     def payload(self, raw: bytes, origin: tuple[int, ...], filter_mask: int = 0) -> Any:
         nbytes = self.elements * self.dtype.itemsize
-        if self.elements < 20:  # the filter leaves chunks of fewer than 20 elements as they are
+        if self.passthrough:
             if len(raw) != nbytes:
                 raise self.fail(f"SZ3 chunk at {origin} holds {len(raw)} bytes, expected {nbytes}")
             return raw
+        if self.mismatch:
+            raise self.fail(self.mismatch)
         # Framing of this SZ3: the inner stream's length (uint64), the stream as one zstd frame, then
         # the SZ3 configuration (dimension count, dims as uint64 slowest first, ...). SZ3 decodes into
         # a buffer sized from cd_values using the dims found here: they must agree.
