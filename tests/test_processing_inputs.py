@@ -216,3 +216,40 @@ def test_plain_tiff_with_a_forged_shape_is_refused_before_allocating(tmp_path):
             writer.write(np.zeros((48, 48), np.float32), description=shaped, metadata=None)
     with pytest.raises(FormatError, match=r"shape \(1000000000, 48, 48\) = 9216000000000 bytes, but the file can hold"):
         load_stack(source, pixel_size_nm=1.0)
+
+
+def _two_series(path: object) -> None:
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(np.zeros((32, 32), np.float32))
+        writer.write(np.zeros((16, 16), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("write", "why"),
+    [
+        (lambda p: tifffile.imwrite(p, np.zeros((3, 32, 32, 3), np.uint8), photometric="rgb"), "RGB"),
+        (lambda p: tifffile.imwrite(p, np.zeros((32, 32, 3), np.uint8), photometric="rgb"), "RGB"),
+        (
+            lambda p: tifffile.imwrite(p, np.zeros((4, 2, 32, 32), np.float32), imagej=True, metadata={"axes": "TCYX"}),
+            "2 channels",
+        ),
+        (
+            lambda p: tifffile.imwrite(p, np.zeros((4, 3, 32, 32), np.float32), imagej=True, metadata={"axes": "TZYX"}),
+            "2 frame axes",
+        ),
+        (_two_series, "2 image series"),
+    ],
+)
+def test_tiffs_that_are_not_one_stack_of_height_frames_are_refused(tmp_path, write, why) -> None:  # type: ignore[no-untyped-def]
+    # Found by a trial user: an RGB stack read as 3x the frames, a TCYX hyperstack's channels as
+    # frames, and a second series of another size was dropped without a word.
+    path = tmp_path / "odd.tif"
+    write(path)
+    with pytest.raises(FormatError, match=why):
+        load_stack(path)
+
+
+def test_an_imagej_time_stack_still_reads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    frames = np.random.default_rng(0).random((5, 32, 32)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "ok.tif", frames, imagej=True, metadata={"axes": "TYX"})
+    assert np.array_equal(load_stack(tmp_path / "ok.tif", pixel_size_nm=2.0).data, frames)

@@ -272,19 +272,48 @@ def _load_tiff(source: Path, channel: str | None, pixel_size_nm: float | None) -
                 from ..formats._guard import check_tiff_series_size
 
                 series = tif.series[0]
+                _check_tiff_layout(tif, series.axes, tuple(series.shape), source)  # both squeezed
                 check_tiff_series_size(tif, series, source)  # a forged shape is refused before allocating
                 values = series.asarray()
-                axes = series.get_axes(False) if hasattr(series, "get_axes") else series.axes
                 resolution = _tiff_pixel_nm(tif)
+    except FormatError:
+        raise
     except (OSError, ValueError, KeyError, IndexError, tifffile.TiffFileError) as exc:
         raise FormatError(f"{source}: unreadable TIFF ({exc})") from None
     if is_ome:
         return get_format("ome-tiff").read_stack(source, channel, pixel_size_nm)
     values = np.asarray(values)
-    if values.ndim == 3 and axes.endswith("S") and values.shape[-1] in (3, 4):
-        raise FormatError(f"{source}: an RGB image, not a height map; export the raw heights instead")
     values = values.reshape((-1, *values.shape[-2:])) if values.ndim >= 2 else values
     return _array_stack(values, source, channel, pixel_size_nm or resolution)
+
+
+#: TIFF series axes (tifffile's letters) a stack of height frames may have: frames (T, Z, Q, I) and Y X.
+_STACK_AXES = set("TZQIYX")
+
+
+def _check_tiff_layout(tif: Any, axes: str, shape: tuple[int, ...], source: Path) -> None:
+    """Refuse TIFFs that are not one stack of single-channel frames, before reading them (found by a
+    trial user: RGB stacks read as 3x the frames, a TCYX hyperstack's channels as frames, and a
+    second series of another size was dropped without a word)."""
+    if "S" in axes:
+        raise FormatError(f"{source}: RGB/multi-sample images (axes {axes}), not height maps; export the raw heights")
+    frames = [a for a, n in zip(axes, shape, strict=False) if a in "TZQI" and n > 1]
+    channels = shape[axes.index("C")] if "C" in axes else 1
+    if channels > 1 and frames:  # a plain (3, H, W) TIFF is "CYX" to tifffile: its planes are the frames
+        raise FormatError(
+            f"{source}: a hyperstack with {channels} channels (axes {axes}): save each channel "
+            "as its own stack, or export one channel"
+        )
+    other = [a for a, n in zip(axes, shape, strict=False) if a not in _STACK_AXES and a != "C" and n > 1]
+    if other:
+        raise FormatError(f"{source}: axes {axes} are not a stack of frames (frames, Y, X)")
+    if len(frames) > 1:
+        raise FormatError(f"{source}: a hyperstack with axes {axes} ({len(frames)} frame axes): save one series")
+    if len(tif.series) > 1:
+        sizes = sorted({tuple(s.shape) for s in tif.series})
+        raise FormatError(
+            f"{source}: {len(tif.series)} image series of shapes {sizes}; sciz reads a TIFF holding one stack"
+        )
 
 
 def _tiff_pixel_nm(tif: Any) -> float | None:
