@@ -291,3 +291,17 @@ def test_choose_container_and_chunks_are_checked(kwargs: dict, match: str) -> No
 
     with pytest.raises(CodecError, match=match):
         codecs.choose(np.zeros((8, 8, 8), np.float32), tolerance=0.1, **kwargs)
+
+
+def test_compress_force_replaces_only_a_file_of_the_target_format(tmp_path: Path) -> None:
+    # Found by a trial user: `sciz compress x.npy notes.scz --force` replaced a text file.
+    source, _ = _field(tmp_path)
+    notes = tmp_path / "notes.scz"
+    notes.write_text("my notes")
+    result = runner.invoke(app, ["compress", str(source), str(notes), "--tolerance", "0.01", "--force"])
+    assert result.exit_code == 1 and "no format sciz recognises" in " ".join(result.output.split())
+    assert notes.read_text() == "my notes"
+    notes.unlink()
+    for _ in range(2):  # a .scz sciz wrote is replaced
+        result = runner.invoke(app, ["compress", str(source), str(notes), "--tolerance", "0.01", "--force"])
+        assert result.exit_code == 0, result.output

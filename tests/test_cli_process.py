@@ -414,3 +414,23 @@ def test_a_second_run_into_the_same_folder_waits_and_then_sees_the_first_runs_fi
     _, err = child.communicate(timeout=120)
     assert child.returncode == 1, err
     assert "would overwrite" in err and (out / "v_filtered.npz").read_bytes() == b"the other run's result"
+
+
+def test_force_replaces_only_earlier_outputs(small_npz, tmp_path):
+    # Found by a trial user: --force replaced a text file that had an output's name (convert refused it).
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "small_filtered.npz").write_bytes(b"my notes")
+    (out / "small_filtered.gif").write_bytes(b"not a gif")
+    forced = invoke("process", small_npz, "-p", "zero_mean", "--export", "npz", "-o", out, "--force")
+    assert forced.exit_code == 1
+    assert "no format sciz recognises" in " ".join(forced.output.split())
+    assert (out / "small_filtered.npz").read_bytes() == b"my notes"
+    gif = invoke("process", small_npz, "-p", "zero_mean", "--make-gif", "-o", out, "--force")
+    assert gif.exit_code == 1 and "is not a GIF" in " ".join(gif.output.split())
+    (out / "small_filtered.npz").unlink()
+    (out / "small_filtered.gif").unlink()
+    first = invoke("process", small_npz, "-p", "zero_mean", "--export", "npz", "--make-gif", "-o", out)
+    assert first.exit_code == 0, first.output
+    again = invoke("process", small_npz, "-p", "remove_plane", "--export", "npz", "--make-gif", "-o", out, "--force")
+    assert again.exit_code == 0, again.output  # earlier outputs are replaced

@@ -353,3 +353,25 @@ def test_plugin_choice_measures_filters_and_chunk_layouts() -> None:
     assert rhumidity.encoding["chunksizes"] == (1, 1, 96, 192), rhumidity.notes
     assert t.encoding["chunksizes"] == (1, 17, 96, 192), t.notes
     assert any(n.startswith("chose sperr (2-D slices)") for n in rhumidity.notes), rhumidity.notes
+
+
+def test_force_replaces_only_a_netcdf_file_or_zarr_store(tmp_path: Path) -> None:
+    # Found by a trial user: force=True replaced any file or folder of the target's name.
+    import sciz.netcdf
+    from sciz.errors import FormatError
+
+    candidates = [DATA / "TREFHT.B06.57.atm.1890-1999ANN.nc"]
+    notes = tmp_path / "out.nc"
+    notes.write_text("my notes")
+    with pytest.raises(FormatError, match="not a file of the format being written"):
+        sciz.netcdf.compress(candidates[0], notes, rel_tolerance=1e-3, force=True)
+    assert notes.read_text() == "my notes"
+    folder = tmp_path / "out.zarr"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    with pytest.raises(FormatError, match="not a file of the format being written"):
+        sciz.netcdf.compress(candidates[0], folder, rel_tolerance=1e-3, force=True)
+    assert (folder / "keep.txt").read_text() == "mine"
+    notes.unlink()
+    sciz.netcdf.compress(candidates[0], notes, rel_tolerance=1e-3)
+    sciz.netcdf.compress(candidates[0], notes, rel_tolerance=1e-3, force=True)  # its own output is replaced

@@ -354,6 +354,20 @@ def _stored_bytes(path: Path, engine: str, group: str, name: str) -> int | None:
         return int(node.id.get_storage_size()) if isinstance(node, h5py.Dataset) else None
 
 
+def _is_output_kind(path: Path, engine: str) -> bool:
+    """Whether ``force`` may replace ``path``: a Zarr store for a Zarr target, a netCDF file (classic or
+    HDF5-based) for a netCDF one; never an unrelated file or folder (a trial user's notes file was
+    replaced by ``sciz compress ... --force``)."""
+    if engine == "zarr":
+        return path.is_dir() and any((path / name).is_file() for name in (".zgroup", ".zattrs", "zarr.json"))
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    return head[:3] == b"CDF" or head == b"\x89HDF\r\n\x1a\n"
+
+
 def compress(
     source: str | os.PathLike[str],
     target: str | os.PathLike[str],
@@ -421,10 +435,10 @@ def compress(
             for g, ds in datasets.items()
         }
         if engine == "zarr":
-            with atomic_directory(target, replace_if=lambda p: force) as scratch:
+            with atomic_directory(target, replace_if=lambda p: force and _is_output_kind(p, engine)) as scratch:
                 rows = _write_and_check(datasets, plans, scratch, engine, zarr_format)
         else:
-            with atomic_file(target, replace_if=lambda p: force) as handle:
+            with atomic_file(target, replace_if=lambda p: force and _is_output_kind(p, engine)) as handle:
                 rows = _write_and_check(datasets, plans, Path(handle.name), engine, zarr_format)
     finally:
         for ds in datasets.values():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -92,3 +92,28 @@ def main() -> None:
     """Entry point of the ``sciz`` console script."""
     _register_commands()
     app()
+
+
+def not_replaceable(target: Path, writer: Any) -> str | None:
+    """Why ``--force`` may not replace the existing ``target`` with a ``writer`` file (None: it may).
+
+    Only a file or store sciz reads as the target's format, or as a format of the same container
+    (one that shares an extension with it: ``npz`` and ``afm-npz``, ``zspy`` and ``zspy-zip``), is
+    replaced: a mistyped name never costs an unrelated file or folder (issue 9: a writer never deletes
+    what is not a store of its format). ``sciz convert``, ``compress`` and ``process`` share this rule.
+    """
+    from ..errors import SciZError
+    from ..formats import detect_format
+
+    try:
+        found = detect_format(target)
+    except (SciZError, OSError, ValueError):
+        found = None
+    if found is not None and (found.name == writer.name or set(found.extensions) & set(writer.extensions)):
+        return None
+    kind = "folder" if target.is_dir() else "file"
+    what = f"a {found.name} {kind}" if found is not None else f"a {kind} of no format sciz recognises"
+    return (
+        f"{target} exists and is {what}, not {writer.name}; --force replaces only an existing {writer.name} "
+        f"file or store: remove {target} yourself or choose another target"
+    )

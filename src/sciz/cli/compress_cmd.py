@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import app, disk_size, fail, range_outlier_warning
+from .app import app, disk_size, fail, not_replaceable, range_outlier_warning
 from .info_cmd import parse_options, read_dataset
 
 __all__ = ["compress_command"]
@@ -164,6 +164,8 @@ def compress_command(
         writer = format_for_writing(target, to)
     except (SciZError, ValueError) as exc:
         fail(str(exc))
+    if target.exists() and (refusal := not_replaceable(target, writer)):
+        fail(refusal)
     reader, dataset = read_dataset(source, None, parse_options(read_option or [], "--read-option"))
     data = np.asarray(dataset.data)
     if tolerance is None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import app, fail
+from .app import app, fail, not_replaceable
 from .info_cmd import parse_options, read_dataset
 
 __all__ = ["convert_command"]
@@ -73,7 +73,7 @@ def convert_command(
         )
         fail(f"{exc}{gif}")
     if target.exists():
-        refusal = _not_replaceable(target, writer)
+        refusal = not_replaceable(target, writer)
         if refusal:
             fail(refusal)
     # Between formats that stream lazily (zspy, hspy) the data flows chunk by chunk through dask.
@@ -100,31 +100,6 @@ def convert_command(
     del dataset  # a read-back below must not hold both in memory
     kept = sum(read.values()) if not problems and not write_options else _kept_bytes(written, writer, read)
     typer.echo(_summary(source, reader.name, sum(read.values()), kept, written, writer.name, len(problems)))
-
-
-def _not_replaceable(target: Path, writer: Any) -> str | None:
-    """Why ``--force`` may not replace the existing ``target`` with a ``writer`` file (None: it may).
-
-    Only a file or store sciz reads as the target's format, or as a format of the same container
-    (one that shares an extension with it: ``npz`` and ``afm-npz``, ``zspy`` and ``zspy-zip``), is
-    replaced: a mistyped name never costs an unrelated file or folder (issue 9: a writer never deletes
-    what is not a store of its format).
-    """
-    from ..errors import SciZError
-    from ..formats import detect_format
-
-    try:
-        found = detect_format(target)
-    except (SciZError, OSError, ValueError):
-        found = None
-    if found is not None and (found.name == writer.name or set(found.extensions) & set(writer.extensions)):
-        return None
-    kind = "folder" if target.is_dir() else "file"
-    what = f"a {found.name} {kind}" if found is not None else f"a {kind} of no format sciz recognises"
-    return (
-        f"{target} exists and is {what}, not {writer.name}; --force replaces only an existing {writer.name} "
-        f"file or store: remove {target} yourself or choose another target"
-    )
 
 
 def _stack_writer(dataset: Any, target: Path, writer: Any) -> Any:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import SciZWarning
-from .app import app, console, disk_size, err_console, fail, human_size
+from .app import app, console, disk_size, err_console, fail, human_size, not_replaceable
 
 if TYPE_CHECKING:
     from ..stack import ImageStack
@@ -321,6 +321,30 @@ def check_outputs(paths: list[Path], force: bool, claimed: set[Path], inputs: fr
     if existing and not force:
         shown = ", ".join(str(path) for path in existing)
         raise InputFailed(f"would overwrite {shown}; pass --force to replace existing outputs")
+    for path in existing:  # --force replaces only an earlier output of the same kind (as convert)
+        refusal = _not_an_earlier_output(path)
+        if refusal:
+            raise InputFailed(refusal)
+
+
+def _not_an_earlier_output(path: Path) -> str | None:
+    """Why ``--force`` may not replace ``path`` (None: it is a file of the kind ``process`` writes there)."""
+    if path.suffix.lower() == ".gif":
+        try:
+            with path.open("rb") as handle:
+                if handle.read(4) == b"GIF8":
+                    return None
+        except OSError:
+            pass
+        return f"{path} exists and is not a GIF; --force replaces only earlier outputs: remove it or rename"
+    from ..errors import SciZError
+    from ..formats import format_for_writing
+
+    try:
+        writer = format_for_writing(path, None)
+    except (SciZError, ValueError):
+        return None  # no sciz format by that name: atomic's own check decides
+    return not_replaceable(path, writer)
 
 
 @contextlib.contextmanager
