@@ -110,6 +110,23 @@ def _palette(cmap_name: str) -> list[int]:
     return [*colours.reshape(-1).tolist(), 0, 0, 0, 0, 0, 0, 255, 255, 255]
 
 
+class _Float32Frames:
+    """A (frames, H, W) stack on disk whose frames read as float32: an in-memory stack is drawn from
+    float32 values, so a float64 layer on disk drawn as it was gave some pixels one colour level
+    apart (found by a trial user comparing --in-memory and --out-of-core GIFs)."""
+
+    def __init__(self, values: Any) -> None:
+        self.values = values
+        self.shape = tuple(int(n) for n in values.shape)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.values[key], dtype=np.float32)
+
+
 def _frame_indices(values: Any, lows: np.ndarray, highs: np.ndarray) -> Iterator[np.ndarray]:
     """Each frame's palette indices, made block by block of frames as the GIF is drawn: neither the
     float64 temporaries nor the indices of the whole stack are ever held (a quarter of a float32
@@ -226,7 +243,10 @@ def save_gif(
         raise argument_error("scale_bar_nm", scale_bar_nm, "must be a positive length in nm")
     target = target_path(path, (".gif",))
     data, frames = image_stack.export_view(raw)
-    values = np.asarray(data, dtype=np.float32) if isinstance(data, np.ndarray) else data
+    if isinstance(data, np.ndarray):
+        values: Any = np.asarray(data, dtype=np.float32)
+    else:  # a layer on disk: drawn from float32 frames as well, so both modes give the same GIF
+        values = data if np.dtype(data.dtype) == np.float32 else _Float32Frames(data)
     lows, highs = z_range(values, zmin, zmax)
     palette = _palette(cmap)
 
