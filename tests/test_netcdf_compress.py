@@ -375,3 +375,27 @@ def test_force_replaces_only_a_netcdf_file_or_zarr_store(tmp_path: Path) -> None
     notes.unlink()
     sciz.netcdf.compress(candidates[0], notes, rel_tolerance=1e-3)
     sciz.netcdf.compress(candidates[0], notes, rel_tolerance=1e-3, force=True)  # its own output is replaced
+
+
+def test_nan_data_whose_fill_value_is_nan_is_compressed(tmp_path: Path) -> None:
+    # Found by a trial user: xarray's default _FillValue for floats is NaN; such a variable was
+    # copied losslessly "because NaN beside a fill value would merge", though NaN *is* its fill.
+    import xarray as xr
+
+    import sciz.netcdf
+
+    source = tmp_path / "nan.nc"
+    with xr.open_dataset(DATA / "TREFHT.B06.57.atm.1890-1999ANN.nc") as ds:
+        values = ds["TREFHT"].values.copy()
+        values[0, :5, :5] = np.nan
+        ds["TREFHT"] = (ds["TREFHT"].dims, values, ds["TREFHT"].attrs)
+        ds.to_netcdf(source)
+    report = sciz.netcdf.compress(source, tmp_path / "out.nc", rel_tolerance=1e-3)
+    row = next(r for r in report.variables if r.name == "TREFHT")
+    assert row.bound is not None and row.ratio is not None and row.ratio > 3, row
+    with xr.open_dataset(tmp_path / "out.nc") as out:
+        back = out["TREFHT"].values
+    assert np.array_equal(np.isnan(back), np.isnan(values))
+    finite = np.isfinite(values)
+    assert np.abs(back[finite] - values[finite]).max() <= 1e-3 * (values[finite].max() - values[finite].min())
+    assert (tmp_path / "out.nc").stat().st_size < source.stat().st_size / 3

@@ -23,7 +23,7 @@ groups and CF encodings are kept; a classic source becomes netCDF-4 (classic fil
 compressed variables); a missing value comes back as missing (NaN through xarray) at the same
 positions: in the plugin tier as the source's own ``_FillValue`` in the file, in packed variables as
 the packed fill value. Variables xarray's decoding would change (both ``_FillValue`` and a different
-``missing_value``; NaN beside a fill value, which decoding would merge) are copied losslessly as
+``missing_value``; NaN beside a finite fill value, which decoding would merge) are copied losslessly as
 stored. Compound, enum and variable-length types are refused with an error naming the variable.
 """
 
@@ -168,8 +168,10 @@ def _scan(source: Path) -> tuple[list[str], dict[str, dict[str, str]], str]:
                             "stored (lossless), each comes back as itself"
                         )
                         continue
-                fill_attr = "_FillValue" in attrs or "missing_value" in attrs
-                if fill_attr and isinstance(var.dtype, np.dtype) and var.dtype.kind == "f" and var.size:
+                fills = [np.asarray(var.getncattr(a), float) for a in ("_FillValue", "missing_value") if a in attrs]
+                # A NaN fill (xarray's default for floats) is what NaN means anyway: nothing to merge.
+                nan_fill = bool(fills) and all(f.size and np.isnan(f).all() for f in fills)
+                if fills and not nan_fill and isinstance(var.dtype, np.dtype) and var.dtype.kind == "f" and var.size:
                     var.set_auto_maskandscale(False)
                     if _has_nan(var):
                         keep[where][name] = (
