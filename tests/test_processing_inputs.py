@@ -253,3 +253,41 @@ def test_an_imagej_time_stack_still_reads(tmp_path) -> None:  # type: ignore[no-
     frames = np.random.default_rng(0).random((5, 32, 32)).astype(np.float32)
     tifffile.imwrite(tmp_path / "ok.tif", frames, imagej=True, metadata={"axes": "TYX"})
     assert np.array_equal(load_stack(tmp_path / "ok.tif", pixel_size_nm=2.0).data, frames)
+
+
+def test_a_tiff_written_frame_by_frame_reads_every_frame(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Found by attack: tifffile's loop idiom writes one series per frame; only the first was read.
+    frames = np.random.default_rng(1).random((6, 16, 24)).astype(np.float32)
+    with tifffile.TiffWriter(tmp_path / "loop.tif") as writer:
+        for frame in frames:
+            writer.write(frame)
+    assert np.array_equal(load_stack(tmp_path / "loop.tif", pixel_size_nm=1.0).data, frames)
+
+
+def test_damaged_tiffs_are_format_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Found by attack: struct.error / ImcdError escaped, and empty strips of a large declared LZW
+    # page were read as gigabytes of zeros.
+    (tmp_path / "magic.tif").write_bytes(b"II*\0")
+    tifffile.imwrite(tmp_path / "empty.tif", np.ones((64, 64), np.float32), compression="lzw")
+    with tifffile.TiffFile(tmp_path / "empty.tif") as tif:
+        tag = tif.pages[0].tags["StripByteCounts"]
+        offset, length = tag.valueoffset, tag.valuebytecount
+    raw = bytearray((tmp_path / "empty.tif").read_bytes())
+    raw[offset : offset + length] = bytes(length)
+    (tmp_path / "empty.tif").write_bytes(bytes(raw))
+    for name in ("magic.tif", "empty.tif"):
+        with pytest.raises(FormatError):
+            load_stack(tmp_path / name, pixel_size_nm=1.0)
+
+
+def test_a_symbolic_link_in_a_folder_of_frames_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Found by attack: a link was followed out of the folder and its file exported as a frame.
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        np.save(folder / f"f{i}.npy", np.full((8, 8), i, np.float32))
+    secret = tmp_path / "secret.npy"
+    np.save(secret, np.full((8, 8), 42, np.float32))
+    (folder / "f3.npy").symlink_to(secret)
+    with pytest.raises(FormatError, match="symbolic link"):
+        load_stack(folder, pixel_size_nm=1.0)

@@ -65,6 +65,12 @@ def check_tiff_series_size(tif: Any, series: Any, source: Any) -> None:
     check_declared_size(
         nbytes, str(source), f"a {series.dtype} series of shape {shape}", file_size=ratio * size if ratio else None
     )
+    for page in series.pages:
+        counts = getattr(page, "databytecounts", None)
+        if nbytes and counts is not None and (not len(counts) or not all(int(c) > 0 for c in counts)):
+            # tifffile reads missing strips as zeros: a 202-byte file declaring a 30000x30000 LZW page
+            # with empty strips made sciz allocate 3.6 GB of zeros (found by attack).
+            raise FormatError(f"{source}: a page declares image data but some of its strips or tiles hold no bytes")
 
 
 @contextlib.contextmanager

@@ -273,13 +273,18 @@ def _load_tiff(source: Path, channel: str | None, pixel_size_nm: float | None) -
 
                 series = tif.series[0]
                 _check_tiff_layout(tif, series.axes, tuple(series.shape), source)  # both squeezed
-                check_tiff_series_size(tif, series, source)  # a forged shape is refused before allocating
-                values = series.asarray()
+                parts = tif.series if len(tif.series) > 1 else [series]
+                for part in parts:
+                    check_tiff_series_size(tif, part, source)  # a forged shape is refused before allocating
+                # Frames written one call each (tifffile's loop idiom) are one series each: stacked.
+                values = series.asarray() if len(parts) == 1 else np.stack([part.asarray() for part in parts])
                 resolution = _tiff_pixel_nm(tif)
     except FormatError:
         raise
-    except (OSError, ValueError, KeyError, IndexError, tifffile.TiffFileError) as exc:
-        raise FormatError(f"{source}: unreadable TIFF ({exc})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # tifffile and its codecs raise many kinds on damaged files (struct, Imcd...)
+        raise FormatError(f"{source}: unreadable TIFF ({type(exc).__name__}: {exc})") from None
     if is_ome:
         return get_format("ome-tiff").read_stack(source, channel, pixel_size_nm)
     values = np.asarray(values)
@@ -310,10 +315,13 @@ def _check_tiff_layout(tif: Any, axes: str, shape: tuple[int, ...], source: Path
     if len(frames) > 1:
         raise FormatError(f"{source}: a hyperstack with axes {axes} ({len(frames)} frame axes): save one series")
     if len(tif.series) > 1:
-        sizes = sorted({tuple(s.shape) for s in tif.series})
-        raise FormatError(
-            f"{source}: {len(tif.series)} image series of shapes {sizes}; sciz reads a TIFF holding one stack"
-        )
+        kinds = {(tuple(s.shape), str(s.dtype)) for s in tif.series}
+        if len(kinds) > 1 or len(shape) != 2:
+            sizes = sorted({tuple(s.shape) for s in tif.series})
+            raise FormatError(
+                f"{source}: {len(tif.series)} image series of shapes {sizes}; sciz reads a TIFF holding one "
+                "stack (or single frames of one shape and type)"
+            )
 
 
 def _tiff_pixel_nm(tif: Any) -> float | None:
@@ -350,7 +358,11 @@ def _natural_key(path: Path) -> list[Any]:
 
 
 def _load_folder(folder: Path, channel: str | None, pixel_size_nm: float | None) -> ImageStack:
-    candidates = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    links = [p for p in entries if p.is_symlink()]
+    if links:  # a folder of frames is read as it is; a link could read any file on the machine (attack)
+        raise FormatError(f"{links[0]}: a symbolic link in a folder of frames; copy the frame into the folder instead")
+    candidates = [p for p in entries if p.is_file()]
     frame_suffixes = _FRAME_SUFFIXES
     by_suffix: dict[str, list[Path]] = {}
     for path in candidates:
