@@ -109,3 +109,32 @@ def test_not_netcdf_and_truncated_files_are_refused(tmp_path: Path) -> None:
     copy = tmp_path / "copy.nc"
     shutil.copy(TOS, copy)
     assert sciz.load(copy).name == "tos"
+
+
+def _classic_file(path: Path) -> bytes:
+    import netCDF4
+
+    with netCDF4.Dataset(path, "w", format="NETCDF3_CLASSIC") as handle:
+        handle.createDimension("x", 1000)
+        handle.createVariable("v", "f4", ("x",))[:] = np.arange(1000, dtype=np.float32)
+    return path.read_bytes()
+
+
+def test_a_forged_vsize_does_not_hide_a_cut_tail(tmp_path: Path) -> None:
+    # Found by attack: the extent check trusted the header's vsize; a file cut by 40 bytes with
+    # vsize lowered to match read its tail as zeros.
+    raw = bytearray(_classic_file(tmp_path / "base.nc"))
+    at = raw.index((4000).to_bytes(4, "big"), 0, 200)  # the variable's vsize in the header
+    raw[at : at + 4] = (3960).to_bytes(4, "big")
+    (tmp_path / "forged.nc").write_bytes(bytes(raw[:-40]))
+    with pytest.raises(FormatError, match="truncated"):
+        sciz.load(tmp_path / "forged.nc")
+
+
+def test_an_undecodable_name_in_a_classic_header_is_a_format_error(tmp_path: Path) -> None:
+    raw = bytearray(_classic_file(tmp_path / "base.nc"))
+    at = raw.index(b"v\x00\x00\x00", 40)  # the variable's name, padded to 4 bytes
+    raw[at] = 0xFF
+    (tmp_path / "bad.nc").write_bytes(bytes(raw))
+    with pytest.raises(FormatError):
+        sciz.load(tmp_path / "bad.nc")

@@ -156,15 +156,21 @@ def classic_extents(path: Path) -> dict[str, int]:
         at = start + count_size + length + (-length % 4)
         dims = [take(count_size) for _ in range(count())]
         skip_attributes()
-        take(4)
-        vsize, begin = take(count_size), take(offset_size)
-        is_record = bool(dims) and dims[0] < len(lengths) and lengths[dims[0]] == 0
-        variables.append((name, vsize, begin, is_record))
-    recsize = sum(vsize for _, vsize, _, record in variables if record)
+        kind = take(4)
+        take(count_size)  # vsize: not trusted (a forged one hid a cut tail, found by attack); computed below
+        begin = take(offset_size)
+        if any(d >= len(lengths) for d in dims):
+            raise FormatError(f"{path}: variable {name!r} names a dimension the header does not declare")
+        is_record = bool(dims) and lengths[dims[0]] == 0
+        slab = math.prod(lengths[d] for d in (dims[1:] if is_record else dims)) * _CLASSIC_SIZES.get(kind, 1)
+        variables.append((name, slab, begin, is_record))
+    in_records = [slab for _, slab, _, record in variables if record]
+    # Each variable's slab of a record is padded to 4 bytes, unless it is the only record variable.
+    recsize = in_records[0] if len(in_records) == 1 else sum(n + (-n % 4) for n in in_records)
     records = 0 if numrecs in _STREAMING else numrecs
     return {
-        name: begin + ((records - 1) * recsize + vsize if records else 0) if record else begin + vsize
-        for name, vsize, begin, record in variables
+        name: begin + ((records - 1) * recsize + slab if records else 0) if record else begin + slab
+        for name, slab, begin, record in variables
     }
 
 
@@ -187,11 +193,11 @@ def open_xarray(path: Path, **options: Any) -> Any:
                 check_complete(path, handle)
         except FormatError:
             raise
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:  # undecodable names in a damaged header (attack)
             raise FormatError(f"{path}: cannot read it as netCDF ({kind}): {exc}") from None
     try:
         return xr.open_dataset(path, engine=engine, **options)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError, IndexError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, IndexError) as exc:  # UnicodeDecodeError too
         raise FormatError(f"{path}: cannot read it as netCDF ({kind}): {type(exc).__name__}: {exc}") from None
 
 
