@@ -94,3 +94,17 @@ def test_float64_values_that_round_are_reported(tmp_path):
         export_bundles(small, tmp_path, "small_ints", "npz")
     with pytest.warns(DataWarning, match=r"int64 values are stored as float32"):
         export_bundles(big, tmp_path, "ints", "npz")
+
+
+def test_values_beyond_float32_are_refused_by_the_bundle_exports(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Found by attack: float64 heights up to 1e300 became Inf in every layer of an AFM bundle, under a
+    # warning about rounding to 7 digits.
+    from sciz.afm import export_bundles
+    from sciz.errors import FormatError
+    from sciz.stack import ImageStack
+
+    heights = np.random.default_rng(0).random((3, 16, 16)) * 1e300
+    stack = ImageStack(heights, 1.0, "height_trace", [{"timestamp": float(i)} for i in range(3)])
+    with pytest.raises(FormatError, match="beyond float32's range"):
+        export_bundles(stack, tmp_path, "s", ["npz"])
+    assert not list(tmp_path.iterdir())

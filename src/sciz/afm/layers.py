@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import argument_error
+from ..errors import FormatError, argument_error
 from ..stack import ImageStack, keep_words
 from ._common import as_image_stack
 
@@ -104,14 +104,35 @@ def float32_note(stack: ImageStack, raw: bool = False) -> str | None:
     fit in float32 exactly: float64 values that round, or integers beyond 2**24."""
     data, _ = stack.export_view(raw)
     arrays = [data] if raw else [data, *stack.processed.values()]
+    what = stack.file_path.name if stack.file_path is not None else "the stack"
+    for array in arrays:
+        if _beyond_float32(array):
+            # found by attack: such values became Inf in every layer, under a note about rounding
+            raise FormatError(
+                f"{what}: values beyond float32's range (|value| > 3.4e38) cannot be stored in AFM bundles "
+                "(float32, playNano's layout); rescale the heights or save as .zspy/.npz, which keep float64"
+            )
     wide = sorted({str(np.dtype(a.dtype)) for a in arrays if _rounds_in_float32(a)})
     if not wide:
         return None
-    what = stack.file_path.name if stack.file_path is not None else "the stack"
     return (
         f"{what}: {' and '.join(wide)} values are stored as float32 in AFM bundles (playNano's layout): "
         "rounded to about 7 significant digits (relative error up to 6e-8)"
     )
+
+
+def _beyond_float32(array: Any) -> bool:
+    """Whether a finite float64 value of ``array`` would overflow float32 (frame by frame)."""
+    if np.dtype(array.dtype).itemsize <= 4 or np.dtype(array.dtype).kind != "f":
+        return False
+    limit = float(np.finfo(np.float32).max)
+    if array.ndim < 2:
+        blocks: Any = [np.asarray(array)]
+    else:
+        step = max(1, (16 << 20) // max(1, int(np.prod(array.shape[1:])) * 8))
+        blocks = (np.asarray(array[start : start + step]) for start in range(0, int(array.shape[0]), step))
+    with np.errstate(invalid="ignore"):
+        return any(bool(np.any(np.isfinite(block) & (np.abs(block) > limit))) for block in blocks)
 
 
 def _rounds_in_float32(array: Any) -> bool:
