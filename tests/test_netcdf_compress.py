@@ -399,3 +399,15 @@ def test_nan_data_whose_fill_value_is_nan_is_compressed(tmp_path: Path) -> None:
     finite = np.isfinite(values)
     assert np.abs(back[finite] - values[finite]).max() <= 1e-3 * (values[finite].max() - values[finite].min())
     assert (tmp_path / "out.nc").stat().st_size < source.stat().st_size / 3
+
+
+def test_a_forced_filter_that_cannot_keep_fill_values_says_so_and_falls_back(tmp_path: Path) -> None:
+    # Found by a trial user: --codec sperr on tos (land 1e20 as _FillValue) failed with advice to pass
+    # fill_value=, which the netCDF path does not take.
+    import sciz.netcdf
+
+    report = sciz.netcdf.compress(DATA / "tos_O1_2001-2002.nc", tmp_path / "o.nc", rel_tolerance=1e-3, codec="sperr")
+    row = next(r for r in report.variables if r.name == "tos")
+    assert row.codec != "sperr" and row.max_error is not None and row.bound is not None
+    assert row.max_error <= row.bound
+    assert any("cannot keep this variable's fill values" in note for note in row.notes)

@@ -452,11 +452,21 @@ def _plugin(
     if missing and (fill is None or not np.isfinite(fill)):
         entry.notes.append("NaN without a finite fill value: the plugin filters cannot hold NaN")
         return None
+    filled = missing or (
+        fill is not None and sample.dtype.kind == "f" and np.isfinite(fill) and bool((sample == fill).any())
+    )
     # Variables with missing values: SZ3 and SZ2 keep a far-off fill value exactly (ZFP and SPERR spread
     # it, and the SPERR filter crashes the process on 9.97e36).
-    names = ["sz3"] if missing else [n for n in _PLUGIN_CODECS if _engine_here(n)]
+    names = ["sz3"] if filled else [n for n in _PLUGIN_CODECS if _engine_here(n)]
     if method != "plugin":
         names = [method] if method in _PLUGIN_CODECS else []
+        if filled and method in ("zfp", "sperr"):
+            # found by a trial user: the error advised fill_value=, which the netCDF path does not take
+            entry.notes.append(
+                f"the {method} filter cannot keep this variable's fill values ({fill:g}) exactly: "
+                "--codec sz3 or the default choice can"
+            )
+            return None
     coded = np.where(np.isnan(sample), sample.dtype.type(fill), sample) if missing else sample
     # (bytes on the sample, encoding) per "codec" or "codec in chunks of 2-D slices"
     sizes: dict[str, tuple[float, dict[str, Any]]] = {}
