@@ -153,8 +153,8 @@ def test_folder_of_frames_in_natural_order(tmp_path):
         stack = load_stack(folder)
     # Once for the folder, not once per file; and the frames (constant here) are blank.
     assert [str(w.message) for w in said] == [
-        f"{folder}: no pixel size found in 3 of its 3 frame files; using 1 nm per pixel (give pixel_size_nm=..., "
-        "or --pixel-size-nm on the command line)",
+        f"{folder}: no pixel size found in 3 of its 3 frame files; using 1 nm per pixel (give pixel_size_nm=...; "
+        "on the command line sciz process --pixel-size-nm, sciz info/convert -r pixel_size_nm=...)",
         f"{folder}: 3 of 3 frames are blank (every pixel one value): frame(s) 0, 1, 2; they carry no image "
         "(align_frames:reference_frame=auto skips them as reference)",
     ]

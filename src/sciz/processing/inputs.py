@@ -157,8 +157,8 @@ _NO_PIXEL_SIZE = "no pixel size found"
 
 def _no_pixel_size(source: Path, files: str = "") -> DataWarning:
     return DataWarning(
-        f"{source}: {_NO_PIXEL_SIZE}{files}; using 1 nm per pixel (give pixel_size_nm=..., or "
-        "--pixel-size-nm on the command line)"
+        f"{source}: {_NO_PIXEL_SIZE}{files}; using 1 nm per pixel (give pixel_size_nm=...; on the command "
+        "line sciz process --pixel-size-nm, sciz info/convert -r pixel_size_nm=...)"
     )
 
 
