@@ -233,7 +233,7 @@ def test_single_vendor_images_and_folders_of_them(tmp_path):
     assert np.allclose(np.asarray(dataset.data)[0], image * 1e9)  # AFMReader gives nm
     assert dataset.axes[2].scale == pytest.approx(0.5) and dataset.metadata["afm_stack"]["channel"] == "ZSensor"
     result = CliRunner().invoke(app, ["info", str(first)])
-    assert "afm stack: 1 frames of 6 x 6 px, 0.5 nm/px, channel ZSensor\n" in result.output, result.output
+    assert "afm stack: 1 frame of 6 x 6 px, 0.5 nm/px, channel ZSensor\n" in result.output, result.output
     stack = load_stack(tmp_path / "frames")
     assert stack.n_frames == 2 and np.allclose(np.asarray(stack.data)[1], image * 2e9)
     assert [f["source_file"] for f in stack.frame_metadata] == ["f1.gwy", "f2.gwy"]

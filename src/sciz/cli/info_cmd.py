@@ -233,7 +233,8 @@ def _afm_stack(dataset: Any) -> dict[str, Any] | None:
 def _stack_lines(summary: dict[str, Any]) -> Iterator[str]:
     channels = f" (in the file: {', '.join(summary['channels'])})" if summary["channels"] else ""
     yield (
-        f"afm stack: {summary['frames']} frames of {summary['height']} x {summary['width']} px, "
+        f"afm stack: {summary['frames']} frame{'s' if summary['frames'] != 1 else ''} of "
+        f"{summary['height']} x {summary['width']} px, "
         f"{summary['pixel_size_nm']:.6g} nm/px, channel {summary['channel']}{channels}"
     )
     known = [t for t in summary["timestamps_s"] if t is not None]

@@ -222,7 +222,8 @@ def run_job(
 def describe_read(stack: ImageStack) -> str:
     """``32 frames of 200x200 px, 0.5 nm/px, channel 'TP'``: what was read (taken before the steps run)."""
     return (
-        f"{stack.n_frames} frames of {stack.height}x{stack.width} px, {stack.pixel_size_nm:g} nm/px, "
+        f"{stack.n_frames} frame{'s' if stack.n_frames != 1 else ''} of {stack.height}x{stack.width} px, "
+        f"{stack.pixel_size_nm:g} nm/px, "
         f"channel {stack.channel!r}"
     )
 
@@ -239,7 +240,8 @@ def print_summary(
         f"read [bold]{escape_markup(source)}[/]: {read or describe_read(stack)}", highlight=False, soft_wrap=True
     )
     if steps:
-        processed = f" (result: {stack.n_frames} frames of {stack.height}x{stack.width} px)"
+        frames = f"{stack.n_frames} frame{'s' if stack.n_frames != 1 else ''}"
+        processed = f" (result: {frames} of {stack.height}x{stack.width} px)"
         console.print(f"processing steps: {' -> '.join(steps)}{processed}", highlight=False, soft_wrap=True)
     if not written:
         console.print("nothing written (add --export npz,h5,tif and/or --make-gif)")
@@ -518,8 +520,9 @@ def process_command(
         str | None,
         typer.Option(
             "--codec",
-            help="HDF5 codec from the registry (zfp, sz3, sperr, szip); default lossless. zfp, sz3 and sperr "
-            "files need `import hdf5plugin` before h5py or playNano can read them.",
+            help="HDF5 codec from the registry (zfp, sz3, sperr, szip), or auto (the one that codes the data "
+            "smallest within --tolerance); default lossless. zfp, sz3 and sperr files need `import hdf5plugin` "
+            "before h5py or playNano can read them.",
         ),
     ] = None,
     tolerance: Annotated[
