@@ -291,3 +291,18 @@ def test_a_symbolic_link_in_a_folder_of_frames_is_refused(tmp_path) -> None:  # 
     (folder / "f3.npy").symlink_to(secret)
     with pytest.raises(FormatError, match="symbolic link"):
         load_stack(folder, pixel_size_nm=1.0)
+
+
+def test_many_single_page_frames_are_read_page_by_page(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Found by attack: tifffile's series detection is quadratic over many one-page series (20,000
+    # pages took 86 s); past _MANY_PAGES uniform pages are read page by page, the same frames.
+    from sciz.processing import inputs
+
+    frames = np.random.default_rng(2).random((inputs._MANY_PAGES + 44, 8, 8)).astype(np.float32)
+    with tifffile.TiffWriter(tmp_path / "many.tif") as writer:
+        for frame in frames:
+            writer.write(frame)
+    seen = []
+    monkeypatch.setattr(inputs, "_uniform_pages", lambda tif, real=inputs._uniform_pages: seen.append(1) or real(tif))
+    assert np.array_equal(load_stack(tmp_path / "many.tif", pixel_size_nm=1.0).data, frames)
+    assert seen, "read page by page"

@@ -41,12 +41,13 @@ def _physical(axis: Axis) -> tuple[str, float, float]:
     return unit, float(axis.scale), float(axis.offset)
 
 
-def _stored(path: Path) -> StoredArray:
-    """How the first series' planes are stored: TIFF compression (``none``, ``zlib``...) and bytes."""
+def _stored(path: Path, *, every_page: bool = False) -> StoredArray:
+    """How the first series' planes (``every_page``: all pages) are stored: TIFF compression
+    (``none``, ``zlib``...) and bytes."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        pages = [page for page in tif.series[0].pages if page is not None]
+        pages = [page for page in (tif.pages if every_page else tif.series[0].pages) if page is not None]
         codecs = sorted({_compression_name(page.compression) for page in pages})
         stored = sum(int(n) for page in pages for n in page.databytecounts)
     return StoredArray(codec="/".join(codecs) or "none", stored_bytes=stored)

@@ -60,7 +60,7 @@ class TiffStackFormat(Format):
 
     def read(self, path: Path, **options: Any) -> Dataset:
         dataset = _read(self, path, options).to_dataset()
-        dataset.storage = {"data": _stored(path)}
+        dataset.storage = {"data": _stored(path, every_page=True)}  # frames may be several series
         return dataset
 
     def read_stack(self, path: Path, channel: str | None = None, pixel_size_nm: float | None = None) -> ImageStack:
