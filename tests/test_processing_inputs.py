@@ -306,3 +306,13 @@ def test_many_single_page_frames_are_read_page_by_page(tmp_path, monkeypatch) ->
     monkeypatch.setattr(inputs, "_uniform_pages", lambda tif, real=inputs._uniform_pages: seen.append(1) or real(tif))
     assert np.array_equal(load_stack(tmp_path / "many.tif", pixel_size_nm=1.0).data, frames)
     assert seen, "read page by page"
+
+
+def test_frames_of_different_types_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Found by attack: int64 (2**62+1), float32 and uint64 frames were promoted to float64 silently.
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    np.save(folder / "f0.npy", np.full((8, 8), 2**62 + 1, np.int64))
+    np.save(folder / "f1.npy", np.zeros((8, 8), np.float32))
+    with pytest.raises(FormatError, match="different types"):
+        load_stack(folder, pixel_size_nm=1.0)

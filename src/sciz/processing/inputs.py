@@ -419,6 +419,13 @@ def _load_folder(folder: Path, channel: str | None, pixel_size_nm: float | None)
                 f"{folder}: {path.name} is {stack.height}x{stack.width} but {files[0].name} is "
                 f"{first.height}x{first.width}; all frames must have one size"
             )
+    dtypes = {np.dtype(s.data.dtype) for s in stacks}
+    if len(dtypes) > 1:
+        # numpy would promote them silently (int64 and uint64 frames to float64, past 2**53 inexactly)
+        kinds = ", ".join(sorted(str(d) for d in dtypes))
+        raise FormatError(
+            f"{folder}: its frames are of different types ({kinds}); save them in one type to read them as one stack"
+        )
     data = np.concatenate([np.asarray(s.data) for s in stacks], axis=0)
     frames = []
     for path, stack in zip(files, stacks, strict=True):
