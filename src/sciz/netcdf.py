@@ -363,11 +363,9 @@ def _is_output_kind(path: Path, engine: str) -> bool:
     if engine == "zarr":
         return path.is_dir() and any((path / name).is_file() for name in (".zgroup", ".zattrs", "zarr.json"))
     try:
-        with path.open("rb") as handle:
-            head = handle.read(8)
-    except OSError:
+        return path.is_file() and bool(netcdf_kind(path))
+    except FormatError:
         return False
-    return head[:3] == b"CDF" or head == b"\x89HDF\r\n\x1a\n"
 
 
 def compress(

@@ -484,11 +484,11 @@ def _time_axis(times: np.ndarray) -> Axis:
 
 
 def _in_memory_or_lazy(value: Any) -> Any:
-    """A layer for a Dataset: arrays as they are; a layer a pipeline spilled to a scratch file
-    (``processing.blocks.FrameFile``) as a dask array reading it in blocks of frames (every format
-    writes dask arrays), or read whole where dask is not installed. Found by a trial user: saving a
-    spilled stack to zspy/hspy failed, their layout knows no FrameFile."""
-    if type(value).__name__ != "FrameFile" or not hasattr(value, "read"):
+    """A layer for a Dataset: numpy and dask arrays as they are; any other array (a layer a pipeline
+    spilled to a scratch file, ``processing.blocks.FrameFile``) as a dask array reading it in blocks
+    of frames (every format writes dask arrays), or read whole where dask is not installed. Found by
+    a trial user: saving a spilled stack to zspy/hspy failed, their layout knows no FrameFile."""
+    if isinstance(value, np.ndarray) or hasattr(value, "dask") or not hasattr(value, "__array__"):
         return value
     try:
         import dask.array as da

@@ -125,12 +125,13 @@ def _beyond_float32(array: Any) -> bool:
     """Whether a finite float64 value of ``array`` would overflow float32 (frame by frame)."""
     if np.dtype(array.dtype).itemsize <= 4 or np.dtype(array.dtype).kind != "f":
         return False
+    from ..processing.blocks import block_frames, iter_frame_blocks
+
     limit = float(np.finfo(np.float32).max)
     if array.ndim < 2:
         blocks: Any = [np.asarray(array)]
     else:
-        step = max(1, (16 << 20) // max(1, int(np.prod(array.shape[1:])) * 8))
-        blocks = (np.asarray(array[start : start + step]) for start in range(0, int(array.shape[0]), step))
+        blocks = (block for _, block in iter_frame_blocks(array, block_frames(tuple(array.shape), 8, 16 << 20)))
     with np.errstate(invalid="ignore"):
         return any(bool(np.any(np.isfinite(block) & (np.abs(block) > limit))) for block in blocks)
 

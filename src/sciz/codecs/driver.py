@@ -468,12 +468,6 @@ def _decode_chunk(header: StreamHeader, view: np.ndarray, index: int, error: typ
     region = view[header.chunk_region(index)]
     # A chunk across a later axis is decoded whole, then put in place (engines write C-contiguous arrays).
     target = region if header.axis == 0 else np.empty(region.shape, region.dtype)
-    _decode_into(header, chunk, target, index, error)
-    if target is not region:
-        region[...] = target
-
-
-def _decode_into(header: StreamHeader, chunk: Chunk, target: np.ndarray, index: int, error: type[CodecError]) -> None:
     decode_payload(chunk.method, chunk.payload, target, header.params, error, f"chunk {index}")
     # Masked values and patches are written as bit patterns: NaN payloads come back exactly.
     flat = target.reshape(-1)
@@ -484,6 +478,8 @@ def _decode_into(header: StreamHeader, chunk: Chunk, target: np.ndarray, index: 
     if chunk.patch_index.size:
         assert chunk.patch_values is not None
         bits[chunk.patch_index.astype(np.intp)] = chunk.patch_values.view(bits.dtype)
+    if target is not region:
+        region[...] = target
 
 
 def _payload_codec(method: int) -> Any:

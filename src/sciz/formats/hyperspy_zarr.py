@@ -1266,8 +1266,8 @@ def _write_numpy(writer: _ChunkWriter, data: Any, options: WriteOptions, is_sign
         # encoded one at a time on every core (Blosc's own threads) instead of leaving cores idle
         # (13 chunks of a 1 GiB signal on 2 cores: the 13th used to run alone on one).
         cores = max(1, options.threads or usable_cores())
-        bulk = indices[: len(indices) - len(indices) % cores]
-        if bulk and cores > 1:
+        bulk = indices[: len(indices) - len(indices) % cores] if cores > 1 else []
+        if bulk:
             # Bounded in-flight chunks keep memory at a few chunks whatever the array size.
             with ThreadPoolExecutor(max_workers=cores) as pool:
                 pending: set[Future[None]] = set()
@@ -1279,8 +1279,6 @@ def _write_numpy(writer: _ChunkWriter, data: Any, options: WriteOptions, is_sign
                     pending.add(pool.submit(writer.write_chunk, index, data[meta.region(index)]))
                 for future in pending:
                     future.result()
-        else:
-            bulk = []
         _OUTPUT.threads = cores
         try:
             for index in indices[len(bulk) :]:

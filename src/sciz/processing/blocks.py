@@ -113,14 +113,18 @@ class FrameFile:
         """Frames ``start:stop`` as a new in-memory array."""
         start, stop = max(0, start), min(self.shape[0], stop)
         out = np.empty((max(0, stop - start), *self.shape[1:]), self.dtype)
+        self._read_into(out, self._offset + start * self._frame_bytes)
+        return out
+
+    def _read_into(self, out: np.ndarray, position: int) -> None:
+        """Fill the C-contiguous ``out`` with the file's bytes from ``position``."""
         view = out.reshape(-1).view(np.uint8).data
-        position, done = self._offset + start * self._frame_bytes, 0
+        done = 0
         while done < len(view):
             count = os.preadv(self._fd, [view[done:]], position + done)
             if count <= 0:
                 raise OSError(f"{self.path}: short read at byte {position + done}")
             done += count
-        return out
 
     def write(self, start: int, block: np.ndarray) -> None:
         """Store ``block`` as frames ``start:start + len(block)``."""
@@ -165,13 +169,7 @@ class FrameFile:
         out = np.empty((stop - start, high - low, *self.shape[2:]), self.dtype)
         row = int(np.prod(self.shape[2:], dtype=np.int64)) * self.dtype.itemsize
         for i in range(stop - start):
-            view = out[i].reshape(-1).view(np.uint8).data
-            position, done = self._offset + (start + i) * self._frame_bytes + low * row, 0
-            while done < len(view):
-                count = os.preadv(self._fd, [view[done:]], position + done)
-                if count <= 0:
-                    raise OSError(f"{self.path}: short read at byte {position + done}")
-                done += count
+            self._read_into(out[i], self._offset + (start + i) * self._frame_bytes + low * row)
         return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
