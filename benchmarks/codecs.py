@@ -7,6 +7,9 @@ times the raw engine and sciz one after the other, each in a fresh forked child;
 ``--repeat`` rounds counts, so load from other work on the machine hits both alike (the CPU-time
 ratio is the steadier one on a shared machine).
 
+sz3 streams sciz wrote for this user carry a tag under the user's key and decode in-process; a
+stream from anyone else decodes in a forked child: the "sciz 1t foreign" row times that path.
+
 Targets: sciz single-thread >= 0.95x the raw engine, encode and decode (the summary table); sciz
 with 2 threads >= 1.7x the single-thread engine for sz3 and sperr on the 256 MB field. The summary
 also prints what ``numthreads=2`` costs sz3 and sperr in ratio (two chunks, cut along the longest
@@ -181,12 +184,15 @@ def raw_round(name: str, data: np.ndarray, tolerance: float, fill_value: float |
     return {**row, "err": max_error(data, restored, fill_value) if check else None}
 
 
-def sciz_round(codec: Any, data: np.ndarray, threads: int, fill_value: float | None, check: bool) -> dict[str, Any]:
-    """Encode and decode through sciz with ``threads`` threads."""
+def sciz_round(
+    codec: Any, data: np.ndarray, threads: int, fill_value: float | None, check: bool, isolated: bool | None = None
+) -> dict[str, Any]:
+    """Encode and decode through sciz with ``threads`` threads (``isolated=True``: decode as a
+    stream from someone else, whose SZ3 payload is decoded in a child; see codecs/_trust.py)."""
     enc_wall, enc_cpu, (stream, fallback) = timed(
         lambda: encode_noting_fallback(lambda: codec.encode(data, numthreads=threads)), data
     )
-    dec_wall, dec_cpu, restored = timed(lambda: codec.decode(stream, numthreads=threads), data)
+    dec_wall, dec_cpu, restored = timed(lambda: codec.decode(stream, numthreads=threads, isolated=isolated), data)
     row = {"enc": (enc_wall, enc_cpu), "dec": (dec_wall, dec_cpu), "ratio": data.nbytes / len(stream)}
     return {**row, "fallback": fallback, "err": max_error(data, restored, fill_value) if check else None}
 
@@ -226,6 +232,10 @@ def measure(
             who = f"sciz {count} thread{'s' if count > 1 else ''}"
             runs.setdefault(who, []).append(
                 in_child(lambda n=count, c=check: sciz_round(codec, data, n, fill_value, c))
+            )
+        if getattr(codec, "isolate", False):  # a stream not tagged with this user's key: the child decodes it
+            runs.setdefault("sciz 1t foreign", []).append(
+                in_child(lambda c=check: sciz_round(codec, data, 1, fill_value, c, isolated=True))
             )
     rows = []
     for who, rounds in runs.items():
@@ -299,9 +309,10 @@ def summary(table: dict[str, list[dict[str, Any]]], data: np.ndarray, repeat: in
     print(f"\n== Summary, synthetic field (best of {repeat}): sciz 1 thread / raw engine, target >= 0.95 ==")
     print(f"{'codec':7} {'encode wall':>11} {'encode cpu':>11} {'decode wall':>11} {'decode cpu':>11}")
     for name, rows in table.items():
-        one = next((row for row in rows if row["who"] == "sciz 1 thread" and "x" in row), None)
-        if one is not None:
-            print(f"{name:7} " + " ".join(f"{one['x'][key][i]:11.3f}" for key in ("enc", "dec") for i in (0, 1)))
+        for who, label in (("sciz 1 thread", name), ("sciz 1t foreign", f"{name} (a stream from elsewhere)")):
+            one = next((row for row in rows if row["who"] == who and "x" in row), None)
+            if one is not None:
+                print(f"{label:7} " + " ".join(f"{one['x'][key][i]:11.3f}" for key in ("enc", "dec") for i in (0, 1)))
     print("\n== numthreads=2 ratio cost (2 chunks across the longest axis vs 1 chunk), halves per axis (raw) ==")
     for name in ("sz3", "sperr"):
         rows = {row["who"]: row for row in table.get(name, []) if "ratio" in row}

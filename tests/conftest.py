@@ -16,6 +16,14 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stream_key(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The key sciz tags its sz3 streams with (sciz.codecs._trust) lives in the session's temporary
+    folder, not in the home of whoever runs the tests; subprocesses inherit it."""
+    if "SCIZ_KEY_FILE" not in os.environ:
+        os.environ["SCIZ_KEY_FILE"] = str(tmp_path_factory.mktemp("key") / "stream.key")
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     import imagecodecs
     import numpy

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sciz import codecs
-from sciz.codecs import _stream, driver
+from sciz.codecs import _stream, _trust, driver
 from sciz.codecs import lerc as lerc_module
 from sciz.codecs.registry import spec
 from sciz.testing.arrays import sample_array as field
@@ -57,8 +57,10 @@ def test_stream_is_a_bytearray_identical_to_a_fresh_pack(
     masked = sum(chunk.masked for chunk in header.chunks)
     patched = sum(int(chunk.patch_index.size) for chunk in header.chunks)
     assert masked + patched == PAYLOADS.size + 1 and patched >= PAYLOADS.size - _stream.MAX_TABLE
-    # Built in place around chunk 0's engine output, it must be what a fresh pack of the same chunks writes.
-    assert _stream.pack_stream(header) == stream
+    # Built in place around chunk 0's engine output, it must be what a fresh pack of the same chunks
+    # writes (sz3's tagged with this user's key, sciz.codecs._trust).
+    key = _trust.signing_key() if header.tag is not None else None
+    assert _stream.pack_stream(header, key=key) == stream
     assert codec.encode(data, numthreads=threads) == stream
     restored = codec.decode(bytes(stream))
     assert restored.tobytes() == codec.decode(stream).tobytes()

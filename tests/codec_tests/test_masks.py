@@ -281,6 +281,8 @@ def test_describe_stream() -> None:
         "masked_elements": int(invalid.sum()),
         "stored_bytes": len(stream),
         "decoded_bytes": data.nbytes,
+        "tagged": True,  # sz3, with this user's key (the session's, tests/conftest.py)
+        "own": True,
         "ratio": data.nbytes / len(stream),
     }
     with pytest.raises(codecs.CodecError, match="checksum"):

@@ -4,8 +4,9 @@ Checksums stop accidental damage, and each codec checks its engine's own header 
 header before the engine runs, but a forged payload with a valid header can still abort an engine
 whose decoder throws C++ exceptions through its C interface (SZ3), and a damaged HDF5 filter chunk
 can make a filter print and call ``exit``. :func:`run_in_child` is the one place sciz does this:
-the driver decodes streams holding such payloads there by default (every stream with
-``isolated=True``), and the HDF5 reader runs hdf5plugin's SZ3 filter there.
+the driver decodes streams holding such payloads there by default, unless they carry this user's
+tag (:mod:`sciz.codecs._trust`; every stream with ``isolated=True``), and the HDF5 reader runs
+hdf5plugin's SZ3 filter there.
 
 A large result (from 16 MiB) is decoded by the child straight into a memory file (``memfd``) that
 the parent allocates on another core while the child works and then maps *privately*: no copy, and

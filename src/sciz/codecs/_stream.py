@@ -42,6 +42,11 @@ field, where version 1 spent 8 bytes of index per element)::
     16  K*itemsize  the table (dtype)
     ..  the zstd frame
 
+A stream of an engine that decodes in a child process (SZ3) ends its parameters with
+``"mac":"<64 hex digits>"``: an HMAC-SHA256 under this user's key of the whole stream, with those
+digits as zeros and without the header CRC (:mod:`sciz.codecs._trust`). A valid one lets the
+stream decode in-process; readers that know no tags ignore the parameter.
+
 A *patch* stores an element exactly: an element an engine would otherwise return outside the
 promised bound, and the rare masked value the table does not hold. A *fallback reason* says why a
 lossy codec stored a chunk exactly (:class:`Fallback`); ``sciz info`` reports it.
@@ -49,6 +54,7 @@ lossy codec stored a chunk exactly (:class:`Fallback`); ``sciz info`` reports it
 
 from __future__ import annotations
 
+import hmac
 import json
 import math
 import os
@@ -61,6 +67,7 @@ import numpy as np
 
 from .._util import crc32
 from ..errors import ArgumentError, CodecError
+from . import _trust
 from .registry import spec, spec_for_method
 
 __all__ = [
@@ -71,6 +78,7 @@ __all__ = [
     "StreamHeader",
     "crc32",
     "describe_stream",
+    "is_own",
     "is_sciz_stream",
     "pack_mask",
     "pack_stream",
@@ -101,6 +109,8 @@ MAX_TABLE = 256
 #: The largest chunk: engines allocate work buffers the size of what they code, so peak memory
 #: stays near input + a few chunks whatever the array's size.
 CHUNK_BYTES = 512 * 1024 * 1024
+#: The parameter holding a stream's tag (:mod:`sciz.codecs._trust`).
+_TAG_KEY = "mac"
 #: The smallest chunk worth its own engine call when splitting for threads.
 MIN_CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -157,6 +167,9 @@ class StreamHeader:
     version: int = VERSION
     #: The axis of :attr:`chunked_shape` the chunks split (see :func:`plan_chunks`).
     axis: int = 0
+    #: The stream's tag (``params["mac"]``, see :mod:`sciz.codecs._trust`) and where its hex digits
+    #: and the header's CRC start; None for an untagged stream.
+    tag: tuple[bytes, int, int] | None = None
 
     @property
     def size(self) -> int:
@@ -237,15 +250,21 @@ def is_sciz_stream(data: Any) -> bool:
         return False
 
 
-def pack_stream(header: StreamHeader, *, in_place: bool = False) -> bytearray:
+def pack_stream(header: StreamHeader, *, in_place: bool = False, key: bytes | None = None) -> bytearray:
     """Serialise a header and its chunks into one self-describing stream.
+
+    ``key``: tag the stream with this user's key (:mod:`sciz.codecs._trust`), the last parameter
+    ``"mac"``, so that its decode may skip the child process. Readers that know no tags ignore it.
 
     ``in_place=True`` builds the stream inside the first chunk's payload when that is a bytearray
     (the driver's own engine output, which it hands over): the header is moved in front of it and
     the other sections appended, so the largest section is not copied into a fresh buffer (the
     copy and its page faults took 0.1 s of szip's 1.4 s on a 256 MB float32 field).
     """
-    params = json.dumps(header.params, separators=(",", ":"), allow_nan=False).encode()
+    settings = {k: v for k, v in header.params.items() if k != _TAG_KEY}
+    if key is not None:
+        settings[_TAG_KEY] = "0" * _trust.TAG_HEX  # a placeholder the tag replaces once all is written
+    params = json.dumps(settings, separators=(",", ":"), allow_nan=False).encode()
     flags = 1 if header.big_endian else 0
     parts: list[bytes | bytearray | memoryview] = [
         _FIXED.pack(
@@ -292,8 +311,34 @@ def pack_stream(header: StreamHeader, *, in_place: bool = False) -> bytearray:
         first[:0] = head  # a memmove within memory already touched
         for body in bodies[1:]:
             first += body
-        return first
-    return bytearray().join([head, *bodies])
+        stream = first
+    else:
+        stream = bytearray().join([head, *bodies])
+    if key is not None:
+        digits = _FIXED.size + 8 * len(header.shape) + len(params) - 2 - _trust.TAG_HEX
+        header_end = len(head) - 4
+        with memoryview(stream) as view:
+            value = _trust.tag(key, _tagged_pieces(view, digits, header_end))
+        stream[digits : digits + _trust.TAG_HEX] = value.hex().encode()
+        stream[header_end : header_end + 4] = struct.pack("<I", crc32(memoryview(stream)[:header_end]))
+    return stream
+
+
+def _tagged_pieces(view: memoryview, digits: int, header_end: int) -> list[Any]:
+    """What a tag covers: the whole stream with the tag's digits as zeros and without the header CRC."""
+    return [view[:digits], b"0" * _trust.TAG_HEX, view[digits + _trust.TAG_HEX : header_end], view[header_end + 4 :]]
+
+
+def is_own(data: Any, header: StreamHeader) -> bool:
+    """Whether ``data`` (parsed as ``header``) carries a valid tag under this user's key."""
+    if header.tag is None:
+        return False
+    key = _trust.signing_key()
+    if key is None:
+        return False
+    value, digits, header_end = header.tag
+    with memoryview(data).cast("B") as view:
+        return hmac.compare_digest(value, _trust.tag(key, _tagged_pieces(view, digits, header_end)))
 
 
 def _memory_limit() -> int:
@@ -352,11 +397,13 @@ def parse_stream(data: Any, error: type[CodecError], expected: str | None = None
         raise fail(f"parameters are not valid JSON ({exc})") from None
     if not isinstance(params, dict):
         raise fail("parameters are not a JSON object")
+    tag = _read_tag(params, bytes(view[offset + 8 * ndim : table_start]), table_start, header_end)
     if any(n > MAX_EXTENT for n in shape):
         raise fail(f"header declares shape {shape}: an axis longer than {MAX_EXTENT} is impossible")
     dtype = np.dtype("<" + DTYPES[dtype_number]) if DTYPES[dtype_number][1] != "1" else np.dtype(DTYPES[dtype_number])
     header = StreamHeader(codec, dtype, tuple(int(n) for n in shape), params, int(rows), bool(flags & 1))
     header.version = version
+    header.tag = tag
     if version == VERSION_SPLIT:  # older versions had zero here: chunks cut axis 0
         if not 0 < axis < len(header.chunked_shape):
             raise fail(f"header splits axis {axis} of a {len(header.chunked_shape)}-d chunked view: impossible")
@@ -406,6 +453,21 @@ def parse_stream(data: Any, error: type[CodecError], expected: str | None = None
     if position != len(view):
         raise fail(f"{len(view) - position} unexpected bytes after the last chunk")
     return header
+
+
+def _read_tag(params: dict[str, Any], raw: bytes, params_end: int, header_end: int) -> tuple[bytes, int, int] | None:
+    """Take the tag out of ``params``: ``(tag, offset of its digits, header end)`` when it is one
+    sciz wrote (the last parameter, 64 hex digits), else None (a forged or malformed tag is no tag)."""
+    value = params.pop(_TAG_KEY, None)
+    if not isinstance(value, str) or len(value) != _trust.TAG_HEX:
+        return None
+    try:
+        digest = bytes.fromhex(value)
+    except ValueError:
+        return None
+    if not raw.endswith(b'"' + _TAG_KEY.encode() + b'":"' + value.encode() + b'"}'):
+        return None
+    return digest, params_end - 2 - _trust.TAG_HEX, header_end
 
 
 def _bits(dtype: np.dtype) -> np.dtype:
@@ -510,7 +572,8 @@ def describe_stream(
     it), ``lossless_chunks`` (chunks not coded by the codec's
     own engine), ``fallbacks`` (``{reason: chunks}`` for chunks a lossy codec had to store exactly),
     ``patched_elements``, ``masked_elements`` (NaN/Inf/fill values kept apart from the engine),
-    ``stored_bytes``, ``decoded_bytes`` and ``ratio``. Damaged streams raise ``error``. ``header``:
+    ``stored_bytes``, ``decoded_bytes``, ``ratio``, and ``tagged`` / ``own`` (the stream carries a
+    tag / one valid under this user's key, :mod:`sciz.codecs._trust`). Damaged streams raise ``error``. ``header``:
     ``data`` already parsed, so its checksums are not computed again.
     """
     if header is None:
@@ -541,6 +604,8 @@ def describe_stream(
         "masked_elements": sum(chunk.masked for chunk in header.chunks),
         "stored_bytes": stored,
         "decoded_bytes": decoded,
+        "tagged": header.tag is not None,
+        "own": is_own(data, header),
         "ratio": decoded / stored if stored else 0.0,
     }
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from .._util import usable_cores
 from ..errors import CodecError, LosslessFallbackWarning, SciZWarning, argument_error
-from . import _stream
+from . import _stream, _trust
 from ._stream import Chunk, Fallback, StreamHeader
 from .registry import codec_class, spec, spec_for_method
 
@@ -180,7 +180,17 @@ def encode_array(codec: Codec, data: Any, *, out: Any = None, numthreads: int | 
         header.chunks = [chunk for chunk, _, _ in coded]
         _warn_fallbacks(codec, [reason for _, reason, _ in coded if reason], count)
         _warn_fill_like(codec, min(low for _, _, (low, _) in coded), max(high for _, _, (_, high) in coded))
-    return _into_out(_stream.pack_stream(header, in_place=True), out, codec.error)
+    return _into_out(_stream.pack_stream(header, in_place=True, key=_tag_key(header)), out, codec.error)
+
+
+def _tag_key(header: StreamHeader) -> bytes | None:
+    """This user's key when a chunk's engine would otherwise decode in a child (see :mod:`._trust`)."""
+    return _trust.signing_key(create=True) if _isolating(header) else None
+
+
+def _isolating(header: StreamHeader) -> bool:
+    """Whether a chunk's engine is one no header check makes safe (its class sets ``isolate``)."""
+    return any(getattr(_payload_codec(method), "isolate", False) for method in {c.method for c in header.chunks})
 
 
 def _warn_fallbacks(codec: Codec, reasons: list[str], count: int) -> None:
@@ -376,7 +386,8 @@ def decode_stream(
     checked against the stream's header before the engine sees it (:meth:`Codec.check_payload`),
     and payloads of engines that no check can make safe (SZ3 aborts the process on a forged body)
     are decoded in a forked child, one per stream, whose crash or hang (``timeout`` seconds)
-    raises ``error``. ``isolated=True`` decodes every stream in a child; ``isolated=False`` never
+    raises ``error``, unless the stream carries a valid tag under this user's key (sciz wrote it
+    for them, :mod:`sciz.codecs._trust`). ``isolated=True`` decodes every stream in a child; ``isolated=False`` never
     does (for trusted streams only: a forged SZ3 payload then aborts the process).
     """
     if header is None or (codec is not None and header.codec != codec):
@@ -407,7 +418,7 @@ def decode_stream(
         result[...] = stored_order.transpose(inverse)
         return result
     _check_expected(header.shape, stored, shape, dtype, error)
-    if _needs_child(header, isolated, error):
+    if _needs_child(data, header, isolated, error):
         from ._isolate import decode_in_child
 
         result = None if out is None else _check_out(out, header.shape, stored, error)
@@ -442,15 +453,16 @@ def decode_parsed(header: StreamHeader, result: np.ndarray, threads: int, error:
     return result
 
 
-def _needs_child(header: StreamHeader, isolated: bool | None, error: type[CodecError]) -> bool:
-    """Whether to decode in a child: always (True), never (False), or (None) when an engine needs it."""
+def _needs_child(data: Any, header: StreamHeader, isolated: bool | None, error: type[CodecError]) -> bool:
+    """Whether to decode in a child: always (True), never (False), or (None) when an engine needs it
+    and the stream is not one of this user's own (:func:`sciz.codecs._stream.is_own`)."""
     if isolated is not None and not isinstance(isolated, bool):
         raise argument_error("isolated", isolated, "must be None (automatic), True or False", cls=error)
     if isolated is not None:
         return isolated
     if not hasattr(os, "fork"):
         return False  # no child processes to be had: the header checks are all the protection there is
-    return any(getattr(_payload_codec(method), "isolate", False) for method in {c.method for c in header.chunks})
+    return _isolating(header) and not _stream.is_own(data, header)
 
 
 def _check_payloads(header: StreamHeader, error: type[CodecError]) -> None:

@@ -68,6 +68,8 @@ def _storage(data: Any, header: Any) -> StoredArray:
         details["NaN/Inf/fill elements kept apart"] = described["masked_elements"]
     if described["patched_elements"]:
         details["elements stored exactly"] = described["patched_elements"]
+    if described["tagged"]:
+        details["tag"] = "yours: decodes in this process" if described["own"] else "not your key: decodes in a child"
     parameters = {k: v for k, v in described["params"].items() if v is not None}
     return StoredArray(
         codec=described["codec"], stored_bytes=described["stored_bytes"], parameters=parameters, details=details

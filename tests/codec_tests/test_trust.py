@@ -1,0 +1,277 @@
+"""Streams tagged with this user's key decode in-process; every other stream still decodes in the child.
+
+sciz tags the streams of engines that need the child process (sz3) with an HMAC under a secret key
+of the user's (sciz.codecs._trust). What is checked here: a tagged stream written in one process
+decodes in a fresh one without forking; a stream under another key, damaged, resealed, re-tagged
+badly or untagged forks; a key file that others could read or that is a link is not used; no key
+at all (``SCIZ_KEY_FILE=""``, a read-only home) only makes decodes go through the child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sciz import codecs
+from sciz.codecs import _isolate, _stream, _trust
+
+FIELD = np.cumsum(np.random.default_rng(7).normal(size=(8, 64, 64)), axis=2).astype(np.float32)
+
+
+@pytest.fixture
+def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "config" / "stream.key"
+    monkeypatch.setenv("SCIZ_KEY_FILE", str(path))
+    _trust.forget()
+    yield path
+    _trust.forget()
+
+
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts decodes that went to a child process (and still runs them)."""
+    calls: list[int] = []
+    real = _isolate.decode_in_child
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_isolate, "decode_in_child", counting)
+    return calls
+
+
+def _params_raw(stream: bytes) -> bytes:
+    ndim = stream[8]
+    (length,) = struct.unpack_from("<I", stream, 12)
+    start = 16 + 8 * ndim
+    return stream[start : start + length]
+
+
+def _reseal_header(stream: bytearray) -> bytearray:
+    """Recompute the header CRC, as a forger would after editing the header."""
+    ndim = stream[8]
+    (length,) = struct.unpack_from("<I", stream, 12)
+    table = 16 + 8 * ndim + length
+    (count,) = struct.unpack_from("<I", stream, table + 8)
+    end = table + 12 + 32 * count
+    stream[end : end + 4] = struct.pack("<I", _stream.crc32(memoryview(stream)[:end]))
+    return stream
+
+
+def test_own_stream_is_tagged_and_decodes_without_a_child(key_file: Path, forks: list[int]) -> None:
+    stream = codecs.sz3_encode(FIELD, tolerance=1e-3)
+    assert key_file.stat().st_mode & 0o777 == 0o600 and key_file.stat().st_size == 32
+    assert key_file.parent.stat().st_mode & 0o777 == 0o700
+    assert _params_raw(bytes(stream)).endswith(b'"}') and b'"mac":"' in _params_raw(bytes(stream))
+    header = _stream.parse_stream(stream, codecs.Sz3Error)
+    assert "mac" not in header.params and header.tag is not None
+    restored = codecs.sz3_decode(stream)
+    assert forks == [] and np.abs(restored.astype(np.float64) - FIELD).max() <= 1e-3
+    assert np.array_equal(codecs.decode(stream, isolated=True), restored) and forks == [1]
+    described = codecs.describe_stream(stream)
+    assert described["tagged"] and described["own"] and described["params"] == {"tolerance": 1e-3}
+    # Streams of engines that need no child carry no tag (and cost no hashing)
+    assert _stream.parse_stream(codecs.zfp_encode(FIELD, tolerance=1e-3), codecs.ZfpError).tag is None
+
+
+def test_streams_of_several_chunks_are_tagged_whole(key_file: Path, forks: list[int]) -> None:
+    big = np.tile(FIELD, (1, 16, 18))  # 18 MiB: two chunks on two threads
+    split = codecs.sz3_encode(big, tolerance=1e-3, numthreads=2)
+    assert len(_stream.parse_stream(split, codecs.Sz3Error).chunks) == 2
+    assert np.abs(codecs.sz3_decode(split) - big).max() <= 1e-3
+    assert forks == []
+    damaged = bytearray(split)
+    damaged[-3] ^= 0x40  # the second chunk's body: its CRC fails before any engine runs
+    with pytest.raises(codecs.Sz3Error, match="chunk 1 checksum"):
+        codecs.sz3_decode(bytes(damaged))
+
+
+def test_another_users_key_untagged_and_tampered_streams_go_to_the_child(
+    key_file: Path, forks: list[int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = bytes(codecs.sz3_encode(FIELD, tolerance=1e-3))
+    expected = codecs.sz3_decode(stream)
+    assert forks == []
+
+    cases: dict[str, bytes] = {}
+    digits = _params_raw(stream).rfind(b'"mac":"') + 7 + 16 + 8 * stream[8]
+    wrong = bytearray(stream)
+    wrong[digits] = ord("0") if wrong[digits] != ord("0") else ord("1")
+    cases["a changed tag digit"] = bytes(_reseal_header(wrong))
+    header = _stream.parse_stream(stream, codecs.Sz3Error)
+    cases["repacked without the key"] = bytes(_stream.pack_stream(header))
+    cases["tagged under another key"] = bytes(_stream.pack_stream(header, key=os.urandom(32)))
+    header.params["mac"] = "ab" * 32  # a tag that is not the last parameter sciz writes
+    header.params["zz"] = 1
+    moved = bytes(_stream.pack_stream(header))
+    cases["a tag in the wrong place"] = moved
+    for name, forged in cases.items():
+        forks.clear()
+        assert np.array_equal(codecs.sz3_decode(forged), expected), name
+        assert forks == [1], f"{name}: decoded without the child"
+        assert not codecs.describe_stream(forged)["own"], name
+
+    # Damaged bodies, checksums resealed, tagged under a key that is not this user's: the child
+    # takes any engine abort, the caller gets an array or a clean error
+    forged = _stream.parse_stream(stream, codecs.Sz3Error)
+    original = bytes(forged.chunks[0].payload)
+    outcomes = set()
+    for start in range(40, len(original) - 8, max(1, (len(original) - 48) // 12)):
+        payload = bytearray(original)
+        payload[start : start + 8] = b"\xff" * 8
+        forged.chunks[0].payload = bytes(payload)
+        forks.clear()
+        try:
+            codecs.sz3_decode(bytes(_stream.pack_stream(forged, key=os.urandom(32))))
+            outcomes.add("array")
+        except codecs.Sz3Error:
+            outcomes.add("error")
+        assert forks == [1]
+    assert "error" in outcomes, "no damage the engine noticed: the test proves nothing"
+
+    # Another user's key file: the same stream is no longer "own"
+    monkeypatch.setenv("SCIZ_KEY_FILE", str(tmp_path / "other.key"))
+    _trust.forget()
+    forks.clear()
+    assert np.array_equal(codecs.sz3_decode(stream), expected) and forks == [1]
+
+
+def test_malformed_tags_are_no_tags(key_file: Path) -> None:
+    header = _stream.parse_stream(codecs.sz3_encode(FIELD, tolerance=1e-3), codecs.Sz3Error)
+    for value in ["zz" * 32, "ab" * 31, 12, None, ["ab"], "AB" * 32 + "0"]:
+        header.params["mac"] = value
+        stream = bytes(_stream.pack_stream(header))
+        parsed = _stream.parse_stream(stream, codecs.Sz3Error)
+        assert parsed.tag is None and "mac" not in parsed.params, value
+        assert np.abs(codecs.sz3_decode(stream) - FIELD).max() <= 1e-3
+
+
+@pytest.mark.parametrize("problem", ["group-readable", "symlink", "short", "directory", "empty setting"])
+def test_unsafe_or_missing_keys_are_not_used(problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "stream.key"
+    if problem == "group-readable":
+        path.write_bytes(os.urandom(32))
+        path.chmod(0o640)
+    elif problem == "symlink":
+        real = tmp_path / "real.key"
+        real.write_bytes(os.urandom(32))
+        real.chmod(0o600)
+        path.symlink_to(real)
+    elif problem == "short":
+        path.write_bytes(os.urandom(16))
+        path.chmod(0o600)
+    elif problem == "directory":
+        path.mkdir()
+    monkeypatch.setenv("SCIZ_KEY_FILE", "" if problem == "empty setting" else str(path))
+    _trust.forget()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            stream = codecs.sz3_encode(FIELD, tolerance=1e-3)
+        assert _stream.parse_stream(stream, codecs.Sz3Error).tag is None
+        assert np.abs(codecs.sz3_decode(stream) - FIELD).max() <= 1e-3
+        if problem == "group-readable":
+            assert any("chmod 600" in str(w.message) for w in caught)
+            assert path.read_bytes() and path.stat().st_mode & 0o777 == 0o640, "a user's file is never rewritten"
+        if problem == "empty setting":
+            assert not list(tmp_path.iterdir()), "no key is made when signing is turned off"
+    finally:
+        _trust.forget()
+
+
+def test_a_key_that_cannot_be_made_only_means_no_tags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A home that cannot hold the key (here a file where its folder would be; a read-only home
+    is the same OSError, and root ignores permissions) encodes untagged streams, and writes nothing."""
+    blocker = tmp_path / "config"
+    blocker.write_bytes(b"a file, not a folder")
+    monkeypatch.setenv("SCIZ_KEY_FILE", str(blocker / "sciz" / "stream.key"))
+    _trust.forget()
+    try:
+        stream = codecs.sz3_encode(FIELD, tolerance=1e-3)
+        assert _stream.parse_stream(stream, codecs.Sz3Error).tag is None
+        assert np.abs(codecs.sz3_decode(stream) - FIELD).max() <= 1e-3
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["config"]
+    finally:
+        _trust.forget()
+
+
+def test_default_key_place_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SCIZ_KEY_FILE", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert _trust.key_path() == tmp_path / "sciz" / "stream.key"
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert _trust.key_path() == tmp_path / "home" / ".config" / "sciz" / "stream.key"
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, sys, json
+    import numpy as np
+    from sciz import codecs
+    from sciz.codecs import _isolate
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("forked")
+
+    if sys.argv[2] == "no-fork":
+        _isolate.decode_in_child = refuse
+    data = open(sys.argv[1], "rb").read()
+    result = codecs.sz3_decode(data)
+    print(json.dumps([list(result.shape), float(result.sum())]))
+    """
+)
+
+
+def test_tagged_in_one_process_trusted_in_a_fresh_one(tmp_path: Path, key_file: Path) -> None:
+    """Persistence: the key on disk, not a cache, makes a stream one's own; a fresh process with
+    another key forks (and still decodes)."""
+    path = tmp_path / "field.sz3"
+    path.write_bytes(codecs.sz3_encode(FIELD, tolerance=1e-3))
+    expected = codecs.sz3_decode(path.read_bytes())
+    environment = {**os.environ, "SCIZ_KEY_FILE": str(key_file)}
+
+    def run(mode: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", CHILD, str(path), mode]
+        return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
+
+    done = run("no-fork")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == [list(FIELD.shape), float(expected.sum())]
+    environment["SCIZ_KEY_FILE"] = str(tmp_path / "someone-else.key")
+    refused = run("no-fork")
+    assert refused.returncode != 0 and "forked" in refused.stderr
+    forked = run("fork")
+    assert forked.returncode == 0 and json.loads(forked.stdout)[1] == float(expected.sum())
+
+
+def test_concurrent_first_encodes_agree_on_one_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "k" / "stream.key"
+    script = (
+        "import sys, numpy as np; from sciz import codecs\n"
+        "s = codecs.sz3_encode(np.arange(4096, dtype='f4').reshape(64, 64), tolerance=1e-3)\n"
+        "open(sys.argv[1], 'wb').write(s)\n"
+    )
+    environment = {**os.environ, "SCIZ_KEY_FILE": str(path)}
+    outputs = [tmp_path / f"{i}.sz3" for i in range(4)]
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(out)], env=environment) for out in outputs]
+    assert [run.wait(timeout=120) for run in runs] == [0] * 4
+    assert path.stat().st_size == 32 and sorted(p.name for p in path.parent.iterdir()) == ["stream.key"]
+    monkeypatch.setenv("SCIZ_KEY_FILE", str(path))
+    _trust.forget()
+    try:
+        for out in outputs:  # every process tagged with the one key that stayed
+            data = out.read_bytes()
+            assert _stream.is_own(data, _stream.parse_stream(data, codecs.Sz3Error)), out.name
+    finally:
+        _trust.forget()
