@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
@@ -275,3 +276,26 @@ def test_concurrent_first_encodes_agree_on_one_key(tmp_path: Path, monkeypatch: 
             assert _stream.is_own(data, _stream.parse_stream(data, codecs.Sz3Error)), out.name
     finally:
         _trust.forget()
+
+
+def test_a_fork_while_the_key_lock_is_held_does_not_deadlock_the_child(key_file: Path) -> None:
+    """Another thread may hold the key lock when the process forks (multiprocessing): the child
+    gets a fresh lock instead of one that nobody will ever release."""
+    expected = _trust.signing_key(create=True)
+    assert expected is not None
+    _trust.forget()
+    with _trust._lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the forked process
+            os._exit(0 if _trust.signing_key() == expected else 1)
+    for _ in range(600):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the child deadlocked on the key lock")
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -38,6 +38,16 @@ _keys: dict[str, bytes | None] = {}
 _warned: set[str] = set()
 
 
+def _new_lock_in_child() -> None:
+    # A lock another thread held at a fork stays locked forever in the child: give it a fresh one.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
 def key_path() -> Path | None:
     """Where this user's key is (or would be created); None when ``SCIZ_KEY_FILE`` is set empty."""
     given = os.environ.get("SCIZ_KEY_FILE")
