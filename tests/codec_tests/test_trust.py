@@ -263,6 +263,23 @@ def test_info_says_where_and_why_a_stream_decodes(
         assert text.endswith("decodes in a child process, a little slower"), text
 
 
+def test_a_key_made_later_by_another_process_is_found(key_file: Path, forks: list[int]) -> None:
+    """A process that found no key (a dask worker that read a colleague's store first) finds the
+    key another process of the user makes later; it used to keep forking for its whole life."""
+    stream = codecs.sz3_encode(FIELD, tolerance=1e-3)  # makes the key, which is then taken away
+    key = key_file.read_bytes()
+    key_file.unlink()
+    _trust.forget()
+    assert np.abs(codecs.sz3_decode(stream) - FIELD).max() <= 1e-3 and forks == [1], "no key: the child"
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # as another process makes it
+    os.write(fd, key)
+    os.close(fd)
+    forks.clear()
+    assert np.abs(codecs.sz3_decode(stream) - FIELD).max() <= 1e-3 and forks == [], "the key is found"
+    key_file.unlink()  # a key once read stays for the life of the process
+    assert _trust.signing_key() == key
+
+
 def test_default_key_place_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("SCIZ_KEY_FILE", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))

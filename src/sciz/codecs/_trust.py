@@ -36,7 +36,7 @@ TAG_HEX = 64
 _KEY_BYTES = 32
 _CONTEXT = b"sciz stream tag 1\0"  # separates this use of the key from any later one
 _lock = threading.Lock()
-_keys: dict[str, bytes | None] = {}
+_keys: dict[str, bytes] = {}
 _warned: set[str] = set()
 
 
@@ -61,7 +61,12 @@ def key_path() -> Path | None:
 
 
 def signing_key(*, create: bool = False) -> bytes | None:
-    """This user's key, or None (no usable key; with ``create``, one is made where none exists)."""
+    """This user's key, or None (no usable key; with ``create``, one is made where none exists).
+
+    A key read is kept for the life of the process; its absence is not: another process of the
+    user (a notebook's first encode) may make the key at any time, and a long-lived process (a dask
+    worker) would otherwise fork for every stream of the user's until it ends. Looking again costs
+    a failed ``open``, nothing beside the fork it may save."""
     if not hasattr(os, "fork") or not hasattr(os, "geteuid"):
         return None  # no child processes to skip (and no owner to check) on this system
     path = key_path()
@@ -69,13 +74,14 @@ def signing_key(*, create: bool = False) -> bytes | None:
         return None
     name = str(path)
     with _lock:
-        if name in _keys and (_keys[name] is not None or not create):
+        if name in _keys:
             return _keys[name]
         key = _read_key(path)
         if key is None and create and not os.path.lexists(path):
             _create_key(path)
             key = _read_key(path)
-        _keys[name] = key
+        if key is not None:
+            _keys[name] = key
         return key
 
 
