@@ -260,7 +260,7 @@ def test_info_says_where_and_why_a_stream_decodes(
     for (path, setting), start in expected.items():
         text = note(path, setting)
         assert text is not None and text.startswith(start), (path.name, setting, text)
-        assert text.endswith("decodes in a child process, a little slower"), text
+        assert text.endswith("decodes in a forked child, slower (a fork per stream or zspy chunk)"), text
 
 
 def test_a_key_made_later_by_another_process_is_found(key_file: Path, forks: list[int]) -> None:

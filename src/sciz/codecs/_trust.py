@@ -164,7 +164,7 @@ def explain(tagged: bool, own: bool) -> str:
         why = f"not checked: no usable key at {path}"
     else:
         why = f"made with another key than yours ({path})"
-    return f"{why}: decodes in a child process, a little slower"
+    return f"{why}: decodes in a forked child, slower (a fork per stream or zspy chunk)"
 
 
 def _warn_once(path: Path, message: str) -> None:
