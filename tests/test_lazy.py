@@ -58,6 +58,39 @@ def test_dask_signal_streams_to_file_and_back_threaded(tmp_path: Path, target: s
         assert float(back["data"].sum().compute()) == pytest.approx(float(expected.sum(dtype=np.float64)))
 
 
+QUIET_WRITERS = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from sciz.formats import hspy, zspy
+    from sciz.lazy import synthetic_signal
+
+    folder = sys.argv[1]
+    lazy = synthetic_signal((12, 32, 40), (3, 32, 40), seed=1)
+    for name, data in (("numpy", lazy.compute()), ("dask", lazy)):
+        signal = {"data": data, "metadata": {"General": {"title": name}}}
+        zspy.file_writer(f"{folder}/{name}.zspy", signal, compressor="sz3", tolerance=1e-3, chunks=(3, 32, 40))
+        zspy.file_writer(f"{folder}/{name}.zip.zspy", signal, store_type="zip", chunks=(3, 32, 40))
+        hspy.file_writer(f"{folder}/{name}.hspy", signal, chunks=(3, 32, 40))
+        (back,) = zspy.file_reader(f"{folder}/{name}.zspy", lazy=True)
+        assert np.abs(back["data"].compute() - lazy.compute()).max() <= 1e-3
+    """
+)
+
+
+def test_writers_print_nothing_into_a_pipe(tmp_path: Path) -> None:
+    """Progress bars are for terminals: into a pipe rich printed one blank line per array written
+    (a trial user's script that printed CSV got empty lines in it)."""
+    done = subprocess.run(
+        [sys.executable, "-c", QUIET_WRITERS, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "" and done.stderr == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{n}{e}" for n in ("numpy", "dask") for e in (".zspy", ".zip.zspy", ".hspy")
+    )
+
+
 def test_rechunks_irregular_dask_chunks(tmp_path: Path) -> None:
     data = da.from_array(np.arange(7 * 5 * 3, dtype=np.int32).reshape(7, 5, 3), chunks=((3, 4), 5, 3))
     zspy.file_writer(tmp_path / "r.zspy", lazy_signal(data), show_progressbar=False)

@@ -181,6 +181,9 @@ def test_unsafe_or_missing_keys_are_not_used(problem: str, tmp_path: Path, monke
             stream = codecs.sz3_encode(FIELD, tolerance=1e-3)
         assert _stream.parse_stream(stream, codecs.Sz3Error).tag is None
         assert np.abs(codecs.sz3_decode(stream) - FIELD).max() <= 1e-3
+        if problem == "symlink":  # not followed, and said so (a dotfile manager's link was ignored silently)
+            assert any("symbolic link" in str(w.message) and str(path) in str(w.message) for w in caught)
+            assert path.is_symlink(), "the link is left as it was"
         if problem == "group-readable":
             assert any("chmod 600" in str(w.message) for w in caught)
             assert path.read_bytes() and path.stat().st_mode & 0o777 == 0o640, "a user's file is never rewritten"
@@ -204,6 +207,78 @@ def test_a_key_that_cannot_be_made_only_means_no_tags(tmp_path: Path, monkeypatc
         assert sorted(p.name for p in tmp_path.iterdir()) == ["config"]
     finally:
         _trust.forget()
+
+
+def test_a_relative_key_file_setting_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SCIZ_KEY_FILE=stream.key would name another key in each working directory (a trial user's
+    streams became "another key's" after a cd): it is refused with a warning, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SCIZ_KEY_FILE", "keys/stream.key")
+    _trust.forget()
+    try:
+        with pytest.warns(RuntimeWarning, match="SCIZ_KEY_FILE='keys/stream.key' is a relative path"):
+            stream = codecs.sz3_encode(FIELD, tolerance=1e-3)
+        assert _trust.key_path() is None and _stream.parse_stream(stream, codecs.Sz3Error).tag is None
+        assert not list(tmp_path.iterdir()), "no key is made in the working directory"
+        monkeypatch.setenv("SCIZ_KEY_FILE", "~/sciz.key")  # the shell's ~ is no relative path
+        assert _trust.key_path() == Path("~/sciz.key").expanduser()
+    finally:
+        _trust.forget()
+
+
+def test_info_says_where_and_why_a_stream_decodes(
+    tmp_path: Path, key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sciz info`` of a .scz explains the decode path of every sz3 stream, tagged or not (a trial
+    user's untagged streams, written under a read-only home, showed nothing)."""
+    from sciz.formats.scz import read_scz
+
+    own, zfp = tmp_path / "own.scz", tmp_path / "zfp.scz"
+    own.write_bytes(codecs.sz3_encode(FIELD, tolerance=1e-3))
+    zfp.write_bytes(codecs.zfp_encode(FIELD, tolerance=1e-3))
+    untagged = tmp_path / "untagged.scz"
+    monkeypatch.setenv("SCIZ_KEY_FILE", "")
+    untagged.write_bytes(codecs.sz3_encode(FIELD, tolerance=1e-3))
+
+    def note(path: Path, setting: str) -> str | None:
+        monkeypatch.setenv("SCIZ_KEY_FILE", setting)
+        _trust.forget()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the relative setting's own warning
+            return read_scz(path)[1].details.get("tag")
+
+    assert note(own, str(key_file)).startswith(f"yours (valid under your key {key_file}): decodes in-process")
+    assert note(zfp, str(key_file)) is None, "zfp needs no child: nothing to explain"
+    expected = {
+        (untagged, str(key_file)): "none (written by another sciz",
+        (own, str(tmp_path / "other.key")): f"made with another key than yours ({tmp_path / 'other.key'})",
+        (own, str(tmp_path / "missing" / "stream.key")): "not checked: no usable key at",
+        (own, ""): "not checked: SCIZ_KEY_FILE is set empty here",
+        (own, "relative.key"): "not checked: SCIZ_KEY_FILE='relative.key' is not an absolute path",
+    }
+    (tmp_path / "other.key").write_bytes(os.urandom(32))
+    (tmp_path / "other.key").chmod(0o600)
+    for (path, setting), start in expected.items():
+        text = note(path, setting)
+        assert text is not None and text.startswith(start), (path.name, setting, text)
+        assert text.endswith("decodes in a forked child, slower (a fork per stream or zspy chunk)"), text
+
+
+def test_a_key_made_later_by_another_process_is_found(key_file: Path, forks: list[int]) -> None:
+    """A process that found no key (a dask worker that read a colleague's store first) finds the
+    key another process of the user makes later; it used to keep forking for its whole life."""
+    stream = codecs.sz3_encode(FIELD, tolerance=1e-3)  # makes the key, which is then taken away
+    key = key_file.read_bytes()
+    key_file.unlink()
+    _trust.forget()
+    assert np.abs(codecs.sz3_decode(stream) - FIELD).max() <= 1e-3 and forks == [1], "no key: the child"
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # as another process makes it
+    os.write(fd, key)
+    os.close(fd)
+    forks.clear()
+    assert np.abs(codecs.sz3_decode(stream) - FIELD).max() <= 1e-3 and forks == [], "the key is found"
+    key_file.unlink()  # a key once read stays for the life of the process
+    assert _trust.signing_key() == key
 
 
 def test_default_key_place_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ wrong one, another user's key) still decodes in the child. Hashing costs about 0
 
 The key is 32 random bytes in ``$XDG_CONFIG_HOME/sciz/stream.key`` (``~/.config`` by default),
 created on the first encode that needs it, readable by its owner only; ``SCIZ_KEY_FILE`` names
-another file, or, set empty, turns signing and trust off. A key file that is not a regular file of
-this user with no group/other permissions is not used (a warning says so once). Copying the file to
-another machine of the same user extends the trust there; deleting it only makes decodes slower.
+another file (an absolute path: a relative one would name another key in each working directory,
+so it is not used, with a warning), or, set empty, turns signing and trust off. A key file that is
+not a regular file of this user with no group/other permissions, or is a symbolic link, is not
+used (a warning says so once). Copying the file to another machine of the same user extends the
+trust there; deleting it only makes decodes slower.
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TAG_HEX", "key_path", "signing_key", "tag"]
+__all__ = ["TAG_HEX", "explain", "key_path", "signing_key", "tag"]
 
 #: Length of the tag in the stream's parameters (hex digits of an HMAC-SHA256).
 TAG_HEX = 64
 _KEY_BYTES = 32
 _CONTEXT = b"sciz stream tag 1\0"  # separates this use of the key from any later one
 _lock = threading.Lock()
-_keys: dict[str, bytes | None] = {}
+_keys: dict[str, bytes] = {}
 _warned: set[str] = set()
 
 
@@ -52,7 +54,16 @@ def key_path() -> Path | None:
     """Where this user's key is (or would be created); None when ``SCIZ_KEY_FILE`` is set empty."""
     given = os.environ.get("SCIZ_KEY_FILE")
     if given is not None:
-        return Path(given).expanduser() if given else None
+        path = Path(given).expanduser()
+        if given and not path.is_absolute():
+            _warn_once(
+                path,
+                f"sciz: SCIZ_KEY_FILE={given!r} is a relative path, which would name another key in each working "
+                "directory; it is not used (give an absolute path): sz3 streams are neither tagged nor trusted and "
+                "decode in a child process, slower",
+            )
+            return None
+        return path if given else None
     config = Path(os.environ.get("XDG_CONFIG_HOME", ""))
     if not config.is_absolute():  # unset, or relative: ignored, as the XDG specification says
         config = Path("~").expanduser() / ".config"
@@ -60,7 +71,12 @@ def key_path() -> Path | None:
 
 
 def signing_key(*, create: bool = False) -> bytes | None:
-    """This user's key, or None (no usable key; with ``create``, one is made where none exists)."""
+    """This user's key, or None (no usable key; with ``create``, one is made where none exists).
+
+    A key read is kept for the life of the process; its absence is not: another process of the
+    user (a notebook's first encode) may make the key at any time, and a long-lived process (a dask
+    worker) would otherwise fork for every stream of the user's until it ends. Looking again costs
+    a failed ``open``, nothing beside the fork it may save."""
     if not hasattr(os, "fork") or not hasattr(os, "geteuid"):
         return None  # no child processes to skip (and no owner to check) on this system
     path = key_path()
@@ -68,13 +84,14 @@ def signing_key(*, create: bool = False) -> bytes | None:
         return None
     name = str(path)
     with _lock:
-        if name in _keys and (_keys[name] is not None or not create):
+        if name in _keys:
             return _keys[name]
         key = _read_key(path)
         if key is None and create and not os.path.lexists(path):
             _create_key(path)
             key = _read_key(path)
-        _keys[name] = key
+        if key is not None:
+            _keys[name] = key
         return key
 
 
@@ -90,7 +107,14 @@ def _read_key(path: Path) -> bytes | None:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError:
-        return None  # missing, a symbolic link, unreadable: no trust, no warning needed for the first
+        if path.is_symlink():
+            _warn_once(
+                path,
+                f"sciz: the stream key {path} is a symbolic link, which sciz does not follow (put a copy of the key "
+                "file there, cp -p keeps its mode 600): sz3 streams are neither tagged nor trusted and decode in a "
+                "child process, slower",
+            )
+        return None  # missing or unreadable: no trust (a missing key is made by the next encode)
     try:
         info = os.fstat(fd)
         unsafe = (
@@ -132,6 +156,25 @@ def _create_key(path: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             temporary.unlink()
+
+
+def explain(tagged: bool, own: bool) -> str:
+    """Where the default decode runs a stream of an engine that needs the child, and why (``sciz
+    info``): ``tagged`` / ``own`` as :func:`sciz.codecs.describe_stream` reports them."""
+    path = key_path()
+    if own:
+        return f"yours (valid under your key {path}): decodes in-process, at the engine's speed"
+    if not tagged:
+        why = "none (written by another sciz, or with no key at hand)"
+    elif path is None and not os.environ.get("SCIZ_KEY_FILE"):
+        why = "not checked: SCIZ_KEY_FILE is set empty here (tags are off)"
+    elif path is None:
+        why = f"not checked: SCIZ_KEY_FILE={os.environ['SCIZ_KEY_FILE']!r} is not an absolute path"
+    elif signing_key() is None:
+        why = f"not checked: no usable key at {path}"
+    else:
+        why = f"made with another key than yours ({path})"
+    return f"{why}: decodes in a forked child, slower (a fork per stream or zspy chunk)"
 
 
 def _warn_once(path: Path, message: str) -> None:

@@ -185,11 +185,12 @@ def encode_array(codec: Codec, data: Any, *, out: Any = None, numthreads: int | 
 
 def _tag_key(header: StreamHeader) -> bytes | None:
     """This user's key when a chunk's engine would otherwise decode in a child (see :mod:`._trust`)."""
-    return _trust.signing_key(create=True) if _isolating(header) else None
+    return _trust.signing_key(create=True) if isolates(header) else None
 
 
-def _isolating(header: StreamHeader) -> bool:
-    """Whether a chunk's engine is one no header check makes safe (its class sets ``isolate``)."""
+def isolates(header: StreamHeader) -> bool:
+    """Whether a chunk's engine is one no header check makes safe (its class sets ``isolate``): the
+    default decode runs such a stream in a child unless it is this user's own (:mod:`._trust`)."""
     return any(getattr(_payload_codec(method), "isolate", False) for method in {c.method for c in header.chunks})
 
 
@@ -462,7 +463,7 @@ def _needs_child(data: Any, header: StreamHeader, isolated: bool | None, error: 
         return isolated
     if not hasattr(os, "fork"):
         return False  # no child processes to be had: the header checks are all the protection there is
-    return _isolating(header) and not _stream.is_own(data, header)
+    return isolates(header) and not _stream.is_own(data, header)
 
 
 def _check_payloads(header: StreamHeader, error: type[CodecError]) -> None:

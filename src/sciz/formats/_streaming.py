@@ -4,7 +4,8 @@ Format writers hand a dask array and a chunk-writing target to :func:`store_dask
 stores that any process can write) or iterate :func:`iter_blocks` (an HDF5 file only this process
 can write); both run on whatever scheduler is active (the threaded default, or a
 ``dask.distributed`` client of processes), keep only a few chunks in memory at a time, and show a
-rich progress bar in-process or distributed's own progress display on a cluster. This is the
+rich progress bar in-process or distributed's own progress display on a cluster (on a terminal or in
+Jupyter only: into a pipe or a file they would write blank lines and carriage returns). This is the
 storage layer's floor: :mod:`sciz.lazy` re-exports it and builds conversions on top.
 """
 
@@ -26,8 +27,10 @@ __all__ = ["active_client", "iter_blocks", "progress_bar", "store_dask"]
 
 @contextlib.contextmanager
 def progress_bar(total: int, description: str, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar over ``total`` bytes; yields ``advance(nbytes)`` (thread-safe)."""
-    if not enabled or total <= 0:
+    """A rich progress bar over ``total`` bytes; yields ``advance(nbytes)`` (thread-safe). Shown on a
+    terminal or in Jupyter only: elsewhere rich would print a blank line into the caller's output."""
+    console = _live_console()
+    if not enabled or total <= 0 or console is None:
         yield lambda nbytes: None
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
@@ -39,6 +42,7 @@ def progress_bar(total: int, description: str, *, enabled: bool = True) -> Itera
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
+        console=console,
         transient=True,
     ) as progress:
         task = progress.add_task(description, total=total)
@@ -68,8 +72,17 @@ def active_client() -> Any:
     return client
 
 
-def _rich_dask_callback(description: str) -> Any:
-    """A dask callback showing a rich progress bar over the tasks of the running graph."""
+def _live_console() -> Any:
+    """A rich console for a live progress display, or None where there is none to be had (output
+    to a file or a pipe, a dumb terminal): rich's progress prints a blank line there when it stops."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_interactive or console.is_jupyter else None
+
+
+def _rich_dask_callback(description: str, console: Any) -> Any:
+    """A dask callback showing a rich progress bar on ``console`` over the tasks of the running graph."""
     from dask.callbacks import Callback
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
@@ -82,6 +95,7 @@ def _rich_dask_callback(description: str) -> Any:
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
+                console=console,
                 transient=True,
             )
             self._task: Any = None
@@ -119,15 +133,16 @@ def store_dask(data: Any, target: Any, *, show_progressbar: bool = True) -> None
             )
         stored = da.store(data, target, lock=False, compute=False)
         future = client.compute(stored)
-        if show_progressbar:
+        if show_progressbar and _live_console() is not None:  # its text bar, not into a pipe or a file either
             from distributed import progress
 
             progress(future, notebook=False)
         future.result()
         return
     tasks = int(np.prod(data.numblocks)) if data.ndim else 1
-    if show_progressbar and tasks > 1:
-        with _rich_dask_callback(f"writing {target.meta.path}"):
+    console = _live_console() if show_progressbar and tasks > 1 else None
+    if console is not None:
+        with _rich_dask_callback(f"writing {target.meta.path}", console):
             da.store(data, target, lock=False)
     else:
         da.store(data, target, lock=False)

@@ -55,6 +55,8 @@ def read_scz(path: str | os.PathLike[str], *, numthreads: int | None = None) -> 
 def _storage(data: Any, header: Any) -> StoredArray:
     """What ``sciz info`` reports of a stream: codec, parameters, chunks and what was kept exactly."""
     from ..codecs._stream import describe_stream
+    from ..codecs._trust import explain
+    from ..codecs.driver import isolates
 
     described = describe_stream(data, header=header)
     details: dict[str, Any] = {"chunks": described["chunks"]}
@@ -68,8 +70,8 @@ def _storage(data: Any, header: Any) -> StoredArray:
         details["NaN/Inf/fill elements kept apart"] = described["masked_elements"]
     if described["patched_elements"]:
         details["elements stored exactly"] = described["patched_elements"]
-    if described["tagged"]:
-        details["tag"] = "yours: decodes in this process" if described["own"] else "not your key: decodes in a child"
+    if hasattr(os, "fork") and isolates(header):  # where the default decode runs it, and why (codecs/_trust.py)
+        details["tag"] = explain(described["tagged"], described["own"])
     parameters = {k: v for k, v in described["params"].items() if v is not None}
     return StoredArray(
         codec=described["codec"], stored_bytes=described["stored_bytes"], parameters=parameters, details=details
