@@ -275,3 +275,38 @@ def test_concurrent_first_encodes_agree_on_one_key(tmp_path: Path, monkeypatch: 
             assert _stream.is_own(data, _stream.parse_stream(data, codecs.Sz3Error)), out.name
     finally:
         _trust.forget()
+
+
+KEY_FILE_PROBE = textwrap.dedent(
+    """
+    import sys, warnings
+    import numpy as np
+    from sciz import codecs
+    from sciz.codecs import _stream
+
+    warnings.simplefilter("always")
+    tagged = open(sys.argv[1], "rb").read()
+    with warnings.catch_warnings(record=True) as caught:
+        stream = codecs.sz3_encode(np.linspace(0, 1, 4096, dtype="f4").reshape(64, 64), tolerance=1e-3)
+        codecs.sz3_decode(tagged)
+    warned = any("chmod 600" in str(w.message) for w in caught)
+    print(_stream.parse_stream(stream, codecs.Sz3Error).tag is not None, warned)
+    """
+)
+
+
+def test_a_key_path_that_is_a_fifo_does_not_hang(tmp_path: Path) -> None:
+    """Attack finding: opening the key blocked forever on a FIFO (waiting for a writer), in every
+    sz3 encode and in every decode of a tagged stream."""
+    fifo = tmp_path / "stream.key"
+    os.mkfifo(fifo)
+    tagged = tmp_path / "tagged.sz3"
+    tagged.write_bytes(codecs.sz3_encode(FIELD, tolerance=1e-3))
+    environment = {**os.environ, "SCIZ_KEY_FILE": str(fifo)}
+    command = [sys.executable, "-c", KEY_FILE_PROBE, str(tagged)]
+    try:
+        done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a FIFO at the key's place blocked the encode or the decode")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "True"], "no tag, and a warning naming the key file"

@@ -77,8 +77,11 @@ def tag(key: bytes, pieces: list[Any]) -> bytes:
 
 
 def _read_key(path: Path) -> bytes | None:
+    # Non-blocking: a FIFO there would otherwise wait for a writer forever (attack finding; the
+    # check below then refuses it as no regular file).
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
     except OSError:
         return None  # missing, a symbolic link, unreadable: no trust, no warning needed for the first
     try:
