@@ -310,3 +310,18 @@ def test_a_key_path_that_is_a_fifo_does_not_hang(tmp_path: Path) -> None:
         pytest.fail("a FIFO at the key's place blocked the encode or the decode")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["False", "True"], "no tag, and a warning naming the key file"
+
+
+def test_a_scz_file_is_hashed_once(tmp_path: Path, key_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack finding: sciz.load and sciz info hashed a .scz stream twice (once for the report of
+    whose it is, once to choose where to decode it): 0.15 s more per 256 MB stored."""
+    import sciz
+
+    path = tmp_path / "field.scz"
+    path.write_bytes(codecs.sz3_encode(FIELD, tolerance=1e-3))
+    hashed: list[int] = []
+    real = _trust.tag
+    monkeypatch.setattr(_trust, "tag", lambda *args: hashed.append(1) or real(*args))
+    dataset = sciz.load(path)
+    assert np.abs(dataset.data - FIELD).max() <= 1e-3
+    assert dataset.storage["data"].details["tag"].startswith("yours") and hashed == [1]
