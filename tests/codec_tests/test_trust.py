@@ -325,3 +325,43 @@ def test_a_scz_file_is_hashed_once(tmp_path: Path, key_file: Path, monkeypatch: 
     dataset = sciz.load(path)
     assert np.abs(dataset.data - FIELD).max() <= 1e-3
     assert dataset.storage["data"].details["tag"].startswith("yours") and hashed == [1]
+
+
+MEMORY_LIMITED = textwrap.dedent(
+    """
+    import resource, sys
+    from sciz import codecs
+    from sciz.codecs import _isolate
+
+    forks = []
+    child = _isolate.decode_in_child
+    _isolate.decode_in_child = lambda *args, **kwargs: forks.append(1) or child(*args, **kwargs)
+    data = open(sys.argv[1], "rb").read()
+    codecs.sz3_decode(data[:0] + data)  # the engine loaded, warm
+    status = open("/proc/self/status").read().split("VmSize:")[1].split()[0]
+    limit = int(status) * 1024 + int(sys.argv[2])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    forks.clear()
+    try:
+        outcome = "array %s" % (codecs.sz3_decode(data).shape,)
+    except (codecs.Sz3Error, MemoryError) as exc:
+        outcome = type(exc).__name__
+    print(outcome, "forked" if forks else "in-process")
+    """
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmSize from /proc (Linux)")
+def test_own_streams_decode_in_the_child_under_a_memory_limit(tmp_path: Path, key_file: Path) -> None:
+    """Fault injection (attack finding): the tag proves who wrote a stream, not that the engine
+    cannot abort. With an address-space limit (ulimit -v, as batch schedulers set), SZ3 meets a
+    failed allocation with std::terminate (or SIGSEGV): an own 4 MB stream decoded in-process killed
+    the caller, where the child had turned the same failure into an Sz3Error."""
+    field = np.cumsum(np.random.default_rng(0).normal(size=(4, 512, 512)), axis=2).astype(np.float32)
+    path = tmp_path / "field.sz3"
+    path.write_bytes(codecs.sz3_encode(field, tolerance=1e-2))
+    environment = {**os.environ, "SCIZ_KEY_FILE": str(key_file)}
+    command = [sys.executable, "-c", MEMORY_LIMITED, str(path), str(2 * field.nbytes)]
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"the decoding process died ({done.returncode}): {done.stderr[-500:]}"
+    assert done.stdout.split()[-1] == "forked", done.stdout

@@ -5,8 +5,10 @@ The default decode runs engines that no header check makes safe (SZ3) in a forke
 stream sciz wrote for this user carries an HMAC-SHA256 tag under a secret key of the user's: an
 engine payload with a valid tag is exactly what that engine's own encoder produced, so decoding it
 in-process is as safe as decoding it right after encoding. A stream from anyone else (no tag, a
-wrong one, another user's key) still decodes in the child. Hashing costs about 0.6 ms per MB of
-*compressed* stream (1.6 GB/s with SHA extensions), a few ms for a 256 MB field.
+wrong one, another user's key) still decodes in the child, and so does every stream where an
+allocation may fail (:func:`allocations_may_fail`: SZ3 aborts on one, whoever wrote the stream).
+Hashing costs about 0.6 ms per MB of *compressed* stream (1.6 GB/s with SHA extensions), a few ms
+for a 256 MB field.
 
 The key is 32 random bytes in ``$XDG_CONFIG_HOME/sciz/stream.key`` (``~/.config`` by default),
 created on the first encode that needs it, readable by its owner only; ``SCIZ_KEY_FILE`` names
@@ -18,6 +20,7 @@ another machine of the same user extends the trust there; deleting it only makes
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import os
@@ -27,7 +30,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TAG_HEX", "key_path", "signing_key", "tag"]
+__all__ = ["TAG_HEX", "allocations_may_fail", "key_path", "signing_key", "tag"]
 
 #: Length of the tag in the stream's parameters (hex digits of an HMAC-SHA256).
 TAG_HEX = 64
@@ -74,6 +77,30 @@ def tag(key: bytes, pieces: list[Any]) -> bytes:
     for piece in pieces:
         mac.update(piece)
     return mac.digest()
+
+
+def allocations_may_fail() -> bool:
+    """Whether an allocation may fail here rather than be granted: an address-space or data limit
+    (``ulimit -v`` / ``-d``, as batch schedulers set) or strict overcommit. The tag proves who wrote a
+    stream, not that its engine cannot abort: SZ3 meets a failed allocation with std::terminate or
+    SIGSEGV even on its own streams (attack finding: an own 4 MB stream under ``ulimit -v`` killed
+    the caller), so there every stream of such an engine decodes in the child, which turns that
+    into an error."""
+    import resource
+
+    if any(
+        resource.getrlimit(limit)[0] != resource.RLIM_INFINITY for limit in (resource.RLIMIT_AS, resource.RLIMIT_DATA)
+    ):
+        return True
+    return _strict_overcommit()
+
+
+@functools.cache
+def _strict_overcommit() -> bool:
+    try:
+        return Path("/proc/sys/vm/overcommit_memory").read_bytes().strip() == b"2"
+    except OSError:
+        return False
 
 
 def _read_key(path: Path) -> bytes | None:

@@ -455,14 +455,15 @@ def decode_parsed(header: StreamHeader, result: np.ndarray, threads: int, error:
 
 def _needs_child(data: Any, header: StreamHeader, isolated: bool | None, error: type[CodecError]) -> bool:
     """Whether to decode in a child: always (True), never (False), or (None) when an engine needs it
-    and the stream is not one of this user's own (:func:`sciz.codecs._stream.is_own`)."""
+    and the stream is not one of this user's own (:func:`sciz.codecs._stream.is_own`), or is but an
+    allocation may fail here (:func:`sciz.codecs._trust.allocations_may_fail`)."""
     if isolated is not None and not isinstance(isolated, bool):
         raise argument_error("isolated", isolated, "must be None (automatic), True or False", cls=error)
     if isolated is not None:
         return isolated
     if not hasattr(os, "fork"):
         return False  # no child processes to be had: the header checks are all the protection there is
-    return _isolating(header) and not _stream.is_own(data, header)
+    return _isolating(header) and (_trust.allocations_may_fail() or not _stream.is_own(data, header))
 
 
 def _check_payloads(header: StreamHeader, error: type[CodecError]) -> None:
