@@ -365,3 +365,39 @@ def test_own_streams_decode_in_the_child_under_a_memory_limit(tmp_path: Path, ke
     done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"the decoding process died ({done.returncode}): {done.stderr[-500:]}"
     assert done.stdout.split()[-1] == "forked", done.stdout
+
+
+def test_a_key_that_cannot_be_linked_is_made_once_per_process(key_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack finding: on a file system without hard links (FAT, some network homes) every sz3
+    encode wrote, fsynced and deleted a new random key, and never tagged."""
+    attempts: list[int] = []
+
+    def no_links(source: object, target: object) -> None:
+        attempts.append(1)
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    for _ in range(3):
+        stream = codecs.sz3_encode(FIELD, tolerance=1e-3)
+        assert _stream.parse_stream(stream, codecs.Sz3Error).tag is None
+    assert attempts == [1] and list(key_file.parent.iterdir()) == []
+
+
+KILLED_CREATOR = (
+    "import os, signal\n"
+    "from sciz.codecs import _trust\n"
+    "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed between writing and linking\n"
+    "_trust.signing_key(create=True)\n"
+)
+
+
+def test_temporary_keys_of_killed_creators_are_removed(key_file: Path) -> None:
+    """Attack finding: a creator killed before linking its key left ``.stream.key.<pid>.<tid>.tmp``
+    (a secret nobody uses) for ever; the next creator removed none."""
+    environment = {**os.environ, "SCIZ_KEY_FILE": str(key_file)}
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", KILLED_CREATOR], env=environment, timeout=120)
+    left = sorted(p.name for p in key_file.parent.iterdir())
+    assert len(left) == 1 and left[0].endswith(".tmp"), f"the second creator removes the first's: {left}"
+    assert _trust.signing_key(create=True) is not None
+    assert [p.name for p in key_file.parent.iterdir()] == ["stream.key"]

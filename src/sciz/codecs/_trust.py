@@ -26,6 +26,7 @@ import hmac
 import os
 import stat
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,10 @@ _KEY_BYTES = 32
 _CONTEXT = b"sciz stream tag 1\0"  # separates this use of the key from any later one
 _lock = threading.Lock()
 _keys: dict[str, bytes | None] = {}
+_made: set[str] = set()  # keys this process tried to make: one attempt each (a failure repeats)
 _warned: set[str] = set()
+#: Age from which a creator's temporary key is debris even if its process number is in use again.
+_STALE_SECONDS = 60.0
 
 
 def key_path() -> Path | None:
@@ -61,10 +65,13 @@ def signing_key(*, create: bool = False) -> bytes | None:
         return None
     name = str(path)
     with _lock:
-        if name in _keys and (_keys[name] is not None or not create):
+        if name in _keys and (_keys[name] is not None or not create or name in _made):
             return _keys[name]
         key = _read_key(path)
-        if key is None and create and not os.path.lexists(path):
+        if key is None and create and name not in _made and not os.path.lexists(path):
+            # Once per process: where it fails (a read-only home, a file system without hard links)
+            # every sz3 encode wrote, fsynced and deleted a new key (attack finding).
+            _made.add(name)
             _create_key(path)
             key = _read_key(path)
         _keys[name] = key
@@ -139,6 +146,7 @@ def _create_key(path: Path) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _remove_debris(path)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
             os.write(fd, os.urandom(_KEY_BYTES))
@@ -154,6 +162,29 @@ def _create_key(path: Path) -> None:
             temporary.unlink()
 
 
+def _remove_debris(path: Path) -> None:
+    """Remove the temporary keys of creators killed before linking theirs (attack finding: they
+    stayed for ever): those of a process that is gone, or older than :data:`_STALE_SECONDS`."""
+    prefix, now = f".{path.name}.", time.time()
+    with contextlib.suppress(OSError), os.scandir(path.parent) as entries:
+        for entry in entries:
+            if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+                with contextlib.suppress(OSError, ValueError):
+                    creator = int(entry.name[len(prefix) :].split(".")[0])
+                    if not _running(creator) or now - entry.stat(follow_symlinks=False).st_mtime > _STALE_SECONDS:
+                        Path(entry.path).unlink()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # no signal: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
+
+
 def _warn_once(path: Path, message: str) -> None:
     if str(path) not in _warned:
         _warned.add(str(path))
@@ -164,4 +195,5 @@ def forget() -> None:
     """Forget the keys read so far (tests, or after ``SCIZ_KEY_FILE`` changes)."""
     with _lock:
         _keys.clear()
+        _made.clear()
         _warned.clear()
