@@ -401,3 +401,19 @@ def test_temporary_keys_of_killed_creators_are_removed(key_file: Path) -> None:
     assert len(left) == 1 and left[0].endswith(".tmp"), f"the second creator removes the first's: {left}"
     assert _trust.signing_key(create=True) is not None
     assert [p.name for p in key_file.parent.iterdir()] == ["stream.key"]
+
+
+def test_a_relative_key_file_setting_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack finding: ``SCIZ_KEY_FILE=stream.key`` made a key in whatever folder sciz ran in (a data
+    folder that is then shared hands the key, and with it in-process decodes, to its readers), and
+    each folder had another key. Like a relative XDG_CONFIG_HOME, it is not used."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SCIZ_KEY_FILE", "stream.key")
+    _trust.forget()
+    try:
+        with pytest.warns(RuntimeWarning, match="SCIZ_KEY_FILE='stream.key' is not an absolute path"):
+            stream = codecs.sz3_encode(FIELD, tolerance=1e-3)
+        assert _stream.parse_stream(stream, codecs.Sz3Error).tag is None
+        assert list(tmp_path.iterdir()) == [], "no key made in the working folder"
+    finally:
+        _trust.forget()

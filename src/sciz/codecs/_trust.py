@@ -12,7 +12,7 @@ for a 256 MB field.
 
 The key is 32 random bytes in ``$XDG_CONFIG_HOME/sciz/stream.key`` (``~/.config`` by default),
 created on the first encode that needs it, readable by its owner only; ``SCIZ_KEY_FILE`` names
-another file, or, set empty, turns signing and trust off. A key file that is not a regular file of
+another file (an absolute path), or, set empty, turns signing and trust off. A key file that is not a regular file of
 this user with no group/other permissions is not used (a warning says so once). Copying the file to
 another machine of the same user extends the trust there; deleting it only makes decodes slower.
 """
@@ -49,7 +49,17 @@ def key_path() -> Path | None:
     """Where this user's key is (or would be created); None when ``SCIZ_KEY_FILE`` is set empty."""
     given = os.environ.get("SCIZ_KEY_FILE")
     if given is not None:
-        return Path(given).expanduser() if given else None
+        path = Path(given).expanduser()
+        if given and not path.is_absolute():
+            # It would name a key in whatever folder sciz runs in (attack finding): a data folder
+            # shared later hands the key, and in-process decodes, to its readers.
+            _warn_once(
+                path,
+                f"sciz: SCIZ_KEY_FILE={given!r} is not an absolute path, so no key is used: "
+                "sz3 streams are not tagged and decode in a child process, slower",
+            )
+            return None
+        return path if given else None
     config = Path(os.environ.get("XDG_CONFIG_HOME", ""))
     if not config.is_absolute():  # unset, or relative: ignored, as the XDG specification says
         config = Path("~").expanduser() / ".config"
