@@ -417,3 +417,54 @@ def test_a_relative_key_file_setting_is_not_used(tmp_path: Path, monkeypatch: py
         assert list(tmp_path.iterdir()) == [], "no key made in the working folder"
     finally:
         _trust.forget()
+
+
+RACE = textwrap.dedent(
+    """
+    import mmap, os, sys
+    from sciz import codecs
+    from sciz.codecs import _isolate, _stream, _trust
+
+    path = sys.argv[1]
+    stream = open(path, "rb").read()
+    start = len(stream) - len(_stream.parse_stream(stream, codecs.Sz3Error).chunks[0].payload)
+    forks = []
+    child = _isolate.decode_in_child
+    _isolate.decode_in_child = lambda *args, **kwargs: forks.append(1) or child(*args, **kwargs)
+    real = _trust.tag
+
+    def tag_then_rewrite(*args):  # another process rewrites the file just after the tag check
+        value = real(*args)
+        fd = os.open(path, os.O_WRONLY)
+        os.pwrite(fd, b"\\xff" * 8, start + 60)  # inside the SZ3 body: the engine would abort
+        os.close(fd)
+        return value
+
+    _trust.tag = tag_then_rewrite
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        try:
+            outcome = "array %s" % (codecs.sz3_decode(mapped).shape,)
+        except codecs.Sz3Error:
+            outcome = "Sz3Error"
+    print(outcome, "forked" if forks else "in-process")
+    """
+)
+
+
+def test_an_own_stream_in_a_file_mapping_decodes_in_the_child(tmp_path: Path, key_file: Path, forks: list[int]) -> None:
+    """Attack finding (time of check, time of use): a file mapping is memory another process can
+    rewrite between the tag check and the decode; an own stream mapped from a group-writable
+    file, its SZ3 body rewritten right after the check, aborted the caller. Only bytes, bytearrays
+    and arrays owning their memory are decoded in-process; the rest, as before tags, in the child."""
+    path = tmp_path / "field.sz3"
+    path.write_bytes(codecs.sz3_encode(np.linspace(0, 1, 19200, dtype=np.float32).reshape(12, 40, 40), tolerance=1e-3))
+    environment = {**os.environ, "SCIZ_KEY_FILE": str(key_file)}
+    done = subprocess.run(
+        [sys.executable, "-c", RACE, str(path)], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"the decoding process died ({done.returncode}): {done.stderr[-500:]}"
+    assert done.stdout.split()[-1] == "forked", done.stdout
+    stream = path.read_bytes()
+    for private in (stream, bytearray(stream), np.frombuffer(stream, np.uint8), np.frombuffer(stream, np.uint8).copy()):
+        assert codecs.sz3_decode(memoryview(private)).shape == (12, 40, 40)
+    assert forks == [], "memory of this process alone decodes in-process"
