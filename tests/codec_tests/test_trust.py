@@ -468,3 +468,28 @@ def test_an_own_stream_in_a_file_mapping_decodes_in_the_child(tmp_path: Path, ke
     for private in (stream, bytearray(stream), np.frombuffer(stream, np.uint8), np.frombuffer(stream, np.uint8).copy()):
         assert codecs.sz3_decode(memoryview(private)).shape == (12, 40, 40)
     assert forks == [], "memory of this process alone decodes in-process"
+
+
+def test_no_home_directory_means_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection (attack finding): with HOME unset and no passwd entry (a container run as
+    an arbitrary user id), every sz3 encode, every decode of a tagged stream and describe_stream
+    raised RuntimeError "Could not determine home directory"; now there is simply no key."""
+    import pwd
+
+    tagged = bytes(codecs.sz3_encode(FIELD, tolerance=1e-3))
+
+    def no_entry(uid: int) -> None:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    for name in ("HOME", "XDG_CONFIG_HOME", "SCIZ_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    _trust.forget()
+    try:
+        assert _trust.key_path() is None
+        stream = codecs.sz3_encode(FIELD, tolerance=1e-3)
+        assert _stream.parse_stream(stream, codecs.Sz3Error).tag is None
+        assert np.abs(codecs.sz3_decode(tagged) - FIELD).max() <= 1e-3
+        assert codecs.describe_stream(tagged)["tagged"] and not codecs.describe_stream(tagged)["own"]
+    finally:
+        _trust.forget()

@@ -46,7 +46,15 @@ _STALE_SECONDS = 60.0
 
 
 def key_path() -> Path | None:
-    """Where this user's key is (or would be created); None when ``SCIZ_KEY_FILE`` is set empty."""
+    """Where this user's key is (or would be created); None when ``SCIZ_KEY_FILE`` is set empty or
+    relative, or when no home directory can be found."""
+    try:
+        return _key_path()
+    except RuntimeError:  # HOME unset and no passwd entry (a container's arbitrary user id): every
+        return None  # sz3 encode and tagged decode raised "Could not determine home directory" (attack finding)
+
+
+def _key_path() -> Path | None:
     given = os.environ.get("SCIZ_KEY_FILE")
     if given is not None:
         path = Path(given).expanduser()
