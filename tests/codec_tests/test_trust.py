@@ -493,3 +493,27 @@ def test_no_home_directory_means_no_key(monkeypatch: pytest.MonkeyPatch) -> None
         assert codecs.describe_stream(tagged)["tagged"] and not codecs.describe_stream(tagged)["own"]
     finally:
         _trust.forget()
+
+
+def test_a_deleted_or_replaced_key_stops_being_trusted(
+    key_file: Path, forks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack finding: a process read the key once; after the user deleted or replaced a key that
+    had leaked, every running process (a notebook, a server) went on decoding streams tagged under
+    it in-process. The key is read again after ``_REREAD_SECONDS`` (here at once)."""
+    monkeypatch.setattr(_trust, "_REREAD_SECONDS", 0.0)
+    stream = codecs.sz3_encode(FIELD, tolerance=1e-3)
+    codecs.sz3_decode(stream)
+    assert forks == []
+    key_file.unlink()
+    codecs.sz3_decode(stream)
+    assert forks == [1], "a deleted key is no longer trusted"
+    replacement = key_file.with_name("new.key")
+    replacement.write_bytes(os.urandom(32))
+    replacement.chmod(0o600)
+    replacement.replace(key_file)
+    codecs.sz3_decode(stream)
+    assert forks == [1, 1], "nor a replaced one"
+    fresh = codecs.sz3_encode(FIELD, tolerance=1e-3)
+    codecs.sz3_decode(fresh)
+    assert forks == [1, 1], "new streams are tagged under the new key"

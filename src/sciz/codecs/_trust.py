@@ -14,7 +14,8 @@ The key is 32 random bytes in ``$XDG_CONFIG_HOME/sciz/stream.key`` (``~/.config`
 created on the first encode that needs it, readable by its owner only; ``SCIZ_KEY_FILE`` names
 another file (an absolute path), or, set empty, turns signing and trust off. A key file that is not a regular file of
 this user with no group/other permissions is not used (a warning says so once). Copying the file to
-another machine of the same user extends the trust there; deleting it only makes decodes slower.
+another machine of the same user extends the trust there; deleting or replacing it ends the trust in
+the streams tagged under it (within a second, in running processes too).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import math
 import os
 import stat
 import threading
@@ -38,9 +40,13 @@ TAG_HEX = 64
 _KEY_BYTES = 32
 _CONTEXT = b"sciz stream tag 1\0"  # separates this use of the key from any later one
 _lock = threading.Lock()
-_keys: dict[str, bytes | None] = {}
+_keys: dict[str, tuple[float, bytes | None]] = {}  # path: (when read, key)
 _made: set[str] = set()  # keys this process tried to make: one attempt each (a failure repeats)
 _warned: set[str] = set()
+#: How long a key read stays in use: a deleted or replaced key stops being trusted within it
+#: (attack finding: read once per process, a leaked key that the user deleted stayed trusted by
+#: every running notebook or server). A read costs about 8 us, more on a network home.
+_REREAD_SECONDS = 1.0
 #: Age from which a creator's temporary key is debris even if its process number is in use again.
 _STALE_SECONDS = 60.0
 
@@ -83,8 +89,10 @@ def signing_key(*, create: bool = False) -> bytes | None:
         return None
     name = str(path)
     with _lock:
-        if name in _keys and (_keys[name] is not None or not create or name in _made):
-            return _keys[name]
+        now = time.monotonic()
+        when, key = _keys.get(name, (-math.inf, None))
+        if now - when < _REREAD_SECONDS and (key is not None or not create or name in _made):
+            return key
         key = _read_key(path)
         if key is None and create and name not in _made and not os.path.lexists(path):
             # Once per process: where it fails (a read-only home, a file system without hard links)
@@ -92,7 +100,7 @@ def signing_key(*, create: bool = False) -> bytes | None:
             _made.add(name)
             _create_key(path)
             key = _read_key(path)
-        _keys[name] = key
+        _keys[name] = (now, key)
         return key
 
 
