@@ -517,3 +517,47 @@ def test_a_deleted_or_replaced_key_stops_being_trusted(
     fresh = codecs.sz3_encode(FIELD, tolerance=1e-3)
     codecs.sz3_decode(fresh)
     assert forks == [1, 1], "new streams are tagged under the new key"
+
+
+FORK_WHILE_READING = textwrap.dedent(
+    """
+    import os, signal, threading, time
+    from sciz.codecs import _trust
+
+    held, release = threading.Event(), threading.Event()
+
+    def slow_read():  # another thread inside signing_key (a key on a slow network home)
+        with _trust._lock:
+            held.set()
+            release.wait()
+
+    thread = threading.Thread(target=slow_read)
+    thread.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:  # e.g. a multiprocessing worker, which then encodes sz3
+        _trust.signing_key(create=True)
+        os._exit(0)
+    for _ in range(200):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    release.set()
+    thread.join()
+    print("ok" if done else "hung")
+    """
+)
+
+
+def test_a_process_forked_while_another_thread_reads_the_key_does_not_hang(key_file: Path) -> None:
+    """Fault injection (attack finding): a fork while another thread held the key lock left the
+    lock held for ever in the child, whose first sz3 encode then hung."""
+    environment = {**os.environ, "SCIZ_KEY_FILE": str(key_file)}
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_WHILE_READING], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.split() == ["ok"], done.stdout + done.stderr[-1000:]

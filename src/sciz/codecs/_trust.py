@@ -51,6 +51,17 @@ _REREAD_SECONDS = 1.0
 _STALE_SECONDS = 60.0
 
 
+def _new_lock() -> None:
+    """A child forked while another thread held the lock inherits it held for ever (attack finding:
+    its first sz3 encode hung): it starts with a free one."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock)
+
+
 def key_path() -> Path | None:
     """Where this user's key is (or would be created); None when ``SCIZ_KEY_FILE`` is set empty or
     relative, or when no home directory can be found."""
