@@ -22,6 +22,10 @@ import sys, threading, time
 import numpy as np
 import imagecodecs.imagecodecs as loader
 from sciz import codecs
+from sciz.codecs import _isolate
+forks = []
+child = _isolate.decode_in_child
+_isolate.decode_in_child = lambda *args, **kwargs: forks.append(1) or child(*args, **kwargs)
 stream = open(sys.argv[1], "rb").read()
 codecs.describe_stream(stream)  # loads the checksum engine now, so the decode below forks without waiting
 held = threading.Event()
@@ -34,7 +38,7 @@ thread.start()
 held.wait()
 restored = codecs.decode(stream, timeout=15)  # sz3: decoded in a child, which loads the engine lazily
 thread.join()
-print("ok", restored.shape)
+print("ok", restored.shape, "forked" if forks else "in-process")
 """
 
 
@@ -44,12 +48,16 @@ def test_isolated_decode_does_not_deadlock_on_imagecodecs_lazy_loading_lock(tmp_
     import subprocess
     import sys
 
+    # The stream must be foreign to the child's process: one of this user's own (tagged under the
+    # session's key, sciz.codecs._trust) decodes in-process, and the test then proved nothing (attack
+    # finding: it had passed that way since streams were tagged).
     path = tmp_path / "x.scz"
     path.write_bytes(codecs.sz3_encode(field(), tolerance=1e-3))
+    environment = {**os.environ, "SCIZ_KEY_FILE": str(tmp_path / "another-users.key")}
     result = subprocess.run(
-        [sys.executable, "-c", DEADLOCK_SCRIPT, str(path)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", DEADLOCK_SCRIPT, str(path)], capture_output=True, text=True, timeout=120, env=environment
     )
-    assert result.returncode == 0 and "ok (16, 64)" in result.stdout, result.stderr[-1500:]
+    assert result.returncode == 0 and "ok (16, 64) forked" in result.stdout, result.stderr[-1500:] + result.stdout
 
 
 @pytest.mark.parametrize("timeout", [0, -1, float("nan"), None, "10", True])

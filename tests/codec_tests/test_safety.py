@@ -129,12 +129,24 @@ FORGED = {
 
 FORGE_SCRIPT = textwrap.dedent(
     """
-    import json, random, resource, sys
+    import json, os, random, resource, sys
     import numpy as np
     import imagecodecs
     from sciz import codecs
     from sciz.codecs import _stream
     from sciz.codecs.registry import CODECS, spec
+    from sciz.codecs.sz3 import Sz3Codec
+
+    parent, engine_in_parent = os.getpid(), []
+    sz3_engine = Sz3Codec.decode_chunk
+
+    def counted(*args):  # the SZ3 engine must never run on a forged payload in this process
+        if os.getpid() == parent:
+            engine_in_parent.append(1)
+        return sz3_engine(*args)
+
+    Sz3Codec.decode_chunk = staticmethod(counted)
+    other_key = None  # every fourth stream is tagged under a key that is not this user's
 
     key, count = sys.argv[1], int(sys.argv[2])
     name, params, dtype, shape = json.loads(sys.argv[3])
@@ -156,7 +168,7 @@ FORGE_SCRIPT = textwrap.dedent(
                                       header.params if params is None else params, header.rows, header.big_endian,
                                       [_stream.Chunk(chunk.method if method is None else method, payload,
                                                      chunk.patch_index, chunk.patch_values)])
-        return _stream.pack_stream(forged)  # every checksum resealed, as a forger would
+        return _stream.pack_stream(forged, key=other_key)  # every checksum resealed, as a forger would
 
     def mutate(raw, within=None):
         raw = bytearray(raw)
@@ -214,6 +226,7 @@ FORGE_SCRIPT = textwrap.dedent(
     counts = {"array": 0, "error": 0}
     wrong = []
     for index in range(count):
+        other_key = os.urandom(32) if index % 4 == 3 else None
         mode = modes[index % len(modes)]
         if name == "lerc" and index % 16 == 0:
             mode = "lerc-reseal"
@@ -260,7 +273,7 @@ FORGE_SCRIPT = textwrap.dedent(
         else:
             counts["array"] += 1
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-    print(json.dumps({"counts": counts, "wrong": wrong, "peak_mb": peak}))
+    print(json.dumps({"counts": counts, "wrong": wrong, "peak_mb": peak, "engine_in_parent": len(engine_in_parent)}))
     """
 )
 
@@ -292,6 +305,8 @@ def test_forged_streams_default_decode_never_crashes(key: str, record_property: 
     assert results["counts"]["array"] + results["counts"]["error"] == count
     assert results["counts"]["error"] >= count // 4, "most forged payloads must be refused"
     assert results["peak_mb"] < 1000, "a forged stream made the decoder allocate far more than the array"
+    # Forged sz3 payloads, untagged or tagged under another user's key, reach the engine only in the child.
+    assert results["engine_in_parent"] == 0
 
 
 def _forge(stream: bytes, shape: tuple[int, ...], rows: int, n_chunks: int | None = None) -> bytes:

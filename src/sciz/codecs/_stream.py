@@ -170,6 +170,9 @@ class StreamHeader:
     #: The stream's tag (``params["mac"]``, see :mod:`sciz.codecs._trust`) and where its hex digits
     #: and the header's CRC start; None for an untagged stream.
     tag: tuple[bytes, int, int] | None = None
+    #: Whether the tag is valid under this user's key, once :func:`is_own` has checked it (the chunks
+    #: are views of the bytes it hashed, so the answer holds for this header's decode).
+    own: bool | None = None
 
     @property
     def size(self) -> int:
@@ -330,7 +333,14 @@ def _tagged_pieces(view: memoryview, digits: int, header_end: int) -> list[Any]:
 
 
 def is_own(data: Any, header: StreamHeader) -> bool:
-    """Whether ``data`` (parsed as ``header``) carries a valid tag under this user's key."""
+    """Whether ``data`` (parsed as ``header``) carries a valid tag under this user's key; hashed once
+    per header (``sciz info`` and the decode of a ``.scz`` file share one, and hashed it twice)."""
+    if header.own is None:
+        header.own = _tag_valid(data, header)
+    return header.own
+
+
+def _tag_valid(data: Any, header: StreamHeader) -> bool:
     if header.tag is None:
         return False
     key = _trust.signing_key()

@@ -456,14 +456,34 @@ def decode_parsed(header: StreamHeader, result: np.ndarray, threads: int, error:
 
 def _needs_child(data: Any, header: StreamHeader, isolated: bool | None, error: type[CodecError]) -> bool:
     """Whether to decode in a child: always (True), never (False), or (None) when an engine needs it
-    and the stream is not one of this user's own (:func:`sciz.codecs._stream.is_own`)."""
+    and the stream is not one of this user's own (:func:`sciz.codecs._stream.is_own`), or is but lies
+    in memory another process can change (:func:`_private`) or an allocation may fail here
+    (:func:`sciz.codecs._trust.allocations_may_fail`)."""
     if isolated is not None and not isinstance(isolated, bool):
         raise argument_error("isolated", isolated, "must be None (automatic), True or False", cls=error)
     if isolated is not None:
         return isolated
     if not hasattr(os, "fork"):
         return False  # no child processes to be had: the header checks are all the protection there is
-    return isolates(header) and not _stream.is_own(data, header)
+    if not isolates(header):
+        return False
+    return _trust.allocations_may_fail() or not _private(data) or not _stream.is_own(data, header)
+
+
+def _private(data: Any) -> bool:
+    """Whether ``data`` is memory of this process alone: bytes, a bytearray, or an array owning its
+    memory (or a view of one of these). A file mapping is not: another process could rewrite it
+    between the tag check and the decode (attack finding: an own stream mapped from a group-writable
+    file, its SZ3 body rewritten just after the check, aborted the caller)."""
+    owner = data
+    for _ in range(64):  # views of views
+        below = owner.obj if isinstance(owner, memoryview) else owner.base if isinstance(owner, np.ndarray) else owner
+        if below is None:
+            return not isinstance(owner, np.memmap)  # an array that owns its memory
+        if below is owner:
+            break
+        owner = below
+    return isinstance(owner, bytes | bytearray)
 
 
 def _check_payloads(header: StreamHeader, error: type[CodecError]) -> None:
