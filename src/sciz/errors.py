@@ -24,6 +24,7 @@ __all__ = [
     "SciZError",
     "SciZWarning",
     "SperrError",
+    "StreamKeyWarning",
     "Sz3Error",
     "SzipError",
     "UnknownFormatError",
@@ -104,6 +105,12 @@ class LosslessFallbackWarning(SciZWarning, UserWarning):
     bound on too many elements, or the tolerance is below the data's float precision (often because
     a fill value such as 1e20 marks missing data: pass ``fill_value=`` to exclude it).
     """
+
+
+class StreamKeyWarning(SciZWarning, RuntimeWarning):
+    """This user's stream key (``~/.config/sciz/stream.key`` or ``SCIZ_KEY_FILE``) cannot be used:
+    a symbolic link, not a private 32-byte file of this user, or a relative setting. sz3 streams are
+    then neither tagged nor trusted, and decode in a child process (slower, never wrong)."""
 
 
 class DataWarning(SciZWarning, UserWarning):

@@ -23,6 +23,7 @@ import pytest
 
 from sciz import codecs
 from sciz.codecs import _isolate, _stream, _trust
+from sciz.errors import StreamKeyWarning
 
 FIELD = np.cumsum(np.random.default_rng(7).normal(size=(8, 64, 64)), axis=2).astype(np.float32)
 
@@ -219,7 +220,7 @@ def test_a_relative_key_file_setting_is_not_used(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("SCIZ_KEY_FILE", "keys/stream.key")
     _trust.forget()
     try:
-        with pytest.warns(RuntimeWarning, match="SCIZ_KEY_FILE='keys/stream.key' is not an absolute path"):
+        with pytest.warns(StreamKeyWarning, match="SCIZ_KEY_FILE='keys/stream.key' is not an absolute path"):
             stream = codecs.sz3_encode(FIELD, tolerance=1e-3)
         assert _trust.key_path() is None and _stream.parse_stream(stream, codecs.Sz3Error).tag is None
         assert not list(tmp_path.iterdir()), "no key is made in the working directory"
@@ -247,7 +248,7 @@ def test_info_says_where_and_why_a_stream_decodes(
         monkeypatch.setenv("SCIZ_KEY_FILE", setting)
         _trust.forget()
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # the relative setting's own warning
+            warnings.simplefilter("ignore", StreamKeyWarning)  # the relative setting's own warning
             return read_scz(path)[1].details.get("tag")
 
     assert note(own, str(key_file)).startswith(f"yours (valid under your key {key_file}): decodes in-process")

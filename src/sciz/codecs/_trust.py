@@ -35,6 +35,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ..errors import StreamKeyWarning
+
 __all__ = ["TAG_HEX", "allocations_may_fail", "explain", "key_path", "signing_key", "tag"]
 
 #: Length of the tag in the stream's parameters (hex digits of an HMAC-SHA256).
@@ -263,7 +265,7 @@ def _running(pid: int) -> bool:
 def _warn_once(path: Path, message: str) -> None:
     if str(path) not in _warned:
         _warned.add(str(path))
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        warnings.warn(StreamKeyWarning(message), stacklevel=4)
 
 
 def forget() -> None:
