@@ -69,6 +69,7 @@ __all__ = [
     "debris_of",
     "fsync_directory",
     "hold_directory",
+    "link_new_file",
     "prepare_target",
     "public_names",
     "recover",
@@ -544,6 +545,34 @@ def atomic_file(
             temporary.unlink(missing_ok=True)
             raise
         fsync_directory(target.parent)
+
+
+def link_new_file(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> bool:
+    """Create ``path`` holding ``data`` unless something is there already (it is never replaced).
+
+    The bytes go to a temporary sibling created with ``mode`` (a secret is never readable by others,
+    not even for a moment), fsynced, then hard-linked into place: concurrent creators agree on one
+    whole file, the first linked. Returns whether ours was. A killed creator's sibling is debris like
+    any writer's (:func:`remove_debris`, run first). ``OSError`` (no hard links, a read-only folder)
+    is the caller's to handle.
+    """
+    target = Path(os.fspath(path)).absolute()
+    remove_debris(target)
+    temporary = _sibling(target, "tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, target)
+        except FileExistsError:
+            return False
+        fsync_directory(target.parent)
+        return True
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -318,13 +318,18 @@ def pack_stream(header: StreamHeader, *, in_place: bool = False, key: bytes | No
     else:
         stream = bytearray().join([head, *bodies])
     if key is not None:
-        digits = _FIXED.size + 8 * len(header.shape) + len(params) - 2 - _trust.TAG_HEX
+        digits = _tag_digits(_FIXED.size + 8 * len(header.shape) + len(params))
         header_end = len(head) - 4
         with memoryview(stream) as view:
             value = _trust.tag(key, _tagged_pieces(view, digits, header_end))
         stream[digits : digits + _trust.TAG_HEX] = value.hex().encode()
         stream[header_end : header_end + 4] = struct.pack("<I", crc32(memoryview(stream)[:header_end]))
     return stream
+
+
+def _tag_digits(params_end: int) -> int:
+    """Where the tag's hex digits start: the parameters end with them and ``"}``."""
+    return params_end - 2 - _trust.TAG_HEX
 
 
 def _tagged_pieces(view: memoryview, digits: int, header_end: int) -> list[Any]:
@@ -477,7 +482,7 @@ def _read_tag(params: dict[str, Any], raw: bytes, params_end: int, header_end: i
         return None
     if not raw.endswith(b'"' + _TAG_KEY.encode() + b'":"' + value.encode() + b'"}'):
         return None
-    return digest, params_end - 2 - _trust.TAG_HEX, header_end
+    return digest, _tag_digits(params_end), header_end
 
 
 def _bits(dtype: np.dtype) -> np.dtype:

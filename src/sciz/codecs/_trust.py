@@ -22,7 +22,6 @@ second, in running processes too).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import hmac
@@ -51,8 +50,6 @@ _warned: set[str] = set()
 #: (attack finding: read once per process, a leaked key that the user deleted stayed trusted by
 #: every running notebook or server). A read costs about 8 us, more on a network home.
 _REREAD_SECONDS = 1.0
-#: Age from which a creator's temporary key is debris even if its process number is in use again.
-_STALE_SECONDS = 60.0
 
 
 def _new_lock() -> None:
@@ -195,24 +192,15 @@ def _read_key(path: Path) -> bytes | None:
 
 
 def _create_key(path: Path) -> None:
-    """Write a new key beside ``path`` and link it into place (a concurrent creator's key wins)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    """Make a new key at ``path`` unless one is there (a concurrent creator's key wins; killed
+    creators' temporary keys are removed as any sciz writer's debris)."""
+    from ..atomic import link_new_file
+
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _remove_debris(path)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-        try:
-            os.write(fd, os.urandom(_KEY_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        with contextlib.suppress(FileExistsError):
-            os.link(temporary, path)  # never replaces a key already there
+        link_new_file(path, os.urandom(_KEY_BYTES), mode=0o600)
     except OSError:
-        pass  # a read-only home: streams are not signed, and decode in the child
-    finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
+        pass  # a read-only home, no hard links: streams are not signed, and decode in the child
 
 
 def explain(tagged: bool, own: bool) -> str:
@@ -237,29 +225,6 @@ def explain(tagged: bool, own: bool) -> str:
     else:
         why = f"made with another key than yours ({path})"
     return f"{why}: decodes in a forked child, slower (a fork per stream or zspy chunk)"
-
-
-def _remove_debris(path: Path) -> None:
-    """Remove the temporary keys of creators killed before linking theirs (attack finding: they
-    stayed for ever): those of a process that is gone, or older than :data:`_STALE_SECONDS`."""
-    prefix, now = f".{path.name}.", time.time()
-    with contextlib.suppress(OSError), os.scandir(path.parent) as entries:
-        for entry in entries:
-            if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
-                with contextlib.suppress(OSError, ValueError):
-                    creator = int(entry.name[len(prefix) :].split(".")[0])
-                    if not _running(creator) or now - entry.stat(follow_symlinks=False).st_mtime > _STALE_SECONDS:
-                        Path(entry.path).unlink()
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # no signal: only whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's
-    return True
 
 
 def _warn_once(path: Path, message: str) -> None:

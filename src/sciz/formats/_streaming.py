@@ -29,8 +29,8 @@ __all__ = ["active_client", "iter_blocks", "progress_bar", "store_dask"]
 def progress_bar(total: int, description: str, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
     """A rich progress bar over ``total`` bytes; yields ``advance(nbytes)`` (thread-safe). Shown on a
     terminal or in Jupyter only: elsewhere rich would print a blank line into the caller's output."""
-    console = _live_console()
-    if not enabled or total <= 0 or console is None:
+    console = _live_console() if enabled and total > 0 else None  # rich imported only for a bar
+    if console is None:
         yield lambda nbytes: None
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
